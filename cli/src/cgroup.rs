@@ -1,0 +1,65 @@
+//! A cgroup of its own for `ksight stat`'s command: every descendant lands in it, and
+//! socket events the kernel runs in softirq still carry it, so attribution needs no
+//! guessing from whichever task happened to be running.
+
+use anyhow::{Context, Result, anyhow};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub struct StatCgroup {
+    pub path: PathBuf,
+    /// The cgroup v2 id events carry: the inode number of the directory.
+    pub id: u64,
+}
+
+/// Mount point of the cgroup v2 hierarchy (also in the hybrid v1/v2 layout).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
+/// This process's cgroup v2 path, relative to the mount.
+fn own_cgroup() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(|p| p.trim_start_matches('/').to_string())
+}
+
+impl StatCgroup {
+    /// Creates `<own cgroup>/ksight-stat-<pid>`; a child of our own keeps the command under
+    /// the limits we run under.
+    pub fn create() -> Result<Self> {
+        let mount = cgroup2_mount().ok_or_else(|| anyhow!("no cgroup v2 hierarchy is mounted"))?;
+        let own = own_cgroup().ok_or_else(|| anyhow!("/proc/self/cgroup has no cgroup v2 entry"))?;
+        let path = mount.join(own).join(format!("ksight-stat-{}", std::process::id()));
+        std::fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
+        let id = std::fs::metadata(&path)
+            .with_context(|| format!("reading cgroup {}", path.display()))?
+            .ino();
+        Ok(Self { path, id })
+    }
+
+    pub fn procs_file(&self) -> PathBuf {
+        self.path.join("cgroup.procs")
+    }
+
+    /// Removes the cgroup once its processes are gone; a straggler keeps it (and we say so).
+    pub fn remove(&self) -> Result<()> {
+        remove_dir_retrying(&self.path)
+    }
+}
+
+fn remove_dir_retrying(path: &Path) -> Result<()> {
+    let mut last = None;
+    for _ in 0..50 {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(last.expect("tried")).with_context(|| format!("removing cgroup {} (processes still in it?)", path.display()))
+}

@@ -1,0 +1,36 @@
+//! Engine throughput: records per second from raw batches (as a replay delivers them)
+//! through decode, reorder and the full aggregation, on one core.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ksight_engine::Engine;
+use ksight_engine::names::NoNames;
+use ksight_engine::synthetic::Synth;
+use std::hint::black_box;
+
+fn full_aggregation(c: &mut Criterion) {
+    // 4000 rounds × 26 records: process lifecycles, TCP connections, block I/O.
+    let batch = Synth::host_mix(4000);
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("replay_to_aggregates", |b| {
+        b.iter(|| {
+            let mut engine = Engine::new("bench", None);
+            engine.ingest(black_box(&batch));
+            engine.advance(None);
+            engine.flush();
+            black_box(engine.records)
+        })
+    });
+    group.bench_function("replay_to_snapshot", |b| {
+        b.iter(|| {
+            let mut engine = Engine::new("bench", None);
+            engine.ingest(black_box(&batch));
+            engine.flush();
+            black_box(engine.snapshot(&NoNames))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, full_aggregation);
+criterion_main!(benches);

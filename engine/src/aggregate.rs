@@ -1,0 +1,654 @@
+//! Deterministic aggregation of an ordered event stream: the same stream gives the same
+//! aggregates, whichever backend produced it. That is what makes backends comparable.
+
+use crate::decode::{Event, c_str};
+use crate::names::Names;
+use crate::snapshot::*;
+use event_abi::{
+    BlockEvent, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent, TcpTuple, block_op,
+    kind, tcp_state, tcp_stats,
+};
+use hdrhistogram::Histogram;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// What to count. `None` in the aggregator means the whole host.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// cgroup ids whose tasks and sockets are in scope.
+    pub cgroups: FxHashSet<u64>,
+    /// Process ids in scope; grows with every process they fork.
+    pub pids: FxHashSet<u32>,
+}
+
+impl Scope {
+    fn contains(&self, pid: u32, cgroup_id: u64) -> bool {
+        self.cgroups.contains(&cgroup_id) || self.pids.contains(&pid)
+    }
+}
+
+/// Block requests waiting for completion before this many are dropped as unmatched.
+const MAX_PENDING_BIOS: usize = 1 << 16;
+/// Closed connections kept for listing between resets.
+const MAX_CLOSED_CONNECTIONS: usize = 4096;
+
+#[derive(Default)]
+struct Process {
+    ppid: Option<u32>,
+    comm: String,
+    filename: Option<String>,
+    cgroup_id: u64,
+    execs: u64,
+    forks: u64,
+    exit_code: Option<i32>,
+    tcp_bytes_sent: u64,
+    tcp_bytes_received: u64,
+    block_read_bytes: u64,
+    block_write_bytes: u64,
+}
+
+#[derive(Default)]
+struct Cgroup {
+    execs: u64,
+    forks: u64,
+    exits: u64,
+    tcp_connections: u64,
+    tcp_bytes_sent: u64,
+    tcp_bytes_received: u64,
+    block_read_bytes: u64,
+    block_write_bytes: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Active,
+    Passive,
+}
+
+struct Connection {
+    tuple: TcpTuple,
+    role: Role,
+    first_ts: u64,
+    last_ts: u64,
+    established: bool,
+    state: u32,
+    owner_pid: u32,
+    sock_cgroup_id: u64,
+    retransmits: u64,
+    resets_sent: u64,
+    resets_received: u64,
+    /// Counters read at close.
+    closed: Option<CloseStats>,
+}
+
+#[derive(Clone, Copy)]
+struct CloseStats {
+    valid: u32,
+    bytes_acked: u64,
+    bytes_received: u64,
+    segs_in: u32,
+    segs_out: u32,
+    srtt_us: u32,
+}
+
+struct Device {
+    reads: u64,
+    writes: u64,
+    other: u64,
+    read_bytes: u64,
+    write_bytes: u64,
+    errors: u64,
+    latency_ns: Histogram<u64>,
+}
+
+impl Default for Device {
+    fn default() -> Self {
+        Self {
+            reads: 0,
+            writes: 0,
+            other: 0,
+            read_bytes: 0,
+            write_bytes: 0,
+            errors: 0,
+            // 1 ns .. 1 h, 3 significant digits; values above saturate.
+            latency_ns: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct PendingBio {
+    ts: u64,
+    pid: u32,
+    cgroup_id: u64,
+}
+
+#[derive(Default)]
+struct Totals {
+    execs: u64,
+    forks: u64,
+    threads: u64,
+    exits: u64,
+    exit_codes: BTreeMap<i32, u64>,
+    connects: u64,
+    connect_failures: u64,
+    accepts: u64,
+    closes: u64,
+    retransmits: u64,
+    resets_sent: u64,
+    resets_received: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+#[derive(Default)]
+pub struct Aggregator {
+    scope: Option<Scope>,
+    totals: Totals,
+    processes: FxHashMap<u32, Process>,
+    cgroups: FxHashMap<u64, Cgroup>,
+    open: FxHashMap<u64, Connection>,
+    closed: Vec<Connection>,
+    devices: BTreeMap<u32, Device>,
+    /// Per device: sector → queued bio, for matching completions (merged requests cover a
+    /// range of sectors).
+    pending: FxHashMap<u32, BTreeMap<u64, PendingBio>>,
+    first_ts: Option<u64>,
+    last_ts: u64,
+    /// Completions whose queue event was not seen (queued before capture, or out of scope on
+    /// a host-wide run they still count toward the device).
+    pub unmatched_completions: u64,
+}
+
+/// Exit status in wait(2) encoding → the code a shell reports.
+pub fn exit_code(status: u32) -> i32 {
+    let signal = status & 0x7f;
+    if signal == 0 { ((status >> 8) & 0xff) as i32 } else { 128 + signal as i32 }
+}
+
+impl Aggregator {
+    /// Aggregates the whole host.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Aggregates only what `scope` covers (and what its processes fork).
+    pub fn scoped(scope: Scope) -> Self {
+        Self { scope: Some(scope), ..Self::default() }
+    }
+
+    fn in_scope(&self, pid: u32, cgroup_id: u64) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.contains(pid, cgroup_id))
+    }
+
+    fn conn_in_scope(&self, c: &Connection) -> bool {
+        self.scope.as_ref().is_none_or(|s| {
+            s.cgroups.contains(&c.sock_cgroup_id) || (c.owner_pid != 0 && s.pids.contains(&c.owner_pid))
+        })
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        let ts = event.ts_ns();
+        self.first_ts.get_or_insert(ts);
+        self.last_ts = self.last_ts.max(ts);
+        match event {
+            Event::Exec(e) => self.exec(e),
+            Event::Fork(e) => self.fork(e),
+            Event::Exit(e) => self.exit(e),
+            Event::TcpState(e) => self.tcp_state(e),
+            Event::Tcp(e) => self.tcp_event(e),
+            Event::Block(e) => self.block(e),
+        }
+    }
+
+    fn exec(&mut self, e: &ExecEvent) {
+        let h = &e.header;
+        if !self.in_scope(h.pid, h.cgroup_id) {
+            return;
+        }
+        self.totals.execs += 1;
+        self.cgroups.entry(h.cgroup_id).or_default().execs += 1;
+        let p = self.processes.entry(h.pid).or_default();
+        p.execs += 1;
+        p.ppid = Some(e.ppid);
+        p.comm = c_str(&e.comm);
+        let len = (e.filename_len as usize).min(e.filename.len());
+        p.filename = Some(c_str(&e.filename[..len]));
+        p.cgroup_id = h.cgroup_id;
+    }
+
+    fn fork(&mut self, e: &ForkEvent) {
+        let h = &e.header;
+        if !self.in_scope(e.parent_tgid, h.cgroup_id) {
+            return;
+        }
+        if e.child_tgid == e.parent_tgid {
+            self.totals.threads += 1;
+            return;
+        }
+        if let Some(scope) = &mut self.scope {
+            scope.pids.insert(e.child_tgid);
+        }
+        self.totals.forks += 1;
+        self.cgroups.entry(h.cgroup_id).or_default().forks += 1;
+        let parent_comm = self.processes.get(&e.parent_tgid).map(|p| p.comm.clone());
+        if let Some(parent) = self.processes.get_mut(&e.parent_tgid) {
+            parent.forks += 1;
+        } else {
+            self.processes.insert(e.parent_tgid, Process { forks: 1, cgroup_id: h.cgroup_id, ..Default::default() });
+        }
+        let child = self.processes.entry(e.child_tgid).or_default();
+        child.ppid = Some(e.parent_tgid);
+        child.cgroup_id = h.cgroup_id;
+        if let Some(comm) = parent_comm {
+            child.comm = comm;
+        }
+    }
+
+    fn exit(&mut self, e: &ExitEvent) {
+        let h = &e.header;
+        if e.group_dead == 0 || !self.in_scope(h.pid, h.cgroup_id) {
+            return;
+        }
+        let code = exit_code(e.exit_status);
+        self.totals.exits += 1;
+        *self.totals.exit_codes.entry(code).or_default() += 1;
+        self.cgroups.entry(h.cgroup_id).or_default().exits += 1;
+        let p = self.processes.entry(h.pid).or_default();
+        p.exit_code = Some(code);
+        p.comm = c_str(&e.comm);
+        p.cgroup_id = h.cgroup_id;
+    }
+
+    fn tcp_state(&mut self, e: &TcpStateEvent) {
+        let h = &e.header;
+        let (old, new) = (e.old_state, e.new_state);
+        if !self.open.contains_key(&e.sock_id) {
+            let role = match new {
+                tcp_state::SYN_SENT => Role::Active,
+                tcp_state::SYN_RECV | tcp_state::ESTABLISHED => Role::Passive,
+                // Listeners and transitions of sockets opened before capture started.
+                _ => return,
+            };
+            self.open.insert(
+                e.sock_id,
+                Connection {
+                    tuple: e.tuple,
+                    role,
+                    first_ts: h.ts_ns,
+                    last_ts: h.ts_ns,
+                    established: false,
+                    state: new,
+                    owner_pid: 0,
+                    sock_cgroup_id: e.sock_cgroup_id,
+                    retransmits: 0,
+                    resets_sent: 0,
+                    resets_received: 0,
+                    closed: None,
+                },
+            );
+        }
+        let conn = self.open.get_mut(&e.sock_id).expect("inserted above");
+        conn.state = new;
+        conn.last_ts = h.ts_ns;
+        conn.tuple = e.tuple;
+        // Transitions a syscall drives (connect, close) run in the owner's context; the
+        // others may run in softirq on behalf of anyone, so they never set the owner.
+        let owner_context = matches!(
+            (old, new),
+            (tcp_state::CLOSE, tcp_state::SYN_SENT)
+                | (tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1)
+                | (tcp_state::CLOSE_WAIT, tcp_state::LAST_ACK)
+        );
+        if owner_context && conn.owner_pid == 0 {
+            conn.owner_pid = h.pid;
+        }
+        let newly_established = new == tcp_state::ESTABLISHED && !conn.established;
+        conn.established |= new == tcp_state::ESTABLISHED;
+        let closing = new == tcp_state::CLOSE;
+        if closing {
+            conn.closed = Some(CloseStats {
+                valid: e.stats_valid,
+                bytes_acked: e.bytes_acked,
+                bytes_received: e.bytes_received,
+                segs_in: e.segs_in,
+                segs_out: e.segs_out,
+                srtt_us: e.srtt_us,
+            });
+        }
+        let role = conn.role;
+        let conn_snapshot_in_scope = {
+            let conn = &self.open[&e.sock_id];
+            self.conn_in_scope(conn)
+        };
+        if !conn_snapshot_in_scope {
+            if closing {
+                self.open.remove(&e.sock_id);
+            }
+            return;
+        }
+        if newly_established {
+            match role {
+                Role::Active => self.totals.connects += 1,
+                Role::Passive => self.totals.accepts += 1,
+            }
+        }
+        if closing {
+            let conn = self.open.remove(&e.sock_id).expect("present");
+            self.close(conn);
+        }
+    }
+
+    fn close(&mut self, conn: Connection) {
+        if !conn.established {
+            if conn.role == Role::Active {
+                self.totals.connect_failures += 1;
+            }
+        } else {
+            self.totals.closes += 1;
+            let stats = conn.closed.expect("closing connections carry stats");
+            let sent = if stats.valid & tcp_stats::BYTES_ACKED != 0 { stats.bytes_acked } else { 0 };
+            let received =
+                if stats.valid & tcp_stats::BYTES_RECEIVED != 0 { stats.bytes_received } else { 0 };
+            self.totals.bytes_sent += sent;
+            self.totals.bytes_received += received;
+            let cg = self.cgroups.entry(conn.sock_cgroup_id).or_default();
+            cg.tcp_connections += 1;
+            cg.tcp_bytes_sent += sent;
+            cg.tcp_bytes_received += received;
+            if conn.owner_pid != 0 {
+                let p = self.processes.entry(conn.owner_pid).or_default();
+                p.tcp_bytes_sent += sent;
+                p.tcp_bytes_received += received;
+            }
+        }
+        if self.closed.len() < MAX_CLOSED_CONNECTIONS {
+            self.closed.push(conn);
+        }
+    }
+
+    fn tcp_event(&mut self, e: &TcpEvent) {
+        let h = &e.header;
+        let in_scope = match self.open.get(&e.sock_id) {
+            Some(conn) if e.sock_id != 0 => self.conn_in_scope(conn),
+            _ => {
+                self.in_scope(h.pid, h.cgroup_id)
+                    || (e.sock_cgroup_id != 0 && self.in_scope(0, e.sock_cgroup_id))
+            }
+        };
+        if !in_scope {
+            return;
+        }
+        let conn = if e.sock_id != 0 { self.open.get_mut(&e.sock_id) } else { None };
+        match h.kind {
+            kind::TCP_RETRANSMIT => {
+                self.totals.retransmits += 1;
+                if let Some(c) = conn {
+                    c.retransmits += 1;
+                }
+            }
+            kind::TCP_RESET_SENT => {
+                self.totals.resets_sent += 1;
+                if let Some(c) = conn {
+                    c.resets_sent += 1;
+                }
+            }
+            _ => {
+                self.totals.resets_received += 1;
+                if let Some(c) = conn {
+                    c.resets_received += 1;
+                }
+            }
+        }
+    }
+
+    fn block(&mut self, e: &BlockEvent) {
+        let h = &e.header;
+        match h.kind {
+            kind::BLOCK_QUEUE => {
+                if !self.in_scope(h.pid, h.cgroup_id) {
+                    return;
+                }
+                let pending = self.pending.entry(e.dev).or_default();
+                if pending.len() >= MAX_PENDING_BIOS {
+                    // Completions were lost; start over rather than grow without bound.
+                    self.unmatched_completions += pending.len() as u64;
+                    pending.clear();
+                }
+                pending.insert(e.sector, PendingBio { ts: h.ts_ns, pid: h.pid, cgroup_id: h.cgroup_id });
+            }
+            kind::BLOCK_COMPLETE => self.block_complete(e),
+            // Issue marks the hand-over to the driver; latency is measured queue → complete.
+            _ => {}
+        }
+    }
+
+    fn block_complete(&mut self, e: &BlockEvent) {
+        let sectors = u64::from(e.bytes >> 9).max(1);
+        let mut submitter = None;
+        if let Some(pending) = self.pending.get_mut(&e.dev) {
+            // A merged request completes every bio queued inside its sector range.
+            let covered: Vec<u64> =
+                pending.range(e.sector..e.sector.saturating_add(sectors)).map(|(&s, _)| s).collect();
+            for sector in covered {
+                let bio = pending.remove(&sector).expect("listed");
+                submitter.get_or_insert(bio);
+            }
+        }
+        if submitter.is_none() {
+            if self.scope.is_some() {
+                return;
+            }
+            self.unmatched_completions += 1;
+        }
+        let dev = self.devices.entry(e.dev).or_default();
+        let bytes = u64::from(e.bytes);
+        let (mut read, mut written) = (0, 0);
+        match e.op {
+            block_op::READ => {
+                dev.reads += 1;
+                dev.read_bytes += bytes;
+                read = bytes;
+            }
+            block_op::WRITE => {
+                dev.writes += 1;
+                dev.write_bytes += bytes;
+                written = bytes;
+            }
+            _ => dev.other += 1,
+        }
+        if e.error != 0 {
+            dev.errors += 1;
+        }
+        if let Some(bio) = submitter {
+            dev.latency_ns.saturating_record(e.header.ts_ns.saturating_sub(bio.ts).max(1));
+            let p = self.processes.entry(bio.pid).or_default();
+            p.block_read_bytes += read;
+            p.block_write_bytes += written;
+            let cg = self.cgroups.entry(bio.cgroup_id).or_default();
+            cg.block_read_bytes += read;
+            cg.block_write_bytes += written;
+        }
+    }
+
+    /// Starts a new interval: counters go back to zero; what is still live (open
+    /// connections, queued I/O, known processes) is kept so the next interval matches it.
+    pub fn reset_interval(&mut self) {
+        self.totals = Totals::default();
+        self.cgroups.clear();
+        self.closed.clear();
+        self.devices.clear();
+        self.processes.retain(|_, p| p.exit_code.is_none());
+        for p in self.processes.values_mut() {
+            let comm = std::mem::take(&mut p.comm);
+            *p = Process { ppid: p.ppid, comm, filename: p.filename.take(), cgroup_id: p.cgroup_id, ..Default::default() };
+        }
+        self.first_ts = None;
+    }
+
+    pub fn snapshot(&self, backend: &str, lost_events: u64, malformed: u64, names: &dyn Names) -> Snapshot {
+        let comm_of = |pid: u32| -> String {
+            self.processes
+                .get(&pid)
+                .map(|p| p.comm.clone())
+                .filter(|c| !c.is_empty())
+                .or_else(|| names.comm(pid))
+                .unwrap_or_default()
+        };
+        let t = &self.totals;
+        let mut processes: Vec<ProcessRow> = self
+            .processes
+            .iter()
+            .map(|(&pid, p)| ProcessRow {
+                pid,
+                ppid: p.ppid,
+                comm: if p.comm.is_empty() { comm_of(pid) } else { p.comm.clone() },
+                filename: p.filename.clone(),
+                cgroup_id: p.cgroup_id,
+                execs: p.execs,
+                forks: p.forks,
+                exit_code: p.exit_code,
+                tcp_bytes_sent: p.tcp_bytes_sent,
+                tcp_bytes_received: p.tcp_bytes_received,
+                block_read_bytes: p.block_read_bytes,
+                block_write_bytes: p.block_write_bytes,
+            })
+            .collect();
+        processes.sort_by_key(|p| p.pid);
+
+        let mut conns: Vec<&Connection> = self.closed.iter().collect();
+        let mut open: Vec<&Connection> = self.open.values().filter(|c| self.conn_in_scope(c)).collect();
+        open.sort_by_key(|c| (c.first_ts, c.tuple.sport, c.tuple.dport));
+        conns.extend(open);
+        let connections = conns
+            .into_iter()
+            .map(|c| {
+                let stat = |bit: u32| c.closed.filter(|s| s.valid & bit != 0);
+                ConnectionRow {
+                    saddr: addr(c.tuple.family, &c.tuple.saddr),
+                    sport: c.tuple.sport,
+                    daddr: addr(c.tuple.family, &c.tuple.daddr),
+                    dport: c.tuple.dport,
+                    role: match c.role {
+                        Role::Active => "active",
+                        Role::Passive => "passive",
+                    }
+                    .into(),
+                    pid: c.owner_pid,
+                    comm: if c.owner_pid == 0 { String::new() } else { comm_of(c.owner_pid) },
+                    cgroup_id: c.sock_cgroup_id,
+                    state: state_name(c.state).into(),
+                    bytes_sent: stat(tcp_stats::BYTES_ACKED).map(|s| s.bytes_acked),
+                    bytes_received: stat(tcp_stats::BYTES_RECEIVED).map(|s| s.bytes_received),
+                    segs_in: stat(tcp_stats::SEGS_IN).map(|s| s.segs_in),
+                    segs_out: stat(tcp_stats::SEGS_OUT).map(|s| s.segs_out),
+                    duration_us: c.last_ts.saturating_sub(c.first_ts) / 1000,
+                    retransmits: c.retransmits,
+                    resets_sent: c.resets_sent,
+                    resets_received: c.resets_received,
+                    srtt_us: stat(tcp_stats::SRTT).map(|s| s.srtt_us),
+                }
+            })
+            .collect();
+
+        let devices = self
+            .devices
+            .iter()
+            .map(|(&dev, d)| {
+                let (major, minor) = (dev >> 20, dev & 0xf_ffff);
+                let us = |ns: u64| ns as f64 / 1000.0;
+                DeviceRow {
+                    dev: format!("{major}:{minor}"),
+                    name: names.device(major, minor).unwrap_or_default(),
+                    reads: d.reads,
+                    writes: d.writes,
+                    other: d.other,
+                    read_bytes: d.read_bytes,
+                    write_bytes: d.write_bytes,
+                    errors: d.errors,
+                    latency_us: Latency {
+                        count: d.latency_ns.len(),
+                        p50: us(d.latency_ns.value_at_quantile(0.5)),
+                        p99: us(d.latency_ns.value_at_quantile(0.99)),
+                        max: us(d.latency_ns.max()),
+                    },
+                }
+            })
+            .collect();
+
+        let mut cgroups: Vec<CgroupRow> = self
+            .cgroups
+            .iter()
+            .map(|(&id, c)| CgroupRow {
+                cgroup_id: id,
+                execs: c.execs,
+                forks: c.forks,
+                exits: c.exits,
+                tcp_connections: c.tcp_connections,
+                tcp_bytes_sent: c.tcp_bytes_sent,
+                tcp_bytes_received: c.tcp_bytes_received,
+                block_read_bytes: c.block_read_bytes,
+                block_write_bytes: c.block_write_bytes,
+            })
+            .collect();
+        cgroups.sort_by_key(|c| c.cgroup_id);
+
+        Snapshot {
+            backend: backend.to_string(),
+            duration_s: self
+                .first_ts
+                .map_or(0.0, |f| self.last_ts.saturating_sub(f) as f64 / 1e9),
+            lost_events,
+            malformed_records: malformed,
+            process: ProcessSummary {
+                execs: t.execs,
+                forks: t.forks,
+                threads: t.threads,
+                exits: t.exits,
+                exit_codes: t.exit_codes.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                processes,
+            },
+            tcp: TcpSummary {
+                connects: t.connects,
+                connect_failures: t.connect_failures,
+                accepts: t.accepts,
+                closes: t.closes,
+                retransmits: t.retransmits,
+                resets_sent: t.resets_sent,
+                resets_received: t.resets_received,
+                bytes_sent: t.bytes_sent,
+                bytes_received: t.bytes_received,
+                connections,
+            },
+            block: BlockSummary { devices },
+            cgroups,
+        }
+    }
+}
+
+fn addr(family: u16, bytes: &[u8; 16]) -> String {
+    if family == event_abi::AF_INET6 {
+        Ipv6Addr::from(*bytes).to_string()
+    } else {
+        Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string()
+    }
+}
+
+pub fn state_name(state: u32) -> &'static str {
+    match state {
+        tcp_state::ESTABLISHED => "ESTABLISHED",
+        tcp_state::SYN_SENT => "SYN_SENT",
+        tcp_state::SYN_RECV => "SYN_RECV",
+        tcp_state::FIN_WAIT1 => "FIN_WAIT1",
+        tcp_state::FIN_WAIT2 => "FIN_WAIT2",
+        tcp_state::TIME_WAIT => "TIME_WAIT",
+        tcp_state::CLOSE => "CLOSE",
+        tcp_state::CLOSE_WAIT => "CLOSE_WAIT",
+        tcp_state::LAST_ACK => "LAST_ACK",
+        tcp_state::LISTEN => "LISTEN",
+        tcp_state::CLOSING => "CLOSING",
+        tcp_state::NEW_SYN_RECV => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}

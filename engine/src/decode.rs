@@ -1,0 +1,134 @@
+//! Raw event-abi bytes → typed events. Every record is validated (known kind, header size
+//! equal to both the frame length and the kind's record size) before it is trusted.
+
+use core::mem::size_of;
+use core::ptr::read_unaligned;
+use event_abi::{
+    BlockEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent, kind,
+    record_size,
+};
+
+/// A decoded record. Exec records are large and rare, so they live on the heap to keep the
+/// enum (and the reorder buffer) small.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Exec(Box<ExecEvent>),
+    Fork(ForkEvent),
+    Exit(ExitEvent),
+    TcpState(TcpStateEvent),
+    /// Retransmit or reset; `header.kind` says which.
+    Tcp(TcpEvent),
+    /// Queue, issue or complete; `header.kind` says which.
+    Block(BlockEvent),
+}
+
+impl Event {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Event::Exec(e) => &e.header,
+            Event::Fork(e) => &e.header,
+            Event::Exit(e) => &e.header,
+            Event::TcpState(e) => &e.header,
+            Event::Tcp(e) => &e.header,
+            Event::Block(e) => &e.header,
+        }
+    }
+
+    pub fn ts_ns(&self) -> u64 {
+        self.header().ts_ns
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {} byte header", size_of::<EventHeader>())]
+    TooShort { len: usize },
+    #[error("record kind {kind} is unknown to ABI {}.{}", event_abi::ABI_VERSION_MAJOR, event_abi::ABI_VERSION_MINOR)]
+    UnknownKind { kind: u16 },
+    #[error("record kind {kind}: header says {header_size} bytes, frame has {frame_len}, kind needs {expected}")]
+    BadSize { kind: u16, header_size: u16, frame_len: usize, expected: usize },
+}
+
+/// Reads a `T` from the start of `bytes`; the caller has checked the length.
+fn read<T: Copy>(bytes: &[u8]) -> T {
+    debug_assert!(bytes.len() >= size_of::<T>());
+    // SAFETY: length checked by `decode`; every T here is a repr(C) record of integers, valid
+    // for any bit pattern; read_unaligned because batch buffers carry no alignment promise.
+    unsafe { read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return Err(DecodeError::TooShort { len: bytes.len() });
+    }
+    let header: EventHeader = read(bytes);
+    let expected = record_size(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
+    if header.size as usize != expected || bytes.len() != expected {
+        return Err(DecodeError::BadSize {
+            kind: header.kind,
+            header_size: header.size,
+            frame_len: bytes.len(),
+            expected,
+        });
+    }
+    Ok(match header.kind {
+        kind::EXEC => Event::Exec(Box::new(read(bytes))),
+        kind::FORK => Event::Fork(read(bytes)),
+        kind::EXIT => Event::Exit(read(bytes)),
+        kind::TCP_STATE => Event::TcpState(read(bytes)),
+        kind::TCP_RETRANSMIT | kind::TCP_RESET_SENT | kind::TCP_RESET_RECEIVED => {
+            Event::Tcp(read(bytes))
+        }
+        kind::BLOCK_QUEUE | kind::BLOCK_ISSUE | kind::BLOCK_COMPLETE => Event::Block(read(bytes)),
+        // record_size() accepted the kind, so it is one of the above.
+        other => return Err(DecodeError::UnknownKind { kind: other }),
+    })
+}
+
+/// The bytes of a record as a backend would emit them (tests, benchmarks, synthetic sources).
+pub fn encode<T: Copy>(record: &T) -> &[u8] {
+    // SAFETY: records are repr(C) integer structs with explicit padding: every byte is
+    // initialised.
+    unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// A NUL-terminated kernel string field as text (lossy).
+pub fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: u16, size: usize) -> EventHeader {
+        EventHeader { ts_ns: 5, cgroup_id: 1, pid: 2, tid: 3, cpu: 0, kind, size: size as u16 }
+    }
+
+    #[test]
+    fn decodes_a_fork() {
+        let rec = ForkEvent {
+            header: header(kind::FORK, size_of::<ForkEvent>()),
+            parent_pid: 10,
+            parent_tgid: 10,
+            child_pid: 11,
+            child_tgid: 11,
+        };
+        match decode(encode(&rec)).unwrap() {
+            Event::Fork(f) => assert_eq!((f.child_pid, f.child_tgid, f.header.ts_ns), (11, 11, 5)),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(decode(&[0u8; 8]).unwrap_err(), DecodeError::TooShort { len: 8 });
+        let mut rec = ForkEvent { header: header(99, 48), ..Default::default() };
+        assert_eq!(decode(encode(&rec)).unwrap_err(), DecodeError::UnknownKind { kind: 99 });
+        rec.header = header(kind::FORK, 40);
+        assert!(matches!(decode(encode(&rec)), Err(DecodeError::BadSize { header_size: 40, .. })));
+        rec.header = header(kind::FORK, 48);
+        assert!(matches!(decode(&encode(&rec)[..47]), Err(DecodeError::BadSize { frame_len: 47, .. })));
+    }
+}

@@ -1,0 +1,17 @@
+//! ksight's backend-agnostic engine: event sources, decoding, reordering, aggregation,
+//! snapshots and capture files. It knows no backend.
+pub mod aggregate;
+pub mod capture;
+pub mod decode;
+pub mod engine;
+pub mod names;
+pub mod pipeline;
+pub mod reorder;
+pub mod snapshot;
+pub mod source;
+pub mod synthetic;
+
+pub use aggregate::{Aggregator, Scope};
+pub use engine::{Engine, monotonic_ns};
+pub use snapshot::Snapshot;
+pub use source::{EventSource, Poll, RawBatch, SourceCounters, SourceError};

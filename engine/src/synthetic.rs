@@ -1,0 +1,173 @@
+//! Synthetic event streams with known ground truth, shaped like what the backends emit.
+//! Used by unit tests, the benchmark and replay tests; never by a live capture.
+
+use crate::decode::encode;
+use crate::source::RawBatch;
+use core::mem::size_of;
+use event_abi::*;
+
+pub struct Synth {
+    pub ts: u64,
+    pub cpu: u32,
+    pub batch: RawBatch,
+}
+
+impl Default for Synth {
+    fn default() -> Self {
+        Self { ts: 1_000_000, cpu: 0, batch: RawBatch::new() }
+    }
+}
+
+fn fixed<const N: usize>(text: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = text.len().min(N - 1);
+    out[..n].copy_from_slice(&text.as_bytes()[..n]);
+    out
+}
+
+impl Synth {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Next header: time moves 1 µs per record.
+    pub fn header<T>(&mut self, kind: u16, pid: u32, cgroup_id: u64) -> EventHeader {
+        self.ts += 1000;
+        EventHeader { ts_ns: self.ts, cgroup_id, pid, tid: pid, cpu: self.cpu, kind, size: size_of::<T>() as u16 }
+    }
+
+    pub fn exec(&mut self, pid: u32, ppid: u32, cgroup_id: u64, filename: &str) {
+        let comm = filename.rsplit('/').next().unwrap_or(filename);
+        let rec = ExecEvent {
+            header: self.header::<ExecEvent>(kind::EXEC, pid, cgroup_id),
+            ppid,
+            filename_len: filename.len().min(FILENAME_LEN - 1) as u32,
+            comm: fixed(comm),
+            filename: fixed(filename),
+        };
+        self.batch.push(encode(&rec));
+    }
+
+    pub fn fork(&mut self, parent: u32, child: u32, cgroup_id: u64, thread: bool) {
+        let rec = ForkEvent {
+            header: self.header::<ForkEvent>(kind::FORK, parent, cgroup_id),
+            parent_pid: parent,
+            parent_tgid: parent,
+            child_pid: child,
+            child_tgid: if thread { parent } else { child },
+        };
+        self.batch.push(encode(&rec));
+    }
+
+    pub fn exit(&mut self, pid: u32, cgroup_id: u64, comm: &str, exit_status: u32) {
+        let rec = ExitEvent {
+            header: self.header::<ExitEvent>(kind::EXIT, pid, cgroup_id),
+            exit_status,
+            group_dead: 1,
+            comm: fixed(comm),
+        };
+        self.batch.push(encode(&rec));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn state(&mut self, pid: u32, cgroup_id: u64, sock: u64, sock_cg: u64, tuple: TcpTuple, old: u32, new: u32, stats: Option<(u64, u64)>) {
+        let mut rec = TcpStateEvent {
+            header: self.header::<TcpStateEvent>(kind::TCP_STATE, pid, cgroup_id),
+            sock_id: sock,
+            sock_cgroup_id: sock_cg,
+            tuple,
+            old_state: old,
+            new_state: new,
+            ..Default::default()
+        };
+        if let Some((sent, received)) = stats {
+            rec.stats_valid = tcp_stats::ALL;
+            rec.bytes_acked = sent;
+            rec.bytes_received = received;
+            rec.segs_in = 3;
+            rec.segs_out = 4;
+            rec.srtt_us = 42;
+        }
+        self.batch.push(encode(&rec));
+    }
+
+    pub fn tuple(sport: u16, dport: u16) -> TcpTuple {
+        let mut t = TcpTuple { family: AF_INET, sport, dport, ..Default::default() };
+        t.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        t.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        t
+    }
+
+    /// A loopback connection, client side `client_sock` (owned by `client`) and server side
+    /// `server_sock` (owned by `server`), with `sent` bytes client→server and `received` back.
+    /// Softirq-side transitions carry pid 0 and cgroup 0, as the kernel would show them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp_connection(&mut self, client: u32, server: u32, cgroup_id: u64, client_sock: u64, server_sock: u64, port: u16, sent: u64, received: u64) {
+        use tcp_state::*;
+        let (c, s) = (Self::tuple(port, 8080), Self::tuple(8080, port));
+        self.state(client, cgroup_id, client_sock, cgroup_id, c, CLOSE, SYN_SENT, None);
+        self.state(0, 0, server_sock, cgroup_id, s, LISTEN, SYN_RECV, None);
+        self.state(0, 0, client_sock, cgroup_id, c, SYN_SENT, ESTABLISHED, None);
+        self.state(0, 0, server_sock, cgroup_id, s, SYN_RECV, ESTABLISHED, None);
+        self.state(client, cgroup_id, client_sock, cgroup_id, c, ESTABLISHED, FIN_WAIT1, None);
+        self.state(0, 0, server_sock, cgroup_id, s, ESTABLISHED, CLOSE_WAIT, None);
+        self.state(0, 0, client_sock, cgroup_id, c, FIN_WAIT1, FIN_WAIT2, None);
+        self.state(server, cgroup_id, server_sock, cgroup_id, s, CLOSE_WAIT, LAST_ACK, None);
+        self.state(0, 0, client_sock, cgroup_id, c, FIN_WAIT2, CLOSE, Some((sent, received)));
+        self.state(0, 0, server_sock, cgroup_id, s, LAST_ACK, CLOSE, Some((received, sent)));
+    }
+
+    pub fn tcp_event(&mut self, kind: u16, pid: u32, cgroup_id: u64, sock: u64, sock_cg: u64) {
+        let rec = TcpEvent {
+            header: self.header::<TcpEvent>(kind, pid, cgroup_id),
+            sock_id: sock,
+            sock_cgroup_id: sock_cg,
+            tuple: Self::tuple(1, 2),
+            ..Default::default()
+        };
+        self.batch.push(encode(&rec));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn block_event(&mut self, kind: u16, pid: u32, cgroup_id: u64, dev: u32, sector: u64, bytes: u32, op: u32) {
+        let rec = BlockEvent {
+            header: self.header::<BlockEvent>(kind, pid, cgroup_id),
+            sector,
+            dev,
+            bytes,
+            op,
+            error: 0,
+        };
+        self.batch.push(encode(&rec));
+    }
+
+    /// One request: queued by `pid`, issued and completed `latency_ns` later.
+    #[allow(clippy::too_many_arguments)]
+    pub fn block_io(&mut self, pid: u32, cgroup_id: u64, dev: u32, sector: u64, bytes: u32, op: u32, latency_ns: u64) {
+        self.block_event(kind::BLOCK_QUEUE, pid, cgroup_id, dev, sector, bytes, op);
+        self.block_event(kind::BLOCK_ISSUE, 0, 0, dev, sector, bytes, op);
+        self.ts += latency_ns;
+        self.block_event(kind::BLOCK_COMPLETE, 0, 0, dev, sector, bytes, op);
+    }
+
+    /// A busy host's mix, `rounds` times: a process lifecycle, a TCP connection with a
+    /// retransmit, and four block requests — 26 records a round.
+    pub fn host_mix(rounds: u32) -> RawBatch {
+        let mut s = Synth::new();
+        for i in 0..rounds {
+            let pid = 1000 + (i % 30_000);
+            let cg = 10 + u64::from(i % 16);
+            s.cpu = i % 2;
+            s.fork(1, pid, cg, false);
+            s.exec(pid, 1, cg, "/usr/bin/curl");
+            let sock = 0xffff_0000_0000 + u64::from(i) * 2;
+            s.tcp_connection(pid, 1, cg, sock, sock + 1, 40_000 + (i % 20_000) as u16, 1000 + u64::from(i), 500);
+            s.tcp_event(kind::TCP_RETRANSMIT, 0, 0, sock, cg);
+            for k in 0..4u64 {
+                s.block_io(pid, cg, (7 << 20) | (i % 4), u64::from(i) * 64 + k * 8, 4096, if k % 2 == 0 { block_op::READ } else { block_op::WRITE }, 50_000 + k * 1000);
+            }
+            s.exit(pid, cg, "curl", 0);
+        }
+        s.batch
+    }
+}

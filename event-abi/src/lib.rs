@@ -1,0 +1,242 @@
+//! The event ABI: every record a ksight kernel backend emits.
+//!
+//! Rules (the C header `kmod-c/ksight_abi.h` follows them and a test checks it
+//! against these definitions field by field):
+//! - `#[repr(C)]`, fixed-width integers only, explicit padding fields, every
+//!   record a multiple of 8 bytes, and a compile-time size assertion each;
+//! - every record starts with [`EventHeader`];
+//! - a change that moves or resizes a field bumps [`ABI_VERSION_MAJOR`]; adding a
+//!   record kind or giving meaning to a padding field bumps the minor version.
+#![no_std]
+
+use core::mem::size_of;
+
+pub const ABI_VERSION_MAJOR: u16 = 1;
+pub const ABI_VERSION_MINOR: u16 = 0;
+/// Both halves in one word, as backends report it: `major << 16 | minor`.
+pub const ABI_VERSION: u32 = ((ABI_VERSION_MAJOR as u32) << 16) | ABI_VERSION_MINOR as u32;
+
+/// Record kinds, the `kind` field of [`EventHeader`].
+pub mod kind {
+    pub const EXEC: u16 = 1;
+    pub const FORK: u16 = 2;
+    pub const EXIT: u16 = 3;
+    pub const TCP_STATE: u16 = 4;
+    pub const TCP_RETRANSMIT: u16 = 5;
+    pub const TCP_RESET_SENT: u16 = 6;
+    pub const TCP_RESET_RECEIVED: u16 = 7;
+    pub const BLOCK_QUEUE: u16 = 8;
+    pub const BLOCK_ISSUE: u16 = 9;
+    pub const BLOCK_COMPLETE: u16 = 10;
+    /// One past the largest kind; kinds are dense from 1.
+    pub const END: u16 = 11;
+}
+
+/// The header every record starts with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns()` / `ktime_get_ns()`).
+    pub ts_ns: u64,
+    /// cgroup v2 id (kernfs node id) of the current task.
+    pub cgroup_id: u64,
+    /// Process id (tgid) of the current task.
+    pub pid: u32,
+    /// Thread id of the current task.
+    pub tid: u32,
+    /// CPU the event was recorded on.
+    pub cpu: u32,
+    /// One of [`kind`].
+    pub kind: u16,
+    /// Size in bytes of the whole record, header included.
+    pub size: u16,
+}
+
+pub const COMM_LEN: usize = 16;
+pub const FILENAME_LEN: usize = 256;
+
+/// `sched:sched_process_exec`. Header pid/tid are the task after exec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// tgid of the real parent.
+    pub ppid: u32,
+    /// Bytes of `filename` used, NUL excluded.
+    pub filename_len: u32,
+    pub comm: [u8; COMM_LEN],
+    /// Path as passed to execve, NUL-terminated, truncated to fit.
+    pub filename: [u8; FILENAME_LEN],
+}
+
+/// `sched:sched_process_fork`: a new task (thread or process). The header is the parent's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub parent_pid: u32,
+    pub parent_tgid: u32,
+    pub child_pid: u32,
+    /// Equal to `parent_tgid` for a new thread, to `child_pid` for a new process.
+    pub child_tgid: u32,
+}
+
+/// `sched:sched_process_exit`, for every exiting thread. The header is the exiting task's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// The task's `exit_code`, in wait(2) status encoding (`code << 8 | signal`).
+    pub exit_status: u32,
+    /// 1 when this was the last live thread of the process (the process exited).
+    pub group_dead: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// A TCP 4-tuple. IPv4 addresses use the first 4 bytes of each address array.
+/// Ports are in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpTuple {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Kernel TCP states (`include/net/tcp_states.h`), as carried in records.
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const SYN_RECV: u32 = 3;
+    pub const FIN_WAIT1: u32 = 4;
+    pub const FIN_WAIT2: u32 = 5;
+    pub const TIME_WAIT: u32 = 6;
+    pub const CLOSE: u32 = 7;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const LAST_ACK: u32 = 9;
+    pub const LISTEN: u32 = 10;
+    pub const CLOSING: u32 = 11;
+    pub const NEW_SYN_RECV: u32 = 12;
+}
+
+/// Which [`TcpStateEvent`] counters a backend could read; a counter whose bit is clear is
+/// unavailable on this kernel, not zero.
+pub mod tcp_stats {
+    pub const BYTES_ACKED: u32 = 1 << 0;
+    pub const BYTES_RECEIVED: u32 = 1 << 1;
+    pub const SEGS_IN: u32 = 1 << 2;
+    pub const SEGS_OUT: u32 = 1 << 3;
+    pub const TOTAL_RETRANS: u32 = 1 << 4;
+    pub const SRTT: u32 = 1 << 5;
+    pub const ALL: u32 = (1 << 6) - 1;
+}
+
+/// `sock:inet_sock_set_state` for IPPROTO_TCP. The header is whatever task the kernel ran
+/// the transition in (possibly softirq); `sock_cgroup_id` is the socket's owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpStateEvent {
+    pub header: EventHeader,
+    /// Kernel address of the socket: stable for the connection's lifetime.
+    pub sock_id: u64,
+    /// cgroup v2 id the socket was charged to at creation (0 if unavailable).
+    pub sock_cgroup_id: u64,
+    pub tuple: TcpTuple,
+    pub old_state: u32,
+    pub new_state: u32,
+    /// Set only when `new_state` is CLOSE: bits of [`tcp_stats`] that are valid.
+    pub stats_valid: u32,
+    pub _pad: u32,
+    /// `tcp_sock.bytes_acked`: bytes sent and acknowledged.
+    pub bytes_acked: u64,
+    /// `tcp_sock.bytes_received`.
+    pub bytes_received: u64,
+    pub segs_in: u32,
+    pub segs_out: u32,
+    pub total_retrans: u32,
+    /// Smoothed RTT in microseconds.
+    pub srtt_us: u32,
+}
+
+/// `tcp:tcp_retransmit_skb`, `tcp:tcp_send_reset`, `tcp:tcp_receive_reset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpEvent {
+    pub header: EventHeader,
+    /// 0 when the kernel had no socket (a reset answering a segment for no socket).
+    pub sock_id: u64,
+    pub sock_cgroup_id: u64,
+    pub tuple: TcpTuple,
+    pub state: u32,
+    pub _pad: u32,
+}
+
+/// Block request operation, decoded from the kernel's rwbs string / request op.
+pub mod block_op {
+    pub const OTHER: u32 = 0;
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+    pub const FLUSH: u32 = 3;
+    pub const DISCARD: u32 = 4;
+}
+
+/// `block:block_bio_queue` (submitter context), `block:block_rq_issue`,
+/// `block:block_rq_complete`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockEvent {
+    pub header: EventHeader,
+    pub sector: u64,
+    /// Kernel-internal dev_t: `major << 20 | minor`.
+    pub dev: u32,
+    pub bytes: u32,
+    /// One of [`block_op`].
+    pub op: u32,
+    /// Completion status (negative errno), 0 for queue and issue.
+    pub error: i32,
+}
+
+/// Largest record; backends size their scratch buffers from it.
+pub const MAX_RECORD_SIZE: usize = size_of::<ExecEvent>();
+
+const _: () = assert!(size_of::<EventHeader>() == 32);
+const _: () = assert!(size_of::<ExecEvent>() == 312);
+const _: () = assert!(size_of::<ForkEvent>() == 48);
+const _: () = assert!(size_of::<ExitEvent>() == 56);
+const _: () = assert!(size_of::<TcpTuple>() == 40);
+const _: () = assert!(size_of::<TcpStateEvent>() == 136);
+const _: () = assert!(size_of::<TcpEvent>() == 96);
+const _: () = assert!(size_of::<BlockEvent>() == 56);
+
+/// The record size a kind must have; `None` for an unknown kind.
+pub const fn record_size(kind: u16) -> Option<usize> {
+    Some(match kind {
+        kind::EXEC => size_of::<ExecEvent>(),
+        kind::FORK => size_of::<ForkEvent>(),
+        kind::EXIT => size_of::<ExitEvent>(),
+        kind::TCP_STATE => size_of::<TcpStateEvent>(),
+        kind::TCP_RETRANSMIT | kind::TCP_RESET_SENT | kind::TCP_RESET_RECEIVED => {
+            size_of::<TcpEvent>()
+        }
+        kind::BLOCK_QUEUE | kind::BLOCK_ISSUE | kind::BLOCK_COMPLETE => size_of::<BlockEvent>(),
+        _ => return None,
+    })
+}
+
+/// Per-program counters kept in a per-CPU BPF array (and per-CPU in the module), indexed by
+/// these slots.
+pub mod counter {
+    /// Records that could not be written because the buffer was full.
+    pub const LOST: u32 = 0;
+    /// Records emitted.
+    pub const EMITTED: u32 = 1;
+    /// Kernel reads that failed (record sent with the affected fields zeroed).
+    pub const READ_ERRORS: u32 = 2;
+    pub const COUNT: u32 = 3;
+}

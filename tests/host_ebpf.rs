@@ -1,0 +1,132 @@
+//! Real eBPF on this machine's kernel, real workloads, exact ground truth. Needs root and
+//! fails (never skips) without it.
+
+use ksight_integration_tests::*;
+use serde_json::Value;
+
+const SENT: u64 = 100_000;
+const RECEIVED: u64 = 30_000;
+
+/// The workload's truth, as `ksight stat --json` must report it.
+fn assert_ground_truth(m: &Value, device: &LoopDevice) {
+    let p = &m["process"];
+    // The workload itself, 3× true, false, 2× sh; six children; seven processes exit.
+    assert_eq!(p["execs"], 7, "execs: {p}");
+    assert_eq!(p["forks"], 6, "forks: {p}");
+    assert_eq!(p["exits"], 7, "exits: {p}");
+    assert_eq!(p["exit_codes"], serde_json::json!({"0": 4, "1": 1, "3": 2}));
+    // One server thread.
+    assert_eq!(p["threads"], 1);
+
+    let t = &m["tcp"];
+    // An orderly connection and an aborted one, each seen from both ends.
+    assert_eq!(t["connects"], 2, "tcp: {t}");
+    assert_eq!(t["accepts"], 2, "tcp: {t}");
+    assert_eq!(t["closes"], 4, "tcp: {t}");
+    assert_eq!(t["bytes_sent"], SENT + RECEIVED);
+    assert_eq!(t["bytes_received"], SENT + RECEIVED);
+    assert_eq!(t["resets_sent"], 1);
+    assert_eq!(t["resets_received"], 1);
+    assert_eq!(t["retransmits"], 0);
+    let conns = t["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 4);
+    let orderly: Vec<&Value> = conns.iter().filter(|c| c["bytes_sent"].as_u64().unwrap_or(0) > 0).collect();
+    assert_eq!(orderly.len(), 2, "{conns:?}");
+    let client = orderly.iter().find(|c| c["role"] == "active").expect("client side");
+    let server = orderly.iter().find(|c| c["role"] == "passive").expect("server side");
+    assert_eq!((client["bytes_sent"].as_u64(), client["bytes_received"].as_u64()), (Some(SENT), Some(RECEIVED)));
+    assert_eq!((server["bytes_sent"].as_u64(), server["bytes_received"].as_u64()), (Some(RECEIVED), Some(SENT)));
+    assert_eq!(client["daddr"], "127.0.0.1");
+    assert_eq!(client["dport"], server["sport"]);
+    assert_eq!(client["sport"], server["dport"]);
+    for c in [client, server] {
+        assert_eq!(c["comm"], "ksight-workload", "{c}");
+        assert!(c["pid"].as_u64().unwrap() > 0);
+        assert!(c["srtt_us"].as_u64().is_some());
+    }
+
+    let devices = m["block"]["devices"].as_array().unwrap();
+    let loop_dev = devices
+        .iter()
+        .find(|d| d["dev"] == device.dev())
+        .unwrap_or_else(|| panic!("no {} in {devices:?}", device.dev()));
+    assert_eq!(loop_dev["name"], device.device.trim_start_matches("/dev/"));
+    assert_eq!(loop_dev["writes"], 7);
+    assert_eq!(loop_dev["write_bytes"], 4 * 65536 + 3 * 4096);
+    assert_eq!(loop_dev["reads"], 7);
+    assert_eq!(loop_dev["read_bytes"], 2 * 131072 + 5 * 512);
+    let lat = &loop_dev["latency_us"];
+    assert_eq!(lat["count"], 14);
+    assert!(lat["p50"].as_f64().unwrap() > 0.0 && lat["p50"].as_f64() <= lat["p99"].as_f64());
+    assert!(lat["p99"].as_f64() <= lat["max"].as_f64());
+    // Nothing else of the host: only the loop device the workload touched.
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(m["lost_events"], 0);
+    assert_eq!(m["malformed_records"], 0);
+}
+
+fn stat_ground_truth(transport: &str) -> Value {
+    require_root();
+    let device = LoopDevice::new(16 << 20);
+    let workload = workload_bin();
+    let (metrics, code) = stat_json(
+        &["--backend", "ebpf", "--transport", transport],
+        &[workload.to_str().unwrap(), "all", &SENT.to_string(), &RECEIVED.to_string(), &device.device],
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(metrics["backend"], "ebpf");
+    assert_ground_truth(&metrics, &device);
+    metrics
+}
+
+#[test]
+fn stat_reports_the_ground_truth_over_the_ring_buffer() {
+    stat_ground_truth("ringbuf");
+}
+
+#[test]
+fn stat_reports_the_ground_truth_over_the_perf_array() {
+    stat_ground_truth("perf");
+}
+
+#[test]
+fn stat_exits_with_the_command_status() {
+    require_root();
+    let (metrics, code) = stat_json(&["--backend", "ebpf"], &["/bin/sh", "-c", "exit 42"]);
+    assert_eq!(code, Some(42));
+    assert_eq!(metrics["process"]["exit_codes"], serde_json::json!({"42": 1}));
+    assert_eq!(metrics["process"]["execs"], 1);
+    let (metrics, code) = stat_json(&["--backend", "ebpf"], &["/bin/sh", "-c", "kill -TERM $$"]);
+    assert_eq!(code, Some(128 + 15));
+    assert_eq!(metrics["process"]["exit_codes"], serde_json::json!({"143": 1}));
+}
+
+#[test]
+fn replay_gives_the_aggregates_of_the_live_run() {
+    require_root();
+    let device = LoopDevice::new(16 << 20);
+    let dir = TempDir::new("record");
+    let file = dir.path.join("capture.ksc");
+    let workload = workload_bin();
+    let recorder = std::process::Command::new(ksight_bin())
+        .args(["record", "--backend", "ebpf", "--json", "--duration", "4s", "-o", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ksight record");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new(&workload)
+        .args(["all", "5000", "7000", &device.device])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = recorder.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let live: Value = serde_json::from_slice(&out.stdout).expect("record JSON");
+    let replay = ksight(&["replay", "--json", file.to_str().unwrap()]);
+    assert!(replay.status.success());
+    let replayed: Value = serde_json::from_slice(&replay.stdout).expect("replay JSON");
+    // The whole host was recorded, so at least the workload is in there.
+    assert!(live["process"]["execs"].as_u64().unwrap() >= 7, "{}", live["process"]);
+    assert!(live["tcp"]["bytes_sent"].as_u64().unwrap() >= 12_000);
+    assert_eq!(replayed, live);
+}

@@ -1,0 +1,113 @@
+//! Helpers for ksight's integration tests: the binaries under test, root checks that fail
+//! loudly, and a loop device for block I/O with known sizes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `ksight` binary under test: `$KSIGHT_BIN`, else the workspace's debug build.
+/// `cargo xtask test` builds it and sets the variable.
+pub fn ksight_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("KSIGHT_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/ksight");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p ksight`), or run `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// The ground-truth workload binary, which cargo builds next to the test executables
+/// (`target/<profile>/deps/<test>` → `target/<profile>/ksight-workload`).
+pub fn workload_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let path = exe.parent().and_then(Path::parent).expect("target dir").join("ksight-workload");
+    assert!(path.exists(), "{} is missing; cargo builds it for this package's tests", path.display());
+    path
+}
+
+/// These tests need root to load eBPF programs and make loop devices. Where they cannot
+/// run they fail: a privileged test that skips hides a broken CI.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test needs root (eBPF programs, loop devices); run it as root, e.g. via `cargo xtask test`");
+}
+
+pub fn ksight(args: &[&str]) -> Output {
+    let out = Command::new(ksight_bin()).args(args).output().expect("run ksight");
+    eprintln!("ksight {}: {}\n{}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Runs `ksight stat --json` on `command`; returns the parsed metrics and the exit status.
+pub fn stat_json(extra: &[&str], command: &[&str]) -> (serde_json::Value, Option<i32>) {
+    let dir = TempDir::new("stat");
+    let out_file = dir.path.join("stat.json");
+    let mut args = vec!["stat", "--json", "-o", out_file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(command);
+    let out = ksight(&args);
+    let text = std::fs::read_to_string(&out_file)
+        .unwrap_or_else(|e| panic!("ksight stat wrote no {}: {e}; status {}", out_file.display(), out.status));
+    (serde_json::from_str(&text).expect("stat JSON"), out.status.code())
+}
+
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("ksight-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A loop device over a sparse file, detached on drop.
+pub struct LoopDevice {
+    pub device: String,
+    _dir: TempDir,
+}
+
+impl LoopDevice {
+    pub fn new(bytes: u64) -> Self {
+        let dir = TempDir::new("loop");
+        let backing = dir.path.join("disk.img");
+        std::fs::File::create(&backing).and_then(|f| f.set_len(bytes)).expect("backing file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&backing)
+            .output()
+            .expect("losetup (util-linux) must be installed");
+        assert!(out.status.success(), "losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+        let device = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Self { device, _dir: dir }
+    }
+
+    /// "major:minor" of the device, as ksight reports it.
+    pub fn dev(&self) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(&self.device).expect("stat loop device").rdev();
+        format!("{}:{}", libc::major(rdev), libc::minor(rdev))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}

@@ -1,0 +1,147 @@
+//! `cargo xtask setup | run -- ARGS | test | bench`
+//!
+//! Each command first installs what is missing on a fresh Debian machine (as root): the
+//! nightly toolchain with rust-src and bpf-linker for the eBPF programs, and the Debian
+//! packages the tests and benchmarks use. Everything else is plain cargo.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest: Vec<String> = args.iter().skip(1).skip_while(|a| *a == "--").cloned().collect();
+    match args.first().map(String::as_str) {
+        Some("setup") => setup(&[]),
+        Some("run") => {
+            setup(&[])?;
+            cargo(&["build", "--release", "-p", "ksight"])?;
+            let bin = workspace().join("target/release/ksight");
+            let status = Command::new(&bin).args(&rest).status().with_context(|| format!("running {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Some("test") => test(),
+        Some("bench") => bench(&rest),
+        _ => bail!("usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|slowdown]"),
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args).current_dir(workspace()))
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+}
+
+fn cargo_bin() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    home.join("bin")
+}
+
+/// Debian packages, by the command each provides.
+fn apt_install(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn setup(extra_packages: &[(&str, &str)]) -> Result<()> {
+    let mut packages = vec![("losetup", "util-linux"), ("setpriv", "util-linux"), ("cc", "gcc")];
+    packages.extend_from_slice(extra_packages);
+    apt_install(&packages)?;
+
+    // Nightly with rust-src: the eBPF programs build core for bpfel-unknown-none.
+    let sysroot = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output();
+    if !sysroot.as_ref().is_ok_and(|o| o.status.success()) {
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+    }
+    let sysroot = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output()?;
+    let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
+    if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+
+    // bpf-linker, built against the nightly toolchain's own LLVM (no LLVM dev packages).
+    let linker = cargo_bin().join("bpf-linker");
+    if !linker.exists() && !have("bpf-linker") {
+        let lib = sysroot.join("lib");
+        let llvm = std::fs::read_dir(&lib)?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+            .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))?;
+        let major = llvm.trim_start_matches("libLLVM.so.").split('.').next().unwrap_or_default().to_string();
+        let prefix = std::env::temp_dir().join("ksight-llvm-prefix");
+        std::fs::create_dir_all(prefix.join("lib"))?;
+        let link = prefix.join("lib/libLLVM.so");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
+        run(Command::new("rustup")
+            .args(["run", "nightly", "cargo", "install", "bpf-linker", "--version", "0.13.0", "--no-default-features", "--features"])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix))?;
+    }
+    if !have("bpf-linker") {
+        // aya-build finds it on PATH.
+        let path = std::env::var("PATH").unwrap_or_default();
+        // SAFETY: single-threaded at this point.
+        unsafe { std::env::set_var("PATH", format!("{}:{path}", cargo_bin().display())) };
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    setup(&[])?;
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("the test suite loads eBPF programs and makes loop devices: run it as root");
+    }
+    cargo(&["build", "-p", "ksight"])?;
+    let bin = workspace().join("target/debug/ksight");
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--workspace", "--exclude", "ksight-ebpf-programs"])
+        .env("KSIGHT_BIN", &bin)
+        .current_dir(workspace()))
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn bench(which: &[String]) -> Result<()> {
+    setup(&[("bpftrace", "bpftrace")])?;
+    let all = which.is_empty();
+    let wants = |name: &str| all || which.iter().any(|w| w == name);
+    if wants("engine") {
+        cargo(&["bench", "-p", "ksight-engine", "--bench", "aggregate"])?;
+    }
+    if wants("kernel") || wants("slowdown") {
+        cargo(&["build", "--release", "-p", "ksight", "-p", "ksight-integration-tests"])?;
+        let mut cmd = Command::new("bash");
+        cmd.arg(workspace().join("tests/bench/kernel.sh")).current_dir(workspace());
+        for w in which {
+            cmd.arg(w);
+        }
+        run(&mut cmd)?;
+    }
+    Ok(())
+}
