@@ -8,6 +8,8 @@
 //! `ksight-workload block DEVICE`: O_DIRECT on DEVICE: writes 4×64 KiB and 3×4 KiB, then
 //!   reads 2×128 KiB and 5×512 B, each synchronous.
 //! `ksight-workload all SENT RECEIVED DEVICE`: the three in that order.
+//! `ksight-workload connect-loop N`: N loopback connections, each sending one byte and
+//!   closed by both ends (benchmarks).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -114,12 +116,30 @@ fn block(device: &str) {
     }
 }
 
+fn connect_loop(n: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..n {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 1];
+            conn.read_exact(&mut buf).expect("read");
+        }
+    });
+    for _ in 0..n {
+        let mut conn = TcpStream::connect(addr).expect("connect");
+        conn.write_all(b"x").expect("write");
+    }
+    server.join().expect("server thread");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage()) };
     match args.first().map(String::as_str) {
         Some("procs") => procs(),
         Some("tcp") => tcp(num(1), num(2)),
+        Some("connect-loop") => connect_loop(num(1)),
         Some("block") => block(args.get(1).unwrap_or_else(|| usage())),
         Some("all") => {
             procs();
@@ -131,6 +151,6 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE");
+    eprintln!("usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE | connect-loop N");
     exit(2)
 }
