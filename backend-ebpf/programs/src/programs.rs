@@ -1,0 +1,660 @@
+//! The programs themselves; see the crate docs. Only compiled for the BPF target.
+
+use core::{
+    ffi::c_void,
+    mem::size_of,
+    ptr::{self, addr_of},
+};
+
+use crate::layout::{
+    MISSING, OUTPUT_PERF, RWBS_MAX, TP_COPY_LEN, btf, tp_block, tp_exec, tp_exit, tp_tcp,
+    tuple_layout,
+};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        generated as gen_helpers,
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{PerCpuArray, PerfEventByteArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use event_abi::{
+    AF_INET, AF_INET6, BlockEvent, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent,
+    MAX_RECORD_SIZE, TcpEvent, TcpStateEvent, TcpTuple, block_op, counter, kind, tcp_stats,
+};
+
+// The helpers `bpf_probe_read_kernel*` are GPL-only; "Dual MIT/GPL" is a license string
+// the kernel accepts as GPL-compatible.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// `BPF_F_CURRENT_CPU`: the perf buffer of the CPU the program runs on.
+const BPF_F_CURRENT_CPU: u64 = 0xffff_ffff;
+
+// ---------------------------------------------------------------------------------------
+// Maps
+// ---------------------------------------------------------------------------------------
+
+/// Record transport on kernels with BPF ring buffers (5.8+). Resized by the loader.
+#[map(name = "RING")]
+static RING: RingBuf = RingBuf::with_byte_size(crate::layout::DEFAULT_RING_BYTES, 0);
+
+/// Record transport on older kernels: one perf buffer per CPU.
+#[map(name = "PERF")]
+static PERF: PerfEventByteArray = PerfEventByteArray::new(0);
+
+/// `kind * counter::COUNT + slot` -> count, per CPU.
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(kind::END as u32 * counter::COUNT, 0);
+
+/// Where a record is assembled (the BPF stack is only 512 bytes), plus room for the copy
+/// of the tracepoint record it is built from.
+#[repr(C)]
+struct Scratch {
+    /// `u64` words so that records (8-byte aligned) can be written in place.
+    record: [u64; MAX_RECORD_SIZE / 8],
+    tp: [u8; TP_COPY_LEN],
+}
+
+/// One slot per record kind.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(kind::END as u32, 0);
+
+const _: () = assert!(MAX_RECORD_SIZE.is_multiple_of(8));
+
+// ---------------------------------------------------------------------------------------
+// Globals set by the loader (read-only, so the verifier sees them as constants)
+// ---------------------------------------------------------------------------------------
+
+#[unsafe(no_mangle)]
+static OUTPUT_MODE: u32 = crate::layout::OUTPUT_RINGBUF;
+#[unsafe(no_mangle)]
+static BTF_OFF: [u32; btf::LEN] = [MISSING; btf::LEN];
+#[unsafe(no_mangle)]
+static TP_EXEC: [u32; tp_exec::LEN] = [MISSING; tp_exec::LEN];
+#[unsafe(no_mangle)]
+static TP_EXIT: [u32; tp_exit::LEN] = [MISSING; tp_exit::LEN];
+#[unsafe(no_mangle)]
+static TP_SOCK_STATE: [u32; tp_tcp::LEN] = [MISSING; tp_tcp::LEN];
+#[unsafe(no_mangle)]
+static TP_TCP_RETRANSMIT: [u32; tp_tcp::LEN] = [MISSING; tp_tcp::LEN];
+#[unsafe(no_mangle)]
+static TP_TCP_SEND_RESET: [u32; tp_tcp::LEN] = [MISSING; tp_tcp::LEN];
+#[unsafe(no_mangle)]
+static TP_TCP_RECEIVE_RESET: [u32; tp_tcp::LEN] = [MISSING; tp_tcp::LEN];
+#[unsafe(no_mangle)]
+static TP_BLOCK_BIO_QUEUE: [u32; tp_block::LEN] = [MISSING; tp_block::LEN];
+#[unsafe(no_mangle)]
+static TP_BLOCK_RQ_ISSUE: [u32; tp_block::LEN] = [MISSING; tp_block::LEN];
+#[unsafe(no_mangle)]
+static TP_BLOCK_RQ_COMPLETE: [u32; tp_block::LEN] = [MISSING; tp_block::LEN];
+
+/// Reads slot `i` of a global. Volatile: the compiler must not fold the build-time
+/// default, the loader patches the value into the object.
+#[inline(always)]
+fn g<const N: usize>(global: &'static [u32; N], i: usize) -> u32 {
+    // SAFETY: `i` is always one of the `layout` slot constants, `< N`.
+    unsafe { ptr::read_volatile(global.as_ptr().add(i)) }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers shared by the programs
+// ---------------------------------------------------------------------------------------
+
+/// Why a program gave up without emitting.
+enum Skip {
+    /// Nothing to record (e.g. a non-TCP socket).
+    Filtered,
+    /// A map lookup or the copy of the tracepoint record failed.
+    Failed,
+}
+
+#[inline(always)]
+fn count(kind: u16, slot: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(u32::from(kind) * counter::COUNT + slot) {
+        // SAFETY: per-CPU slot; a program nested on this CPU may race one increment,
+        // which is acceptable for statistics.
+        unsafe { *c += 1 };
+    }
+}
+
+/// The zeroed scratch slot for `kind`, as a record of type `T`.
+#[inline(always)]
+fn scratch<T>(kind: u16) -> Result<(*mut T, *mut u8), Skip> {
+    const { assert!(size_of::<T>() <= MAX_RECORD_SIZE && size_of::<T>().is_multiple_of(8)) };
+    let s = SCRATCH.get_ptr_mut(u32::from(kind)).ok_or(Skip::Failed)?;
+    // SAFETY: `s` is a valid map value pointer for this CPU.
+    unsafe {
+        let record = addr_of!((*s).record).cast::<u64>().cast_mut();
+        // Zero the whole record: no field (or padding) keeps a previous event's bytes.
+        // Word by word and volatile, because LLVM's BPF backend would otherwise emit a
+        // call to a byte-at-a-time `memset`.
+        let mut i = 0;
+        while i < size_of::<T>() / 8 {
+            ptr::write_volatile(record.add(i), 0);
+            i += 1;
+        }
+        Ok((record.cast(), addr_of!((*s).tp).cast::<u8>().cast_mut()))
+    }
+}
+
+/// Copies the current task's comm straight into the record (the aya wrapper would go
+/// through a zeroed stack buffer).
+#[inline(always)]
+fn current_comm(kind: u16, comm: *mut [u8; COMM_LEN]) {
+    // SAFETY: `comm` points into a scratch record.
+    let ret = unsafe { gen_helpers::bpf_get_current_comm(comm.cast(), COMM_LEN as u32) };
+    if ret != 0 {
+        count(kind, counter::READ_ERRORS);
+    }
+}
+
+/// Fills the common header from the current task.
+#[inline(always)]
+fn fill_header(h: *mut EventHeader, kind: u16, size: usize) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: `h` points into a scratch record.
+    unsafe {
+        (*h).ts_ns = gen_helpers::bpf_ktime_get_ns();
+        (*h).cgroup_id = gen_helpers::bpf_get_current_cgroup_id();
+        (*h).pid = (pid_tgid >> 32) as u32;
+        (*h).tid = pid_tgid as u32;
+        (*h).cpu = gen_helpers::bpf_get_smp_processor_id();
+        (*h).kind = kind;
+        (*h).size = size as u16;
+    }
+}
+
+/// Sends the finished record to the selected map and counts the outcome.
+#[inline(always)]
+fn emit<C: EbpfContext, T>(ctx: &C, kind: u16, record: *const T) {
+    let size = size_of::<T>() as u64;
+    let data = record.cast_mut().cast::<c_void>();
+    // SAFETY: the map pointers are the map definitions in this object; `data` is a map
+    // value of at least `size` bytes.
+    let ret = unsafe {
+        if ptr::read_volatile(&OUTPUT_MODE) == OUTPUT_PERF {
+            gen_helpers::bpf_perf_event_output(
+                ctx.as_ptr(),
+                addr_of!(PERF).cast_mut().cast(),
+                BPF_F_CURRENT_CPU,
+                data,
+                size,
+            )
+        } else {
+            gen_helpers::bpf_ringbuf_output(addr_of!(RING).cast_mut().cast(), data, size, 0)
+        }
+    };
+    count(
+        kind,
+        if ret == 0 {
+            counter::EMITTED
+        } else {
+            counter::LOST
+        },
+    );
+}
+
+/// Reads a `T` at `base + off` in kernel memory. `None` without counting an error when
+/// the offset is unresolved or the pointer is null; `None` and a READ_ERRORS count when
+/// the read itself fails.
+#[inline(always)]
+fn kread<T>(kind: u16, base: u64, off: u32) -> Option<T> {
+    if off == MISSING || base == 0 {
+        return None;
+    }
+    let src = base.wrapping_add(u64::from(off)) as *const T;
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    match unsafe { bpf_probe_read_kernel(src) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count(kind, counter::READ_ERRORS);
+            None
+        }
+    }
+}
+
+/// Offset of a kernel struct member resolved from BTF.
+#[inline(always)]
+fn btf_off(slot: usize) -> u32 {
+    g(&BTF_OFF, slot)
+}
+
+/// Copies the start of a classic tracepoint record into `tp` (one helper call instead of
+/// one per field).
+#[inline(always)]
+fn copy_tp(ctx: &TracePointContext, kind: u16, tp: *mut u8) -> Result<(), Skip> {
+    // SAFETY: `tp` is the scratch slot's `TP_COPY_LEN`-byte area; the tracepoint record
+    // sits in a per-CPU buffer far larger than TP_COPY_LEN, and the helper tolerates
+    // unreadable memory anyway.
+    let ret =
+        unsafe { gen_helpers::bpf_probe_read_kernel(tp.cast(), TP_COPY_LEN as u32, ctx.as_ptr()) };
+    if ret != 0 {
+        count(kind, counter::READ_ERRORS);
+        return Err(Skip::Failed);
+    }
+    Ok(())
+}
+
+/// A field of the copied tracepoint record; `None` when the offset is unresolved.
+#[inline(always)]
+fn tp_field<T>(tp: *const u8, off: u32) -> Option<T> {
+    let off = off as usize;
+    if off == MISSING as usize || off + size_of::<T>() > TP_COPY_LEN {
+        return None;
+    }
+    // SAFETY: in bounds of the TP_COPY_LEN-byte copy; fields may be unaligned.
+    Some(unsafe { ptr::read_unaligned(tp.add(off).cast::<T>()) })
+}
+
+/// `sk->sk_cgrp_data.cgroup->kn->id`: the cgroup v2 id the socket was charged to.
+#[inline(always)]
+fn sock_cgroup_id(kind: u16, sk: u64) -> u64 {
+    let Some(cgroup) = kread::<u64>(kind, sk, btf_off(btf::SOCK_CGROUP)) else {
+        return 0;
+    };
+    let Some(kn) = kread::<u64>(kind, cgroup, btf_off(btf::CGROUP_KN)) else {
+        return 0;
+    };
+    kread::<u64>(kind, kn, btf_off(btf::KERNFS_NODE_ID)).unwrap_or(0)
+}
+
+/// Fills `out` from the tracepoint's address fields, laid out as the loader found them.
+#[inline(always)]
+fn read_tuple(tp: *const u8, cfg: &'static [u32; tp_tcp::LEN], out: *mut TcpTuple) {
+    // SAFETY: `out` points into a zeroed scratch record.
+    unsafe {
+        match g(cfg, tp_tcp::TUPLE_LAYOUT) {
+            tuple_layout::FIELDS => {
+                let family = tp_field::<u16>(tp, g(cfg, tp_tcp::FAMILY)).unwrap_or(0);
+                (*out).family = family;
+                // These tracepoints store ports already converted to host order.
+                (*out).sport = tp_field::<u16>(tp, g(cfg, tp_tcp::SPORT)).unwrap_or(0);
+                (*out).dport = tp_field::<u16>(tp, g(cfg, tp_tcp::DPORT)).unwrap_or(0);
+                if family == AF_INET {
+                    if let Some(a) = tp_field::<[u8; 4]>(tp, g(cfg, tp_tcp::SADDR)) {
+                        ptr::write_unaligned((*out).saddr.as_mut_ptr().cast::<[u8; 4]>(), a);
+                    }
+                    if let Some(a) = tp_field::<[u8; 4]>(tp, g(cfg, tp_tcp::DADDR)) {
+                        ptr::write_unaligned((*out).daddr.as_mut_ptr().cast::<[u8; 4]>(), a);
+                    }
+                } else if family == AF_INET6 {
+                    if let Some(a) = tp_field::<[u8; 16]>(tp, g(cfg, tp_tcp::SADDR6)) {
+                        (*out).saddr = a;
+                    }
+                    if let Some(a) = tp_field::<[u8; 16]>(tp, g(cfg, tp_tcp::DADDR6)) {
+                        (*out).daddr = a;
+                    }
+                }
+            }
+            tuple_layout::SOCKADDR => {
+                let s = g(cfg, tp_tcp::SADDR);
+                let d = g(cfg, tp_tcp::DADDR);
+                if s == MISSING || d == MISSING {
+                    return;
+                }
+                let family = tp_field::<u16>(tp, s).unwrap_or(0);
+                (*out).family = family;
+                // sockaddr ports are in network byte order.
+                (*out).sport = u16::from_be(tp_field::<u16>(tp, s + 2).unwrap_or(0));
+                (*out).dport = u16::from_be(tp_field::<u16>(tp, d + 2).unwrap_or(0));
+                if family == AF_INET {
+                    if let Some(a) = tp_field::<[u8; 4]>(tp, s + 4) {
+                        ptr::write_unaligned((*out).saddr.as_mut_ptr().cast::<[u8; 4]>(), a);
+                    }
+                    if let Some(a) = tp_field::<[u8; 4]>(tp, d + 4) {
+                        ptr::write_unaligned((*out).daddr.as_mut_ptr().cast::<[u8; 4]>(), a);
+                    }
+                } else if family == AF_INET6 {
+                    if let Some(a) = tp_field::<[u8; 16]>(tp, s + 8) {
+                        (*out).saddr = a;
+                    }
+                    if let Some(a) = tp_field::<[u8; 16]>(tp, d + 8) {
+                        (*out).daddr = a;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Process lifecycle
+// ---------------------------------------------------------------------------------------
+
+/// `sched:sched_process_exec` (4.14).
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+fn ks_exec(ctx: TracePointContext) -> u32 {
+    match try_exec(&ctx) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+fn try_exec(ctx: &TracePointContext) -> Result<(), Skip> {
+    const KIND: u16 = kind::EXEC;
+    let (ev, _) = scratch::<ExecEvent>(KIND)?;
+    fill_header(ev.cast(), KIND, size_of::<ExecEvent>());
+    // SAFETY: `ev` points to a zeroed scratch record.
+    unsafe {
+        current_comm(KIND, addr_of!((*ev).comm).cast_mut());
+        // `__data_loc char[] filename`: a u32 whose low 16 bits are the string's offset
+        // from the start of the record (the high 16 bits are its length).
+        let loc_off = g(&TP_EXEC, tp_exec::FILENAME);
+        if loc_off != MISSING {
+            match ctx.read_at::<u32>(loc_off as usize) {
+                Ok(loc) => {
+                    let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
+                    match bpf_probe_read_kernel_str_bytes(src, &mut (*ev).filename) {
+                        Ok(name) => (*ev).filename_len = name.len() as u32,
+                        Err(_) => count(KIND, counter::READ_ERRORS),
+                    }
+                }
+                Err(_) => count(KIND, counter::READ_ERRORS),
+            }
+        }
+        let task = gen_helpers::bpf_get_current_task();
+        if let Some(parent) = kread::<u64>(KIND, task, btf_off(btf::TASK_REAL_PARENT))
+            && let Some(ppid) = kread::<u32>(KIND, parent, btf_off(btf::TASK_TGID))
+        {
+            (*ev).ppid = ppid;
+        }
+    }
+    emit(ctx, KIND, ev);
+    Ok(())
+}
+
+/// `sched_process_fork` as a raw tracepoint (4.17): the classic one lacks the child's
+/// tgid. `args[0]` is the parent `task_struct *`, `args[1]` the child's.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+fn ks_fork(ctx: RawTracePointContext) -> u32 {
+    match try_fork(&ctx) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> Result<(), Skip> {
+    const KIND: u16 = kind::FORK;
+    let parent: u64 = ctx.arg(0);
+    let child: u64 = ctx.arg(1);
+    let (ev, _) = scratch::<ForkEvent>(KIND)?;
+    fill_header(ev.cast(), KIND, size_of::<ForkEvent>());
+    let (pid, tgid) = (btf_off(btf::TASK_PID), btf_off(btf::TASK_TGID));
+    // SAFETY: `ev` points to a zeroed scratch record.
+    unsafe {
+        (*ev).parent_pid = kread::<u32>(KIND, parent, pid).unwrap_or(0);
+        (*ev).parent_tgid = kread::<u32>(KIND, parent, tgid).unwrap_or(0);
+        (*ev).child_pid = kread::<u32>(KIND, child, pid).unwrap_or(0);
+        (*ev).child_tgid = kread::<u32>(KIND, child, tgid).unwrap_or(0);
+    }
+    emit(ctx, KIND, ev);
+    Ok(())
+}
+
+/// `sched:sched_process_exit` (4.14), for every exiting thread.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+fn ks_exit(ctx: TracePointContext) -> u32 {
+    match try_exit(&ctx) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), Skip> {
+    const KIND: u16 = kind::EXIT;
+    let (ev, _) = scratch::<ExitEvent>(KIND)?;
+    fill_header(ev.cast(), KIND, size_of::<ExitEvent>());
+    let task = unsafe { gen_helpers::bpf_get_current_task() };
+    // SAFETY: `ev` points to a zeroed scratch record.
+    unsafe {
+        current_comm(KIND, addr_of!((*ev).comm).cast_mut());
+        // do_exit() stores the wait(2)-style code before this tracepoint fires.
+        (*ev).exit_status = kread::<u32>(KIND, task, btf_off(btf::TASK_EXIT_CODE)).unwrap_or(0);
+        let field = g(&TP_EXIT, tp_exit::GROUP_DEAD);
+        (*ev).group_dead = if field != MISSING {
+            match ctx.read_at::<u8>(field as usize) {
+                Ok(dead) => u32::from(dead != 0),
+                Err(_) => {
+                    count(KIND, counter::READ_ERRORS);
+                    0
+                }
+            }
+        } else {
+            // Older kernels: do_exit() decrements signal->live before the tracepoint, so
+            // the last thread out sees 0.
+            let signal = kread::<u64>(KIND, task, btf_off(btf::TASK_SIGNAL));
+            match signal.and_then(|s| kread::<i32>(KIND, s, btf_off(btf::SIGNAL_LIVE))) {
+                Some(live) => u32::from(live == 0),
+                None => 0,
+            }
+        };
+    }
+    emit(ctx, KIND, ev);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// TCP
+// ---------------------------------------------------------------------------------------
+
+const IPPROTO_TCP: u16 = 6;
+
+/// `sock:inet_sock_set_state` (4.16), TCP sockets only.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+fn ks_tcp_state(ctx: TracePointContext) -> u32 {
+    match try_tcp_state(&ctx) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+fn try_tcp_state(ctx: &TracePointContext) -> Result<(), Skip> {
+    const KIND: u16 = kind::TCP_STATE;
+    let cfg = &TP_SOCK_STATE;
+    let (ev, tp) = scratch::<TcpStateEvent>(KIND)?;
+    copy_tp(ctx, KIND, tp)?;
+    // The loader only attaches this program when `protocol` resolved.
+    if tp_field::<u16>(tp, g(cfg, tp_tcp::PROTOCOL)) != Some(IPPROTO_TCP) {
+        return Err(Skip::Filtered);
+    }
+    fill_header(ev.cast(), KIND, size_of::<TcpStateEvent>());
+    // SAFETY: `ev` points to a zeroed scratch record.
+    unsafe {
+        let sk = tp_field::<u64>(tp, g(cfg, tp_tcp::SKADDR)).unwrap_or(0);
+        (*ev).sock_id = sk;
+        (*ev).sock_cgroup_id = sock_cgroup_id(KIND, sk);
+        read_tuple(tp, cfg, addr_of!((*ev).tuple).cast_mut());
+        (*ev).old_state = tp_field::<i32>(tp, g(cfg, tp_tcp::OLDSTATE)).unwrap_or(0) as u32;
+        let new_state = tp_field::<i32>(tp, g(cfg, tp_tcp::NEWSTATE)).unwrap_or(0) as u32;
+        (*ev).new_state = new_state;
+        if new_state == event_abi::tcp_state::CLOSE {
+            // A tcp_sock starts with its struct sock, so `sk` is the tcp_sock address.
+            let mut valid = 0;
+            if let Some(v) = kread::<u64>(KIND, sk, btf_off(btf::TCP_BYTES_ACKED)) {
+                (*ev).bytes_acked = v;
+                valid |= tcp_stats::BYTES_ACKED;
+            }
+            if let Some(v) = kread::<u64>(KIND, sk, btf_off(btf::TCP_BYTES_RECEIVED)) {
+                (*ev).bytes_received = v;
+                valid |= tcp_stats::BYTES_RECEIVED;
+            }
+            if let Some(v) = kread::<u32>(KIND, sk, btf_off(btf::TCP_SEGS_IN)) {
+                (*ev).segs_in = v;
+                valid |= tcp_stats::SEGS_IN;
+            }
+            if let Some(v) = kread::<u32>(KIND, sk, btf_off(btf::TCP_SEGS_OUT)) {
+                (*ev).segs_out = v;
+                valid |= tcp_stats::SEGS_OUT;
+            }
+            if let Some(v) = kread::<u32>(KIND, sk, btf_off(btf::TCP_TOTAL_RETRANS)) {
+                (*ev).total_retrans = v;
+                valid |= tcp_stats::TOTAL_RETRANS;
+            }
+            if let Some(v) = kread::<u32>(KIND, sk, btf_off(btf::TCP_SRTT_US)) {
+                // The kernel keeps srtt scaled by 8.
+                (*ev).srtt_us = v >> 3;
+                valid |= tcp_stats::SRTT;
+            }
+            (*ev).stats_valid = valid;
+        }
+    }
+    emit(ctx, KIND, ev);
+    Ok(())
+}
+
+/// The three `tcp:` events share one record shape.
+#[inline(always)]
+fn try_tcp_event(
+    ctx: &TracePointContext,
+    kind: u16,
+    cfg: &'static [u32; tp_tcp::LEN],
+) -> Result<(), Skip> {
+    let (ev, tp) = scratch::<TcpEvent>(kind)?;
+    copy_tp(ctx, kind, tp)?;
+    fill_header(ev.cast(), kind, size_of::<TcpEvent>());
+    // SAFETY: `ev` points to a zeroed scratch record.
+    unsafe {
+        // 0 when the kernel had no socket (a reset answering a stray segment).
+        let sk = tp_field::<u64>(tp, g(cfg, tp_tcp::SKADDR)).unwrap_or(0);
+        (*ev).sock_id = sk;
+        (*ev).sock_cgroup_id = sock_cgroup_id(kind, sk);
+        read_tuple(tp, cfg, addr_of!((*ev).tuple).cast_mut());
+        let state_off = g(cfg, tp_tcp::STATE);
+        (*ev).state = if state_off != MISSING {
+            tp_field::<i32>(tp, state_off).unwrap_or(0) as u32
+        } else {
+            // No `state` field in this kernel's format: read sk->__sk_common.skc_state.
+            u32::from(kread::<u8>(kind, sk, btf_off(btf::SOCK_STATE)).unwrap_or(0))
+        };
+    }
+    emit(ctx, kind, ev);
+    Ok(())
+}
+
+/// `tcp:tcp_retransmit_skb` (4.15).
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+fn ks_tcp_retrans(ctx: TracePointContext) -> u32 {
+    match try_tcp_event(&ctx, kind::TCP_RETRANSMIT, &TP_TCP_RETRANSMIT) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+/// `tcp:tcp_send_reset` (4.15).
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+fn ks_tcp_rst_send(ctx: TracePointContext) -> u32 {
+    match try_tcp_event(&ctx, kind::TCP_RESET_SENT, &TP_TCP_SEND_RESET) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+/// `tcp:tcp_receive_reset` (4.15).
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+fn ks_tcp_rst_recv(ctx: TracePointContext) -> u32 {
+    match try_tcp_event(&ctx, kind::TCP_RESET_RECEIVED, &TP_TCP_RECEIVE_RESET) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Block I/O
+// ---------------------------------------------------------------------------------------
+
+/// Decodes the kernel's `rwbs` string (see `blk_fill_rwbs`).
+#[inline(always)]
+fn rwbs_op(tp: *const u8, off: u32, len: u32) -> u32 {
+    let (mut discard, mut write, mut read) = (false, false, false);
+    let first = tp_field::<u8>(tp, off).unwrap_or(0);
+    let mut i = 0;
+    while i < RWBS_MAX {
+        if i as u32 >= len {
+            break;
+        }
+        match tp_field::<u8>(tp, off.wrapping_add(i as u32)).unwrap_or(0) {
+            0 => break,
+            b'D' | b'E' => discard = true,
+            b'W' => write = true,
+            b'R' => read = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    if discard {
+        block_op::DISCARD
+    } else if write {
+        block_op::WRITE
+    } else if read {
+        block_op::READ
+    } else if first == b'F' {
+        block_op::FLUSH
+    } else {
+        block_op::OTHER
+    }
+}
+
+#[inline(always)]
+fn try_block(
+    ctx: &TracePointContext,
+    kind: u16,
+    cfg: &'static [u32; tp_block::LEN],
+) -> Result<(), Skip> {
+    let (ev, tp) = scratch::<BlockEvent>(kind)?;
+    copy_tp(ctx, kind, tp)?;
+    fill_header(ev.cast(), kind, size_of::<BlockEvent>());
+    // SAFETY: `ev` points to a zeroed scratch record.
+    unsafe {
+        (*ev).dev = tp_field::<u32>(tp, g(cfg, tp_block::DEV)).unwrap_or(0);
+        (*ev).sector = tp_field::<u64>(tp, g(cfg, tp_block::SECTOR)).unwrap_or(0);
+        let nr_sector = tp_field::<u32>(tp, g(cfg, tp_block::NR_SECTOR)).unwrap_or(0);
+        (*ev).bytes = nr_sector << 9;
+        let rwbs = g(cfg, tp_block::RWBS);
+        if rwbs != MISSING {
+            (*ev).op = rwbs_op(tp, rwbs, g(cfg, tp_block::RWBS_LEN));
+        }
+        (*ev).error = tp_field::<i32>(tp, g(cfg, tp_block::ERROR)).unwrap_or(0);
+    }
+    emit(ctx, kind, ev);
+    Ok(())
+}
+
+/// `block:block_bio_queue` (4.14), in the submitter's context.
+#[tracepoint(category = "block", name = "block_bio_queue")]
+fn ks_blk_queue(ctx: TracePointContext) -> u32 {
+    match try_block(&ctx, kind::BLOCK_QUEUE, &TP_BLOCK_BIO_QUEUE) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+/// `block:block_rq_issue` (4.14).
+#[tracepoint(category = "block", name = "block_rq_issue")]
+fn ks_blk_issue(ctx: TracePointContext) -> u32 {
+    match try_block(&ctx, kind::BLOCK_ISSUE, &TP_BLOCK_RQ_ISSUE) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+/// `block:block_rq_complete` (4.14).
+#[tracepoint(category = "block", name = "block_rq_complete")]
+fn ks_blk_complete(ctx: TracePointContext) -> u32 {
+    match try_block(&ctx, kind::BLOCK_COMPLETE, &TP_BLOCK_RQ_COMPLETE) {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program: the verifier rejects any path that could get here.
+    loop {}
+}
