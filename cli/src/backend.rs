@@ -2,7 +2,7 @@
 
 use crate::args::{BackendChoice, CaptureArgs, TransportChoice};
 use anyhow::{Context, Result, anyhow, bail};
-use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Transport};
+use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Fidelity, Transport};
 use ksight_engine::EventSource;
 
 pub struct Opened {
@@ -59,8 +59,8 @@ fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
     let fidelity_notes = source
         .fidelity()
         .iter()
-        .filter(|s| !s.is_full())
-        .map(|s| s.to_string())
+        .filter(|s| s.status != Fidelity::Full)
+        .map(crate::render::signal_line)
         .collect();
     Ok(Opened { source: Box::new(source), fidelity_notes })
 }

@@ -34,11 +34,12 @@ pub fn run(args: Args) -> Result<u8> {
 
 fn detect(json: bool) -> Result<u8> {
     let report = ksight_backend_ebpf::detect();
+    let ebpf = render::ebpf_blocker(&report);
     let kmod = ksight_backend_kmod::probe().err().map(|e| e.to_string());
-    let (backend, reason) = match (&report.usable, &kmod) {
-        (Ok(()), _) => ("ebpf".to_string(), "eBPF programs load and attach on this kernel".to_string()),
-        (Err(ebpf), Some(kmod)) => ("none".to_string(), format!("ebpf: {ebpf}; kmod: {kmod}")),
-        (Err(ebpf), None) => ("kmod".to_string(), format!("ebpf: {ebpf}")),
+    let (backend, reason) = match (&ebpf, &kmod) {
+        (None, _) => ("ebpf", "eBPF programs load and attach on this kernel".to_string()),
+        (Some(ebpf), None) => ("kmod", format!("eBPF cannot run ({ebpf}); the ksight module is loaded")),
+        (Some(ebpf), Some(kmod)) => ("none", format!("ebpf: {ebpf}; kmod: {kmod}")),
     };
     if json {
         let value = serde_json::json!({
@@ -49,7 +50,7 @@ fn detect(json: bool) -> Result<u8> {
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", render::detect(&report, &backend, &reason, kmod.as_deref()));
+        print!("{}", render::detect(&report, backend, &reason, kmod.as_deref()));
     }
     Ok(if backend == "none" { 1 } else { 0 })
 }

@@ -1,5 +1,6 @@
 //! Human-readable output. Scripts use `--json`; this text may change.
 
+use ksight_backend_ebpf::{DetectReport, Fidelity, SignalStatus};
 use ksight_engine::Snapshot;
 use std::fmt::Write;
 
@@ -52,6 +53,60 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
     let _ = writeln!(o, "\n  lost events {}  malformed records {}", s.lost_events, s.malformed_records);
     for note in notes {
         let _ = writeln!(o, "  note: {note}");
+    }
+    o
+}
+
+/// Why the eBPF backend cannot run here, if it cannot.
+pub fn ebpf_blocker(r: &DetectReport) -> Option<String> {
+    if !r.programs_built {
+        return Some("this ksight was built without its eBPF programs".into());
+    }
+    if !r.bpf_allowed {
+        return Some(format!("bpf() is not allowed: {}", r.bpf_error.as_deref().unwrap_or("unknown reason")));
+    }
+    if !r.ringbuf_supported {
+        return Some("the kernel has no BPF ring buffer (Linux 5.8+), which the programs' object needs".into());
+    }
+    if r.signals.iter().all(|s| matches!(s.status, Fidelity::Unavailable(_))) {
+        return Some("no tracepoint program can attach".into());
+    }
+    None
+}
+
+pub fn signal_line(s: &SignalStatus) -> String {
+    match &s.status {
+        Fidelity::Full => format!("{:<16} full", s.signal),
+        Fidelity::Degraded(why) => format!("{:<16} degraded: {why}", s.signal),
+        Fidelity::Unavailable(why) => format!("{:<16} unavailable: {why}", s.signal),
+    }
+}
+
+pub fn detect(r: &DetectReport, backend: &str, reason: &str, kmod: Option<&str>) -> String {
+    let mut o = String::new();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let _ = writeln!(o, "kernel          {}", r.kernel_release);
+    let _ = writeln!(o, "BTF             {}", yes(r.btf_present));
+    let _ = writeln!(o, "tracefs         {}", r.tracefs.as_deref().unwrap_or("not mounted"));
+    let _ = writeln!(o, "bpf() allowed   {}{}", yes(r.bpf_allowed), r.bpf_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
+    let _ = writeln!(o, "transport       {}", if r.ringbuf_supported { "BPF ring buffer (perf event array as option)" } else { "perf event array" });
+    let _ = writeln!(o, "eBPF programs   {}", if r.programs_built { "built in" } else { "not built into this binary" });
+    let _ = writeln!(o, "kernel module   {}", kmod.unwrap_or("loaded"));
+    let _ = writeln!(o, "\nbackend         {backend}: {reason}");
+    let _ = writeln!(o, "\ntracepoints");
+    for tp in &r.tracepoints {
+        let state = if !tp.unusable.is_empty() {
+            format!("cannot attach: {}", tp.unusable.join("; "))
+        } else if !tp.degraded.is_empty() {
+            format!("attaches, degraded: {}", tp.degraded.join("; "))
+        } else {
+            "attaches".to_string()
+        };
+        let _ = writeln!(o, "  {:<34} {:<15} {state}", tp.tracepoint, tp.attach);
+    }
+    let _ = writeln!(o, "\nsignals");
+    for s in &r.signals {
+        let _ = writeln!(o, "  {}", signal_line(s));
     }
     o
 }

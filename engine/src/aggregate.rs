@@ -78,8 +78,26 @@ struct Connection {
     retransmits: u64,
     resets_sent: u64,
     resets_received: u64,
+    /// Our FIN was acknowledged / the peer's FIN arrived: the kernel's byte counters count
+    /// each as one sequence number, which is not payload.
+    fin_acked: bool,
+    fin_received: bool,
     /// Counters read at close.
     closed: Option<CloseStats>,
+}
+
+impl Connection {
+    /// Payload bytes sent and received, from the kernel's `bytes_acked`/`bytes_received`,
+    /// which also count the SYN an active opener had acknowledged and the FINs.
+    fn payload(&self) -> Option<(Option<u64>, Option<u64>)> {
+        let s = self.closed?;
+        let syn = u64::from(self.role == Role::Active && self.established);
+        let sent = (s.valid & tcp_stats::BYTES_ACKED != 0)
+            .then(|| s.bytes_acked.saturating_sub(syn + u64::from(self.fin_acked)));
+        let received = (s.valid & tcp_stats::BYTES_RECEIVED != 0)
+            .then(|| s.bytes_received.saturating_sub(u64::from(self.fin_received)));
+        Some((sent, received))
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -285,6 +303,8 @@ impl Aggregator {
                     retransmits: 0,
                     resets_sent: 0,
                     resets_received: 0,
+                    fin_acked: false,
+                    fin_received: false,
                     closed: None,
                 },
             );
@@ -304,6 +324,11 @@ impl Aggregator {
         if owner_context && conn.owner_pid == 0 {
             conn.owner_pid = h.pid;
         }
+        use tcp_state::*;
+        conn.fin_acked |= matches!((old, new), (FIN_WAIT1, FIN_WAIT2) | (CLOSING, TIME_WAIT | CLOSE) | (LAST_ACK, CLOSE));
+        // FIN_WAIT2 → CLOSE is also how an orphan's FIN_WAIT2 timeout ends; transitions
+        // cannot tell the two apart, and the peer's FIN is by far the common case.
+        conn.fin_received |= matches!((old, new), (ESTABLISHED, CLOSE_WAIT) | (FIN_WAIT1, CLOSING | TIME_WAIT) | (FIN_WAIT2, TIME_WAIT | CLOSE));
         let newly_established = new == tcp_state::ESTABLISHED && !conn.established;
         conn.established |= new == tcp_state::ESTABLISHED;
         let closing = new == tcp_state::CLOSE;
@@ -347,10 +372,8 @@ impl Aggregator {
             }
         } else {
             self.totals.closes += 1;
-            let stats = conn.closed.expect("closing connections carry stats");
-            let sent = if stats.valid & tcp_stats::BYTES_ACKED != 0 { stats.bytes_acked } else { 0 };
-            let received =
-                if stats.valid & tcp_stats::BYTES_RECEIVED != 0 { stats.bytes_received } else { 0 };
+            let (sent, received) = conn.payload().expect("closing connections carry stats");
+            let (sent, received) = (sent.unwrap_or(0), received.unwrap_or(0));
             self.totals.bytes_sent += sent;
             self.totals.bytes_received += received;
             let cg = self.cgroups.entry(conn.sock_cgroup_id).or_default();
@@ -525,6 +548,7 @@ impl Aggregator {
             .into_iter()
             .map(|c| {
                 let stat = |bit: u32| c.closed.filter(|s| s.valid & bit != 0);
+                let (bytes_sent, bytes_received) = c.payload().unwrap_or((None, None));
                 ConnectionRow {
                     saddr: addr(c.tuple.family, &c.tuple.saddr),
                     sport: c.tuple.sport,
@@ -539,8 +563,8 @@ impl Aggregator {
                     comm: if c.owner_pid == 0 { String::new() } else { comm_of(c.owner_pid) },
                     cgroup_id: c.sock_cgroup_id,
                     state: state_name(c.state).into(),
-                    bytes_sent: stat(tcp_stats::BYTES_ACKED).map(|s| s.bytes_acked),
-                    bytes_received: stat(tcp_stats::BYTES_RECEIVED).map(|s| s.bytes_received),
+                    bytes_sent,
+                    bytes_received,
                     segs_in: stat(tcp_stats::SEGS_IN).map(|s| s.segs_in),
                     segs_out: stat(tcp_stats::SEGS_OUT).map(|s| s.segs_out),
                     duration_us: c.last_ts.saturating_sub(c.first_ts) / 1000,

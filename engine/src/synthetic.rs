@@ -113,8 +113,9 @@ impl Synth {
         self.state(0, 0, server_sock, cgroup_id, s, ESTABLISHED, CLOSE_WAIT, None);
         self.state(0, 0, client_sock, cgroup_id, c, FIN_WAIT1, FIN_WAIT2, None);
         self.state(server, cgroup_id, server_sock, cgroup_id, s, CLOSE_WAIT, LAST_ACK, None);
-        self.state(0, 0, client_sock, cgroup_id, c, FIN_WAIT2, CLOSE, Some((sent, received)));
-        self.state(0, 0, server_sock, cgroup_id, s, LAST_ACK, CLOSE, Some((received, sent)));
+        // The kernel counts the active opener's SYN and each acknowledged or received FIN.
+        self.state(0, 0, client_sock, cgroup_id, c, FIN_WAIT2, CLOSE, Some((sent + 2, received + 1)));
+        self.state(0, 0, server_sock, cgroup_id, s, LAST_ACK, CLOSE, Some((received + 1, sent + 1)));
     }
 
     pub fn tcp_event(&mut self, kind: u16, pid: u32, cgroup_id: u64, sock: u64, sock_cg: u64) {

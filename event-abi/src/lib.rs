@@ -153,9 +153,10 @@ pub struct TcpStateEvent {
     /// Set only when `new_state` is CLOSE: bits of [`tcp_stats`] that are valid.
     pub stats_valid: u32,
     pub _pad: u32,
-    /// `tcp_sock.bytes_acked`: bytes sent and acknowledged.
+    /// `tcp_sock.bytes_acked` as the kernel keeps it: bytes sent and acknowledged, counting
+    /// an acknowledged SYN (active opener) and FIN as one each. The engine derives payload.
     pub bytes_acked: u64,
-    /// `tcp_sock.bytes_received`.
+    /// `tcp_sock.bytes_received` as the kernel keeps it: a received FIN counts as one.
     pub bytes_received: u64,
     pub segs_in: u32,
     pub segs_out: u32,
