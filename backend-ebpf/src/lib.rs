@@ -176,9 +176,12 @@ impl EbpfSource {
             Transport::PerfArray => layout::OUTPUT_PERF,
             _ => layout::OUTPUT_RINGBUF,
         };
+        // A quarter full wakes the reader early; otherwise it reads on its poll timeout.
+        let wakeup_bytes = u64::from(opts.ring_bytes / 4);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(layout::G_OUTPUT_MODE, &output_mode, true)
+            .override_global(layout::G_WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(layout::G_BTF, &btf.offsets, true)
             // The unused transport keeps a minimal ring.
             .map_max_entries(

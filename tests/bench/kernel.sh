@@ -57,7 +57,8 @@ start_tracer() { # $1: none | ksight | bpftrace
     sleep 0.5
   fi
 }
-stop_tracer() { [ -z "$TRACER_PID" ] || { kill -INT "$TRACER_PID"; wait "$TRACER_PID" 2>/dev/null || true; }; }
+trap 'stop_tracer' EXIT
+stop_tracer() { [ -z "$TRACER_PID" ] || { kill -INT "$TRACER_PID"; wait "$TRACER_PID" 2>/dev/null || true; TRACER_PID=; }; }
 now_ns() { date +%s%N; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -78,7 +79,8 @@ tracer = sys.argv[1]
 for p in json.load(sys.stdin):
     if p.get("type") not in ("tracepoint", "raw_tracepoint") or not p.get("run_cnt"):
         continue
-    print(f"| {tracer} | {p.get(\"name\", \"?\")} | {p[\"run_cnt\"]} | {p[\"run_time_ns\"] / p[\"run_cnt\"]:.0f} |")
+    name, runs, ns = p.get("name", "?"), p["run_cnt"], p["run_time_ns"]
+    print(f"| {tracer} | {name} | {runs} | {ns / runs:.0f} |")
 ' "$tracer"
     stop_tracer
   done

@@ -116,10 +116,34 @@ fn test() -> Result<()> {
     }
     cargo(&["build", "-p", "ksight"])?;
     let bin = workspace().join("target/debug/ksight");
-    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--workspace", "--exclude", "ksight-ebpf-programs"])
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--workspace", "--exclude", "ksight-ebpf-programs", "--no-fail-fast"])
         .env("KSIGHT_BIN", &bin)
-        .current_dir(workspace()))
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    // Pass the output through and add up every test binary's result line.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().expect("piped"))) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word).map(|n| n.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").parse::<u64>().unwrap_or(0)))
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("\ntests: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 || passed == 0 {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
 }
 
 unsafe extern "C" {

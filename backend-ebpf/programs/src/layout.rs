@@ -138,6 +138,8 @@ pub mod tp_block {
 
 /// Global selecting the output map: [`OUTPUT_RINGBUF`] or [`OUTPUT_PERF`].
 pub const G_OUTPUT_MODE: &str = "OUTPUT_MODE";
+/// Global: bytes waiting in the ring buffer above which a record wakes the reader.
+pub const G_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 
 /// Map names in the object.
 pub mod maps {

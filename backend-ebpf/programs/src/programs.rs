@@ -12,6 +12,7 @@ use crate::layout::{
 };
 use aya_ebpf::{
     EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
         generated as gen_helpers,
@@ -72,6 +73,10 @@ const _: () = assert!(MAX_RECORD_SIZE.is_multiple_of(8));
 
 #[unsafe(no_mangle)]
 static OUTPUT_MODE: u32 = crate::layout::OUTPUT_RINGBUF;
+/// Waking the reader for every record costs more than writing it; below this much
+/// pending data the reader finds records on its next timed poll instead.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 static BTF_OFF: [u32; btf::LEN] = [MISSING; btf::LEN];
 #[unsafe(no_mangle)]
@@ -186,7 +191,14 @@ fn emit<C: EbpfContext, T>(ctx: &C, kind: u16, record: *const T) {
                 size,
             )
         } else {
-            gen_helpers::bpf_ringbuf_output(addr_of!(RING).cast_mut().cast(), data, size, 0)
+            let ring = addr_of!(RING).cast_mut().cast();
+            let pending = gen_helpers::bpf_ringbuf_query(ring, u64::from(BPF_RB_AVAIL_DATA));
+            let wakeup = if pending >= ptr::read_volatile(&WAKEUP_BYTES) {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            gen_helpers::bpf_ringbuf_output(ring, data, size, u64::from(wakeup))
         }
     };
     count(
