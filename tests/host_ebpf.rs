@@ -130,3 +130,38 @@ fn replay_gives_the_aggregates_of_the_live_run() {
     assert!(live["tcp"]["bytes_sent"].as_u64().unwrap() >= 12_000);
     assert_eq!(replayed, live);
 }
+
+#[test]
+fn top_batch_prints_one_snapshot_per_interval() {
+    require_root();
+    let top = std::process::Command::new(ksight_bin())
+        .args(["top", "--batch", "--json", "--backend", "ebpf", "-n", "3", "--delay", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ksight top");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let workload = workload_bin();
+    assert!(std::process::Command::new(&workload).args(["tcp", "4000", "6000"]).status().unwrap().success());
+    let out = top.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON snapshot per line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    // Each interval reports only what closed in it: both ends of the workload's orderly
+    // connection appear once across the three snapshots, not once per snapshot.
+    let received: u64 = lines.iter().map(|l| l["tcp"]["bytes_received"].as_u64().unwrap()).sum();
+    let ours: Vec<&Value> = lines
+        .iter()
+        .flat_map(|l| l["tcp"]["connections"].as_array().unwrap())
+        .filter(|c| c["comm"] == "ksight-workload" && c["bytes_sent"].as_u64().unwrap_or(0) > 0)
+        .collect();
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    assert!(received >= 10_000);
+    for l in &lines {
+        assert_eq!(l["backend"], "ebpf");
+        assert_eq!(l["lost_events"], 0);
+    }
+}

@@ -624,6 +624,7 @@ impl Aggregator {
                 .first_ts
                 .map_or(0.0, |f| self.last_ts.saturating_sub(f) as f64 / 1e9),
             lost_events,
+            lost_events_per_cpu: Vec::new(),
             malformed_records: malformed,
             process: ProcessSummary {
                 execs: t.execs,

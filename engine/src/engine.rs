@@ -17,8 +17,8 @@ pub struct Engine {
     window_ns: u64,
     newest_ts: u64,
     counters: SourceCounters,
-    /// Lost events already reported at the last interval reset.
-    lost_at_reset: u64,
+    /// Lost events per CPU already reported at the last interval reset.
+    lost_at_reset: Vec<u64>,
     pub malformed: u64,
     malformed_at_reset: u64,
     pub records: u64,
@@ -33,7 +33,7 @@ impl Engine {
             window_ns: DEFAULT_REORDER_WINDOW_NS,
             newest_ts: 0,
             counters: SourceCounters::default(),
-            lost_at_reset: 0,
+            lost_at_reset: Vec::new(),
             malformed: 0,
             malformed_at_reset: 0,
             records: 0,
@@ -87,18 +87,27 @@ impl Engine {
     }
 
     pub fn snapshot(&self, names: &dyn Names) -> Snapshot {
-        self.aggregator.snapshot(
+        let lost: Vec<u64> = self
+            .counters
+            .lost_per_cpu
+            .iter()
+            .enumerate()
+            .map(|(cpu, n)| n.saturating_sub(self.lost_at_reset.get(cpu).copied().unwrap_or(0)))
+            .collect();
+        let mut snapshot = self.aggregator.snapshot(
             &self.backend,
-            self.counters.lost_total().saturating_sub(self.lost_at_reset),
+            lost.iter().sum(),
             self.malformed - self.malformed_at_reset,
             names,
-        )
+        );
+        snapshot.lost_events_per_cpu = lost;
+        snapshot
     }
 
     /// Starts a new interval (top): counters restart, live state stays.
     pub fn reset_interval(&mut self) {
         self.aggregator.reset_interval();
-        self.lost_at_reset = self.counters.lost_total();
+        self.lost_at_reset = self.counters.lost_per_cpu.clone();
         self.malformed_at_reset = self.malformed;
     }
 }

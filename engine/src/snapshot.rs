@@ -13,6 +13,8 @@ pub struct Snapshot {
     /// Events the kernel side could not deliver (buffers full). Never silently zero: a
     /// backend that cannot count losses reports that in `signals`.
     pub lost_events: u64,
+    /// `lost_events` by CPU.
+    pub lost_events_per_cpu: Vec<u64>,
     /// Records that failed validation (bad kind or size) and were skipped.
     pub malformed_records: u64,
     pub process: ProcessSummary,

@@ -8,8 +8,8 @@
 //! `ksight-workload block DEVICE`: O_DIRECT on DEVICE: writes 4×64 KiB and 3×4 KiB, then
 //!   reads 2×128 KiB and 5×512 B, each synchronous.
 //! `ksight-workload all SENT RECEIVED DEVICE`: the three in that order.
-//! `ksight-workload connect-loop N`: N loopback connections, each sending one byte and
-//!   closed by both ends (benchmarks).
+//! `ksight-workload connect-loop N`: N loopback connections, one after the other, each a
+//!   one-byte request and response, closed by both ends (benchmarks).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -124,11 +124,16 @@ fn connect_loop(n: usize) {
             let (mut conn, _) = listener.accept().expect("accept");
             let mut buf = [0u8; 1];
             conn.read_exact(&mut buf).expect("read");
+            conn.write_all(&buf).expect("write");
         }
     });
+    // Request/response in lock step, so the accept backlog never overflows (a dropped SYN
+    // would cost a one-second retransmit and measure the backlog, not the tracer).
     for _ in 0..n {
         let mut conn = TcpStream::connect(addr).expect("connect");
         conn.write_all(b"x").expect("write");
+        let mut buf = [0u8; 1];
+        conn.read_exact(&mut buf).expect("read");
     }
     server.join().expect("server thread");
 }

@@ -118,6 +118,15 @@ enum Skip {
     Failed,
 }
 
+/// A program's return value: 1 when it failed to record an event it should have.
+#[inline(always)]
+fn verdict(result: Result<(), Skip>) -> u32 {
+    match result {
+        Ok(()) | Err(Skip::Filtered) => 0,
+        Err(Skip::Failed) => 1,
+    }
+}
+
 #[inline(always)]
 fn count(kind: u16, slot: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(u32::from(kind) * counter::COUNT + slot) {
@@ -342,10 +351,7 @@ fn read_tuple(tp: *const u8, cfg: &'static [u32; tp_tcp::LEN], out: *mut TcpTupl
 /// `sched:sched_process_exec` (4.14).
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 fn ks_exec(ctx: TracePointContext) -> u32 {
-    match try_exec(&ctx) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_exec(&ctx))
 }
 
 fn try_exec(ctx: &TracePointContext) -> Result<(), Skip> {
@@ -385,10 +391,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), Skip> {
 /// tgid. `args[0]` is the parent `task_struct *`, `args[1]` the child's.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 fn ks_fork(ctx: RawTracePointContext) -> u32 {
-    match try_fork(&ctx) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_fork(&ctx))
 }
 
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), Skip> {
@@ -412,10 +415,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), Skip> {
 /// `sched:sched_process_exit` (4.14), for every exiting thread.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 fn ks_exit(ctx: TracePointContext) -> u32 {
-    match try_exit(&ctx) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_exit(&ctx))
 }
 
 fn try_exit(ctx: &TracePointContext) -> Result<(), Skip> {
@@ -460,10 +460,7 @@ const IPPROTO_TCP: u16 = 6;
 /// `sock:inet_sock_set_state` (4.16), TCP sockets only.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 fn ks_tcp_state(ctx: TracePointContext) -> u32 {
-    match try_tcp_state(&ctx) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_tcp_state(&ctx))
 }
 
 fn try_tcp_state(ctx: &TracePointContext) -> Result<(), Skip> {
@@ -552,28 +549,19 @@ fn try_tcp_event(
 /// `tcp:tcp_retransmit_skb` (4.15).
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 fn ks_tcp_retrans(ctx: TracePointContext) -> u32 {
-    match try_tcp_event(&ctx, kind::TCP_RETRANSMIT, &TP_TCP_RETRANSMIT) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_tcp_event(&ctx, kind::TCP_RETRANSMIT, &TP_TCP_RETRANSMIT))
 }
 
 /// `tcp:tcp_send_reset` (4.15).
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 fn ks_tcp_rst_send(ctx: TracePointContext) -> u32 {
-    match try_tcp_event(&ctx, kind::TCP_RESET_SENT, &TP_TCP_SEND_RESET) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_tcp_event(&ctx, kind::TCP_RESET_SENT, &TP_TCP_SEND_RESET))
 }
 
 /// `tcp:tcp_receive_reset` (4.15).
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 fn ks_tcp_rst_recv(ctx: TracePointContext) -> u32 {
-    match try_tcp_event(&ctx, kind::TCP_RESET_RECEIVED, &TP_TCP_RECEIVE_RESET) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_tcp_event(&ctx, kind::TCP_RESET_RECEIVED, &TP_TCP_RECEIVE_RESET))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -640,28 +628,19 @@ fn try_block(
 /// `block:block_bio_queue` (4.14), in the submitter's context.
 #[tracepoint(category = "block", name = "block_bio_queue")]
 fn ks_blk_queue(ctx: TracePointContext) -> u32 {
-    match try_block(&ctx, kind::BLOCK_QUEUE, &TP_BLOCK_BIO_QUEUE) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_block(&ctx, kind::BLOCK_QUEUE, &TP_BLOCK_BIO_QUEUE))
 }
 
 /// `block:block_rq_issue` (4.14).
 #[tracepoint(category = "block", name = "block_rq_issue")]
 fn ks_blk_issue(ctx: TracePointContext) -> u32 {
-    match try_block(&ctx, kind::BLOCK_ISSUE, &TP_BLOCK_RQ_ISSUE) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_block(&ctx, kind::BLOCK_ISSUE, &TP_BLOCK_RQ_ISSUE))
 }
 
 /// `block:block_rq_complete` (4.14).
 #[tracepoint(category = "block", name = "block_rq_complete")]
 fn ks_blk_complete(ctx: TracePointContext) -> u32 {
-    match try_block(&ctx, kind::BLOCK_COMPLETE, &TP_BLOCK_RQ_COMPLETE) {
-        Ok(()) | Err(Skip::Filtered) => 0,
-        Err(Skip::Failed) => 1,
-    }
+    verdict(try_block(&ctx, kind::BLOCK_COMPLETE, &TP_BLOCK_RQ_COMPLETE))
 }
 
 #[cfg(not(test))]
