@@ -18,21 +18,33 @@ fn a_corrupt_capture_names_the_file_and_offset() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(path.to_str().unwrap()), "{err}");
-    assert!(err.contains("offset 12") || err.contains("byte 12"), "{err}");
+    assert!(
+        err.contains("offset 12") || err.contains("byte 12"),
+        "{err}"
+    );
 }
 
 #[test]
 fn without_privileges_the_error_names_the_capabilities() {
     require_root();
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(ksight_bin())
         .args(["stat", "--backend", "ebpf", "--", "/bin/true"])
         .output()
         .expect("setpriv (util-linux)");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -30,12 +30,33 @@ fn assert_ground_truth(m: &Value, device: &LoopDevice) {
     assert_eq!(t["retransmits"], 0);
     let conns = t["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 4);
-    let orderly: Vec<&Value> = conns.iter().filter(|c| c["bytes_sent"].as_u64().unwrap_or(0) > 0).collect();
+    let orderly: Vec<&Value> = conns
+        .iter()
+        .filter(|c| c["bytes_sent"].as_u64().unwrap_or(0) > 0)
+        .collect();
     assert_eq!(orderly.len(), 2, "{conns:?}");
-    let client = orderly.iter().find(|c| c["role"] == "active").expect("client side");
-    let server = orderly.iter().find(|c| c["role"] == "passive").expect("server side");
-    assert_eq!((client["bytes_sent"].as_u64(), client["bytes_received"].as_u64()), (Some(SENT), Some(RECEIVED)));
-    assert_eq!((server["bytes_sent"].as_u64(), server["bytes_received"].as_u64()), (Some(RECEIVED), Some(SENT)));
+    let client = orderly
+        .iter()
+        .find(|c| c["role"] == "active")
+        .expect("client side");
+    let server = orderly
+        .iter()
+        .find(|c| c["role"] == "passive")
+        .expect("server side");
+    assert_eq!(
+        (
+            client["bytes_sent"].as_u64(),
+            client["bytes_received"].as_u64()
+        ),
+        (Some(SENT), Some(RECEIVED))
+    );
+    assert_eq!(
+        (
+            server["bytes_sent"].as_u64(),
+            server["bytes_received"].as_u64()
+        ),
+        (Some(RECEIVED), Some(SENT))
+    );
     assert_eq!(client["daddr"], "127.0.0.1");
     assert_eq!(client["dport"], server["sport"]);
     assert_eq!(client["sport"], server["dport"]);
@@ -71,7 +92,13 @@ fn stat_ground_truth(transport: &str) -> Value {
     let workload = workload_bin();
     let (metrics, code) = stat_json(
         &["--backend", "ebpf", "--transport", transport],
-        &[workload.to_str().unwrap(), "all", &SENT.to_string(), &RECEIVED.to_string(), &device.device],
+        &[
+            workload.to_str().unwrap(),
+            "all",
+            &SENT.to_string(),
+            &RECEIVED.to_string(),
+            &device.device,
+        ],
     );
     assert_eq!(code, Some(0));
     assert_eq!(metrics["backend"], "ebpf");
@@ -94,11 +121,17 @@ fn stat_exits_with_the_command_status() {
     require_root();
     let (metrics, code) = stat_json(&["--backend", "ebpf"], &["/bin/sh", "-c", "exit 42"]);
     assert_eq!(code, Some(42));
-    assert_eq!(metrics["process"]["exit_codes"], serde_json::json!({"42": 1}));
+    assert_eq!(
+        metrics["process"]["exit_codes"],
+        serde_json::json!({"42": 1})
+    );
     assert_eq!(metrics["process"]["execs"], 1);
     let (metrics, code) = stat_json(&["--backend", "ebpf"], &["/bin/sh", "-c", "kill -TERM $$"]);
     assert_eq!(code, Some(128 + 15));
-    assert_eq!(metrics["process"]["exit_codes"], serde_json::json!({"143": 1}));
+    assert_eq!(
+        metrics["process"]["exit_codes"],
+        serde_json::json!({"143": 1})
+    );
 }
 
 #[test]
@@ -109,7 +142,16 @@ fn replay_gives_the_aggregates_of_the_live_run() {
     let file = dir.path.join("capture.ksc");
     let workload = workload_bin();
     let recorder = std::process::Command::new(ksight_bin())
-        .args(["record", "--backend", "ebpf", "--json", "--duration", "4s", "-o", file.to_str().unwrap()])
+        .args([
+            "record",
+            "--backend",
+            "ebpf",
+            "--json",
+            "--duration",
+            "4s",
+            "-o",
+            file.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ksight record");
@@ -126,7 +168,11 @@ fn replay_gives_the_aggregates_of_the_live_run() {
     assert!(replay.status.success());
     let replayed: Value = serde_json::from_slice(&replay.stdout).expect("replay JSON");
     // The whole host was recorded, so at least the workload is in there.
-    assert!(live["process"]["execs"].as_u64().unwrap() >= 7, "{}", live["process"]);
+    assert!(
+        live["process"]["execs"].as_u64().unwrap() >= 7,
+        "{}",
+        live["process"]
+    );
     assert!(live["tcp"]["bytes_sent"].as_u64().unwrap() >= 12_000);
     assert_eq!(replayed, live);
 }
@@ -135,13 +181,29 @@ fn replay_gives_the_aggregates_of_the_live_run() {
 fn top_batch_prints_one_snapshot_per_interval() {
     require_root();
     let top = std::process::Command::new(ksight_bin())
-        .args(["top", "--batch", "--json", "--backend", "ebpf", "-n", "3", "--delay", "1"])
+        .args([
+            "top",
+            "--batch",
+            "--json",
+            "--backend",
+            "ebpf",
+            "-n",
+            "3",
+            "--delay",
+            "1",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ksight top");
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let workload = workload_bin();
-    assert!(std::process::Command::new(&workload).args(["tcp", "4000", "6000"]).status().unwrap().success());
+    assert!(
+        std::process::Command::new(&workload)
+            .args(["tcp", "4000", "6000"])
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = top.wait_with_output().unwrap();
     assert!(out.status.success());
     let lines: Vec<Value> = String::from_utf8(out.stdout)
@@ -152,7 +214,10 @@ fn top_batch_prints_one_snapshot_per_interval() {
     assert_eq!(lines.len(), 3);
     // Each interval reports only what closed in it: both ends of the workload's orderly
     // connection appear once across the three snapshots, not once per snapshot.
-    let received: u64 = lines.iter().map(|l| l["tcp"]["bytes_received"].as_u64().unwrap()).sum();
+    let received: u64 = lines
+        .iter()
+        .map(|l| l["tcp"]["bytes_received"].as_u64().unwrap())
+        .sum();
     let ours: Vec<&Value> = lines
         .iter()
         .flat_map(|l| l["tcp"]["connections"].as_array().unwrap())

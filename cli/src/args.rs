@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "ksight", version, about = "Transparent monitoring of Linux hosts from kernel tracepoints")]
+#[command(
+    name = "ksight",
+    version,
+    about = "Transparent monitoring of Linux hosts from kernel tracepoints"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
@@ -28,7 +32,12 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         command: Vec<String>,
     },
     /// Capture host-wide events into a file for `ksight replay`.
@@ -95,15 +104,23 @@ pub enum TransportChoice {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 10s, 500ms or 2m"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 10s, 500ms or 2m"))?;
     let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit '{unit}' in '{text}' (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}' (use ms, s, m or h)"
+            ));
+        }
     };
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(format!("duration '{text}' must be positive"));

@@ -62,7 +62,10 @@ fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
         .filter(|s| s.status != Fidelity::Full)
         .map(crate::render::signal_line)
         .collect();
-    Ok(Opened { source: Box::new(source), fidelity_notes })
+    Ok(Opened {
+        source: Box::new(source),
+        fidelity_notes,
+    })
 }
 
 fn open_kmod() -> Result<Opened> {

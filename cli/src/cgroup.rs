@@ -25,7 +25,9 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 /// This process's cgroup v2 path, relative to the mount.
 fn own_cgroup() -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(|p| p.trim_start_matches('/').to_string())
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_start_matches('/').to_string())
 }
 
 impl StatCgroup {
@@ -33,9 +35,13 @@ impl StatCgroup {
     /// the limits we run under.
     pub fn create() -> Result<Self> {
         let mount = cgroup2_mount().ok_or_else(|| anyhow!("no cgroup v2 hierarchy is mounted"))?;
-        let own = own_cgroup().ok_or_else(|| anyhow!("/proc/self/cgroup has no cgroup v2 entry"))?;
-        let path = mount.join(own).join(format!("ksight-stat-{}", std::process::id()));
-        std::fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
+        let own =
+            own_cgroup().ok_or_else(|| anyhow!("/proc/self/cgroup has no cgroup v2 entry"))?;
+        let path = mount
+            .join(own)
+            .join(format!("ksight-stat-{}", std::process::id()));
+        std::fs::create_dir(&path)
+            .with_context(|| format!("creating cgroup {}", path.display()))?;
         let id = std::fs::metadata(&path)
             .with_context(|| format!("reading cgroup {}", path.display()))?
             .ino();
@@ -61,5 +67,10 @@ fn remove_dir_retrying(path: &Path) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Err(last.expect("tried")).with_context(|| format!("removing cgroup {} (processes still in it?)", path.display()))
+    Err(last.expect("tried")).with_context(|| {
+        format!(
+            "removing cgroup {} (processes still in it?)",
+            path.display()
+        )
+    })
 }

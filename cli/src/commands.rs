@@ -20,10 +20,26 @@ use std::time::{Duration, Instant};
 pub fn run(args: Args) -> Result<u8> {
     match args.command {
         Command::Detect { json } => detect(json),
-        Command::Stat { capture, json, output, command } => stat(&capture, json, output.as_deref(), &command),
-        Command::Record { capture, output, duration, json } => record(&capture, &output, duration, json),
+        Command::Stat {
+            capture,
+            json,
+            output,
+            command,
+        } => stat(&capture, json, output.as_deref(), &command),
+        Command::Record {
+            capture,
+            output,
+            duration,
+            json,
+        } => record(&capture, &output, duration, json),
         Command::Replay { file, json } => replay(&file, json),
-        Command::Top { capture, batch, iterations, delay, json } => {
+        Command::Top {
+            capture,
+            batch,
+            iterations,
+            delay,
+            json,
+        } => {
             if !batch {
                 bail!("the interactive view is not built yet: use `ksight top --batch`");
             }
@@ -37,8 +53,14 @@ fn detect(json: bool) -> Result<u8> {
     let ebpf = render::ebpf_blocker(&report);
     let kmod = ksight_backend_kmod::probe().err().map(|e| e.to_string());
     let (backend, reason) = match (&ebpf, &kmod) {
-        (None, _) => ("ebpf", "eBPF programs load and attach on this kernel".to_string()),
-        (Some(ebpf), None) => ("kmod", format!("eBPF cannot run ({ebpf}); the ksight module is loaded")),
+        (None, _) => (
+            "ebpf",
+            "eBPF programs load and attach on this kernel".to_string(),
+        ),
+        (Some(ebpf), None) => (
+            "kmod",
+            format!("eBPF cannot run ({ebpf}); the ksight module is loaded"),
+        ),
         (Some(ebpf), Some(kmod)) => ("none", format!("ebpf: {ebpf}; kmod: {kmod}")),
     };
     if json {
@@ -50,22 +72,29 @@ fn detect(json: bool) -> Result<u8> {
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", render::detect(&report, backend, &reason, kmod.as_deref()));
+        print!(
+            "{}",
+            render::detect(&report, backend, &reason, kmod.as_deref())
+        );
     }
     Ok(if backend == "none" { 1 } else { 0 })
 }
 
 /// Feeds one reader message to the engine (and to a capture file, when recording).
-fn handle(engine: &mut Engine, message: Message, mut record: Option<&mut CaptureWriter<std::io::BufWriter<std::fs::File>>>) -> Result<()> {
+fn handle(
+    engine: &mut Engine,
+    message: Message,
+    mut record: Option<&mut CaptureWriter<std::io::BufWriter<std::fs::File>>>,
+) -> Result<()> {
     match message {
         Message::Batch { batch, .. } => {
-            if let Some(w) = record.as_deref_mut() {
+            if let Some(w) = record.as_mut() {
                 w.write_batch(&batch)?;
             }
             engine.ingest(&batch);
         }
         Message::Counters { counters, .. } => {
-            if let Some(w) = record.as_deref_mut() {
+            if let Some(w) = record.as_mut() {
                 w.write_counters(&counters)?;
             }
             engine.set_counters(counters);
@@ -90,7 +119,12 @@ fn stop_on_interrupt() {
     }
 }
 
-fn print_snapshot(snapshot: &Snapshot, json: bool, notes: &[String], out: &mut dyn Write) -> Result<()> {
+fn print_snapshot(
+    snapshot: &Snapshot,
+    json: bool,
+    notes: &[String],
+    out: &mut dyn Write,
+) -> Result<()> {
     if json {
         writeln!(out, "{}", serde_json::to_string(snapshot)?)?;
     } else {
@@ -100,7 +134,12 @@ fn print_snapshot(snapshot: &Snapshot, json: bool, notes: &[String], out: &mut d
     Ok(())
 }
 
-fn stat(capture: &CaptureArgs, json: bool, output: Option<&Path>, command: &[String]) -> Result<u8> {
+fn stat(
+    capture: &CaptureArgs,
+    json: bool,
+    output: Option<&Path>,
+    command: &[String],
+) -> Result<u8> {
     let opened = backend::open(capture)?;
     let backend_name = opened.source.name().to_string();
     let cgroup = match StatCgroup::create() {
@@ -139,7 +178,9 @@ fn stat(capture: &CaptureArgs, json: bool, output: Option<&Path>, command: &[Str
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let mut child = cmd.spawn().with_context(|| format!("cannot run {}", command[0]))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", command[0]))?;
     let mut scope = Scope::default();
     scope.pids.insert(child.id());
     if let Some(cg) = &cgroup {
@@ -178,15 +219,19 @@ fn stat(capture: &CaptureArgs, json: bool, output: Option<&Path>, command: &[Str
     let snapshot = engine.snapshot(&HostNames { live: true });
     match output {
         Some(path) => {
-            let mut file = std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+            let mut file = std::fs::File::create(path)
+                .with_context(|| format!("writing {}", path.display()))?;
             print_snapshot(&snapshot, json, &opened.fidelity_notes, &mut file)?;
         }
-        None => print_snapshot(&snapshot, json, &opened.fidelity_notes, &mut std::io::stderr().lock())?,
+        None => print_snapshot(
+            &snapshot,
+            json,
+            &opened.fidelity_notes,
+            &mut std::io::stderr().lock(),
+        )?,
     }
-    if let Some(cg) = &cgroup {
-        if let Err(e) = cg.remove() {
-            eprintln!("ksight: warning: {e:#}");
-        }
+    if let Some(Err(e)) = cgroup.as_ref().map(StatCgroup::remove) {
+        eprintln!("ksight: warning: {e:#}");
     }
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => code as u8,
@@ -195,7 +240,12 @@ fn stat(capture: &CaptureArgs, json: bool, output: Option<&Path>, command: &[Str
     })
 }
 
-fn record(capture: &CaptureArgs, output: &Path, duration: Option<Duration>, json: bool) -> Result<u8> {
+fn record(
+    capture: &CaptureArgs,
+    output: &Path,
+    duration: Option<Duration>,
+    json: bool,
+) -> Result<u8> {
     let opened = backend::open(capture)?;
     let backend_name = opened.source.name().to_string();
     let header = CaptureHeader::for_this_host(backend_name.clone());
@@ -226,7 +276,12 @@ fn record(capture: &CaptureArgs, output: &Path, duration: Option<Duration>, json
     engine.flush();
     // The same names a replay can give: from events only.
     let snapshot = engine.snapshot(&HostNames { live: false });
-    print_snapshot(&snapshot, json, &opened.fidelity_notes, &mut std::io::stdout().lock())?;
+    print_snapshot(
+        &snapshot,
+        json,
+        &opened.fidelity_notes,
+        &mut std::io::stdout().lock(),
+    )?;
     Ok(0)
 }
 
@@ -266,7 +321,11 @@ fn top_batch(capture: &CaptureArgs, iterations: Option<u64>, delay: f64, json: b
     while !INTERRUPTED.load(Ordering::SeqCst) && iterations.is_none_or(|n| done < n) {
         let deadline = Instant::now() + Duration::from_secs_f64(delay);
         while Instant::now() < deadline && !INTERRUPTED.load(Ordering::SeqCst) {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(50))) {
+            match rx.recv_timeout(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50)),
+            ) {
                 Ok(m) => handle(&mut engine, m, None)?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => bail!("the event reader stopped"),

@@ -12,45 +12,111 @@ fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "ksight ({} backend, {:.3} s of events)", s.backend, s.duration_s);
+    let _ = writeln!(
+        o,
+        "ksight ({} backend, {:.3} s of events)",
+        s.backend, s.duration_s
+    );
     let p = &s.process;
-    let codes: Vec<String> = p.exit_codes.iter().map(|(code, n)| format!("{code}×{n}")).collect();
-    let _ = writeln!(o, "\n  processes  execs {:>8}  forks {:>8}  threads {:>6}  exits {:>8}  exit codes {}",
-        p.execs, p.forks, p.threads, p.exits, if codes.is_empty() { "-".into() } else { codes.join(" ") });
+    let codes: Vec<String> = p
+        .exit_codes
+        .iter()
+        .map(|(code, n)| format!("{code}×{n}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "\n  processes  execs {:>8}  forks {:>8}  threads {:>6}  exits {:>8}  exit codes {}",
+        p.execs,
+        p.forks,
+        p.threads,
+        p.exits,
+        if codes.is_empty() {
+            "-".into()
+        } else {
+            codes.join(" ")
+        }
+    );
     let t = &s.tcp;
-    let _ = writeln!(o, "  tcp        connects {:>5}  accepts {:>6}  closes {:>6}  failed connects {}",
-        t.connects, t.accepts, t.closes, t.connect_failures);
-    let _ = writeln!(o, "             sent {:>12}  received {:>12}  retransmits {}  resets sent {}  received {}",
-        bytes(t.bytes_sent), bytes(t.bytes_received), t.retransmits, t.resets_sent, t.resets_received);
+    let _ = writeln!(
+        o,
+        "  tcp        connects {:>5}  accepts {:>6}  closes {:>6}  failed connects {}",
+        t.connects, t.accepts, t.closes, t.connect_failures
+    );
+    let _ = writeln!(
+        o,
+        "             sent {:>12}  received {:>12}  retransmits {}  resets sent {}  received {}",
+        bytes(t.bytes_sent),
+        bytes(t.bytes_received),
+        t.retransmits,
+        t.resets_sent,
+        t.resets_received
+    );
     if !t.connections.is_empty() {
-        let _ = writeln!(o, "\n  {:<22} {:<22} {:>7} {:<15} {:>10} {:>10} {:>10} {:>6} {:>5}",
-            "local", "remote", "pid", "comm", "sent", "received", "duration", "srtt", "retx");
+        let _ = writeln!(
+            o,
+            "\n  {:<22} {:<22} {:>7} {:<15} {:>10} {:>10} {:>10} {:>6} {:>5}",
+            "local", "remote", "pid", "comm", "sent", "received", "duration", "srtt", "retx"
+        );
         for c in t.connections.iter().take(20) {
             let opt = |v: Option<u64>| v.map_or("-".into(), bytes);
-            let _ = writeln!(o, "  {:<22} {:<22} {:>7} {:<15} {:>10} {:>10} {:>8}ms {:>4}us {:>5}",
-                format!("{}:{}", c.saddr, c.sport), format!("{}:{}", c.daddr, c.dport), c.pid, c.comm,
-                opt(c.bytes_sent), opt(c.bytes_received), c.duration_us / 1000,
-                c.srtt_us.map_or("-".into(), |v| v.to_string()), c.retransmits);
+            let _ = writeln!(
+                o,
+                "  {:<22} {:<22} {:>7} {:<15} {:>10} {:>10} {:>8}ms {:>4}us {:>5}",
+                format!("{}:{}", c.saddr, c.sport),
+                format!("{}:{}", c.daddr, c.dport),
+                c.pid,
+                c.comm,
+                opt(c.bytes_sent),
+                opt(c.bytes_received),
+                c.duration_us / 1000,
+                c.srtt_us.map_or("-".into(), |v| v.to_string()),
+                c.retransmits
+            );
         }
         if t.connections.len() > 20 {
-            let _ = writeln!(o, "  … {} more connections (see --json)", t.connections.len() - 20);
+            let _ = writeln!(
+                o,
+                "  … {} more connections (see --json)",
+                t.connections.len() - 20
+            );
         }
     }
     if !s.block.devices.is_empty() {
-        let _ = writeln!(o, "\n  {:<10} {:<10} {:>8} {:>8} {:>12} {:>12} {:>10} {:>10} {:>10}",
-            "device", "name", "reads", "writes", "read", "written", "p50 us", "p99 us", "max us");
+        let _ = writeln!(
+            o,
+            "\n  {:<10} {:<10} {:>8} {:>8} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            "device", "name", "reads", "writes", "read", "written", "p50 us", "p99 us", "max us"
+        );
         for d in &s.block.devices {
-            let _ = writeln!(o, "  {:<10} {:<10} {:>8} {:>8} {:>12} {:>12} {:>10.1} {:>10.1} {:>10.1}",
-                d.dev, d.name, d.reads, d.writes, bytes(d.read_bytes), bytes(d.write_bytes),
-                d.latency_us.p50, d.latency_us.p99, d.latency_us.max);
+            let _ = writeln!(
+                o,
+                "  {:<10} {:<10} {:>8} {:>8} {:>12} {:>12} {:>10.1} {:>10.1} {:>10.1}",
+                d.dev,
+                d.name,
+                d.reads,
+                d.writes,
+                bytes(d.read_bytes),
+                bytes(d.write_bytes),
+                d.latency_us.p50,
+                d.latency_us.p99,
+                d.latency_us.max
+            );
         }
     }
-    let _ = writeln!(o, "\n  lost events {}  malformed records {}", s.lost_events, s.malformed_records);
+    let _ = writeln!(
+        o,
+        "\n  lost events {}  malformed records {}",
+        s.lost_events, s.malformed_records
+    );
     for note in notes {
         let _ = writeln!(o, "  note: {note}");
     }
@@ -63,12 +129,21 @@ pub fn ebpf_blocker(r: &DetectReport) -> Option<String> {
         return Some("this ksight was built without its eBPF programs".into());
     }
     if !r.bpf_allowed {
-        return Some(format!("bpf() is not allowed: {}", r.bpf_error.as_deref().unwrap_or("unknown reason")));
+        return Some(format!(
+            "bpf() is not allowed: {}",
+            r.bpf_error.as_deref().unwrap_or("unknown reason")
+        ));
     }
     if !r.ringbuf_supported {
-        return Some("the kernel has no BPF ring buffer (Linux 5.8+), which the programs' object needs".into());
+        return Some(
+            "the kernel has no BPF ring buffer (Linux 5.8+), which the programs' object needs"
+                .into(),
+        );
     }
-    if r.signals.iter().all(|s| matches!(s.status, Fidelity::Unavailable(_))) {
+    if r.signals
+        .iter()
+        .all(|s| matches!(s.status, Fidelity::Unavailable(_)))
+    {
         return Some("no tracepoint program can attach".into());
     }
     None
@@ -87,10 +162,38 @@ pub fn detect(r: &DetectReport, backend: &str, reason: &str, kmod: Option<&str>)
     let yes = |b: bool| if b { "yes" } else { "no" };
     let _ = writeln!(o, "kernel          {}", r.kernel_release);
     let _ = writeln!(o, "BTF             {}", yes(r.btf_present));
-    let _ = writeln!(o, "tracefs         {}", r.tracefs.as_deref().unwrap_or("not mounted"));
-    let _ = writeln!(o, "bpf() allowed   {}{}", yes(r.bpf_allowed), r.bpf_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
-    let _ = writeln!(o, "transport       {}", if r.ringbuf_supported { "BPF ring buffer (perf event array as option)" } else { "perf event array" });
-    let _ = writeln!(o, "eBPF programs   {}", if r.programs_built { "built in" } else { "not built into this binary" });
+    let _ = writeln!(
+        o,
+        "tracefs         {}",
+        r.tracefs.as_deref().unwrap_or("not mounted")
+    );
+    let _ = writeln!(
+        o,
+        "bpf() allowed   {}{}",
+        yes(r.bpf_allowed),
+        r.bpf_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "transport       {}",
+        if r.ringbuf_supported {
+            "BPF ring buffer (perf event array as option)"
+        } else {
+            "perf event array"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "eBPF programs   {}",
+        if r.programs_built {
+            "built in"
+        } else {
+            "not built into this binary"
+        }
+    );
     let _ = writeln!(o, "kernel module   {}", kmod.unwrap_or("loaded"));
     let _ = writeln!(o, "\nbackend         {backend}: {reason}");
     let _ = writeln!(o, "\ntracepoints");

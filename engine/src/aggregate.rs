@@ -5,12 +5,13 @@ use crate::decode::{Event, c_str};
 use crate::names::Names;
 use crate::snapshot::*;
 use event_abi::{
-    BlockEvent, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent, TcpTuple, block_op,
-    kind, tcp_state, tcp_stats,
+    BlockEvent, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent, TcpTuple, block_op, kind,
+    tcp_state, tcp_stats,
 };
 use hdrhistogram::Histogram;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// What to count. `None` in the aggregator means the whole host.
@@ -87,15 +88,38 @@ struct Connection {
 }
 
 impl Connection {
+    fn new(e: &TcpStateEvent, role: Role) -> Self {
+        Self {
+            tuple: e.tuple,
+            role,
+            first_ts: e.header.ts_ns,
+            last_ts: e.header.ts_ns,
+            established: false,
+            state: e.new_state,
+            owner_pid: 0,
+            sock_cgroup_id: e.sock_cgroup_id,
+            retransmits: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            fin_acked: false,
+            fin_received: false,
+            closed: None,
+        }
+    }
+
     /// Payload bytes sent and received, from the kernel's `bytes_acked`/`bytes_received`,
     /// which also count the SYN an active opener had acknowledged and the FINs.
     fn payload(&self) -> Option<(Option<u64>, Option<u64>)> {
         let s = self.closed?;
         let syn = u64::from(self.role == Role::Active && self.established);
-        let sent = (s.valid & tcp_stats::BYTES_ACKED != 0)
-            .then(|| s.bytes_acked.saturating_sub(syn + u64::from(self.fin_acked)));
-        let received = (s.valid & tcp_stats::BYTES_RECEIVED != 0)
-            .then(|| s.bytes_received.saturating_sub(u64::from(self.fin_received)));
+        let sent = (s.valid & tcp_stats::BYTES_ACKED != 0).then(|| {
+            s.bytes_acked
+                .saturating_sub(syn + u64::from(self.fin_acked))
+        });
+        let received = (s.valid & tcp_stats::BYTES_RECEIVED != 0).then(|| {
+            s.bytes_received
+                .saturating_sub(u64::from(self.fin_received))
+        });
         Some((sent, received))
     }
 }
@@ -182,7 +206,11 @@ pub struct Aggregator {
 /// Exit status in wait(2) encoding → the code a shell reports.
 pub fn exit_code(status: u32) -> i32 {
     let signal = status & 0x7f;
-    if signal == 0 { ((status >> 8) & 0xff) as i32 } else { 128 + signal as i32 }
+    if signal == 0 {
+        ((status >> 8) & 0xff) as i32
+    } else {
+        128 + signal as i32
+    }
 }
 
 impl Aggregator {
@@ -193,16 +221,22 @@ impl Aggregator {
 
     /// Aggregates only what `scope` covers (and what its processes fork).
     pub fn scoped(scope: Scope) -> Self {
-        Self { scope: Some(scope), ..Self::default() }
+        Self {
+            scope: Some(scope),
+            ..Self::default()
+        }
     }
 
     fn in_scope(&self, pid: u32, cgroup_id: u64) -> bool {
-        self.scope.as_ref().is_none_or(|s| s.contains(pid, cgroup_id))
+        self.scope
+            .as_ref()
+            .is_none_or(|s| s.contains(pid, cgroup_id))
     }
 
     fn conn_in_scope(&self, c: &Connection) -> bool {
         self.scope.as_ref().is_none_or(|s| {
-            s.cgroups.contains(&c.sock_cgroup_id) || (c.owner_pid != 0 && s.pids.contains(&c.owner_pid))
+            s.cgroups.contains(&c.sock_cgroup_id)
+                || (c.owner_pid != 0 && s.pids.contains(&c.owner_pid))
         })
     }
 
@@ -254,7 +288,14 @@ impl Aggregator {
         if let Some(parent) = self.processes.get_mut(&e.parent_tgid) {
             parent.forks += 1;
         } else {
-            self.processes.insert(e.parent_tgid, Process { forks: 1, cgroup_id: h.cgroup_id, ..Default::default() });
+            self.processes.insert(
+                e.parent_tgid,
+                Process {
+                    forks: 1,
+                    cgroup_id: h.cgroup_id,
+                    ..Default::default()
+                },
+            );
         }
         let child = self.processes.entry(e.child_tgid).or_default();
         child.ppid = Some(e.parent_tgid);
@@ -280,36 +321,21 @@ impl Aggregator {
     }
 
     fn tcp_state(&mut self, e: &TcpStateEvent) {
+        use tcp_state::*;
         let h = &e.header;
         let (old, new) = (e.old_state, e.new_state);
-        if !self.open.contains_key(&e.sock_id) {
-            let role = match new {
-                tcp_state::SYN_SENT => Role::Active,
-                tcp_state::SYN_RECV | tcp_state::ESTABLISHED => Role::Passive,
-                // Listeners and transitions of sockets opened before capture started.
-                _ => return,
-            };
-            self.open.insert(
-                e.sock_id,
-                Connection {
-                    tuple: e.tuple,
-                    role,
-                    first_ts: h.ts_ns,
-                    last_ts: h.ts_ns,
-                    established: false,
-                    state: new,
-                    owner_pid: 0,
-                    sock_cgroup_id: e.sock_cgroup_id,
-                    retransmits: 0,
-                    resets_sent: 0,
-                    resets_received: 0,
-                    fin_acked: false,
-                    fin_received: false,
-                    closed: None,
-                },
-            );
-        }
-        let conn = self.open.get_mut(&e.sock_id).expect("inserted above");
+        let conn = match self.open.entry(e.sock_id) {
+            Entry::Occupied(slot) => slot.into_mut(),
+            Entry::Vacant(slot) => {
+                let role = match new {
+                    SYN_SENT => Role::Active,
+                    SYN_RECV | ESTABLISHED => Role::Passive,
+                    // Listeners and transitions of sockets opened before capture started.
+                    _ => return,
+                };
+                slot.insert(Connection::new(e, role))
+            }
+        };
         conn.state = new;
         conn.last_ts = h.ts_ns;
         conn.tuple = e.tuple;
@@ -317,21 +343,27 @@ impl Aggregator {
         // others may run in softirq on behalf of anyone, so they never set the owner.
         let owner_context = matches!(
             (old, new),
-            (tcp_state::CLOSE, tcp_state::SYN_SENT)
-                | (tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1)
-                | (tcp_state::CLOSE_WAIT, tcp_state::LAST_ACK)
+            (CLOSE, SYN_SENT) | (ESTABLISHED, FIN_WAIT1) | (CLOSE_WAIT, LAST_ACK)
         );
         if owner_context && conn.owner_pid == 0 {
             conn.owner_pid = h.pid;
         }
-        use tcp_state::*;
-        conn.fin_acked |= matches!((old, new), (FIN_WAIT1, FIN_WAIT2) | (CLOSING, TIME_WAIT | CLOSE) | (LAST_ACK, CLOSE));
+        conn.fin_acked |= matches!(
+            (old, new),
+            (FIN_WAIT1, FIN_WAIT2) | (CLOSING, TIME_WAIT | CLOSE) | (LAST_ACK, CLOSE)
+        );
         // FIN_WAIT2 → CLOSE is also how an orphan's FIN_WAIT2 timeout ends; transitions
         // cannot tell the two apart, and the peer's FIN is by far the common case.
-        conn.fin_received |= matches!((old, new), (ESTABLISHED, CLOSE_WAIT) | (FIN_WAIT1, CLOSING | TIME_WAIT) | (FIN_WAIT2, TIME_WAIT | CLOSE));
-        let newly_established = new == tcp_state::ESTABLISHED && !conn.established;
-        conn.established |= new == tcp_state::ESTABLISHED;
-        let closing = new == tcp_state::CLOSE;
+        conn.fin_received |= matches!(
+            (old, new),
+            (ESTABLISHED, CLOSE_WAIT)
+                | (FIN_WAIT1, CLOSING | TIME_WAIT)
+                | (FIN_WAIT2, TIME_WAIT | CLOSE)
+        );
+        let newly_established = new == ESTABLISHED && !conn.established;
+        conn.established |= new == ESTABLISHED;
+        let role = conn.role;
+        let closing = new == CLOSE;
         if closing {
             conn.closed = Some(CloseStats {
                 valid: e.stats_valid,
@@ -342,18 +374,8 @@ impl Aggregator {
                 srtt_us: e.srtt_us,
             });
         }
-        let role = conn.role;
-        let conn_snapshot_in_scope = {
-            let conn = &self.open[&e.sock_id];
-            self.conn_in_scope(conn)
-        };
-        if !conn_snapshot_in_scope {
-            if closing {
-                self.open.remove(&e.sock_id);
-            }
-            return;
-        }
-        if newly_established {
+        let in_scope = self.conn_in_scope(&self.open[&e.sock_id]);
+        if in_scope && newly_established {
             match role {
                 Role::Active => self.totals.connects += 1,
                 Role::Passive => self.totals.accepts += 1,
@@ -361,7 +383,9 @@ impl Aggregator {
         }
         if closing {
             let conn = self.open.remove(&e.sock_id).expect("present");
-            self.close(conn);
+            if in_scope {
+                self.close(conn);
+            }
         }
     }
 
@@ -403,7 +427,11 @@ impl Aggregator {
         if !in_scope {
             return;
         }
-        let conn = if e.sock_id != 0 { self.open.get_mut(&e.sock_id) } else { None };
+        let conn = if e.sock_id != 0 {
+            self.open.get_mut(&e.sock_id)
+        } else {
+            None
+        };
         match h.kind {
             kind::TCP_RETRANSMIT => {
                 self.totals.retransmits += 1;
@@ -439,7 +467,14 @@ impl Aggregator {
                     self.unmatched_completions += pending.len() as u64;
                     pending.clear();
                 }
-                pending.insert(e.sector, PendingBio { ts: h.ts_ns, pid: h.pid, cgroup_id: h.cgroup_id });
+                pending.insert(
+                    e.sector,
+                    PendingBio {
+                        ts: h.ts_ns,
+                        pid: h.pid,
+                        cgroup_id: h.cgroup_id,
+                    },
+                );
             }
             kind::BLOCK_COMPLETE => self.block_complete(e),
             // Issue marks the hand-over to the driver; latency is measured queue → complete.
@@ -452,8 +487,10 @@ impl Aggregator {
         let mut submitter = None;
         if let Some(pending) = self.pending.get_mut(&e.dev) {
             // A merged request completes every bio queued inside its sector range.
-            let covered: Vec<u64> =
-                pending.range(e.sector..e.sector.saturating_add(sectors)).map(|(&s, _)| s).collect();
+            let covered: Vec<u64> = pending
+                .range(e.sector..e.sector.saturating_add(sectors))
+                .map(|(&s, _)| s)
+                .collect();
             for sector in covered {
                 let bio = pending.remove(&sector).expect("listed");
                 submitter.get_or_insert(bio);
@@ -485,7 +522,8 @@ impl Aggregator {
             dev.errors += 1;
         }
         if let Some(bio) = submitter {
-            dev.latency_ns.saturating_record(e.header.ts_ns.saturating_sub(bio.ts).max(1));
+            dev.latency_ns
+                .saturating_record(e.header.ts_ns.saturating_sub(bio.ts).max(1));
             let p = self.processes.entry(bio.pid).or_default();
             p.block_read_bytes += read;
             p.block_write_bytes += written;
@@ -505,12 +543,24 @@ impl Aggregator {
         self.processes.retain(|_, p| p.exit_code.is_none());
         for p in self.processes.values_mut() {
             let comm = std::mem::take(&mut p.comm);
-            *p = Process { ppid: p.ppid, comm, filename: p.filename.take(), cgroup_id: p.cgroup_id, ..Default::default() };
+            *p = Process {
+                ppid: p.ppid,
+                comm,
+                filename: p.filename.take(),
+                cgroup_id: p.cgroup_id,
+                ..Default::default()
+            };
         }
         self.first_ts = None;
     }
 
-    pub fn snapshot(&self, backend: &str, lost_events: u64, malformed: u64, names: &dyn Names) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        backend: &str,
+        lost_events: u64,
+        malformed: u64,
+        names: &dyn Names,
+    ) -> Snapshot {
         let comm_of = |pid: u32| -> String {
             self.processes
                 .get(&pid)
@@ -526,7 +576,11 @@ impl Aggregator {
             .map(|(&pid, p)| ProcessRow {
                 pid,
                 ppid: p.ppid,
-                comm: if p.comm.is_empty() { comm_of(pid) } else { p.comm.clone() },
+                comm: if p.comm.is_empty() {
+                    comm_of(pid)
+                } else {
+                    p.comm.clone()
+                },
                 filename: p.filename.clone(),
                 cgroup_id: p.cgroup_id,
                 execs: p.execs,
@@ -541,7 +595,11 @@ impl Aggregator {
         processes.sort_by_key(|p| p.pid);
 
         let mut conns: Vec<&Connection> = self.closed.iter().collect();
-        let mut open: Vec<&Connection> = self.open.values().filter(|c| self.conn_in_scope(c)).collect();
+        let mut open: Vec<&Connection> = self
+            .open
+            .values()
+            .filter(|c| self.conn_in_scope(c))
+            .collect();
         open.sort_by_key(|c| (c.first_ts, c.tuple.sport, c.tuple.dport));
         conns.extend(open);
         let connections = conns
@@ -560,7 +618,11 @@ impl Aggregator {
                     }
                     .into(),
                     pid: c.owner_pid,
-                    comm: if c.owner_pid == 0 { String::new() } else { comm_of(c.owner_pid) },
+                    comm: if c.owner_pid == 0 {
+                        String::new()
+                    } else {
+                        comm_of(c.owner_pid)
+                    },
                     cgroup_id: c.sock_cgroup_id,
                     state: state_name(c.state).into(),
                     bytes_sent,
@@ -631,7 +693,11 @@ impl Aggregator {
                 forks: t.forks,
                 threads: t.threads,
                 exits: t.exits,
-                exit_codes: t.exit_codes.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                exit_codes: t
+                    .exit_codes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
                 processes,
             },
             tcp: TcpSummary {

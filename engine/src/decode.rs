@@ -43,10 +43,21 @@ impl Event {
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than the {} byte header", size_of::<EventHeader>())]
     TooShort { len: usize },
-    #[error("record kind {kind} is unknown to ABI {}.{}", event_abi::ABI_VERSION_MAJOR, event_abi::ABI_VERSION_MINOR)]
+    #[error(
+        "record kind {kind} is unknown to ABI {}.{}",
+        event_abi::ABI_VERSION_MAJOR,
+        event_abi::ABI_VERSION_MINOR
+    )]
     UnknownKind { kind: u16 },
-    #[error("record kind {kind}: header says {header_size} bytes, frame has {frame_len}, kind needs {expected}")]
-    BadSize { kind: u16, header_size: u16, frame_len: usize, expected: usize },
+    #[error(
+        "record kind {kind}: header says {header_size} bytes, frame has {frame_len}, kind needs {expected}"
+    )]
+    BadSize {
+        kind: u16,
+        header_size: u16,
+        frame_len: usize,
+        expected: usize,
+    },
 }
 
 /// Reads a `T` from the start of `bytes`; the caller has checked the length.
@@ -62,7 +73,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError::TooShort { len: bytes.len() });
     }
     let header: EventHeader = read(bytes);
-    let expected = record_size(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
+    let expected =
+        record_size(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
     if header.size as usize != expected || bytes.len() != expected {
         return Err(DecodeError::BadSize {
             kind: header.kind,
@@ -103,7 +115,15 @@ mod tests {
     use super::*;
 
     fn header(kind: u16, size: usize) -> EventHeader {
-        EventHeader { ts_ns: 5, cgroup_id: 1, pid: 2, tid: 3, cpu: 0, kind, size: size as u16 }
+        EventHeader {
+            ts_ns: 5,
+            cgroup_id: 1,
+            pid: 2,
+            tid: 3,
+            cpu: 0,
+            kind,
+            size: size as u16,
+        }
     }
 
     #[test]
@@ -123,12 +143,30 @@ mod tests {
 
     #[test]
     fn rejects_bad_records() {
-        assert_eq!(decode(&[0u8; 8]).unwrap_err(), DecodeError::TooShort { len: 8 });
-        let mut rec = ForkEvent { header: header(99, 48), ..Default::default() };
-        assert_eq!(decode(encode(&rec)).unwrap_err(), DecodeError::UnknownKind { kind: 99 });
+        assert_eq!(
+            decode(&[0u8; 8]).unwrap_err(),
+            DecodeError::TooShort { len: 8 }
+        );
+        let mut rec = ForkEvent {
+            header: header(99, 48),
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(encode(&rec)).unwrap_err(),
+            DecodeError::UnknownKind { kind: 99 }
+        );
         rec.header = header(kind::FORK, 40);
-        assert!(matches!(decode(encode(&rec)), Err(DecodeError::BadSize { header_size: 40, .. })));
+        assert!(matches!(
+            decode(encode(&rec)),
+            Err(DecodeError::BadSize {
+                header_size: 40,
+                ..
+            })
+        ));
         rec.header = header(kind::FORK, 48);
-        assert!(matches!(decode(&encode(&rec)[..47]), Err(DecodeError::BadSize { frame_len: 47, .. })));
+        assert!(matches!(
+            decode(&encode(&rec)[..47]),
+            Err(DecodeError::BadSize { frame_len: 47, .. })
+        ));
     }
 }

@@ -25,7 +25,10 @@ impl Names for HostNames {
 
     fn device(&self, major: u32, minor: u32) -> Option<String> {
         let uevent = fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
-        uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")).map(str::to_string)
+        uevent
+            .lines()
+            .find_map(|l| l.strip_prefix("DEVNAME="))
+            .map(str::to_string)
     }
 }
 

@@ -10,11 +10,22 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub enum Message {
-    Batch { source: usize, batch: RawBatch },
-    Counters { source: usize, counters: SourceCounters },
+    Batch {
+        source: usize,
+        batch: RawBatch,
+    },
+    Counters {
+        source: usize,
+        counters: SourceCounters,
+    },
     /// The source has nothing more (end of a replay).
-    Finished { source: usize },
-    Failed { source: usize, error: SourceError },
+    Finished {
+        source: usize,
+    },
+    Failed {
+        source: usize,
+        error: SourceError,
+    },
 }
 
 pub struct Readers {
@@ -81,15 +92,32 @@ fn read_loop(
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         let mut batch = RawBatch::new();
-        let timeout = if stopping { Duration::ZERO } else { POLL_TIMEOUT };
+        let timeout = if stopping {
+            Duration::ZERO
+        } else {
+            POLL_TIMEOUT
+        };
         let result = source.poll(&mut batch, timeout);
-        if !batch.is_empty() && tx.send(Message::Batch { source: index, batch }).is_err() {
+        if !batch.is_empty()
+            && tx
+                .send(Message::Batch {
+                    source: index,
+                    batch,
+                })
+                .is_err()
+        {
             break;
         }
         let counters = source.counters();
         if counters != last_counters {
             last_counters = counters.clone();
-            if tx.send(Message::Counters { source: index, counters }).is_err() {
+            if tx
+                .send(Message::Counters {
+                    source: index,
+                    counters,
+                })
+                .is_err()
+            {
                 break;
             }
         }
@@ -101,7 +129,10 @@ fn read_loop(
                 break;
             }
             Err(error) => {
-                let _ = tx.send(Message::Failed { source: index, error });
+                let _ = tx.send(Message::Failed {
+                    source: index,
+                    error,
+                });
                 break;
             }
         }

@@ -16,7 +16,10 @@ pub struct Reorder {
 
 impl Reorder {
     pub fn new() -> Self {
-        Self { sorted: true, ..Self::default() }
+        Self {
+            sorted: true,
+            ..Self::default()
+        }
     }
 
     pub fn push(&mut self, event: Event) {
@@ -70,7 +73,12 @@ mod tests {
 
     fn ev(ts: u64) -> Event {
         Event::Fork(ForkEvent {
-            header: EventHeader { ts_ns: ts, kind: kind::FORK, size: 48, ..Default::default() },
+            header: EventHeader {
+                ts_ns: ts,
+                kind: kind::FORK,
+                size: 48,
+                ..Default::default()
+            },
             ..Default::default()
         })
     }

@@ -70,7 +70,9 @@ pub struct SourceCounters {
 
 impl SourceCounters {
     pub fn lost_total(&self) -> u64 {
-        self.lost_per_cpu.iter().fold(0u64, |a, &b| a.saturating_add(b))
+        self.lost_per_cpu
+            .iter()
+            .fold(0u64, |a, &b| a.saturating_add(b))
     }
 }
 

@@ -14,7 +14,11 @@ pub struct Synth {
 
 impl Default for Synth {
     fn default() -> Self {
-        Self { ts: 1_000_000, cpu: 0, batch: RawBatch::new() }
+        Self {
+            ts: 1_000_000,
+            cpu: 0,
+            batch: RawBatch::new(),
+        }
     }
 }
 
@@ -33,7 +37,15 @@ impl Synth {
     /// Next header: time moves 1 µs per record.
     pub fn header<T>(&mut self, kind: u16, pid: u32, cgroup_id: u64) -> EventHeader {
         self.ts += 1000;
-        EventHeader { ts_ns: self.ts, cgroup_id, pid, tid: pid, cpu: self.cpu, kind, size: size_of::<T>() as u16 }
+        EventHeader {
+            ts_ns: self.ts,
+            cgroup_id,
+            pid,
+            tid: pid,
+            cpu: self.cpu,
+            kind,
+            size: size_of::<T>() as u16,
+        }
     }
 
     pub fn exec(&mut self, pid: u32, ppid: u32, cgroup_id: u64, filename: &str) {
@@ -70,7 +82,17 @@ impl Synth {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn state(&mut self, pid: u32, cgroup_id: u64, sock: u64, sock_cg: u64, tuple: TcpTuple, old: u32, new: u32, stats: Option<(u64, u64)>) {
+    fn state(
+        &mut self,
+        pid: u32,
+        cgroup_id: u64,
+        sock: u64,
+        sock_cg: u64,
+        tuple: TcpTuple,
+        old: u32,
+        new: u32,
+        stats: Option<(u64, u64)>,
+    ) {
         let mut rec = TcpStateEvent {
             header: self.header::<TcpStateEvent>(kind::TCP_STATE, pid, cgroup_id),
             sock_id: sock,
@@ -92,7 +114,12 @@ impl Synth {
     }
 
     pub fn tuple(sport: u16, dport: u16) -> TcpTuple {
-        let mut t = TcpTuple { family: AF_INET, sport, dport, ..Default::default() };
+        let mut t = TcpTuple {
+            family: AF_INET,
+            sport,
+            dport,
+            ..Default::default()
+        };
         t.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         t.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         t
@@ -102,20 +129,84 @@ impl Synth {
     /// `server_sock` (owned by `server`), with `sent` bytes client→server and `received` back.
     /// Softirq-side transitions carry pid 0 and cgroup 0, as the kernel would show them.
     #[allow(clippy::too_many_arguments)]
-    pub fn tcp_connection(&mut self, client: u32, server: u32, cgroup_id: u64, client_sock: u64, server_sock: u64, port: u16, sent: u64, received: u64) {
+    pub fn tcp_connection(
+        &mut self,
+        client: u32,
+        server: u32,
+        cgroup_id: u64,
+        client_sock: u64,
+        server_sock: u64,
+        port: u16,
+        sent: u64,
+        received: u64,
+    ) {
         use tcp_state::*;
         let (c, s) = (Self::tuple(port, 8080), Self::tuple(8080, port));
-        self.state(client, cgroup_id, client_sock, cgroup_id, c, CLOSE, SYN_SENT, None);
+        self.state(
+            client,
+            cgroup_id,
+            client_sock,
+            cgroup_id,
+            c,
+            CLOSE,
+            SYN_SENT,
+            None,
+        );
         self.state(0, 0, server_sock, cgroup_id, s, LISTEN, SYN_RECV, None);
         self.state(0, 0, client_sock, cgroup_id, c, SYN_SENT, ESTABLISHED, None);
         self.state(0, 0, server_sock, cgroup_id, s, SYN_RECV, ESTABLISHED, None);
-        self.state(client, cgroup_id, client_sock, cgroup_id, c, ESTABLISHED, FIN_WAIT1, None);
-        self.state(0, 0, server_sock, cgroup_id, s, ESTABLISHED, CLOSE_WAIT, None);
+        self.state(
+            client,
+            cgroup_id,
+            client_sock,
+            cgroup_id,
+            c,
+            ESTABLISHED,
+            FIN_WAIT1,
+            None,
+        );
+        self.state(
+            0,
+            0,
+            server_sock,
+            cgroup_id,
+            s,
+            ESTABLISHED,
+            CLOSE_WAIT,
+            None,
+        );
         self.state(0, 0, client_sock, cgroup_id, c, FIN_WAIT1, FIN_WAIT2, None);
-        self.state(server, cgroup_id, server_sock, cgroup_id, s, CLOSE_WAIT, LAST_ACK, None);
+        self.state(
+            server,
+            cgroup_id,
+            server_sock,
+            cgroup_id,
+            s,
+            CLOSE_WAIT,
+            LAST_ACK,
+            None,
+        );
         // The kernel counts the active opener's SYN and each acknowledged or received FIN.
-        self.state(0, 0, client_sock, cgroup_id, c, FIN_WAIT2, CLOSE, Some((sent + 2, received + 1)));
-        self.state(0, 0, server_sock, cgroup_id, s, LAST_ACK, CLOSE, Some((received + 1, sent + 1)));
+        self.state(
+            0,
+            0,
+            client_sock,
+            cgroup_id,
+            c,
+            FIN_WAIT2,
+            CLOSE,
+            Some((sent + 2, received + 1)),
+        );
+        self.state(
+            0,
+            0,
+            server_sock,
+            cgroup_id,
+            s,
+            LAST_ACK,
+            CLOSE,
+            Some((received + 1, sent + 1)),
+        );
     }
 
     pub fn tcp_event(&mut self, kind: u16, pid: u32, cgroup_id: u64, sock: u64, sock_cg: u64) {
@@ -130,7 +221,16 @@ impl Synth {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn block_event(&mut self, kind: u16, pid: u32, cgroup_id: u64, dev: u32, sector: u64, bytes: u32, op: u32) {
+    pub fn block_event(
+        &mut self,
+        kind: u16,
+        pid: u32,
+        cgroup_id: u64,
+        dev: u32,
+        sector: u64,
+        bytes: u32,
+        op: u32,
+    ) {
         let rec = BlockEvent {
             header: self.header::<BlockEvent>(kind, pid, cgroup_id),
             sector,
@@ -144,7 +244,16 @@ impl Synth {
 
     /// One request: queued by `pid`, issued and completed `latency_ns` later.
     #[allow(clippy::too_many_arguments)]
-    pub fn block_io(&mut self, pid: u32, cgroup_id: u64, dev: u32, sector: u64, bytes: u32, op: u32, latency_ns: u64) {
+    pub fn block_io(
+        &mut self,
+        pid: u32,
+        cgroup_id: u64,
+        dev: u32,
+        sector: u64,
+        bytes: u32,
+        op: u32,
+        latency_ns: u64,
+    ) {
         self.block_event(kind::BLOCK_QUEUE, pid, cgroup_id, dev, sector, bytes, op);
         self.block_event(kind::BLOCK_ISSUE, 0, 0, dev, sector, bytes, op);
         self.ts += latency_ns;
@@ -162,10 +271,31 @@ impl Synth {
             s.fork(1, pid, cg, false);
             s.exec(pid, 1, cg, "/usr/bin/curl");
             let sock = 0xffff_0000_0000 + u64::from(i) * 2;
-            s.tcp_connection(pid, 1, cg, sock, sock + 1, 40_000 + (i % 20_000) as u16, 1000 + u64::from(i), 500);
+            s.tcp_connection(
+                pid,
+                1,
+                cg,
+                sock,
+                sock + 1,
+                40_000 + (i % 20_000) as u16,
+                1000 + u64::from(i),
+                500,
+            );
             s.tcp_event(kind::TCP_RETRANSMIT, 0, 0, sock, cg);
             for k in 0..4u64 {
-                s.block_io(pid, cg, (7 << 20) | (i % 4), u64::from(i) * 64 + k * 8, 4096, if k % 2 == 0 { block_op::READ } else { block_op::WRITE }, 50_000 + k * 1000);
+                s.block_io(
+                    pid,
+                    cg,
+                    (7 << 20) | (i % 4),
+                    u64::from(i) * 64 + k * 8,
+                    4096,
+                    if k % 2 == 0 {
+                        block_op::READ
+                    } else {
+                        block_op::WRITE
+                    },
+                    50_000 + k * 1000,
+                );
             }
             s.exit(pid, cg, "curl", 0);
         }

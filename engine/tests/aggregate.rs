@@ -59,20 +59,37 @@ fn scoped_aggregates_equal_the_ground_truth() {
     assert_eq!(t.connections.len(), 2);
     let client = t.connections.iter().find(|c| c.role == "active").unwrap();
     assert_eq!((client.sport, client.dport, client.pid), (40000, 8080, 100));
-    assert_eq!((client.bytes_sent, client.bytes_received), (Some(10_000), Some(3_000)));
+    assert_eq!(
+        (client.bytes_sent, client.bytes_received),
+        (Some(10_000), Some(3_000))
+    );
     assert_eq!(client.comm, "sh");
     let server = t.connections.iter().find(|c| c.role == "passive").unwrap();
     // The server's owner is known from its close(), not from the softirq handshake.
-    assert_eq!((server.pid, server.bytes_sent, server.bytes_received), (100, Some(3_000), Some(10_000)));
+    assert_eq!(
+        (server.pid, server.bytes_sent, server.bytes_received),
+        (100, Some(3_000), Some(10_000))
+    );
     let d = &snap.block.devices;
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].dev, "7:0");
-    assert_eq!((d[0].reads, d[0].writes, d[0].read_bytes, d[0].write_bytes), (1, 1, 65536, 4096));
+    assert_eq!(
+        (d[0].reads, d[0].writes, d[0].read_bytes, d[0].write_bytes),
+        (1, 1, 65536, 4096)
+    );
     assert_eq!(d[0].latency_us.count, 2);
     // 300 µs of device time plus the 1 µs the synthetic clock adds per record (issue,
     // complete), within hdrhistogram's 3 significant digits.
-    assert!((d[0].latency_us.max - 302.0).abs() < 0.5, "{:?}", d[0].latency_us);
-    assert!((d[0].latency_us.p50 - 102.0).abs() < 0.5, "{:?}", d[0].latency_us);
+    assert!(
+        (d[0].latency_us.max - 302.0).abs() < 0.5,
+        "{:?}",
+        d[0].latency_us
+    );
+    assert!(
+        (d[0].latency_us.p50 - 102.0).abs() < 0.5,
+        "{:?}",
+        d[0].latency_us
+    );
 }
 
 #[test]
@@ -89,7 +106,10 @@ fn pid_scope_follows_forks() {
     let mut scope = Scope::default();
     scope.pids.insert(100);
     let snap = run(&workload(), Some(scope));
-    assert_eq!((snap.process.execs, snap.process.forks, snap.process.exits), (2, 2, 3));
+    assert_eq!(
+        (snap.process.execs, snap.process.forks, snap.process.exits),
+        (2, 2, 3)
+    );
 }
 
 #[test]
@@ -124,7 +144,13 @@ fn malformed_records_are_counted_and_skipped() {
     }
     let snap = run(&batch, None);
     assert_eq!(snap.malformed_records, 2);
-    assert_eq!(snap, Snapshot { malformed_records: 2, ..run(&good, None) });
+    assert_eq!(
+        snap,
+        Snapshot {
+            malformed_records: 2,
+            ..run(&good, None)
+        }
+    );
 }
 
 #[test]

@@ -23,8 +23,16 @@ pub fn ksight_bin() -> PathBuf {
 /// (`target/<profile>/deps/<test>` → `target/<profile>/ksight-workload`).
 pub fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let path = exe.parent().and_then(Path::parent).expect("target dir").join("ksight-workload");
-    assert!(path.exists(), "{} is missing; cargo builds it for this package's tests", path.display());
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("ksight-workload");
+    assert!(
+        path.exists(),
+        "{} is missing; cargo builds it for this package's tests",
+        path.display()
+    );
     path
 }
 
@@ -33,12 +41,23 @@ pub fn workload_bin() -> PathBuf {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this test needs root (eBPF programs, loop devices); run it as root, e.g. via `cargo xtask test`");
+    assert_eq!(
+        euid, 0,
+        "this test needs root (eBPF programs, loop devices); run it as root, e.g. via `cargo xtask test`"
+    );
 }
 
 pub fn ksight(args: &[&str]) -> Output {
-    let out = Command::new(ksight_bin()).args(args).output().expect("run ksight");
-    eprintln!("ksight {}: {}\n{}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(ksight_bin())
+        .args(args)
+        .output()
+        .expect("run ksight");
+    eprintln!(
+        "ksight {}: {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -51,9 +70,17 @@ pub fn stat_json(extra: &[&str], command: &[&str]) -> (serde_json::Value, Option
     args.push("--");
     args.extend_from_slice(command);
     let out = ksight(&args);
-    let text = std::fs::read_to_string(&out_file)
-        .unwrap_or_else(|e| panic!("ksight stat wrote no {}: {e}; status {}", out_file.display(), out.status));
-    (serde_json::from_str(&text).expect("stat JSON"), out.status.code())
+    let text = std::fs::read_to_string(&out_file).unwrap_or_else(|e| {
+        panic!(
+            "ksight stat wrote no {}: {e}; status {}",
+            out_file.display(),
+            out.status
+        )
+    });
+    (
+        serde_json::from_str(&text).expect("stat JSON"),
+        out.status.code(),
+    )
 }
 
 pub struct TempDir {
@@ -64,7 +91,8 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("ksight-test-{tag}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("ksight-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("temp dir");
         Self { path }
@@ -87,13 +115,19 @@ impl LoopDevice {
     pub fn new(bytes: u64) -> Self {
         let dir = TempDir::new("loop");
         let backing = dir.path.join("disk.img");
-        std::fs::File::create(&backing).and_then(|f| f.set_len(bytes)).expect("backing file");
+        std::fs::File::create(&backing)
+            .and_then(|f| f.set_len(bytes))
+            .expect("backing file");
         let out = Command::new("losetup")
             .args(["--find", "--show"])
             .arg(&backing)
             .output()
             .expect("losetup (util-linux) must be installed");
-        assert!(out.status.success(), "losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let device = String::from_utf8(out.stdout).unwrap().trim().to_string();
         Self { device, _dir: dir }
     }
@@ -101,7 +135,9 @@ impl LoopDevice {
     /// "major:minor" of the device, as ksight reports it.
     pub fn dev(&self) -> String {
         use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(&self.device).expect("stat loop device").rdev();
+        let rdev = std::fs::metadata(&self.device)
+            .expect("stat loop device")
+            .rdev();
         format!("{}:{}", libc::major(rdev), libc::minor(rdev))
     }
 }

@@ -58,11 +58,19 @@ fn tcp(sent: usize, received: usize) {
     drop(client);
 
     let abort = TcpStream::connect(addr).expect("connect");
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid socket and option struct.
     let rc = unsafe {
-        libc::setsockopt(abort.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(), size_of::<libc::linger>() as u32)
+        libc::setsockopt(
+            abort.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as u32,
+        )
     };
     assert_eq!(rc, 0);
     // Let the server accept before the reset.
@@ -97,7 +105,13 @@ fn block(device: &str) {
                 libc::pread(fd, buf.as_mut_ptr().cast(), len, at)
             }
         };
-        assert_eq!(n, len as isize, "{} of {len} at {at}: {}", if write { "write" } else { "read" }, std::io::Error::last_os_error());
+        assert_eq!(
+            n,
+            len as isize,
+            "{} of {len} at {at}: {}",
+            if write { "write" } else { "read" },
+            std::io::Error::last_os_error()
+        );
         *offset += len as i64;
     };
     let mut offset = 0;
@@ -140,7 +154,11 @@ fn connect_loop(n: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage()) };
+    let num = |i: usize| -> usize {
+        args.get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
     match args.first().map(String::as_str) {
         Some("procs") => procs(),
         Some("tcp") => tcp(num(1), num(2)),
@@ -156,6 +174,8 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE | connect-loop N");
+    eprintln!(
+        "usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE | connect-loop N"
+    );
     exit(2)
 }

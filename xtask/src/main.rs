@@ -10,29 +10,44 @@ use std::process::Command;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest: Vec<String> = args.iter().skip(1).skip_while(|a| *a == "--").cloned().collect();
+    let rest: Vec<String> = args
+        .iter()
+        .skip(1)
+        .skip_while(|a| *a == "--")
+        .cloned()
+        .collect();
     match args.first().map(String::as_str) {
         Some("setup") => setup(&[]),
         Some("run") => {
             setup(&[])?;
             cargo(&["build", "--release", "-p", "ksight"])?;
             let bin = workspace().join("target/release/ksight");
-            let status = Command::new(&bin).args(&rest).status().with_context(|| format!("running {}", bin.display()))?;
+            let status = Command::new(&bin)
+                .args(&rest)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Some("test") => test(),
         Some("bench") => bench(&rest),
-        _ => bail!("usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|slowdown]"),
+        _ => {
+            bail!("usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|slowdown]")
+        }
     }
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -40,44 +55,82 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args).current_dir(workspace()))
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .current_dir(workspace()),
+    )
 }
 
 fn have(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn cargo_bin() -> PathBuf {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        });
     home.join("bin")
 }
 
 /// Debian packages, by the command each provides.
 fn apt_install(wanted: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = wanted.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn setup(extra_packages: &[(&str, &str)]) -> Result<()> {
-    let mut packages = vec![("losetup", "util-linux"), ("setpriv", "util-linux"), ("cc", "gcc")];
+    let mut packages = vec![
+        ("losetup", "util-linux"),
+        ("setpriv", "util-linux"),
+        ("cc", "gcc"),
+    ];
     packages.extend_from_slice(extra_packages);
     apt_install(&packages)?;
 
     // Nightly with rust-src: the eBPF programs build core for bpfel-unknown-none.
-    let sysroot = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output();
+    let sysroot = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output();
     if !sysroot.as_ref().is_ok_and(|o| o.status.success()) {
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
     }
-    let sysroot = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output()?;
+    let sysroot = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()?;
     let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
     if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
 
     // bpf-linker, built against the nightly toolchain's own LLVM (no LLVM dev packages).
@@ -88,14 +141,29 @@ fn setup(extra_packages: &[(&str, &str)]) -> Result<()> {
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
             .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))?;
-        let major = llvm.trim_start_matches("libLLVM.so.").split('.').next().unwrap_or_default().to_string();
+        let major = llvm
+            .trim_start_matches("libLLVM.so.")
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let prefix = std::env::temp_dir().join("ksight-llvm-prefix");
         std::fs::create_dir_all(prefix.join("lib"))?;
         let link = prefix.join("lib/libLLVM.so");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
         run(Command::new("rustup")
-            .args(["run", "nightly", "cargo", "install", "bpf-linker", "--version", "0.13.0", "--no-default-features", "--features"])
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--no-default-features",
+                "--features",
+            ])
             .arg(format!("llvm-{major}"))
             .env("LLVM_PREFIX", &prefix))?;
     }
@@ -117,7 +185,13 @@ fn test() -> Result<()> {
     cargo(&["build", "-p", "ksight"])?;
     let bin = workspace().join("target/debug/ksight");
     let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--workspace", "--exclude", "ksight-ebpf-programs", "--no-fail-fast"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "ksight-ebpf-programs",
+            "--no-fail-fast",
+        ])
         .env("KSIGHT_BIN", &bin)
         .current_dir(workspace())
         .stdout(std::process::Stdio::piped())
@@ -125,13 +199,23 @@ fn test() -> Result<()> {
         .context("running cargo test")?;
     // Pass the output through and add up every test binary's result line.
     let (mut passed, mut failed) = (0u64, 0u64);
-    for line in std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().expect("piped"))) {
+    for line in
+        std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().expect("piped")))
+    {
         let line = line?;
         println!("{line}");
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| {
                 rest.split(';')
-                    .find_map(|part| part.trim().strip_suffix(word).map(|n| n.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").parse::<u64>().unwrap_or(0)))
+                    .find_map(|part| {
+                        part.trim().strip_suffix(word).map(|n| {
+                            n.trim()
+                                .trim_start_matches("ok. ")
+                                .trim_start_matches("FAILED. ")
+                                .parse::<u64>()
+                                .unwrap_or(0)
+                        })
+                    })
                     .unwrap_or(0)
             };
             passed += count("passed");
@@ -159,9 +243,17 @@ fn bench(which: &[String]) -> Result<()> {
         cargo(&["bench", "-p", "ksight-engine", "--bench", "aggregate"])?;
     }
     if wants("kernel") || wants("slowdown") {
-        cargo(&["build", "--release", "-p", "ksight", "-p", "ksight-integration-tests"])?;
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "ksight",
+            "-p",
+            "ksight-integration-tests",
+        ])?;
         let mut cmd = Command::new("bash");
-        cmd.arg(workspace().join("tests/bench/kernel.sh")).current_dir(workspace());
+        cmd.arg(workspace().join("tests/bench/kernel.sh"))
+            .current_dir(workspace());
         for w in which {
             cmd.arg(w);
         }

@@ -549,19 +549,31 @@ fn try_tcp_event(
 /// `tcp:tcp_retransmit_skb` (4.15).
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 fn ks_tcp_retrans(ctx: TracePointContext) -> u32 {
-    verdict(try_tcp_event(&ctx, kind::TCP_RETRANSMIT, &TP_TCP_RETRANSMIT))
+    verdict(try_tcp_event(
+        &ctx,
+        kind::TCP_RETRANSMIT,
+        &TP_TCP_RETRANSMIT,
+    ))
 }
 
 /// `tcp:tcp_send_reset` (4.15).
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 fn ks_tcp_rst_send(ctx: TracePointContext) -> u32 {
-    verdict(try_tcp_event(&ctx, kind::TCP_RESET_SENT, &TP_TCP_SEND_RESET))
+    verdict(try_tcp_event(
+        &ctx,
+        kind::TCP_RESET_SENT,
+        &TP_TCP_SEND_RESET,
+    ))
 }
 
 /// `tcp:tcp_receive_reset` (4.15).
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 fn ks_tcp_rst_recv(ctx: TracePointContext) -> u32 {
-    verdict(try_tcp_event(&ctx, kind::TCP_RESET_RECEIVED, &TP_TCP_RECEIVE_RESET))
+    verdict(try_tcp_event(
+        &ctx,
+        kind::TCP_RESET_RECEIVED,
+        &TP_TCP_RECEIVE_RESET,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
