@@ -11,6 +11,13 @@ pub enum EbpfError {
          nightly rust-src, see README"
     )]
     NotBuilt { reason: &'static str },
+    #[error(
+        "the embedded eBPF object reports event ABI {}, this ksight reads ABI {}.{}",
+        found.map_or("none".to_string(), |v| format!("{}.{}", v >> 16, v & 0xffff)),
+        expected >> 16,
+        expected & 0xffff
+    )]
+    AbiMismatch { found: Option<u32>, expected: u32 },
 
     #[error(
         "{what}: permission denied; loading eBPF programs needs root or CAP_BPF + CAP_PERFMON \

@@ -60,14 +60,25 @@ fn object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ksight-ebpf-programs"))
 }
 
-/// Ok when this binary carries the eBPF programs.
+/// The ABI version the object says it emits (its `ksight_abi` section).
+fn object_abi_version(object: &[u8]) -> Option<u32> {
+    use object::{Object as _, ObjectSection as _};
+    let file = object::File::parse(object).ok()?;
+    let data = file.section_by_name("ksight_abi")?.data().ok()?;
+    Some(u32::from_le_bytes(data.get(..4)?.try_into().ok()?))
+}
+
+/// Ok when this binary carries the eBPF programs, built for this ABI major.
 fn programs_built() -> Result<(), EbpfError> {
     if cfg!(ksight_no_ebpf) || object().is_empty() {
         return Err(EbpfError::NotBuilt {
             reason: option_env!("KSIGHT_EBPF_SKIPPED").unwrap_or("empty eBPF object"),
         });
     }
-    Ok(())
+    match object_abi_version(object()) {
+        Some(v) if v >> 16 == u32::from(event_abi::ABI_VERSION_MAJOR) => Ok(()),
+        found => Err(EbpfError::AbiMismatch { found, expected: event_abi::ABI_VERSION }),
+    }
 }
 
 /// How records travel from the programs to the reader.
@@ -504,5 +515,14 @@ mod tests {
         for def in &resolve::TRACEPOINTS {
             assert!(def.program.len() < 16, "{}", def.program);
         }
+    }
+}
+
+#[cfg(all(test, not(ksight_no_ebpf)))]
+mod abi_tests {
+    #[test]
+    fn the_embedded_object_reports_this_abi() {
+        assert_eq!(super::object_abi_version(super::object()), Some(event_abi::ABI_VERSION));
+        assert!(super::programs_built().is_ok());
     }
 }

@@ -26,6 +26,13 @@ use event_abi::{
     MAX_RECORD_SIZE, TcpEvent, TcpStateEvent, TcpTuple, block_op, counter, kind, tcp_stats,
 };
 
+/// The event ABI these programs emit, in a section of its own that the loader reads and
+/// checks before loading anything.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "ksight_abi")]
+#[used]
+static KSIGHT_ABI_VERSION: u32 = event_abi::ABI_VERSION;
+
 // The helpers `bpf_probe_read_kernel*` are GPL-only; "Dual MIT/GPL" is a license string
 // the kernel accepts as GPL-compatible.
 #[unsafe(no_mangle)]
