@@ -685,6 +685,7 @@ impl Aggregator {
             duration_s: self
                 .first_ts
                 .map_or(0.0, |f| self.last_ts.saturating_sub(f) as f64 / 1e9),
+            events: 0,
             lost_events,
             lost_events_per_cpu: Vec::new(),
             malformed_records: malformed,

@@ -22,6 +22,7 @@ pub struct Engine {
     pub malformed: u64,
     malformed_at_reset: u64,
     pub records: u64,
+    records_at_reset: u64,
 }
 
 impl Engine {
@@ -37,6 +38,7 @@ impl Engine {
             malformed: 0,
             malformed_at_reset: 0,
             records: 0,
+            records_at_reset: 0,
         }
     }
 
@@ -101,6 +103,7 @@ impl Engine {
             names,
         );
         snapshot.lost_events_per_cpu = lost;
+        snapshot.events = self.records - self.records_at_reset;
         snapshot
     }
 
@@ -109,6 +112,7 @@ impl Engine {
         self.aggregator.reset_interval();
         self.lost_at_reset = self.counters.lost_per_cpu.clone();
         self.malformed_at_reset = self.malformed;
+        self.records_at_reset = self.records;
     }
 }
 

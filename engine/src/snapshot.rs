@@ -10,6 +10,8 @@ pub struct Snapshot {
     pub backend: String,
     /// Span of event time covered, in seconds.
     pub duration_s: f64,
+    /// Records received and decoded (for `top`, in this interval).
+    pub events: u64,
     /// Events the kernel side could not deliver (buffers full). Never silently zero: a
     /// backend that cannot count losses reports that in `signals`.
     pub lost_events: u64,

@@ -4,6 +4,8 @@
 #
 # kernel:   ns per event of every program, from the kernel's BPF run-time statistics
 #           (kernel.bpf_stats_enabled=1, read with bpftool), for ksight and bpftrace alike.
+# flood:    three parallel connect loops under `ksight top --batch`: events per second
+#           delivered and events lost with the default 8 MiB ring buffer.
 # slowdown: wall time of an exec-heavy loop and a connect/close-heavy loop, uncaptured,
 #           under `ksight top --batch` (capture + full aggregation) and under bpftrace;
 #           rounds alternate so machine noise hits all three alike; medians and ratios.
@@ -14,7 +16,7 @@ WORKLOAD=${WORKLOAD_BIN:-target/release/ksight-workload}
 EXECS=${EXECS:-2000}
 CONNECTS=${CONNECTS:-5000}
 ROUNDS=${ROUNDS:-5}
-WHAT=${*:-kernel slowdown}
+WHAT=${*:-kernel flood slowdown}
 [ "$(id -u)" = 0 ] || { echo "bench: needs root" >&2; exit 1; }
 command -v bpftool >/dev/null || apt-get install -y -qq bpftool >/dev/null
 command -v bpftrace >/dev/null || apt-get install -y -qq bpftrace >/dev/null
@@ -85,6 +87,27 @@ for p in json.load(sys.stdin):
     stop_tracer
   done
   sysctl -q kernel.bpf_stats_enabled="$old"
+  echo
+fi
+
+if [[ $WHAT == *flood* ]]; then
+  echo "## Event rate and losses with default buffers"
+  echo
+  out=$(mktemp)
+  "$KSIGHT" top --batch --json --delay 1 > "$out" 2>/dev/null & TRACER_PID=$!
+  sleep 2
+  for _ in 1 2 3; do "$WORKLOAD" connect-loop 20000 & done
+  wait $(jobs -p | grep -v "^$TRACER_PID$") 2>/dev/null || true
+  sleep 1.5
+  stop_tracer
+  python3 - "$out" <<'PY'
+import json, sys
+snaps = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"| 1 s intervals | events | peak events/s | lost |")
+print(f"|---:|---:|---:|---:|")
+print(f"| {len(snaps)} | {sum(s['events'] for s in snaps)} | {max(s['events'] for s in snaps)} | {sum(s['lost_events'] for s in snaps)} |")
+PY
+  rm -f "$out"
   echo
 fi
 

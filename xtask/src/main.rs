@@ -31,7 +31,7 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("bench") => bench(&rest),
         _ => {
-            bail!("usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|slowdown]")
+            bail!("usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|flood|slowdown]")
         }
     }
 }
@@ -242,7 +242,7 @@ fn bench(which: &[String]) -> Result<()> {
     if wants("engine") {
         cargo(&["bench", "-p", "ksight-engine", "--bench", "aggregate"])?;
     }
-    if wants("kernel") || wants("slowdown") {
+    if wants("kernel") || wants("flood") || wants("slowdown") {
         cargo(&[
             "build",
             "--release",
