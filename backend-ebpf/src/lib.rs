@@ -379,6 +379,8 @@ impl EventSource for EbpfSource {
     fn counters(&self) -> SourceCounters {
         SourceCounters {
             lost_per_cpu: self.lost_per_cpu(),
+            // Ring buffer and perf samples arrive whole; the engine validates them.
+            malformed: 0,
         }
     }
 }

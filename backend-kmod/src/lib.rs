@@ -1,25 +1,497 @@
-//! Reader of the ksight kernel module (`/dev/ksight`).
+//! Reader of the ksight kernel module (`/dev/ksight`, `kmod-c/`).
 //!
-//! The module and its ring reader are built in their own step; until then this crate only
-//! tells whether the module's device is present, so `detect` and `--backend kmod` can say
-//! precisely why the module backend cannot run.
+//! The module writes event-abi records — the same bytes the eBPF programs emit — into one
+//! ring per CPU. [`KmodSource::open`] checks the module's versions, maps every ring (an
+//! info page read-write for the tail, the data read-only and twice back to back, so no
+//! record is split) and starts the capture; [`KmodSource`] is then an
+//! [`EventSource`] like any other.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use ksight_backend_kmod::{KmodOptions, KmodSource};
+//! use ksight_engine::{EventSource, RawBatch};
+//!
+//! let mut source = KmodSource::open(KmodOptions::default())?;
+//! let mut batch = RawBatch::new();
+//! source.poll(&mut batch, Duration::from_millis(100))?;
+//! println!("{} records, {} lost", batch.len(), source.counters().lost_total());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! One reader at a time: the module refuses a second `open` with `EBUSY`
+//! ([`KmodError::Busy`]).
 
-use std::path::Path;
+pub mod ring;
+pub mod uapi;
+
+use ksight_engine::{EventSource, Poll, RawBatch, SourceCounters, SourceError};
+use ring::{Ring, RingMemory};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const DEVICE: &str = "/dev/ksight";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KmodError {
-    #[error("{DEVICE} does not exist: the ksight kernel module is not loaded (modprobe ksight)")]
-    NotLoaded,
-    #[error("{DEVICE} exists, but this ksight build has no reader for the module's rings yet")]
-    ReaderMissing,
+    #[error("{} does not exist: the ksight kernel module is not loaded (modprobe ksight)", .path.display())]
+    NotLoaded { path: PathBuf },
+    #[error("opening {}: permission denied (the device is root-only, mode 0600)", .path.display())]
+    PermissionDenied {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is busy: another ksight reader has it open (the module serves one reader at a time)", .path.display())]
+    Busy { path: PathBuf },
+    #[error(
+        "the ksight module writes records of ABI {}.{}, this ksight reads ABI {}.{}: \
+         install the module that came with this ksight",
+        .module >> 16, .module & 0xffff, .reader >> 16, .reader & 0xffff
+    )]
+    AbiMismatch { module: u32, reader: u32 },
+    #[error(
+        "the ksight module's device interface is {}.{}, this ksight speaks {}.{}: \
+         install the module that came with this ksight",
+        .module >> 16, .module & 0xffff, .reader >> 16, .reader & 0xffff
+    )]
+    DeviceMismatch { module: u32, reader: u32 },
+    #[error("the ksight module reports an unusable ring geometry: {0}")]
+    Geometry(String),
+    #[error("{what} on {}", .path.display())]
+    Io {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid option: {0}")]
+    Option(String),
 }
 
-/// Whether the module backend could run here, and why not.
-pub fn probe() -> Result<(), KmodError> {
-    if !Path::new(DEVICE).exists() {
-        return Err(KmodError::NotLoaded);
+/// How to open the module's device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmodOptions {
+    pub device: PathBuf,
+    /// Record kinds to capture: bit `1 << kind` (`event_abi::kind`); `None` for all.
+    pub kinds: Option<u32>,
+    /// `poll` wakes up once a ring holds this many bytes; `None` keeps the module's
+    /// default (a quarter of a ring). The reader also wakes at every poll timeout.
+    pub watermark_bytes: Option<u32>,
+}
+
+impl Default for KmodOptions {
+    fn default() -> Self {
+        Self {
+            device: PathBuf::from(DEVICE),
+            kinds: None,
+            watermark_bytes: None,
+        }
     }
-    Err(KmodError::ReaderMissing)
+}
+
+/// Per ring: what the kernel wrote and dropped, and what this reader took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingCounters {
+    pub emitted: u64,
+    pub lost: u64,
+    pub delivered: u64,
+    pub malformed: u64,
+}
+
+/// The module's counters (`KSIGHT_IOC_STATS`).
+pub type KmodStats = uapi::Stats;
+
+/// A mapping that is unmapped on drop.
+struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: a plain address range; the rings synchronise through atomics.
+unsafe impl Send for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: addr/len came from a successful mmap and are unmapped once.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// The kernel-module backend as an [`EventSource`]. Dropping it stops the capture.
+pub struct KmodSource {
+    // Rings before mappings before the fd: rings point into the mappings.
+    rings: Vec<Ring>,
+    _mappings: Vec<Mapping>,
+    fd: OwnedFd,
+    path: PathBuf,
+    geometry: uapi::Geometry,
+    version: uapi::Version,
+}
+
+fn io_err(what: impl Into<String>, path: &Path, source: io::Error) -> KmodError {
+    KmodError::Io {
+        what: what.into(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_device(path: &Path) -> Result<OwnedFd, KmodError> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| KmodError::Option(format!("device path {} has a NUL byte", path.display())))?;
+    // SAFETY: valid C string; the returned fd is owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        let path = path.to_path_buf();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
+                KmodError::NotLoaded { path }
+            }
+            Some(libc::EACCES) | Some(libc::EPERM) => {
+                KmodError::PermissionDenied { path, source: e }
+            }
+            Some(libc::EBUSY) => KmodError::Busy { path },
+            _ => io_err("opening the device", &path, e),
+        });
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `ioctl` with a pointer argument.
+fn ioctl_ptr<T>(fd: &OwnedFd, request: u32, arg: *mut T) -> io::Result<()> {
+    // SAFETY: `arg` points to a T of the size encoded in `request`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn ioctl_none(fd: &OwnedFd, request: u32) -> io::Result<()> {
+    // SAFETY: an ioctl without argument.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads and checks the module's versions.
+fn check_version(fd: &OwnedFd, path: &Path) -> Result<uapi::Version, KmodError> {
+    let mut v = uapi::Version::default();
+    ioctl_ptr(fd, uapi::IOC_VERSION, &mut v).map_err(|e| {
+        io_err(
+            "reading the module's ABI version (KSIGHT_IOC_VERSION)",
+            path,
+            e,
+        )
+    })?;
+    if v.abi_version >> 16 != u32::from(event_abi::ABI_VERSION_MAJOR) {
+        return Err(KmodError::AbiMismatch {
+            module: v.abi_version,
+            reader: event_abi::ABI_VERSION,
+        });
+    }
+    if v.dev_version >> 16 != u32::from(uapi::DEV_VERSION_MAJOR) {
+        return Err(KmodError::DeviceMismatch {
+            module: v.dev_version,
+            reader: uapi::DEV_VERSION,
+        });
+    }
+    Ok(v)
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+fn map(
+    fd: &OwnedFd,
+    path: &Path,
+    offset: u64,
+    len: usize,
+    prot: libc::c_int,
+) -> Result<Mapping, KmodError> {
+    let off = libc::off_t::try_from(offset)
+        .map_err(|_| KmodError::Geometry(format!("mmap offset {offset} out of range")))?;
+    // SAFETY: a fresh shared mapping of the device; the kernel checks offset and length.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            off,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io_err(
+            format!("mapping {len} bytes at offset {offset:#x}"),
+            path,
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(Mapping { addr, len })
+}
+
+/// Whether the module backend can run here: the device exists, opens, and speaks this
+/// reader's ABI. (`ksight detect` uses it.)
+pub fn probe() -> Result<(), KmodError> {
+    let path = Path::new(DEVICE);
+    if !path.exists() {
+        return Err(KmodError::NotLoaded {
+            path: path.to_path_buf(),
+        });
+    }
+    let fd = open_device(path)?;
+    check_version(&fd, path).map(drop)
+}
+
+impl KmodSource {
+    /// Opens the device, checks its versions, maps every ring and starts the capture.
+    pub fn open(options: KmodOptions) -> Result<Self, KmodError> {
+        let path = options.device.clone();
+        let fd = open_device(&path)?;
+        let version = check_version(&fd, &path)?;
+
+        let mut g = uapi::Geometry::default();
+        ioctl_ptr(&fd, uapi::IOC_GEOMETRY, &mut g)
+            .map_err(|e| io_err("reading the ring geometry (KSIGHT_IOC_GEOMETRY)", &path, e))?;
+        let page = page_size();
+        if !g.ring_bytes.is_power_of_two()
+            || u64::from(g.ring_bytes) < page
+            || u64::from(g.page_size) != page
+            || g.nr_rings == 0
+            || g.data_offset != page
+            || g.ring_stride != page + 2 * u64::from(g.ring_bytes)
+        {
+            return Err(KmodError::Geometry(format!("{g:?} (page size {page})")));
+        }
+
+        if let Some(kinds) = options.kinds {
+            let mut k = kinds;
+            ioctl_ptr(&fd, uapi::IOC_SET_KINDS, &mut k).map_err(|e| {
+                io_err(
+                    format!("selecting record kinds {kinds:#x} (KSIGHT_IOC_SET_KINDS)"),
+                    &path,
+                    e,
+                )
+            })?;
+        }
+        if let Some(bytes) = options.watermark_bytes {
+            let mut b = bytes;
+            ioctl_ptr(&fd, uapi::IOC_SET_WATERMARK, &mut b)
+                .map_err(|e| io_err(format!("setting the watermark to {bytes} bytes"), &path, e))?;
+        }
+
+        let data_len = 2 * g.ring_bytes as usize;
+        let mut mappings = Vec::with_capacity(2 * g.nr_rings as usize);
+        let mut rings = Vec::with_capacity(g.nr_rings as usize);
+        for n in 0..u64::from(g.nr_rings) {
+            let base = n * g.ring_stride;
+            let info = map(
+                &fd,
+                &path,
+                base,
+                page as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )?;
+            let data = map(&fd, &path, base + g.data_offset, data_len, libc::PROT_READ)?;
+            let mem = RingMemory {
+                info: info.addr.cast(),
+                data: data.addr.cast_const().cast(),
+                ring_bytes: u64::from(g.ring_bytes),
+            };
+            mappings.push(info);
+            mappings.push(data);
+            // SAFETY: the mappings live in `self` as long as the rings.
+            rings.push(unsafe { Ring::new(mem) });
+        }
+
+        ioctl_none(&fd, uapi::IOC_START)
+            .map_err(|e| io_err("starting the capture (KSIGHT_IOC_START)", &path, e))?;
+        Ok(Self {
+            rings,
+            _mappings: mappings,
+            fd,
+            path,
+            geometry: g,
+            version,
+        })
+    }
+
+    pub fn geometry(&self) -> uapi::Geometry {
+        self.geometry
+    }
+
+    pub fn version(&self) -> uapi::Version {
+        self.version
+    }
+
+    /// The module's counters.
+    pub fn stats(&self) -> Result<KmodStats, KmodError> {
+        let mut st = KmodStats::default();
+        ioctl_ptr(&self.fd, uapi::IOC_STATS, &mut st)
+            .map_err(|e| io_err("reading statistics (KSIGHT_IOC_STATS)", &self.path, e))?;
+        Ok(st)
+    }
+
+    /// Unregisters the probes and waits until none runs: after this, every record the
+    /// module will ever write for this capture is in the rings.
+    pub fn stop(&mut self) -> Result<(), KmodError> {
+        ioctl_none(&self.fd, uapi::IOC_STOP)
+            .map_err(|e| io_err("stopping the capture (KSIGHT_IOC_STOP)", &self.path, e))
+    }
+
+    /// Per ring: emitted, lost (kernel side) and delivered, malformed (this reader).
+    pub fn ring_counters(&self) -> Vec<RingCounters> {
+        self.rings
+            .iter()
+            .map(|r| RingCounters {
+                emitted: r.emitted(),
+                lost: r.lost(),
+                delivered: r.delivered,
+                malformed: r.malformed,
+            })
+            .collect()
+    }
+
+    /// Stretches of ring data that failed validation (each also reaches the engine as one
+    /// undecodable record).
+    pub fn malformed(&self) -> u64 {
+        self.rings.iter().map(|r| r.malformed).sum()
+    }
+
+    /// Moves what every ring holds into `out`; returns the records moved.
+    fn drain(&mut self, out: &mut RawBatch) -> u64 {
+        // Bound one batch: a ring's worth per ring, at most 4 MiB in all.
+        let budget = (4u64 << 20) / self.rings.len().max(1) as u64;
+        let budget = budget.max(u64::from(self.geometry.ring_bytes));
+        self.rings
+            .iter_mut()
+            .map(|r| {
+                let d = r.drain(out, budget);
+                d.records + d.malformed
+            })
+            .sum()
+    }
+
+    fn wait(&self, timeout: Duration) -> io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventSource for KmodSource {
+    fn name(&self) -> &str {
+        "kmod"
+    }
+
+    fn poll(&mut self, out: &mut RawBatch, timeout: Duration) -> Result<Poll, SourceError> {
+        if self.drain(out) == 0 && !timeout.is_zero() {
+            self.wait(timeout).map_err(|e| SourceError {
+                source_name: "kmod".into(),
+                message: format!("waiting on {}", self.path.display()),
+                cause: Some(Box::new(e)),
+            })?;
+            self.drain(out);
+        }
+        Ok(Poll::Ready)
+    }
+
+    fn counters(&self) -> SourceCounters {
+        SourceCounters {
+            lost_per_cpu: self.rings.iter().map(Ring::lost).collect(),
+            malformed: self.malformed(),
+        }
+    }
+}
+
+impl Drop for KmodSource {
+    fn drop(&mut self) {
+        // Closing the device stops the capture too; stopping first keeps the probes from
+        // writing into rings that are being unmapped.
+        let _ = self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_device_means_the_module_is_not_loaded() {
+        let options = KmodOptions {
+            device: PathBuf::from("/nonexistent/ksight"),
+            ..KmodOptions::default()
+        };
+        let err = KmodSource::open(options).err().expect("no device");
+        assert!(matches!(err, KmodError::NotLoaded { .. }), "{err:?}");
+        assert!(err.to_string().contains("not loaded"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_the_device_is_an_io_error_not_a_crash() {
+        // /dev/null opens but knows none of our ioctls.
+        let options = KmodOptions {
+            device: PathBuf::from("/dev/null"),
+            ..KmodOptions::default()
+        };
+        let err = KmodSource::open(options).err().expect("not the device");
+        assert!(matches!(err, KmodError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("KSIGHT_IOC_VERSION"), "{err}");
+    }
+
+    #[test]
+    fn error_messages_say_what_to_do() {
+        let e = KmodError::AbiMismatch {
+            module: 2 << 16 | 1,
+            reader: event_abi::ABI_VERSION,
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the ksight module writes records of ABI 2.1, this ksight reads ABI {}.{}: \
+                 install the module that came with this ksight",
+                event_abi::ABI_VERSION_MAJOR,
+                event_abi::ABI_VERSION_MINOR
+            )
+        );
+        let busy = KmodError::Busy {
+            path: PathBuf::from(DEVICE),
+        };
+        assert!(busy.to_string().contains("one reader at a time"));
+    }
+
+    #[test]
+    fn ioctl_numbers_are_the_kernel_encoding() {
+        // _IOR(0xB7, 1, 8 bytes) = 2 << 30 | 8 << 16 | 0xB7 << 8 | 1
+        assert_eq!(uapi::IOC_VERSION, 0x8008_b701);
+        assert_eq!(uapi::IOC_START, 0x0000_b704);
+        assert_eq!(uapi::IOC_SET_KINDS, 0x4004_b703);
+    }
 }

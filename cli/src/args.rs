@@ -60,6 +60,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a built-in workload under both backends at once (eBPF and the kernel module)
+    /// and report whether they agree, record by record and metric by metric.
+    Verify {
+        /// A block device the workload may write and read with O_DIRECT (e.g. a loop
+        /// device); without it the workload does no block I/O.
+        #[arg(long)]
+        device: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The built-in workload `verify` runs (its activity is fixed by its arguments).
+    #[command(hide = true, disable_help_flag = true)]
+    Workload {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run as a daemon: capture host-wide, serve Prometheus metrics and snapshots.
+    Agent(crate::agent::AgentArgs),
+    /// Prepare this host for the agent: choose eBPF or build and load the module (DKMS),
+    /// write the choice into the configuration, enable and start the service.
+    Install(crate::install::InstallArgs),
     /// Host-wide snapshots, one per interval.
     Top {
         #[command(flatten)]
@@ -75,6 +96,10 @@ pub enum Command {
         delay: f64,
         #[arg(long)]
         json: bool,
+        /// Show what a running `ksight agent` serves on this unix socket instead of
+        /// capturing.
+        #[arg(long, value_name = "PATH")]
+        connect: Option<PathBuf>,
     },
 }
 

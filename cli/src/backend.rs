@@ -3,6 +3,7 @@
 use crate::args::{BackendChoice, CaptureArgs, TransportChoice};
 use anyhow::{Context, Result, anyhow, bail};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Fidelity, Transport};
+use ksight_backend_kmod::{KmodOptions, KmodSource};
 use ksight_engine::EventSource;
 
 pub struct Opened {
@@ -40,7 +41,7 @@ pub fn open(args: &CaptureArgs) -> Result<Opened> {
     }
 }
 
-fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
+pub fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
     if !has_bpf_capabilities() {
         bail!(
             "the eBPF backend needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8), \
@@ -68,7 +69,13 @@ fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
     })
 }
 
-fn open_kmod() -> Result<Opened> {
-    ksight_backend_kmod::probe().context("the kernel-module backend")?;
-    unreachable!("probe() reports the module backend as unavailable in this build")
+pub fn open_kmod() -> Result<Opened> {
+    let source = KmodSource::open(KmodOptions::default()).context("opening the kernel-module backend")?;
+    let stats = source.stats().context("reading the kernel module's statistics")?;
+    // The module reports, per record kind, whether this kernel has the tracepoint.
+    let fidelity_notes = (1..event_abi::kind::END)
+        .filter(|k| stats.available & (1u32 << k) == 0)
+        .map(|k| format!("record kind {k}: the module found no tracepoint for it on this kernel"))
+        .collect();
+    Ok(Opened { source: Box::new(source), fidelity_notes })
 }

@@ -3,7 +3,9 @@
 //! guessing from whichever task happened to be running.
 
 use anyhow::{Context, Result, anyhow};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 pub struct StatCgroup {
@@ -73,4 +75,35 @@ fn remove_dir_retrying(path: &Path) -> Result<()> {
             path.display()
         )
     })
+}
+
+/// Starts `command` inside `cgroup` (when there is one). Like time(1), this process
+/// ignores Ctrl-C from then on: it is for the command, and we report once it is gone.
+pub fn spawn_in(command: &[String], cgroup: Option<&StatCgroup>) -> Result<std::process::Child> {
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    let procs = cgroup
+        .map(|cg| std::ffi::CString::new(cg.procs_file().as_os_str().as_bytes()))
+        .transpose()?;
+    // SAFETY: between fork and exec only async-signal-safe calls: open, write, close, signal.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            if let Some(procs) = &procs {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    // SAFETY: setting a disposition to SIG_IGN.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    cmd.spawn().with_context(|| format!("cannot run {}", command[0]))
 }

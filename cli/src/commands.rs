@@ -11,8 +11,7 @@ use ksight_engine::names::HostNames;
 use ksight_engine::pipeline::{Message, Readers};
 use ksight_engine::{Engine, EventSource, Poll, RawBatch, Scope, Snapshot, monotonic_ns};
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,15 +32,26 @@ pub fn run(args: Args) -> Result<u8> {
             json,
         } => record(&capture, &output, duration, json),
         Command::Replay { file, json } => replay(&file, json),
+        Command::Verify { device, json } => crate::verify::verify(device.as_deref(), json),
+        Command::Workload { args } => {
+            crate::workload::run(&args);
+            Ok(0)
+        }
+        Command::Agent(args) => crate::agent::run(&args.config),
+        Command::Install(args) => crate::install::run(&args),
         Command::Top {
             capture,
             batch,
             iterations,
             delay,
             json,
+            connect,
         } => {
             if !batch {
-                bail!("the interactive view is not built yet: use `ksight top --batch`");
+                return crate::tui::run(&capture, connect.as_deref(), delay);
+            }
+            if let Some(path) = connect {
+                return crate::agent::client::top_batch(&path, iterations, delay, json);
             }
             top_batch(&capture, iterations, delay, json)
         }
@@ -151,36 +161,7 @@ fn stat(
     };
     let readers = Readers::spawn(vec![opened.source]);
 
-    let mut cmd = std::process::Command::new(&command[0]);
-    cmd.args(&command[1..]);
-    let procs = cgroup
-        .as_ref()
-        .map(|cg| std::ffi::CString::new(cg.procs_file().as_os_str().as_bytes()))
-        .transpose()?;
-    // SAFETY: between fork and exec only async-signal-safe calls: open, write, close, signal.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-            if let Some(procs) = &procs {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
-    // Like time(1): Ctrl-C is for the command; we report once it is gone.
-    // SAFETY: setting a disposition to SIG_IGN.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {}", command[0]))?;
+    let mut child = crate::cgroup::spawn_in(command, cgroup.as_ref())?;
     let mut scope = Scope::default();
     scope.pids.insert(child.id());
     if let Some(cg) = &cgroup {

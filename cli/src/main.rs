@@ -1,11 +1,16 @@
 //! The `ksight` binary: argument parsing and glue. Exit codes: 0 success, 1 error,
 //! 2 usage error; `stat` exits with its command's status.
 
+mod agent;
 mod args;
 mod backend;
 mod cgroup;
 mod commands;
+mod install;
 mod render;
+mod tui;
+mod verify;
+mod workload;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -59,6 +59,15 @@ struct Cgroup {
     tcp_bytes_received: u64,
     block_read_bytes: u64,
     block_write_bytes: u64,
+    exit_codes: BTreeMap<i32, u64>,
+    tcp_connects: u64,
+    tcp_connect_failures: u64,
+    tcp_accepts: u64,
+    tcp_retransmits: u64,
+    tcp_resets_sent: u64,
+    tcp_resets_received: u64,
+    block_reads: u64,
+    block_writes: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -142,6 +151,10 @@ struct Device {
     write_bytes: u64,
     errors: u64,
     latency_ns: Histogram<u64>,
+    /// Exact sum of the latencies recorded in `latency_ns`.
+    latency_sum_ns: u64,
+    /// Requests per bucket of [`LATENCY_BUCKETS_NS`], the last one past its end.
+    latency_buckets: [u64; LATENCY_BUCKETS_NS.len() + 1],
 }
 
 impl Default for Device {
@@ -153,6 +166,8 @@ impl Default for Device {
             read_bytes: 0,
             write_bytes: 0,
             errors: 0,
+            latency_sum_ns: 0,
+            latency_buckets: [0; LATENCY_BUCKETS_NS.len() + 1],
             // 1 ns .. 1 h, 3 significant digits; values above saturate.
             latency_ns: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
         }
@@ -313,10 +328,15 @@ impl Aggregator {
         let code = exit_code(e.exit_status);
         self.totals.exits += 1;
         *self.totals.exit_codes.entry(code).or_default() += 1;
-        self.cgroups.entry(h.cgroup_id).or_default().exits += 1;
+        let cg = self.cgroups.entry(h.cgroup_id).or_default();
+        cg.exits += 1;
+        *cg.exit_codes.entry(code).or_default() += 1;
         let p = self.processes.entry(h.pid).or_default();
         p.exit_code = Some(code);
-        p.comm = c_str(&e.comm);
+        // The last thread to exit may be a named worker thread: keep the exec'd name.
+        if p.comm.is_empty() {
+            p.comm = c_str(&e.comm);
+        }
         p.cgroup_id = h.cgroup_id;
     }
 
@@ -363,6 +383,7 @@ impl Aggregator {
         let newly_established = new == ESTABLISHED && !conn.established;
         conn.established |= new == ESTABLISHED;
         let role = conn.role;
+        let sock_cgroup_id = conn.sock_cgroup_id;
         let closing = new == CLOSE;
         if closing {
             conn.closed = Some(CloseStats {
@@ -376,9 +397,16 @@ impl Aggregator {
         }
         let in_scope = self.conn_in_scope(&self.open[&e.sock_id]);
         if in_scope && newly_established {
+            let cg = self.cgroups.entry(sock_cgroup_id).or_default();
             match role {
-                Role::Active => self.totals.connects += 1,
-                Role::Passive => self.totals.accepts += 1,
+                Role::Active => {
+                    self.totals.connects += 1;
+                    cg.tcp_connects += 1;
+                }
+                Role::Passive => {
+                    self.totals.accepts += 1;
+                    cg.tcp_accepts += 1;
+                }
             }
         }
         if closing {
@@ -393,6 +421,10 @@ impl Aggregator {
         if !conn.established {
             if conn.role == Role::Active {
                 self.totals.connect_failures += 1;
+                self.cgroups
+                    .entry(conn.sock_cgroup_id)
+                    .or_default()
+                    .tcp_connect_failures += 1;
             }
         } else {
             self.totals.closes += 1;
@@ -432,21 +464,32 @@ impl Aggregator {
         } else {
             None
         };
+        // The socket's cgroup, as for the connection's other counters; the task's when the
+        // event carries none.
+        let cgroup_id = match &conn {
+            Some(c) => c.sock_cgroup_id,
+            None if e.sock_cgroup_id != 0 => e.sock_cgroup_id,
+            None => h.cgroup_id,
+        };
+        let cg = self.cgroups.entry(cgroup_id).or_default();
         match h.kind {
             kind::TCP_RETRANSMIT => {
                 self.totals.retransmits += 1;
+                cg.tcp_retransmits += 1;
                 if let Some(c) = conn {
                     c.retransmits += 1;
                 }
             }
             kind::TCP_RESET_SENT => {
                 self.totals.resets_sent += 1;
+                cg.tcp_resets_sent += 1;
                 if let Some(c) = conn {
                     c.resets_sent += 1;
                 }
             }
             _ => {
                 self.totals.resets_received += 1;
+                cg.tcp_resets_received += 1;
                 if let Some(c) = conn {
                     c.resets_received += 1;
                 }
@@ -522,14 +565,36 @@ impl Aggregator {
             dev.errors += 1;
         }
         if let Some(bio) = submitter {
-            dev.latency_ns
-                .saturating_record(e.header.ts_ns.saturating_sub(bio.ts).max(1));
+            let latency = e.header.ts_ns.saturating_sub(bio.ts).max(1);
+            dev.latency_ns.saturating_record(latency);
+            dev.latency_sum_ns = dev.latency_sum_ns.saturating_add(latency);
+            dev.latency_buckets[LATENCY_BUCKETS_NS.partition_point(|&b| b < latency)] += 1;
             let p = self.processes.entry(bio.pid).or_default();
             p.block_read_bytes += read;
             p.block_write_bytes += written;
             let cg = self.cgroups.entry(bio.cgroup_id).or_default();
             cg.block_read_bytes += read;
             cg.block_write_bytes += written;
+            match e.op {
+                block_op::READ => cg.block_reads += 1,
+                block_op::WRITE => cg.block_writes += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// For a long-running consumer that never resets (the agent): forgets what was already
+    /// reported once and only lists — processes that exited and connections that closed —
+    /// so memory stays bounded. Every counter (totals, cgroups, devices) is kept.
+    pub fn forget_finished(&mut self) {
+        self.processes.retain(|_, p| p.exit_code.is_none());
+        self.closed.clear();
+    }
+
+    /// Drops the counters of cgroups that no longer exist (the agent, after a grace period).
+    pub fn forget_cgroups(&mut self, ids: &[u64]) {
+        for id in ids {
+            self.cgroups.remove(id);
         }
     }
 
@@ -659,6 +724,8 @@ impl Aggregator {
                         p99: us(d.latency_ns.value_at_quantile(0.99)),
                         max: us(d.latency_ns.max()),
                     },
+                    latency_sum_ns: d.latency_sum_ns,
+                    latency_buckets: d.latency_buckets.to_vec(),
                 }
             })
             .collect();
@@ -676,6 +743,19 @@ impl Aggregator {
                 tcp_bytes_received: c.tcp_bytes_received,
                 block_read_bytes: c.block_read_bytes,
                 block_write_bytes: c.block_write_bytes,
+                exit_codes: c
+                    .exit_codes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+                tcp_connects: c.tcp_connects,
+                tcp_connect_failures: c.tcp_connect_failures,
+                tcp_accepts: c.tcp_accepts,
+                tcp_retransmits: c.tcp_retransmits,
+                tcp_resets_sent: c.tcp_resets_sent,
+                tcp_resets_received: c.tcp_resets_received,
+                block_reads: c.block_reads,
+                block_writes: c.block_writes,
             })
             .collect();
         cgroups.sort_by_key(|c| c.cgroup_id);

@@ -923,6 +923,7 @@ mod tests {
     fn counters(lost: &[u64]) -> SourceCounters {
         SourceCounters {
             lost_per_cpu: lost.to_vec(),
+            malformed: 0,
         }
     }
 

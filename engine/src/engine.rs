@@ -99,7 +99,7 @@ impl Engine {
         let mut snapshot = self.aggregator.snapshot(
             &self.backend,
             lost.iter().sum(),
-            self.malformed - self.malformed_at_reset,
+            (self.malformed + self.counters.malformed).saturating_sub(self.malformed_at_reset),
             names,
         );
         snapshot.lost_events_per_cpu = lost;
@@ -107,11 +107,21 @@ impl Engine {
         snapshot
     }
 
+    /// See [`Aggregator::forget_finished`]: bounded memory for a consumer that never resets.
+    pub fn forget_finished(&mut self) {
+        self.aggregator.forget_finished();
+    }
+
+    /// See [`Aggregator::forget_cgroups`].
+    pub fn forget_cgroups(&mut self, ids: &[u64]) {
+        self.aggregator.forget_cgroups(ids);
+    }
+
     /// Starts a new interval (top): counters restart, live state stays.
     pub fn reset_interval(&mut self) {
         self.aggregator.reset_interval();
         self.lost_at_reset = self.counters.lost_per_cpu.clone();
-        self.malformed_at_reset = self.malformed;
+        self.malformed_at_reset = self.malformed + self.counters.malformed;
         self.records_at_reset = self.records;
     }
 }

@@ -4,6 +4,30 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Upper bounds (inclusive) of the block latency buckets in [`DeviceRow::latency_buckets`]:
+/// 10 µs to 10 s, in the 1-2.5-5 steps Prometheus histograms use.
+pub const LATENCY_BUCKETS_NS: [u64; 19] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Which backend produced the events ("ebpf", "kmod"; a replay reports the recorded one).
@@ -120,6 +144,14 @@ pub struct DeviceRow {
     pub errors: u64,
     /// Queue-to-completion latency of completed requests.
     pub latency_us: Latency,
+    /// Exact sum of those latencies, in nanoseconds.
+    #[serde(default)]
+    pub latency_sum_ns: u64,
+    /// Requests per latency bucket (not cumulative): entry i counts latencies in
+    /// (`LATENCY_BUCKETS_NS[i-1]`, `LATENCY_BUCKETS_NS[i]`]; the last entry those above
+    /// the last bound. `LATENCY_BUCKETS_NS.len() + 1` entries; they sum to `latency_us.count`.
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -141,4 +173,25 @@ pub struct CgroupRow {
     pub tcp_bytes_received: u64,
     pub block_read_bytes: u64,
     pub block_write_bytes: u64,
+    /// Exit code → processes of this cgroup that exited with it (as `process.exit_codes`).
+    #[serde(default)]
+    pub exit_codes: BTreeMap<String, u64>,
+    /// The TCP counters of sockets created in this cgroup (as in `tcp`).
+    #[serde(default)]
+    pub tcp_connects: u64,
+    #[serde(default)]
+    pub tcp_connect_failures: u64,
+    #[serde(default)]
+    pub tcp_accepts: u64,
+    #[serde(default)]
+    pub tcp_retransmits: u64,
+    #[serde(default)]
+    pub tcp_resets_sent: u64,
+    #[serde(default)]
+    pub tcp_resets_received: u64,
+    /// Completed block reads and writes this cgroup's tasks queued.
+    #[serde(default)]
+    pub block_reads: u64,
+    #[serde(default)]
+    pub block_writes: u64,
 }

@@ -66,6 +66,9 @@ impl RawBatch {
 pub struct SourceCounters {
     /// Records the kernel side could not deliver (buffer full), per CPU.
     pub lost_per_cpu: Vec<u64>,
+    /// Records the source itself found unreadable and skipped (e.g. a ring it had to
+    /// resynchronise); records that reach the engine are validated there as well.
+    pub malformed: u64,
 }
 
 impl SourceCounters {

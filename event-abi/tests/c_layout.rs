@@ -1,4 +1,6 @@
-//! Keeps `kmod-c/ksight_abi.h` equal to event-abi.
+//! Keeps `kmod-c/ksight_abi.h` equal to event-abi, and `kmod-c/ksight_dev.h` (the
+//! `/dev/ksight` interface: info page, ioctl structs and numbers) equal to its Rust mirror
+//! `backend-kmod/src/uapi.rs`.
 //!
 //! The Rust side is an explicit table of every record, field and constant. From it the
 //! test writes a C program that includes the header and prints, one `name value` line
@@ -27,6 +29,12 @@ use event_abi::{
     EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, MAX_RECORD_SIZE, TcpEvent,
     TcpStateEvent, TcpTuple, block_op, counter, kind, tcp_state, tcp_stats,
 };
+
+/// The device interface of /dev/ksight: its Rust mirror lives in backend-kmod (the
+/// reader), its C side in kmod-c/ksight_dev.h; checked here the same way as the records.
+#[path = "../../backend-kmod/src/uapi.rs"]
+mod uapi;
+use uapi::{Geometry, RingInfo, Stats, Version};
 
 /// How a field's type is spelled on the C side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +97,10 @@ c_struct!(
     TcpStateEvent => "ksight_tcp_state_event",
     TcpEvent => "ksight_tcp_event",
     BlockEvent => "ksight_block_event",
+    RingInfo => "ksight_ring_info",
+    Version => "ksight_version",
+    Geometry => "ksight_geometry",
+    Stats => "ksight_stats",
 );
 
 struct Field {
@@ -206,6 +218,38 @@ fn records() -> Vec<Record> {
             op: u32,
             error: i32,
         }),
+        record!(RingInfo {
+            head: u64,
+            lost: u64,
+            emitted: u64,
+            _pad0: [u64; 5],
+            tail: u64,
+            _pad1: [u64; 7],
+        }),
+        record!(Version {
+            abi_version: u32,
+            dev_version: u32,
+        }),
+        record!(Geometry {
+            nr_rings: u32,
+            ring_bytes: u32,
+            page_size: u32,
+            _pad: u32,
+            ring_stride: u64,
+            data_offset: u64,
+        }),
+        record!(Stats {
+            emitted: [u64; uapi::STATS_SLOTS],
+            lost: [u64; uapi::STATS_SLOTS],
+            timed_runs: [u64; uapi::STATS_SLOTS],
+            timed_ns: [u64; uapi::STATS_SLOTS],
+            attached: u32,
+            available: u32,
+            enabled: u32,
+            capturing: u32,
+            nested: u64,
+            bad_tail: u64,
+        }),
     ]
 }
 
@@ -277,11 +321,32 @@ fn constants() -> Vec<(&'static str, i128)> {
         ("KSIGHT_COUNTER_EMITTED", counter::EMITTED.into()),
         ("KSIGHT_COUNTER_READ_ERRORS", counter::READ_ERRORS.into()),
         ("KSIGHT_COUNTER_COUNT", counter::COUNT.into()),
+        // kmod-c/ksight_dev.h
+        ("KSIGHT_DEV_VERSION_MAJOR", uapi::DEV_VERSION_MAJOR.into()),
+        ("KSIGHT_DEV_VERSION_MINOR", uapi::DEV_VERSION_MINOR.into()),
+        ("KSIGHT_DEV_VERSION", uapi::DEV_VERSION.into()),
+        ("KSIGHT_STATS_SLOTS", uapi::STATS_SLOTS as i128),
+        ("KSIGHT_RING_BYTES_MIN", uapi::RING_BYTES_MIN.into()),
+        ("KSIGHT_RING_BYTES_MAX", uapi::RING_BYTES_MAX.into()),
+        ("KSIGHT_RING_BYTES_DEFAULT", uapi::RING_BYTES_DEFAULT.into()),
+        ("KSIGHT_IOC_MAGIC", uapi::IOC_MAGIC.into()),
+        ("KSIGHT_IOC_VERSION", uapi::IOC_VERSION.into()),
+        ("KSIGHT_IOC_GEOMETRY", uapi::IOC_GEOMETRY.into()),
+        ("KSIGHT_IOC_SET_KINDS", uapi::IOC_SET_KINDS.into()),
+        ("KSIGHT_IOC_START", uapi::IOC_START.into()),
+        ("KSIGHT_IOC_STOP", uapi::IOC_STOP.into()),
+        ("KSIGHT_IOC_STATS", uapi::IOC_STATS.into()),
+        ("KSIGHT_IOC_SET_WATERMARK", uapi::IOC_SET_WATERMARK.into()),
     ]
 }
 
 /// Macros in the header that are not ABI constants.
-const NOT_CONSTANTS: &[&str] = &["KSIGHT_ABI_H"];
+const NOT_CONSTANTS: &[&str] = &["KSIGHT_ABI_H", "KSIGHT_DEV_H"];
+
+/// The device interface header (it includes ksight_abi.h).
+fn dev_header_path() -> PathBuf {
+    header_path().with_file_name("ksight_dev.h")
+}
 
 fn header_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../kmod-c/ksight_abi.h")
@@ -312,6 +377,7 @@ fn c_program(records: &[Record], constants: &[(&str, i128)]) -> String {
         "#include <stddef.h>\n\
          #include <stdio.h>\n\
          #include \"ksight_abi.h\"\n\
+         #include \"ksight_dev.h\"\n\
          \n\
          /* 'u' or 'i' for an integer type, '?' for anything else (plain char included). */\n\
          #define KS_SIGN(x) _Generic((x), \\\n\
@@ -577,8 +643,11 @@ fn c_header_matches_event_abi() {
     let constants = constants();
 
     let mut problems = table_problems(&records);
-    let header = std::fs::read_to_string(header_path())
-        .unwrap_or_else(|e| panic!("reading {}: {e}", header_path().display()));
+    let mut header = String::new();
+    for path in [header_path(), dev_header_path()] {
+        header += &std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    }
     problems.extend(header_coverage_problems(&header, &records, &constants));
 
     let dir = TempDir::new();
@@ -597,7 +666,7 @@ fn c_header_matches_event_abi() {
 
     assert!(
         problems.is_empty(),
-        "kmod-c/ksight_abi.h and event-abi disagree ({} problem(s)):\n  {}",
+        "kmod-c/ksight_abi.h or ksight_dev.h and their Rust side (event-abi, backend-kmod/src/uapi.rs) disagree ({} problem(s)):\n  {}",
         problems.len(),
         problems.join("\n  ")
     );

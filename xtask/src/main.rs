@@ -4,6 +4,9 @@
 //! nightly toolchain with rust-src and bpf-linker for the eBPF programs, and the Debian
 //! packages the tests and benchmarks use. Everything else is plain cargo.
 
+mod package;
+mod vm;
+
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +33,8 @@ fn main() -> Result<()> {
         }
         Some("test") => test(),
         Some("bench") => bench(&rest),
+        Some("package") => package::package().map(drop),
+        Some("vm") => vm::vm(&rest),
         _ => {
             bail!("usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|flood|slowdown]")
         }
@@ -100,6 +105,7 @@ fn setup(extra_packages: &[(&str, &str)]) -> Result<()> {
         ("losetup", "util-linux"),
         ("setpriv", "util-linux"),
         ("cc", "gcc"),
+        ("tmux", "tmux"),
     ];
     packages.extend_from_slice(extra_packages);
     apt_install(&packages)?;
@@ -223,9 +229,19 @@ fn test() -> Result<()> {
         }
     }
     let status = child.wait()?;
+    // The kernel module on Debian's 6.1 and 6.12 kernels, in qemu guests.
+    println!("\nxtask: VM tests (kernel module backend)");
+    let vm = vm::vm(&[]);
+    match &vm {
+        Ok(()) => passed += 1,
+        Err(e) => {
+            println!("VM tests FAILED: {e:#}");
+            failed += 1;
+        }
+    }
     println!("\ntests: {passed} passed, {failed} failed");
     if !status.success() || failed > 0 || passed == 0 {
-        bail!("cargo test failed: {status}");
+        bail!("tests failed (cargo test: {status})");
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! A workload whose kernel-visible activity is exactly what its arguments say, so tests
-//! can compare ksight's numbers with the truth.
+//! A workload whose kernel-visible activity is exactly what its arguments say, so ksight's
+//! numbers can be compared with the truth: `ksight verify` runs it under both backends,
+//! and the tests run it as `ksight-workload` (tests/support/workload_main.rs).
 //!
 //! `ksight-workload procs`: runs /bin/true ×3, /bin/false ×1, `/bin/sh -c "exit 3"` ×2.
 //! `ksight-workload tcp SENT RECEIVED`: one loopback connection; the client sends SENT
@@ -8,6 +9,7 @@
 //! `ksight-workload block DEVICE`: O_DIRECT on DEVICE: writes 4×64 KiB and 3×4 KiB, then
 //!   reads 2×128 KiB and 5×512 B, each synchronous.
 //! `ksight-workload all SENT RECEIVED DEVICE`: the three in that order.
+//! `ksight-workload procs-tcp SENT RECEIVED`: procs, then tcp.
 //! `ksight-workload connect-loop N`: N loopback connections, one after the other, each a
 //!   one-byte request and response, closed by both ends (benchmarks).
 
@@ -152,8 +154,8 @@ fn connect_loop(n: usize) {
     server.join().expect("server thread");
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+/// Runs the workload that `args` (without the program name) describe.
+pub fn run(args: &[String]) {
     let num = |i: usize| -> usize {
         args.get(i)
             .and_then(|s| s.parse().ok())
@@ -163,6 +165,10 @@ fn main() {
         Some("procs") => procs(),
         Some("tcp") => tcp(num(1), num(2)),
         Some("connect-loop") => connect_loop(num(1)),
+        Some("procs-tcp") => {
+            procs();
+            tcp(num(1), num(2));
+        }
         Some("block") => block(args.get(1).unwrap_or_else(|| usage())),
         Some("all") => {
             procs();
@@ -175,7 +181,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE | connect-loop N"
+        "usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE | procs-tcp SENT RECEIVED | connect-loop N"
     );
     exit(2)
 }

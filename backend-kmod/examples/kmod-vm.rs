@@ -1,0 +1,719 @@
+//! The VM tests' probe inside the guest (`cargo xtask vm` builds it and boots it).
+//!
+//! ```text
+//! kmod-vm stat --backend kmod|ebpf|both [--costs] [-o FILE] -- CMD ARGS...
+//!     Captures CMD (in a cgroup of its own, like `ksight stat`) with one or both
+//!     backends at once; writes the snapshot(s) as JSON. With `both`: prints the
+//!     parity table (every exact aggregate equal, time-derived ones within the
+//!     measured timestamp skew plus histogram bucket precision) and the record-level
+//!     comparison (records byte-identical but for the timestamp); exits 1 on any
+//!     difference. `--costs` also prints per-kind kernel-side cost of each backend.
+//! kmod-vm truth FILE DEVICE SENT RECEIVED
+//!     Checks a snapshot against the ground-truth workload's exact values (the same
+//!     checks as tests/host_ebpf.rs).
+//! kmod-vm flood [SECONDS]
+//!     With the module loaded with tiny rings: floods it without reading, then drains;
+//!     checks lost > 0, delivered == emitted per ring, no malformed record, timestamps
+//!     in order within each ring.
+//! kmod-vm hold SECONDS
+//!     Opens the device and reads (discarding) for SECONDS.
+//! kmod-vm busy
+//!     Opens the device, checks that a second open fails with Busy.
+//! ```
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use event_abi::{EventHeader, kind};
+use ksight_backend_ebpf::{EbpfOptions, EbpfSource};
+use ksight_backend_kmod::{KmodError, KmodOptions, KmodSource};
+use ksight_engine::decode::decode;
+use ksight_engine::parity::{RecordComparison, RecordLog, compare_logs, compare_snapshots};
+use ksight_engine::names::HostNames;
+use ksight_engine::{Engine, EventSource, RawBatch, Scope, Snapshot, monotonic_ns};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kmod-vm: error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(args: &[String]) -> Result<i32> {
+    match args.first().map(String::as_str) {
+        Some("stat") => stat(&args[1..]),
+        Some("truth") => {
+            ensure!(
+                args.len() == 5,
+                "usage: kmod-vm truth FILE DEVICE SENT RECEIVED"
+            );
+            truth(
+                Path::new(&args[1]),
+                &args[2],
+                args[3].parse()?,
+                args[4].parse()?,
+            )
+        }
+        Some("flood") => flood(args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(2.0)),
+        Some("hold") => hold(args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1.0)),
+        Some("busy") => busy(),
+        _ => bail!("usage: kmod-vm stat|truth|flood|hold|busy (see the source)"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sources
+// ---------------------------------------------------------------------------------------
+
+enum Source {
+    Kmod(KmodSource),
+    Ebpf(Box<EbpfSource>),
+}
+
+impl Source {
+    fn get(&mut self) -> &mut dyn EventSource {
+        match self {
+            Source::Kmod(s) => s,
+            Source::Ebpf(s) => s.as_mut(),
+        }
+    }
+}
+
+/// The cgroup the command runs in: attribution as `ksight stat` does it.
+struct Cgroup {
+    path: PathBuf,
+    id: u64,
+}
+
+impl Cgroup {
+    fn create() -> Result<Self> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let mount = mounts
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            })
+            .ok_or_else(|| anyhow!("no cgroup2 mount"))?;
+        let path = mount.join(format!("kmod-vm-{}", std::process::id()));
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        let id = std::fs::metadata(&path)?.ino();
+        Ok(Self { path, id })
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+struct Capture {
+    names: Vec<&'static str>,
+    snapshots: Vec<Snapshot>,
+    logs: Vec<RecordLog>,
+    window: (u64, u64),
+    status: std::process::ExitStatus,
+    costs: Vec<String>,
+}
+
+fn stat(args: &[String]) -> Result<i32> {
+    let mut backend = "kmod".to_string();
+    let mut output = None;
+    let mut costs = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--backend" => {
+                backend = args
+                    .get(i + 1)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("--backend what?"))?;
+                i += 2;
+            }
+            "-o" => {
+                output = Some(PathBuf::from(
+                    args.get(i + 1).ok_or_else(|| anyhow!("-o what?"))?,
+                ));
+                i += 2;
+            }
+            "--costs" => {
+                costs = true;
+                i += 1;
+            }
+            "--" => {
+                i += 1;
+                break;
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let command = &args[i..];
+    ensure!(!command.is_empty(), "no command after --");
+    let cap = capture(&backend, costs, command)?;
+    let value = if cap.snapshots.len() == 1 {
+        serde_json::to_value(&cap.snapshots[0])?
+    } else {
+        json!({ cap.names[0]: cap.snapshots[0], cap.names[1]: cap.snapshots[1] })
+    };
+    if let Some(path) = &output {
+        std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")?;
+    }
+    for c in &cap.costs {
+        println!("{c}");
+    }
+    let mut code = cap.status.code().unwrap_or(1);
+    if cap.snapshots.len() == 2 {
+        let RecordComparison { matched, only_a: only_k, only_b: only_e, skew_ns: skew, unmatched } =
+            compare_logs(&cap.logs[0], &cap.logs[1], ("kmod", "ebpf"), cap.window.0, cap.window.1);
+        println!(
+            "records: {matched} byte-identical but for the timestamp, {only_k} only from kmod, \
+             {only_e} only from ebpf; timestamp skew between backends at most {:.1} us",
+            skew as f64 / 1000.0
+        );
+        for u in unmatched.iter().take(20) {
+            println!("  unmatched: {u}");
+        }
+        let a = serde_json::to_value(&cap.snapshots[0])?;
+        let b = serde_json::to_value(&cap.snapshots[1])?;
+        let report = compare_snapshots(&a, &b, ("kmod", "ebpf"), skew);
+        print!("{}", report.table);
+        println!(
+            "parity: {} values compared, {} exact, {} within tolerance, {} different",
+            report.compared,
+            report.exact,
+            report.tolerated,
+            report.different.len()
+        );
+        for d in &report.different {
+            println!("  DIFFERENT {d}");
+        }
+        if !report.different.is_empty() || only_k > 0 || only_e > 0 {
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+fn capture(backend: &str, costs: bool, command: &[String]) -> Result<Capture> {
+    let names: Vec<&'static str> = match backend {
+        "kmod" => vec!["kmod"],
+        "ebpf" => vec!["ebpf"],
+        "both" => vec!["kmod", "ebpf"],
+        other => bail!("--backend {other}: kmod, ebpf or both"),
+    };
+    let _bpf_stats = if costs && names.contains(&"ebpf") {
+        Some(ksight_backend_ebpf::enable_run_time_stats().context("enabling BPF statistics")?)
+    } else {
+        None
+    };
+    // eBPF first: its programs are attached before the module's probes start, so from
+    // the module's start on both see everything.
+    let mut sources: Vec<Source> = Vec::new();
+    for name in names.iter().rev() {
+        sources.push(match *name {
+            "kmod" => Source::Kmod(
+                KmodSource::open(KmodOptions::default()).context("opening the kmod backend")?,
+            ),
+            _ => Source::Ebpf(Box::new(
+                EbpfSource::open(EbpfOptions::default()).context("opening the eBPF backend")?,
+            )),
+        });
+    }
+    sources.reverse();
+    let started = monotonic_ns();
+
+    let cgroup = Cgroup::create().ok();
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    if let Some(cg) = &cgroup {
+        let procs =
+            std::ffi::CString::new(cg.path.join("cgroup.procs").to_string_lossy().as_bytes())?;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", command[0]))?;
+    let mut scope = Scope::default();
+    scope.pids.insert(child.id());
+    if let Some(cg) = &cgroup {
+        scope.cgroups.insert(cg.id);
+    }
+    let mut engines: Vec<Engine> = names
+        .iter()
+        .map(|n| Engine::new(n, Some(scope.clone())))
+        .collect();
+    let mut logs: Vec<RecordLog> = names.iter().map(|_| RecordLog::default()).collect();
+    let mut batch = RawBatch::new();
+    let slice = Duration::from_millis(if sources.len() == 1 { 20 } else { 5 });
+    let mut pump = |sources: &mut Vec<Source>, timeout: Duration| -> Result<usize> {
+        let mut n = 0;
+        for (i, s) in sources.iter_mut().enumerate() {
+            batch.clear();
+            s.get().poll(&mut batch, timeout)?;
+            n += batch.len();
+            logs[i].add(&batch, started);
+            engines[i].ingest(&batch);
+            engines[i].set_counters(s.get().counters());
+            engines[i].advance(Some(monotonic_ns()));
+        }
+        Ok(n)
+    };
+    let status = loop {
+        pump(&mut sources, slice)?;
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+    };
+    // The command's last events may still be in flight (softirq, completions).
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        pump(&mut sources, slice)?;
+    }
+    let stopped = monotonic_ns();
+    for s in sources.iter_mut() {
+        if let Source::Kmod(k) = s {
+            k.stop()?;
+        }
+    }
+    while pump(&mut sources, Duration::ZERO)? > 0 {}
+
+    let mut cost_lines = Vec::new();
+    if costs {
+        cost_lines = cost_table(&sources)?;
+    }
+    let mut snapshots = Vec::new();
+    for e in engines.iter_mut() {
+        e.flush();
+        snapshots.push(e.snapshot(&HostNames { live: true }));
+    }
+    Ok(Capture {
+        names,
+        snapshots,
+        logs,
+        window: (started + 50_000_000, stopped.saturating_sub(50_000_000)),
+        status,
+        costs: cost_lines,
+    })
+}
+
+const KIND_NAMES: [(u16, &str, &str); 10] = [
+    (kind::EXEC, "exec", "sched_process_exec"),
+    (kind::FORK, "fork", "sched_process_fork"),
+    (kind::EXIT, "exit", "sched_process_exit"),
+    (kind::TCP_STATE, "tcp_state", "inet_sock_set_state"),
+    (kind::TCP_RETRANSMIT, "tcp_retransmit", "tcp_retransmit_skb"),
+    (kind::TCP_RESET_SENT, "tcp_reset_sent", "tcp_send_reset"),
+    (
+        kind::TCP_RESET_RECEIVED,
+        "tcp_reset_received",
+        "tcp_receive_reset",
+    ),
+    (kind::BLOCK_QUEUE, "block_queue", "block_bio_queue"),
+    (kind::BLOCK_ISSUE, "block_issue", "block_rq_issue"),
+    (kind::BLOCK_COMPLETE, "block_complete", "block_rq_complete"),
+];
+
+/// Per kind: the module's timed probe runs and the BPF programs' run-time statistics.
+fn cost_table(sources: &[Source]) -> Result<Vec<String>> {
+    let mut kmod = None;
+    let mut ebpf = None;
+    for s in sources {
+        match s {
+            Source::Kmod(k) => kmod = Some(k.stats()?),
+            Source::Ebpf(e) => ebpf = Some(e.program_stats()),
+        }
+    }
+    let (Some(kmod), Some(ebpf)) = (kmod, ebpf) else {
+        return Ok(vec!["costs: need both backends".into()]);
+    };
+    let mut lines = vec![format!(
+        "COST {:<20} {:>9} {:>12} {:>9} {:>12} {:>7}",
+        "kind", "kmod runs", "kmod ns/run", "ebpf runs", "ebpf ns/run", "ratio"
+    )];
+    let (mut kt, mut kn, mut et, mut en) = (0u64, 0u64, 0u64, 0u64);
+    for (k, name, tp) in KIND_NAMES {
+        let (kr, kns) = (kmod.timed_runs[k as usize], kmod.timed_ns[k as usize]);
+        let (er, ens) = ebpf
+            .iter()
+            .find(|p| p.tracepoint.ends_with(&format!(":{tp}")) || p.tracepoint == tp)
+            .map_or((0, 0), |p| (p.run_count, p.run_time_ns));
+        if kr == 0 && er == 0 {
+            continue;
+        }
+        let per = |ns: u64, runs: u64| {
+            if runs == 0 {
+                0.0
+            } else {
+                ns as f64 / runs as f64
+            }
+        };
+        let (kp, ep) = (per(kns, kr), per(ens, er));
+        lines.push(format!(
+            "COST {name:<20} {kr:>9} {kp:>12.0} {er:>9} {ep:>12.0} {:>7.2}",
+            if ep > 0.0 { kp / ep } else { 0.0 }
+        ));
+        (kt, kn, et, en) = (kt + kr, kn + kns, et + er, en + ens);
+    }
+    let per = |ns: u64, runs: u64| {
+        if runs == 0 {
+            0.0
+        } else {
+            ns as f64 / runs as f64
+        }
+    };
+    lines.push(format!(
+        "COST {:<20} {kt:>9} {:>12.0} {et:>9} {:>12.0} {:>7.2}",
+        "all",
+        per(kn, kt),
+        per(en, et),
+        if per(en, et) > 0.0 {
+            per(kn, kt) / per(en, et)
+        } else {
+            0.0
+        }
+    ));
+    Ok(lines)
+}
+
+// ---------------------------------------------------------------------------------------
+// Ground truth (the same values tests/host_ebpf.rs checks)
+// ---------------------------------------------------------------------------------------
+
+fn dev_of(device: &str) -> Result<String> {
+    let meta = std::fs::metadata(device).with_context(|| format!("stat {device}"))?;
+    ensure!(
+        meta.file_type().is_block_device(),
+        "{device} is not a block device"
+    );
+    let rdev = meta.rdev();
+    Ok(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
+}
+
+fn truth(file: &Path, device: &str, sent: u64, received: u64) -> Result<i32> {
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+    let failures = std::cell::RefCell::new(Vec::new());
+    let check = |what: &str, got: &Value, want: Value| {
+        if *got != want {
+            failures
+                .borrow_mut()
+                .push(format!("{what}: got {got}, want {want}"));
+        }
+    };
+    let p = &m["process"];
+    check("execs", &p["execs"], json!(7));
+    check("forks", &p["forks"], json!(6));
+    check("exits", &p["exits"], json!(7));
+    check(
+        "exit_codes",
+        &p["exit_codes"],
+        json!({"0": 4, "1": 1, "3": 2}),
+    );
+    check("threads", &p["threads"], json!(1));
+    let t = &m["tcp"];
+    check("connects", &t["connects"], json!(2));
+    check("accepts", &t["accepts"], json!(2));
+    check("closes", &t["closes"], json!(4));
+    check("bytes_sent", &t["bytes_sent"], json!(sent + received));
+    check(
+        "bytes_received",
+        &t["bytes_received"],
+        json!(sent + received),
+    );
+    check("resets_sent", &t["resets_sent"], json!(1));
+    check("resets_received", &t["resets_received"], json!(1));
+    check("retransmits", &t["retransmits"], json!(0));
+    let empty = Vec::new();
+    let conns = t["connections"].as_array().unwrap_or(&empty);
+    check("connections", &json!(conns.len()), json!(4));
+    let orderly: Vec<&Value> = conns
+        .iter()
+        .filter(|c| c["bytes_sent"].as_u64().unwrap_or(0) > 0)
+        .collect();
+    check("orderly connections", &json!(orderly.len()), json!(2));
+    let client = orderly.iter().find(|c| c["role"] == "active");
+    let server = orderly.iter().find(|c| c["role"] == "passive");
+    match (client, server) {
+        (Some(c), Some(s)) => {
+            check(
+                "client bytes",
+                &json!([c["bytes_sent"], c["bytes_received"]]),
+                json!([sent, received]),
+            );
+            check(
+                "server bytes",
+                &json!([s["bytes_sent"], s["bytes_received"]]),
+                json!([received, sent]),
+            );
+            check("client daddr", &c["daddr"], json!("127.0.0.1"));
+            check(
+                "ports",
+                &json!([c["dport"], c["sport"]]),
+                json!([s["sport"], s["dport"]]),
+            );
+            for x in [c, s] {
+                check("comm", &x["comm"], json!("ksight-workload"));
+                if x["pid"].as_u64().unwrap_or(0) == 0 {
+                    failures
+                        .borrow_mut()
+                        .push(format!("connection without pid: {x}"));
+                }
+                if x["srtt_us"].as_u64().is_none() {
+                    failures
+                        .borrow_mut()
+                        .push(format!("connection without srtt: {x}"));
+                }
+            }
+        }
+        _ => failures
+            .borrow_mut()
+            .push(format!("no client/server pair in {conns:?}")),
+    }
+    let devices = m["block"]["devices"].as_array().unwrap_or(&empty);
+    let dev = dev_of(device)?;
+    match devices.iter().find(|d| d["dev"] == dev.as_str()) {
+        Some(d) => {
+            check(
+                "device name",
+                &d["name"],
+                json!(device.trim_start_matches("/dev/")),
+            );
+            check("writes", &d["writes"], json!(7));
+            check(
+                "write_bytes",
+                &d["write_bytes"],
+                json!(4 * 65536 + 3 * 4096),
+            );
+            check("reads", &d["reads"], json!(7));
+            check("read_bytes", &d["read_bytes"], json!(2 * 131072 + 5 * 512));
+            let lat = &d["latency_us"];
+            check("latency count", &lat["count"], json!(14));
+            let (p50, p99, max) = (
+                lat["p50"].as_f64().unwrap_or(0.0),
+                lat["p99"].as_f64().unwrap_or(0.0),
+                lat["max"].as_f64().unwrap_or(0.0),
+            );
+            if !(p50 > 0.0 && p50 <= p99 && p99 <= max) {
+                failures
+                    .borrow_mut()
+                    .push(format!("latency percentiles out of order: {lat}"));
+            }
+        }
+        None => failures
+            .borrow_mut()
+            .push(format!("no {dev} in {devices:?}")),
+    }
+    check("devices", &json!(devices.len()), json!(1));
+    check("lost_events", &m["lost_events"], json!(0));
+    check("malformed_records", &m["malformed_records"], json!(0));
+    let failures = failures.into_inner();
+    if failures.is_empty() {
+        println!("truth: all ground-truth values exact ({})", m["backend"]);
+        Ok(0)
+    } else {
+        for f in &failures {
+            println!("truth: MISMATCH {f}");
+        }
+        Ok(1)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Flood, hold, busy
+// ---------------------------------------------------------------------------------------
+
+/// Events without end: forks, execs and exits of /bin/true.
+fn spawn_load(n: usize) -> Vec<std::process::Child> {
+    (0..n)
+        .filter_map(|_| {
+            std::process::Command::new("/bin/sh")
+                .args(["-c", "while :; do /bin/true; done"])
+                .spawn()
+                .ok()
+        })
+        .collect()
+}
+
+fn flood(seconds: f64) -> Result<i32> {
+    let mut source = KmodSource::open(KmodOptions::default())?;
+    let g = source.geometry();
+    println!("flood: {} rings of {} bytes", g.nr_rings, g.ring_bytes);
+    let mut load = spawn_load(2);
+    // Not reading: the rings fill and the module counts what it drops.
+    std::thread::sleep(Duration::from_secs_f64(seconds / 2.0));
+    let mut batch = RawBatch::new();
+    let mut all = RawBatch::new();
+    let end = Instant::now() + Duration::from_secs_f64(seconds / 2.0);
+    while Instant::now() < end {
+        batch.clear();
+        source.poll(&mut batch, Duration::from_millis(5))?;
+        for r in batch.iter() {
+            all.push(r);
+        }
+    }
+    for c in load.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    source.stop()?;
+    loop {
+        batch.clear();
+        source.poll(&mut batch, Duration::ZERO)?;
+        if batch.is_empty() {
+            break;
+        }
+        for r in batch.iter() {
+            all.push(r);
+        }
+    }
+    let mut failures = Vec::new();
+    // Every record valid; within a ring (= the CPU in its header), time never goes back.
+    let mut last_ts: HashMap<u32, u64> = HashMap::new();
+    let mut per_cpu: HashMap<u32, u64> = HashMap::new();
+    let mut bad = 0u64;
+    for r in all.iter() {
+        match decode(r) {
+            Ok(e) => {
+                let h: &EventHeader = e.header();
+                *per_cpu.entry(h.cpu).or_default() += 1;
+                let last = last_ts.entry(h.cpu).or_default();
+                if h.ts_ns < *last {
+                    failures.push(format!(
+                        "cpu {}: timestamp {} after {}",
+                        h.cpu, h.ts_ns, last
+                    ));
+                }
+                *last = h.ts_ns;
+            }
+            Err(e) => {
+                bad += 1;
+                if bad < 5 {
+                    failures.push(format!("malformed record: {e}"));
+                }
+            }
+        }
+    }
+    let rings = source.ring_counters();
+    let stats = source.stats()?;
+    let (mut emitted, mut lost, mut delivered) = (0u64, 0u64, 0u64);
+    for (cpu, r) in rings.iter().enumerate() {
+        println!(
+            "flood: ring {cpu}: emitted {} lost {} delivered {} malformed {} (records with cpu {cpu}: {})",
+            r.emitted,
+            r.lost,
+            r.delivered,
+            r.malformed,
+            per_cpu.get(&(cpu as u32)).copied().unwrap_or(0)
+        );
+        if r.delivered != r.emitted {
+            failures.push(format!(
+                "ring {cpu}: delivered {} != emitted {}",
+                r.delivered, r.emitted
+            ));
+        }
+        if r.malformed != 0 {
+            failures.push(format!("ring {cpu}: {} malformed", r.malformed));
+        }
+        if per_cpu.get(&(cpu as u32)).copied().unwrap_or(0) != r.delivered {
+            failures.push(format!("ring {cpu}: records carry another CPU"));
+        }
+        emitted += r.emitted;
+        lost += r.lost;
+        delivered += r.delivered;
+    }
+    let (se, sl): (u64, u64) = (stats.emitted.iter().sum(), stats.lost.iter().sum());
+    println!(
+        "flood: probes produced {} records: delivered {delivered} + lost {lost}; kernel says \
+         written {se}, lost {sl}; nested {}, bad tail {}",
+        delivered + lost,
+        stats.nested,
+        stats.bad_tail
+    );
+    if se != emitted || sl != lost {
+        failures.push(format!(
+            "KSIGHT_IOC_STATS ({se}, {sl}) disagrees with the info pages ({emitted}, {lost})"
+        ));
+    }
+    if lost == 0 {
+        failures.push("nothing was lost: the flood did not fill the rings".into());
+    }
+    if delivered == 0 {
+        failures.push("nothing was delivered".into());
+    }
+    if failures.is_empty() {
+        println!(
+            "flood: PASS lost {lost} > 0, delivered {delivered} == written {emitted}, no malformed record, per-ring order kept"
+        );
+        Ok(0)
+    } else {
+        for f in &failures {
+            println!("flood: FAIL {f}");
+        }
+        Ok(1)
+    }
+}
+
+fn hold(seconds: f64) -> Result<i32> {
+    let mut source = KmodSource::open(KmodOptions::default())?;
+    let mut batch = RawBatch::new();
+    let mut records = 0;
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        batch.clear();
+        source.poll(&mut batch, Duration::from_millis(20))?;
+        records += batch.len();
+    }
+    println!(
+        "hold: {records} records, lost {}",
+        source.counters().lost_total()
+    );
+    Ok(0)
+}
+
+fn busy() -> Result<i32> {
+    let _first = KmodSource::open(KmodOptions::default())?;
+    match KmodSource::open(KmodOptions::default()) {
+        Err(KmodError::Busy { .. }) => {
+            println!(
+                "busy: a second reader is refused with EBUSY: {}",
+                KmodError::Busy {
+                    path: ksight_backend_kmod::DEVICE.into()
+                }
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            println!("busy: FAIL second open: unexpected error {e}");
+            Ok(1)
+        }
+        Ok(_) => {
+            println!("busy: FAIL a second reader was accepted");
+            Ok(1)
+        }
+    }
+}

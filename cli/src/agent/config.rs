@@ -1,0 +1,570 @@
+//! The agent's configuration file (TOML). Every key is optional; unknown keys, wrong types
+//! and out-of-range values are refused with the file, line, column and dotted key.
+//! `packaging/ksight.toml` is the documented default.
+
+use crate::args::{BackendChoice, TransportChoice};
+use ksight_engine::export::{ExportSettings, Signals};
+use serde::{Deserialize, Deserializer, de};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/ksight/ksight.toml";
+/// The packaged default, shipped as /etc/ksight/ksight.toml and used by `ksight install`
+/// when there is no configuration yet.
+pub const DEFAULT_TOML: &str = include_str!("../../../packaging/ksight.toml");
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// "auto", "ebpf" or "kmod". Takes effect at start.
+    #[serde(default = "auto_backend", deserialize_with = "backend")]
+    pub backend: BackendChoice,
+    /// eBPF transport: "auto", "ringbuf" or "perf". Takes effect at start.
+    #[serde(default = "auto_transport", deserialize_with = "transport")]
+    pub transport: TransportChoice,
+    #[serde(default)]
+    pub log_level: LogLevel,
+    #[serde(default)]
+    pub signals: SignalsConfig,
+    #[serde(default)]
+    pub filters: Filters,
+    #[serde(default)]
+    pub prometheus: Prometheus,
+    #[serde(default)]
+    pub socket: Socket,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::Auto,
+            transport: TransportChoice::Auto,
+            log_level: LogLevel::default(),
+            signals: SignalsConfig::default(),
+            filters: Filters::default(),
+            prometheus: Prometheus::default(),
+            socket: Socket::default(),
+        }
+    }
+}
+
+fn auto_backend() -> BackendChoice {
+    BackendChoice::Auto
+}
+
+fn auto_transport() -> TransportChoice {
+    TransportChoice::Auto
+}
+
+fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<BackendChoice, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "auto" => Ok(BackendChoice::Auto),
+        "ebpf" => Ok(BackendChoice::Ebpf),
+        "kmod" => Ok(BackendChoice::Kmod),
+        other => Err(de::Error::invalid_value(
+            de::Unexpected::Str(other),
+            &r#""auto", "ebpf" or "kmod""#,
+        )),
+    }
+}
+
+fn transport<'de, D: Deserializer<'de>>(d: D) -> Result<TransportChoice, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "auto" => Ok(TransportChoice::Auto),
+        "ringbuf" => Ok(TransportChoice::Ringbuf),
+        "perf" => Ok(TransportChoice::Perf),
+        other => Err(de::Error::invalid_value(
+            de::Unexpected::Str(other),
+            &r#""auto", "ringbuf" or "perf""#,
+        )),
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+}
+
+/// Which signals are captured (records of a disabled signal are dropped before the engine)
+/// and exported. Changes apply on reload; aggregates are kept.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsConfig {
+    #[serde(default = "yes")]
+    pub process: bool,
+    #[serde(default = "yes")]
+    pub tcp: bool,
+    #[serde(default = "yes")]
+    pub block: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SignalsConfig {
+    fn default() -> Self {
+        Self {
+            process: true,
+            tcp: true,
+            block: true,
+        }
+    }
+}
+
+/// What is exported; applies on reload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    /// cgroup paths (under the cgroup v2 mount) whose series are exported, with their
+    /// descendants; empty: all.
+    #[serde(default)]
+    pub cgroups: Vec<CgroupPath>,
+    #[serde(default)]
+    pub exclude_cgroups: Vec<CgroupPath>,
+    /// Device name prefixes not exported, e.g. ["loop", "ram"].
+    #[serde(default)]
+    pub exclude_devices: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prometheus {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_listen")]
+    pub listen: Listen,
+    /// Per-connection series: the N largest connections closed within `connection_window`.
+    #[serde(default = "default_top")]
+    pub top_connections: Bounded<0, 1000>,
+    #[serde(default = "default_window")]
+    pub connection_window: DurationIn<1_000, 86_400_000>,
+    /// How long the series of a cgroup that no longer exists are still exported.
+    #[serde(default = "default_grace")]
+    pub cgroup_grace_period: DurationIn<0, 604_800_000>,
+}
+
+fn default_listen() -> Listen {
+    Listen("127.0.0.1:9464".parse().expect("valid address"))
+}
+
+fn default_top() -> Bounded<0, 1000> {
+    Bounded(10)
+}
+
+fn default_window() -> DurationIn<1_000, 86_400_000> {
+    DurationIn(Duration::from_secs(60))
+}
+
+fn default_grace() -> DurationIn<0, 604_800_000> {
+    DurationIn(Duration::from_secs(300))
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_listen(),
+            top_connections: default_top(),
+            connection_window: default_window(),
+            cgroup_grace_period: default_grace(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Socket {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_socket")]
+    pub path: AbsolutePath,
+}
+
+fn default_socket() -> AbsolutePath {
+    AbsolutePath(PathBuf::from("/run/ksight/ksight.sock"))
+}
+
+impl Default for Socket {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: default_socket(),
+        }
+    }
+}
+
+/// A TCP listen address with a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            de::Error::custom(format!(
+                "\"{text}\" is not an address with a port, like \"127.0.0.1:9464\" or \"[::1]:9464\""
+            ))
+        })?;
+        if addr.port() == 0 {
+            return Err(de::Error::custom("port 0 is out of range 1..=65535"));
+        }
+        Ok(Self(addr))
+    }
+}
+
+/// An integer in `MIN..=MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounded<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u64::try_from(n) {
+            Ok(v) if (MIN..=MAX).contains(&v) => Ok(Self(v)),
+            _ => Err(de::Error::custom(format!(
+                "{n} is out of range {MIN}..={MAX}"
+            ))),
+        }
+    }
+}
+
+/// A duration written like "500ms", "30s", "5m", "1h", "7d", in `MIN_MS..=MAX_MS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationIn<const MIN_MS: u64, const MAX_MS: u64>(pub Duration);
+
+fn show_ms(ms: u64) -> String {
+    match ms {
+        0 => "0s".into(),
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| {
+        format!("\"{text}\" is not a duration like \"500ms\", \"30s\", \"5m\", \"1h\" or \"7d\"")
+    })?;
+    let ms = match unit {
+        "ms" => value,
+        "s" => value * 1e3,
+        "m" => value * 60e3,
+        "h" => value * 3600e3,
+        "d" => value * 86400e3,
+        _ => {
+            return Err(format!("\"{text}\" needs a unit: ms, s, m, h or d"));
+        }
+    };
+    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
+        return Err(format!("\"{text}\" is out of range"));
+    }
+    Ok(Duration::from_micros((ms * 1000.0).round() as u64))
+}
+
+impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de> for DurationIn<MIN_MS, MAX_MS> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let duration = parse_duration(&text).map_err(de::Error::custom)?;
+        let ms = duration.as_millis();
+        if ms < u128::from(MIN_MS) || ms > u128::from(MAX_MS) || (duration.is_zero() && MIN_MS > 0)
+        {
+            return Err(de::Error::custom(format!(
+                "\"{text}\" is out of range {}..={}",
+                show_ms(MIN_MS),
+                show_ms(MAX_MS)
+            )));
+        }
+        Ok(Self(duration))
+    }
+}
+
+/// A cgroup path under the cgroup v2 mount: starts with `/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupPath(pub String);
+
+impl<'de> Deserialize<'de> for CgroupPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if !text.starts_with('/') {
+            return Err(de::Error::custom(format!(
+                "\"{text}\" is not a cgroup path: write it from the cgroup v2 root, like \"/system.slice\""
+            )));
+        }
+        Ok(Self(text))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbsolutePath(pub PathBuf);
+
+impl<'de> Deserialize<'de> for AbsolutePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let path = PathBuf::from(&text);
+        if !path.is_absolute() || path.file_name().is_none() {
+            return Err(de::Error::custom(format!(
+                "\"{text}\" is not an absolute file path"
+            )));
+        }
+        Ok(Self(path))
+    }
+}
+
+/// A configuration that cannot be used, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based; 0 when the error has no location (e.g. the file cannot be read).
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key, e.g. `prometheus.listen`; empty when the error is not about a key.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses a configuration; `path` only names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let locate = |span: Option<std::ops::Range<usize>>, key: String, message: &str| {
+        let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
+        ConfigError {
+            path: path.to_path_buf(),
+            line,
+            column,
+            key,
+            message: message.to_string(),
+        }
+    };
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| locate(e.span(), String::new(), e.message()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        locate(e.inner().span(), key, e.inner().message())
+    })
+}
+
+/// Reads and parses the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        key: String::new(),
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+impl Config {
+    pub fn export_settings(&self) -> ExportSettings {
+        ExportSettings {
+            signals: Signals {
+                process: self.signals.process,
+                tcp: self.signals.tcp,
+                block: self.signals.block,
+            },
+            include_cgroups: self.filters.cgroups.iter().map(|c| c.0.clone()).collect(),
+            exclude_cgroups: self
+                .filters
+                .exclude_cgroups
+                .iter()
+                .map(|c| c.0.clone())
+                .collect(),
+            exclude_devices: self.filters.exclude_devices.clone(),
+            top_connections: self.prometheus.top_connections.0 as usize,
+            connection_window_ms: self.prometheus.connection_window.0.as_millis() as u64,
+            cgroup_grace_ms: self.prometheus.cgroup_grace_period.0.as_millis() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        parse(text, Path::new("/etc/ksight/ksight.toml")).unwrap_err()
+    }
+
+    fn ok(text: &str) -> Config {
+        parse(text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_packaged_default_is_the_built_in_default() {
+        assert_eq!(ok(DEFAULT_TOML), Config::default());
+        assert_eq!(ok(""), Config::default());
+    }
+
+    #[test]
+    fn a_full_configuration() {
+        let c = ok(r#"
+backend = "ebpf"
+transport = "perf"
+log_level = "debug"
+[signals]
+block = false
+[filters]
+cgroups = ["/system.slice"]
+exclude_cgroups = ["/system.slice/noisy.service"]
+exclude_devices = ["loop", "ram"]
+[prometheus]
+listen = "[::1]:9100"
+top_connections = 0
+connection_window = "30s"
+cgroup_grace_period = "0s"
+[socket]
+enabled = false
+path = "/tmp/k.sock"
+"#);
+        assert_eq!(c.backend, BackendChoice::Ebpf);
+        assert_eq!(c.transport, TransportChoice::Perf);
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert!(!c.signals.block && c.signals.tcp);
+        assert_eq!(c.prometheus.listen.0, "[::1]:9100".parse().unwrap());
+        let s = c.export_settings();
+        assert_eq!(s.top_connections, 0);
+        assert_eq!(s.connection_window_ms, 30_000);
+        assert_eq!(s.cgroup_grace_ms, 0);
+        assert_eq!(s.include_cgroups, ["/system.slice"]);
+        assert!(!s.signals.block);
+        assert!(!c.socket.enabled);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_key_and_line() {
+        let e = err(
+            "backend = \"auto\"\n\n[prometheus]\nlisten = \"127.0.0.1:9464\"\nlsiten = \"x\"\n",
+        );
+        assert_eq!((e.line, e.column), (5, 1), "{e}");
+        assert_eq!(e.key, "prometheus.lsiten");
+        assert!(e.message.contains("unknown field `lsiten`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/ksight/ksight.toml:5:1: key `prometheus.lsiten`: unknown field"),
+            "{e}"
+        );
+        let e = err("colour = 3\n");
+        assert_eq!((e.line, e.key.as_str()), (1, "colour"), "{e}");
+        let e = err("[metrics]\n");
+        assert_eq!((e.line, e.key.as_str()), (1, "metrics"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_refused_with_key_and_line() {
+        let e = err("\n[signals]\ntcp = \"yes\"\n");
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (3, 7, "signals.tcp"),
+            "{e}"
+        );
+        assert!(e.message.contains("expected a boolean"), "{e}");
+        let e = err("[prometheus]\ntop_connections = \"ten\"\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (2, "prometheus.top_connections"),
+            "{e}"
+        );
+        let e = err("backend = 1\n");
+        assert_eq!((e.line, e.key.as_str()), (1, "backend"), "{e}");
+        let e = err("[filters]\ncgroups = \"/a\"\n");
+        assert_eq!((e.line, e.key.as_str()), (2, "filters.cgroups"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_key_and_line() {
+        let e = err("[prometheus]\ntop_connections = 5000\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (2, "prometheus.top_connections"),
+            "{e}"
+        );
+        assert!(e.message.contains("5000 is out of range 0..=1000"), "{e}");
+        let e = err("[prometheus]\ntop_connections = -1\n");
+        assert!(e.message.contains("-1 is out of range"), "{e}");
+        let e = err("[prometheus]\n\nlisten = \"127.0.0.1:0\"\n");
+        assert_eq!((e.line, e.key.as_str()), (3, "prometheus.listen"), "{e}");
+        assert!(e.message.contains("port 0"), "{e}");
+        let e = err("[prometheus]\nlisten = \"localhost\"\n");
+        assert!(e.message.contains("not an address with a port"), "{e}");
+        let e = err("[prometheus]\nconnection_window = \"10ms\"\n");
+        assert_eq!(e.key, "prometheus.connection_window");
+        assert!(e.message.contains("out of range 1s..=1d"), "{e}");
+        let e = err("[prometheus]\ncgroup_grace_period = \"8d\"\n");
+        assert!(e.message.contains("out of range 0s..=7d"), "{e}");
+        let e = err("[prometheus]\ncgroup_grace_period = \"5 fortnights\"\n");
+        assert!(e.message.contains("needs a unit"), "{e}");
+        let e = err("backend = \"bpf\"\n");
+        assert_eq!(e.key, "backend");
+        assert!(e.message.contains(r#""auto", "ebpf" or "kmod""#), "{e}");
+        let e = err("[socket]\npath = \"ksight.sock\"\n");
+        assert_eq!((e.line, e.key.as_str()), (2, "socket.path"), "{e}");
+        let e = err("[filters]\nexclude_cgroups = [\"/a\", \"system.slice\"]\n");
+        assert_eq!(e.key, "filters.exclude_cgroups[1]", "{e}");
+        let e = err("log_level = \"loud\"\n");
+        assert_eq!(e.key, "log_level");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let e = err("backend = \"auto\"\n[prometheus\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.key.is_empty());
+        let e = err("backend = \"auto\"\nbackend = \"ebpf\"\n");
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn an_unreadable_file_says_so() {
+        let e = load(Path::new("/nonexistent/ksight.toml")).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("10").is_err());
+    }
+}

@@ -1,0 +1,489 @@
+//! What the TUI knows, accumulated from successive snapshots. Each snapshot covers one
+//! interval (the engine resets its counters between them), so rates are that interval's
+//! counts over its wall time, and totals are sums since `ksight top` started.
+
+use crate::tui::event::Sample;
+use crate::tui::rates::{accumulate, accumulate_per_cpu, elapsed, per_second};
+use ksight_engine::snapshot::{ConnectionRow, Latency};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+/// Exited processes stay listed this long, so short-lived ones can be read.
+pub const EXITED_KEEP: Duration = Duration::from_secs(60);
+/// At most this many exited processes are kept (the oldest go first): a fork storm must
+/// not make every frame sort a million rows.
+pub const EXITED_MAX: usize = 5000;
+/// Closed connections kept for the TCP view (the oldest go first).
+pub const CLOSED_KEEP: usize = 2000;
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    /// Time of the latest sample, on the TUI's clock.
+    pub now: Duration,
+    /// Wall time the latest sample covers.
+    pub interval: Duration,
+    pub samples: u64,
+    pub backend: String,
+    pub host: HostRates,
+    pub exit_codes: BTreeMap<i32, u64>,
+    pub processes: BTreeMap<u32, Proc>,
+    pub cgroups: BTreeMap<u64, Cgroup>,
+    /// Connections open at the latest sample (their byte counts are known only at close).
+    pub open: Vec<Conn>,
+    /// Connections seen closing, oldest first.
+    pub closed: VecDeque<Conn>,
+    pub devices: BTreeMap<String, Device>,
+    pub cgroup_names: HashMap<u64, String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HostRates {
+    pub events: Option<f64>,
+    pub events_total: u64,
+    pub lost: Option<f64>,
+    pub lost_total: u64,
+    pub lost_per_cpu: Vec<u64>,
+    pub malformed: Option<f64>,
+    pub malformed_total: u64,
+    pub execs: Option<f64>,
+    pub forks: Option<f64>,
+    pub threads: Option<f64>,
+    pub exits: Option<f64>,
+    pub connects: Option<f64>,
+    pub accepts: Option<f64>,
+    pub closes: Option<f64>,
+    pub connect_failures_total: u64,
+    pub retransmits: Option<f64>,
+    pub retransmits_total: u64,
+    pub resets_total: u64,
+    pub tcp_tx_total: u64,
+    pub tcp_rx_total: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub comm: String,
+    pub filename: Option<String>,
+    pub cgroup_id: u64,
+    pub exec_rate: Option<f64>,
+    pub fork_rate: Option<f64>,
+    pub execs: u64,
+    pub forks: u64,
+    pub exit_code: Option<i32>,
+    /// Sample time it was first listed, and whether its fork or exec was seen then (only
+    /// then is its lifetime known).
+    pub first_seen: Duration,
+    pub birth_seen: bool,
+    pub exited_at: Option<Duration>,
+    pub last_seen: Duration,
+    pub tcp_tx: u64,
+    pub tcp_rx: u64,
+    pub disk_read: u64,
+    pub disk_write: u64,
+    pub disk_read_rate: Option<f64>,
+    pub disk_write_rate: Option<f64>,
+}
+
+/// How long a process lived (or has lived), to the resolution of the sampling interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lifetime {
+    /// Forked and exited within one interval: shorter than this.
+    Under(Duration),
+    About(Duration),
+}
+
+impl Proc {
+    pub fn lifetime(&self, now: Duration, interval: Duration) -> Option<Lifetime> {
+        if !self.birth_seen {
+            return None;
+        }
+        let end = self.exited_at.unwrap_or(now);
+        let lived = elapsed(self.first_seen, end);
+        Some(if lived.is_zero() {
+            Lifetime::Under(interval)
+        } else {
+            Lifetime::About(lived)
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Cgroup {
+    pub id: u64,
+    pub exec_rate: Option<f64>,
+    pub fork_rate: Option<f64>,
+    pub exit_rate: Option<f64>,
+    pub execs: u64,
+    pub forks: u64,
+    pub exits: u64,
+    pub tcp_connections: u64,
+    pub tcp_tx: u64,
+    pub tcp_rx: u64,
+    pub disk_read: u64,
+    pub disk_write: u64,
+    pub disk_read_rate: Option<f64>,
+    pub disk_write_rate: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Conn {
+    pub row: ConnectionRow,
+    /// Sample time it was seen closed; `None` while open.
+    pub closed_at: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Device {
+    pub dev: String,
+    pub name: String,
+    pub iops: Option<f64>,
+    pub read_rate: Option<f64>,
+    pub write_rate: Option<f64>,
+    /// Latency of the latest interval with completions on this device.
+    pub latency: Option<Latency>,
+    pub errors: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+impl Model {
+    pub fn ingest(&mut self, sample: &Sample) {
+        let s = &sample.snapshot;
+        let iv = sample.interval;
+        let rate = |n: u64| per_second(n, iv);
+        self.now = sample.at;
+        self.interval = iv;
+        self.samples += 1;
+        self.backend.clone_from(&s.backend);
+        for (id, name) in &sample.cgroup_names {
+            self.cgroup_names.insert(*id, name.clone());
+        }
+
+        let h = &mut self.host;
+        h.events = rate(s.events);
+        h.events_total = accumulate(h.events_total, s.events);
+        h.lost = rate(s.lost_events);
+        h.lost_total = accumulate(h.lost_total, s.lost_events);
+        accumulate_per_cpu(&mut h.lost_per_cpu, &s.lost_events_per_cpu);
+        h.malformed = rate(s.malformed_records);
+        h.malformed_total = accumulate(h.malformed_total, s.malformed_records);
+        let p = &s.process;
+        h.execs = rate(p.execs);
+        h.forks = rate(p.forks);
+        h.threads = rate(p.threads);
+        h.exits = rate(p.exits);
+        let t = &s.tcp;
+        h.connects = rate(t.connects);
+        h.accepts = rate(t.accepts);
+        h.closes = rate(t.closes);
+        h.connect_failures_total = accumulate(h.connect_failures_total, t.connect_failures);
+        h.retransmits = rate(t.retransmits);
+        h.retransmits_total = accumulate(h.retransmits_total, t.retransmits);
+        h.resets_total = accumulate(
+            h.resets_total,
+            t.resets_sent.saturating_add(t.resets_received),
+        );
+        h.tcp_tx_total = accumulate(h.tcp_tx_total, t.bytes_sent);
+        h.tcp_rx_total = accumulate(h.tcp_rx_total, t.bytes_received);
+        for (code, n) in &p.exit_codes {
+            if let Ok(code) = code.parse() {
+                let total = self.exit_codes.entry(code).or_default();
+                *total = accumulate(*total, *n);
+            }
+        }
+
+        self.ingest_processes(sample);
+        self.ingest_cgroups(sample);
+        self.ingest_connections(sample);
+        self.ingest_devices(sample);
+    }
+
+    fn ingest_processes(&mut self, sample: &Sample) {
+        let (now, iv) = (sample.at, sample.interval);
+        for proc in self.processes.values_mut() {
+            proc.exec_rate = Some(0.0);
+            proc.fork_rate = Some(0.0);
+            proc.disk_read_rate = Some(0.0);
+            proc.disk_write_rate = Some(0.0);
+        }
+        for row in &sample.snapshot.process.processes {
+            let fresh = || Proc {
+                pid: row.pid,
+                first_seen: now,
+                birth_seen: row.ppid.is_some(),
+                ..Proc::default()
+            };
+            let proc = self.processes.entry(row.pid).or_insert_with(fresh);
+            // The engine forgets exited processes at the next interval: a pid listed again
+            // after its exit is a new process that reused the number.
+            if proc.exited_at.is_some_and(|t| t < now) {
+                *proc = fresh();
+            }
+            proc.ppid = row.ppid.or(proc.ppid);
+            if !row.comm.is_empty() {
+                proc.comm.clone_from(&row.comm);
+            }
+            if row.filename.is_some() {
+                proc.filename.clone_from(&row.filename);
+            }
+            proc.cgroup_id = row.cgroup_id;
+            proc.exec_rate = per_second(row.execs, iv);
+            proc.fork_rate = per_second(row.forks, iv);
+            proc.execs = accumulate(proc.execs, row.execs);
+            proc.forks = accumulate(proc.forks, row.forks);
+            if let Some(code) = row.exit_code {
+                proc.exit_code = Some(code);
+                proc.exited_at.get_or_insert(now);
+            }
+            proc.last_seen = now;
+            proc.tcp_tx = accumulate(proc.tcp_tx, row.tcp_bytes_sent);
+            proc.tcp_rx = accumulate(proc.tcp_rx, row.tcp_bytes_received);
+            proc.disk_read = accumulate(proc.disk_read, row.block_read_bytes);
+            proc.disk_write = accumulate(proc.disk_write, row.block_write_bytes);
+            proc.disk_read_rate = per_second(row.block_read_bytes, iv);
+            proc.disk_write_rate = per_second(row.block_write_bytes, iv);
+        }
+        // Exited processes linger a while; processes the source stopped listing without an
+        // exit (an agent restarted, say) go after the same delay.
+        self.processes.retain(|_, p| {
+            let since = p.exited_at.unwrap_or(p.last_seen);
+            elapsed(since, now) <= EXITED_KEEP
+        });
+        let mut exited: Vec<(Duration, u32)> = self
+            .processes
+            .values()
+            .filter_map(|p| Some((p.exited_at?, p.pid)))
+            .collect();
+        if exited.len() > EXITED_MAX {
+            exited.sort_unstable();
+            for (_, pid) in &exited[..exited.len() - EXITED_MAX] {
+                self.processes.remove(pid);
+            }
+        }
+    }
+
+    fn ingest_cgroups(&mut self, sample: &Sample) {
+        let iv = sample.interval;
+        for cg in self.cgroups.values_mut() {
+            cg.exec_rate = Some(0.0);
+            cg.fork_rate = Some(0.0);
+            cg.exit_rate = Some(0.0);
+            cg.disk_read_rate = Some(0.0);
+            cg.disk_write_rate = Some(0.0);
+        }
+        for row in &sample.snapshot.cgroups {
+            let cg = self.cgroups.entry(row.cgroup_id).or_insert_with(|| Cgroup {
+                id: row.cgroup_id,
+                ..Cgroup::default()
+            });
+            cg.exec_rate = per_second(row.execs, iv);
+            cg.fork_rate = per_second(row.forks, iv);
+            cg.exit_rate = per_second(row.exits, iv);
+            cg.execs = accumulate(cg.execs, row.execs);
+            cg.forks = accumulate(cg.forks, row.forks);
+            cg.exits = accumulate(cg.exits, row.exits);
+            cg.tcp_connections = accumulate(cg.tcp_connections, row.tcp_connections);
+            cg.tcp_tx = accumulate(cg.tcp_tx, row.tcp_bytes_sent);
+            cg.tcp_rx = accumulate(cg.tcp_rx, row.tcp_bytes_received);
+            cg.disk_read = accumulate(cg.disk_read, row.block_read_bytes);
+            cg.disk_write = accumulate(cg.disk_write, row.block_write_bytes);
+            cg.disk_read_rate = per_second(row.block_read_bytes, iv);
+            cg.disk_write_rate = per_second(row.block_write_bytes, iv);
+        }
+    }
+
+    fn ingest_connections(&mut self, sample: &Sample) {
+        self.open.clear();
+        for row in &sample.snapshot.tcp.connections {
+            if row.state == "CLOSE" {
+                if self.closed.len() >= CLOSED_KEEP {
+                    self.closed.pop_front();
+                }
+                self.closed.push_back(Conn {
+                    row: row.clone(),
+                    closed_at: Some(sample.at),
+                });
+            } else {
+                self.open.push(Conn {
+                    row: row.clone(),
+                    closed_at: None,
+                });
+            }
+        }
+    }
+
+    fn ingest_devices(&mut self, sample: &Sample) {
+        let iv = sample.interval;
+        for d in self.devices.values_mut() {
+            d.iops = Some(0.0);
+            d.read_rate = Some(0.0);
+            d.write_rate = Some(0.0);
+        }
+        for row in &sample.snapshot.block.devices {
+            let d = self.devices.entry(row.dev.clone()).or_default();
+            d.dev.clone_from(&row.dev);
+            if !row.name.is_empty() {
+                d.name.clone_from(&row.name);
+            }
+            let ios = row
+                .reads
+                .saturating_add(row.writes)
+                .saturating_add(row.other);
+            d.iops = per_second(ios, iv);
+            d.read_rate = per_second(row.read_bytes, iv);
+            d.write_rate = per_second(row.write_bytes, iv);
+            if row.latency_us.count > 0 {
+                d.latency = Some(row.latency_us.clone());
+            }
+            d.errors = accumulate(d.errors, row.errors);
+            d.read_bytes = accumulate(d.read_bytes, row.read_bytes);
+            d.write_bytes = accumulate(d.write_bytes, row.write_bytes);
+        }
+    }
+
+    /// Processes alive and listed in cgroup `id`.
+    pub fn live_processes_in(&self, id: u64) -> usize {
+        self.processes
+            .values()
+            .filter(|p| p.cgroup_id == id && p.exited_at.is_none())
+            .count()
+    }
+
+    pub fn cgroup_name(&self, id: u64) -> Option<&str> {
+        self.cgroup_names.get(&id).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ksight_engine::snapshot::{CgroupRow, ProcessRow};
+
+    fn sample(at: u64, build: impl FnOnce(&mut ksight_engine::Snapshot)) -> Sample {
+        let mut snapshot = ksight_engine::Snapshot::default();
+        build(&mut snapshot);
+        Sample {
+            snapshot,
+            interval: Duration::from_secs(1),
+            at: Duration::from_secs(at),
+            cgroup_names: vec![],
+        }
+    }
+
+    #[test]
+    fn rates_are_per_interval_and_totals_accumulate() {
+        let mut m = Model::default();
+        m.ingest(&sample(1, |s| {
+            s.events = 10;
+            s.cgroups.push(CgroupRow {
+                cgroup_id: 7,
+                execs: 4,
+                tcp_bytes_sent: 100,
+                ..Default::default()
+            });
+        }));
+        m.ingest(&sample(2, |s| {
+            s.events = 4;
+            s.cgroups.push(CgroupRow {
+                cgroup_id: 7,
+                execs: 2,
+                tcp_bytes_sent: 50,
+                ..Default::default()
+            });
+        }));
+        assert_eq!(m.host.events, Some(4.0));
+        assert_eq!(m.host.events_total, 14);
+        let cg = &m.cgroups[&7];
+        assert_eq!(cg.exec_rate, Some(2.0));
+        assert_eq!((cg.execs, cg.tcp_tx), (6, 150));
+        m.ingest(&sample(3, |_| {}));
+        assert_eq!(
+            m.cgroups[&7].exec_rate,
+            Some(0.0),
+            "a quiet interval rates zero"
+        );
+    }
+
+    #[test]
+    fn lifetimes_exits_and_pid_reuse() {
+        let mut m = Model::default();
+        let row = |pid, ppid, exit_code| ProcessRow {
+            pid,
+            ppid,
+            comm: "sleep".into(),
+            exit_code,
+            ..Default::default()
+        };
+        m.ingest(&sample(1, |s| {
+            s.process.processes = vec![row(10, Some(1), None), row(11, None, None)];
+        }));
+        m.ingest(&sample(4, |s| {
+            s.process.processes = vec![row(10, Some(1), Some(0)), row(11, None, None)];
+        }));
+        let iv = Duration::from_secs(1);
+        let p = &m.processes[&10];
+        assert_eq!(
+            p.lifetime(m.now, iv),
+            Some(Lifetime::About(Duration::from_secs(3)))
+        );
+        assert_eq!(
+            m.processes[&11].lifetime(m.now, iv),
+            None,
+            "born before capture"
+        );
+        // Reused pid: a new life.
+        m.ingest(&sample(5, |s| {
+            s.process.processes = vec![row(10, Some(2), Some(1))];
+        }));
+        let p = &m.processes[&10];
+        assert_eq!(p.ppid, Some(2));
+        assert_eq!(p.lifetime(m.now, iv), Some(Lifetime::Under(iv)));
+        // At most EXITED_MAX exited processes, the most recent.
+        let many = Sample {
+            snapshot: ksight_engine::Snapshot {
+                process: ksight_engine::snapshot::ProcessSummary {
+                    processes: (0..EXITED_MAX as u32 + 10)
+                        .map(|pid| row(1000 + pid, Some(1), Some(0)))
+                        .collect(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            interval: Duration::from_secs(1),
+            at: Duration::from_secs(6),
+            cgroup_names: vec![],
+        };
+        m.ingest(&many);
+        assert_eq!(
+            m.processes
+                .values()
+                .filter(|p| p.exited_at.is_some())
+                .count(),
+            EXITED_MAX
+        );
+        // Exited processes go after EXITED_KEEP.
+        m.ingest(&sample(6 + EXITED_KEEP.as_secs() + 1, |_| {}));
+        assert!(m.processes.is_empty());
+    }
+
+    #[test]
+    fn closed_connections_are_kept_open_ones_replaced() {
+        let mut m = Model::default();
+        let conn = |state: &str| ConnectionRow {
+            state: state.into(),
+            ..Default::default()
+        };
+        m.ingest(&sample(1, |s| {
+            s.tcp.connections = vec![conn("CLOSE"), conn("ESTABLISHED")];
+        }));
+        m.ingest(&sample(2, |s| s.tcp.connections = vec![conn("CLOSE")]));
+        assert_eq!(m.closed.len(), 2);
+        assert!(m.open.is_empty());
+        for _ in 0..CLOSED_KEEP {
+            m.ingest(&sample(3, |s| s.tcp.connections = vec![conn("CLOSE")]));
+        }
+        assert_eq!(m.closed.len(), CLOSED_KEEP);
+    }
+}

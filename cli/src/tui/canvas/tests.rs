@@ -1,0 +1,426 @@
+//! Render tests: the screen as plain text, compared with files in `cli/src/tui/snapshots/`.
+//! After an intended change of the layout, regenerate them with
+//! `KSIGHT_UPDATE_SNAPSHOTS=1 cargo test -p ksight tui::canvas` and review the diff.
+
+use super::draw;
+use crate::tui::app::{Action, App, Mode, SignalInfo, SignalState, View};
+use crate::tui::event::{Event, Sample, SourceStatus};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ksight_engine::Snapshot;
+use ksight_engine::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Latency, ProcessRow};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const UPDATE_ENV: &str = "KSIGHT_UPDATE_SNAPSHOTS";
+
+fn render(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| draw(f, app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..height {
+        let line: String = (0..width)
+            .map(|x| buffer[(x, y)].symbol().to_string())
+            .collect();
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn snapshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/tui/snapshots")
+        .join(format!("{name}.txt"))
+}
+
+/// Compares `screen` with the stored snapshot `name`, or stores it when asked to.
+fn check(name: &str, screen: &str) {
+    let path = snapshot_path(name);
+    if std::env::var_os(UPDATE_ENV).is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, screen).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}; run with {UPDATE_ENV}=1 to create it. Screen:\n{screen}",
+            path.display()
+        )
+    });
+    assert!(
+        expected == screen,
+        "screen differs from {} (rerun with {UPDATE_ENV}=1 if intended)\n--- expected\n{expected}\n--- got\n{screen}",
+        path.display()
+    );
+}
+
+fn process(pid: u32, ppid: Option<u32>, comm: &str, filename: Option<&str>) -> ProcessRow {
+    ProcessRow {
+        pid,
+        ppid,
+        comm: comm.into(),
+        filename: filename.map(String::from),
+        cgroup_id: 5120,
+        ..Default::default()
+    }
+}
+
+/// A connection of the workload (pid 4242).
+fn connection(
+    (saddr, sport): (&str, u16),
+    (daddr, dport): (&str, u16),
+    state: &str,
+    bytes: Option<(u64, u64)>,
+    duration_us: u64,
+) -> ConnectionRow {
+    ConnectionRow {
+        saddr: saddr.into(),
+        sport,
+        daddr: daddr.into(),
+        dport,
+        role: "active".into(),
+        pid: 4242,
+        comm: "ksight-workload".into(),
+        cgroup_id: 5120,
+        state: state.into(),
+        bytes_sent: bytes.map(|b| b.0),
+        bytes_received: bytes.map(|b| b.1),
+        duration_us,
+        ..Default::default()
+    }
+}
+
+/// Two intervals of a small, known host.
+fn fixture() -> App {
+    let mut app = App::new(Mode::Live, Duration::from_secs(1));
+    app.signals = [
+        (
+            "process",
+            "sched:sched_process_exec sched:sched_process_fork sched:sched_process_exit",
+        ),
+        ("tcp", "sock:inet_sock_set_state"),
+        ("tcp_close_stats", "sock:inet_sock_set_state"),
+        ("tcp_retransmits", "tcp:tcp_retransmit_skb"),
+        ("tcp_resets", "tcp:tcp_send_reset tcp:tcp_receive_reset"),
+        (
+            "block",
+            "block:block_bio_queue block:block_rq_issue block:block_rq_complete",
+        ),
+    ]
+    .iter()
+    .map(|(name, tps)| SignalInfo {
+        name: name.to_string(),
+        tracepoints: tps.split(' ').map(String::from).collect(),
+        status: SignalState::Full,
+    })
+    .collect();
+    app.backend_reason = "chosen automatically: the eBPF programs load and attach here".into();
+
+    let mut s = Snapshot {
+        backend: "ebpf".into(),
+        events: 1234,
+        lost_events_per_cpu: vec![0, 0],
+        ..Default::default()
+    };
+    let workload = "/work/main/target/debug/ksight-workload";
+    s.process.execs = 4;
+    s.process.forks = 5;
+    s.process.exits = 3;
+    s.process.exit_codes = [("0".to_string(), 2), ("3".to_string(), 1)].into();
+    s.process.processes = vec![
+        ProcessRow {
+            execs: 1,
+            tcp_bytes_sent: 10_000,
+            tcp_bytes_received: 10_000,
+            exit_code: Some(0),
+            ..process(4242, Some(4200), "ksight-workload", Some(workload))
+        },
+        ProcessRow {
+            execs: 1,
+            ..process(4300, Some(4200), "sleep", Some("/usr/bin/sleep"))
+        },
+        ProcessRow {
+            execs: 1,
+            exit_code: Some(3),
+            ..process(4301, Some(4200), "sh", Some("/bin/sh"))
+        },
+        ProcessRow {
+            forks: 2,
+            ..process(4200, None, "bash", None)
+        },
+        ProcessRow {
+            cgroup_id: 77,
+            block_write_bytes: 65536,
+            ..process(812, None, "systemd-journal", None)
+        },
+    ];
+    s.tcp.connects = 2;
+    s.tcp.accepts = 2;
+    s.tcp.closes = 3;
+    s.tcp.resets_sent = 1;
+    s.tcp.bytes_sent = 10_000;
+    s.tcp.bytes_received = 10_000;
+    s.tcp.connections = vec![
+        connection(
+            ("127.0.0.1", 40112),
+            ("127.0.0.1", 35001),
+            "CLOSE",
+            Some((4000, 6000)),
+            1500,
+        ),
+        ConnectionRow {
+            role: "passive".into(),
+            ..connection(
+                ("127.0.0.1", 35001),
+                ("127.0.0.1", 40112),
+                "CLOSE",
+                Some((6000, 4000)),
+                1400,
+            )
+        },
+        ConnectionRow {
+            resets_sent: 1,
+            ..connection(
+                ("127.0.0.1", 40114),
+                ("127.0.0.1", 35001),
+                "CLOSE",
+                Some((0, 0)),
+                52_000,
+            )
+        },
+        ConnectionRow {
+            role: "passive".into(),
+            pid: 0,
+            comm: String::new(),
+            ..connection(
+                ("10.0.0.5", 22),
+                ("10.0.0.9", 51234),
+                "ESTABLISHED",
+                None,
+                3_000_000,
+            )
+        },
+    ];
+    s.block.devices = vec![
+        DeviceRow {
+            dev: "259:0".into(),
+            name: "nvme0n1".into(),
+            reads: 120,
+            writes: 30,
+            read_bytes: 120 * 4096,
+            write_bytes: 65536 + 30 * 4096,
+            latency_us: Latency {
+                count: 150,
+                p50: 87.0,
+                p99: 1234.0,
+                max: 5100.0,
+            },
+            ..Default::default()
+        },
+        DeviceRow {
+            dev: "7:0".into(),
+            name: "loop0".into(),
+            writes: 7,
+            write_bytes: 4 * 65536 + 3 * 4096,
+            latency_us: Latency {
+                count: 7,
+                p50: 40.0,
+                p99: 300.0,
+                max: 310.0,
+            },
+            ..Default::default()
+        },
+    ];
+    s.cgroups = vec![
+        CgroupRow {
+            cgroup_id: 5120,
+            execs: 4,
+            forks: 5,
+            exits: 3,
+            tcp_connections: 3,
+            tcp_bytes_sent: 10_000,
+            tcp_bytes_received: 10_000,
+            ..Default::default()
+        },
+        CgroupRow {
+            cgroup_id: 77,
+            block_write_bytes: 65536,
+            ..Default::default()
+        },
+    ];
+    let first = Sample {
+        snapshot: s.clone(),
+        interval: Duration::from_secs(1),
+        at: Duration::from_secs(1),
+        cgroup_names: vec![
+            (5120, "/user.slice/user-0.slice/session-1.scope".into()),
+            (77, "/system.slice/systemd-journald.service".into()),
+        ],
+    };
+    app.handle(Event::Sample(Box::new(first)));
+
+    // Second interval: the sleep lives on, the journal writes again.
+    let mut s2 = Snapshot {
+        backend: "ebpf".into(),
+        events: 310,
+        lost_events_per_cpu: vec![0, 0],
+        ..Default::default()
+    };
+    s2.process.processes = vec![
+        process(4300, Some(4200), "sleep", Some("/usr/bin/sleep")),
+        process(4200, None, "bash", None),
+        ProcessRow {
+            cgroup_id: 77,
+            block_write_bytes: 8192,
+            ..process(812, None, "systemd-journal", None)
+        },
+    ];
+    s2.cgroups = vec![CgroupRow {
+        cgroup_id: 77,
+        block_write_bytes: 8192,
+        ..Default::default()
+    }];
+    s2.tcp.connections = vec![s.tcp.connections[3].clone()];
+    s2.block.devices = vec![DeviceRow {
+        dev: "259:0".into(),
+        name: "nvme0n1".into(),
+        writes: 2,
+        write_bytes: 8192,
+        latency_us: Latency {
+            count: 2,
+            p50: 95.0,
+            p99: 120.0,
+            max: 120.0,
+        },
+        ..Default::default()
+    }];
+    app.handle(Event::Sample(Box::new(Sample {
+        snapshot: s2,
+        interval: Duration::from_secs(1),
+        at: Duration::from_secs(2),
+        cgroup_names: vec![],
+    })));
+    app
+}
+
+fn press(app: &mut App, code: KeyCode) -> Action {
+    app.handle(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn view(app: &mut App, v: View) {
+    let key = View::ALL.iter().position(|&x| x == v).unwrap() as u8 + b'1';
+    press(app, KeyCode::Char(key as char));
+}
+
+#[test]
+fn processes_80x24() {
+    let app = fixture();
+    check("processes_80x24", &render(&app, 80, 24));
+}
+
+#[test]
+fn processes_wide() {
+    let app = fixture();
+    check("processes_160x16", &render(&app, 160, 16));
+}
+
+#[test]
+fn processes_sorted_by_command_and_filtered() {
+    let mut app = fixture();
+    for _ in 0..1 {
+        press(&mut app, KeyCode::Char('<'));
+    }
+    press(&mut app, KeyCode::Char('/'));
+    for c in "sh".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    check("processes_filter_editing", &render(&app, 80, 12));
+    press(&mut app, KeyCode::Enter);
+    check("processes_sorted_filtered", &render(&app, 80, 12));
+}
+
+#[test]
+fn containers_80x24() {
+    let mut app = fixture();
+    view(&mut app, View::Cgroups);
+    check("containers_80x24", &render(&app, 80, 24));
+}
+
+#[test]
+fn tcp_80x24_and_wide() {
+    let mut app = fixture();
+    view(&mut app, View::Tcp);
+    check("tcp_80x24", &render(&app, 80, 24));
+    check("tcp_160x14", &render(&app, 160, 14));
+}
+
+#[test]
+fn disks_80x24() {
+    let mut app = fixture();
+    view(&mut app, View::Disks);
+    check("disks_80x24", &render(&app, 80, 24));
+}
+
+#[test]
+fn health_80x24() {
+    let mut app = fixture();
+    view(&mut app, View::Health);
+    check("health_80x24", &render(&app, 80, 24));
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = fixture();
+    press(&mut app, KeyCode::Char('?'));
+    check("help_80x24", &render(&app, 80, 24));
+}
+
+#[test]
+fn too_small() {
+    let app = fixture();
+    check("too_small_50x10", &render(&app, 50, 10));
+    // Tiny sizes draw nothing garbled and do not panic.
+    for (w, h) in [(1, 1), (10, 3), (59, 30), (200, 11), (0, 0)] {
+        let _ = render(&app, w, h);
+    }
+}
+
+#[test]
+fn every_view_survives_every_size() {
+    let mut app = fixture();
+    for v in View::ALL {
+        view(&mut app, v);
+        for (w, h) in [(60, 12), (61, 13), (80, 24), (100, 40), (250, 60)] {
+            let _ = render(&app, w, h);
+        }
+    }
+    press(&mut app, KeyCode::Char('?'));
+    let _ = render(&app, 60, 12);
+}
+
+#[test]
+fn attached_and_reconnecting() {
+    let mut app = App::new(
+        Mode::Attached(PathBuf::from("/run/ksight/agent.sock")),
+        Duration::from_secs(2),
+    );
+    app.handle(Event::Source(SourceStatus::Reconnecting {
+        error: "socket I/O: Connection refused (os error 111)".into(),
+        attempt: 3,
+        retry_in: Duration::from_secs(1),
+    }));
+    check("attached_reconnecting_80x24", &render(&app, 80, 24));
+}
+
+#[test]
+fn paused_and_collection_failed() {
+    let mut app = fixture();
+    press(&mut app, KeyCode::Char(' '));
+    app.handle(Event::Source(SourceStatus::Failed(
+        "reading the ring buffer: Bad file descriptor".into(),
+    )));
+    check("paused_failed_80x12", &render(&app, 80, 12));
+}

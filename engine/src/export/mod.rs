@@ -1,0 +1,17 @@
+//! Exporting the engine's aggregates from a long-running process (`ksight agent`):
+//!
+//! - [`view`]: from the engine's cumulative snapshots to what is exported — signals and
+//!   filters applied, cgroups that disappeared dropped after a grace period, the top-N
+//!   connections of a sliding window;
+//! - [`prometheus`]: that view in the Prometheus/OpenMetrics text exposition format;
+//! - [`protocol`]: the versioned, length-prefixed bincode frames the agent's unix socket
+//!   serves snapshots with (`ksight top --connect`).
+//!
+//! Nothing here knows a backend or touches the host: time, the cgroup tree and the
+//! agent's own resource usage are handed in, so all of it is testable without root.
+
+pub mod prometheus;
+pub mod protocol;
+pub mod view;
+
+pub use view::{AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter, Signals};

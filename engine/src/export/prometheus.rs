@@ -1,0 +1,820 @@
+//! An [`ExportView`] in the OpenMetrics text format (which Prometheus scrapes; it is the
+//! Prometheus text exposition format plus `# UNIT` lines and a closing `# EOF`), encoded
+//! with the Prometheus project's own `prometheus-client` crate.
+//!
+//! Naming follows Prometheus conventions: `ksight_` prefix, base units (`_seconds`,
+//! `_bytes`), `_total` on counters. Cardinality is bounded: series are labelled by cgroup
+//! (`cgroup_id`; `ksight_cgroup_info` maps ids to paths), device, exit code, CPU — never by
+//! pid — and per-connection series are limited to the configured top N.
+
+use super::view::ExportView;
+use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use std::fmt;
+use std::sync::Arc;
+
+/// The `Content-Type` of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The agent's own resource usage, read at scrape time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OwnUsage {
+    /// User plus system CPU time since start.
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+}
+
+/// The `Content-Type` of [`to_text_format`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an HTTP `Accept` header asks for OpenMetrics (Prometheus does by default);
+/// everyone else gets the classic text format.
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept.contains("application/openmetrics-text")
+}
+
+/// Rewrites [`encode`]'s OpenMetrics exposition in the classic Prometheus text format
+/// (0.0.4) for scrapers that do not ask for OpenMetrics: type and help lines name the
+/// samples (`x_total` for counters, `x_info` for info metrics, which become gauges), and
+/// the `# UNIT` and `# EOF` lines go.
+pub fn to_text_format(openmetrics: &str) -> String {
+    // Family name → (suffix its samples carry, classic type).
+    let families: std::collections::HashMap<&str, (&str, &str)> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+        .map(|(name, kind)| {
+            let classic = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "gauge" | "histogram" | "summary" => ("", kind),
+                _ => ("", "untyped"),
+            };
+            (name, classic)
+        })
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        let meta = ["# TYPE ", "# HELP "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?.split_once(' ')?)));
+        match meta {
+            Some((prefix, (name, rest))) => {
+                let (suffix, classic) = families.get(name).copied().unwrap_or(("", "untyped"));
+                let rest = if prefix == "# TYPE " { classic } else { rest };
+                out.push_str(&format!("{prefix}{name}{suffix} {rest}\n"));
+            }
+            None if line.starts_with("# UNIT ") || line == "# EOF" => {}
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Encodes the view, with the agent's usage, as one complete exposition.
+pub fn encode(view: Arc<ExportView>, usage: OwnUsage) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ViewCollector { view, usage }));
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[derive(Debug)]
+struct ViewCollector {
+    view: Arc<ExportView>,
+    usage: OwnUsage,
+}
+
+type Labels = Vec<(&'static str, String)>;
+type CgroupCounter = fn(&CgroupRow) -> u64;
+
+/// One metric family at a time.
+struct Families<'a, 'b> {
+    enc: &'a mut DescriptorEncoder<'b>,
+}
+
+impl Families<'_, '_> {
+    fn counter(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        series: impl IntoIterator<Item = (Labels, u64)>,
+    ) -> fmt::Result {
+        let mut m = self
+            .enc
+            .encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+        for (labels, value) in series {
+            if labels.is_empty() {
+                m.encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+            } else {
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn counter_f64(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        value: f64,
+    ) -> fmt::Result {
+        self.enc
+            .encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)
+    }
+
+    fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        series: impl IntoIterator<Item = (Labels, V)>,
+    ) -> fmt::Result {
+        let mut m = self
+            .enc
+            .encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+        for (labels, value) in series {
+            if labels.is_empty() {
+                m.encode_gauge(&value)?;
+            } else {
+                m.encode_family(&labels)?.encode_gauge(&value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An info metric: `<name>_info{labels} 1` per label set.
+    fn info(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: impl IntoIterator<Item = Labels>,
+    ) -> fmt::Result {
+        let mut m = self
+            .enc
+            .encode_descriptor(name, help, None, MetricType::Info)?;
+        for labels in series {
+            m.encode_info(&labels)?;
+        }
+        Ok(())
+    }
+}
+
+/// Label sets are plain vectors; this keeps the call sites short.
+fn l<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
+    pairs.to_vec()
+}
+
+fn device_labels(d: &DeviceRow) -> Labels {
+    let name = if d.name.is_empty() {
+        d.dev.clone()
+    } else {
+        d.name.clone()
+    };
+    l([("device", name), ("dev", d.dev.clone())])
+}
+
+impl Collector for ViewCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let v = &*self.view;
+        let mut f = Families { enc: &mut enc };
+        let cg = |c: &super::view::CgroupSeries| ("cgroup_id", c.row.cgroup_id.to_string());
+
+        // The agent itself.
+        f.info(
+            "ksight_backend",
+            "The kernel backend the agent captures with, and why it was chosen",
+            [l([
+                ("backend", v.meta.backend.clone()),
+                ("reason", v.meta.backend_reason.clone()),
+            ])],
+        )?;
+        f.info(
+            "ksight_build",
+            "The ksight version",
+            [l([("version", v.meta.version.clone())])],
+        )?;
+        f.gauge(
+            "ksight_signal_status",
+            "How completely each signal is observed on this kernel (mode: full, degraded, unavailable, disabled); always 1",
+            None,
+            v.meta
+                .signals
+                .iter()
+                .map(|(s, m)| (l([("signal", s.clone()), ("mode", m.clone())]), 1u64)),
+        )?;
+        f.gauge(
+            "ksight_agent_start_time",
+            "Unix time the agent started",
+            Some(Unit::Seconds),
+            [(Labels::new(), v.meta.start_time_s)],
+        )?;
+        f.counter_f64(
+            "ksight_agent_cpu",
+            "CPU time (user and system) the agent has used",
+            Some(Unit::Seconds),
+            self.usage.cpu_seconds,
+        )?;
+        f.gauge(
+            "ksight_agent_resident_memory",
+            "Resident memory of the agent",
+            Some(Unit::Bytes),
+            [(Labels::new(), self.usage.resident_bytes)],
+        )?;
+        f.gauge(
+            "ksight_agent_events_per_second",
+            "Records decoded per second over the last tick",
+            None,
+            [(Labels::new(), v.meta.events_per_second)],
+        )?;
+        f.counter(
+            "ksight_agent_config_reloads",
+            "Configuration reloads (SIGHUP) by result",
+            None,
+            [
+                (l([("result", "success".into())]), v.meta.reloads_succeeded),
+                (l([("result", "failure".into())]), v.meta.reloads_failed),
+            ],
+        )?;
+
+        // The pipeline.
+        let t = &v.totals;
+        f.counter(
+            "ksight_events",
+            "Records decoded since the agent started",
+            None,
+            [(Labels::new(), v.meta.events)],
+        )?;
+        f.counter(
+            "ksight_lost_events",
+            "Records the kernel side dropped because its buffers were full, by CPU",
+            None,
+            t.lost_events_per_cpu
+                .iter()
+                .enumerate()
+                .map(|(cpu, &n)| (l([("cpu", cpu.to_string())]), n)),
+        )?;
+        f.counter(
+            "ksight_malformed_records",
+            "Records that failed validation and were skipped",
+            None,
+            [(Labels::new(), t.malformed_records)],
+        )?;
+        f.counter(
+            "ksight_late_events",
+            "Records that arrived after the reorder window had passed them",
+            None,
+            [(Labels::new(), v.meta.late_events)],
+        )?;
+        f.info(
+            "ksight_cgroup",
+            "Path (under the cgroup v2 mount) of each exported cgroup id",
+            v.cgroups
+                .iter()
+                .filter_map(|c| c.path.as_ref().map(|p| l([cg(c), ("path", p.clone())]))),
+        )?;
+
+        if v.signals.process {
+            f.counter(
+                "ksight_process_execs",
+                "Successful execve calls, by cgroup",
+                None,
+                v.cgroups.iter().map(|c| (l([cg(c)]), c.row.execs)),
+            )?;
+            f.counter(
+                "ksight_process_forks",
+                "New processes (fork/clone without CLONE_THREAD), by cgroup of the parent",
+                None,
+                v.cgroups.iter().map(|c| (l([cg(c)]), c.row.forks)),
+            )?;
+            f.counter(
+                "ksight_process_threads",
+                "New threads, host-wide",
+                None,
+                [(Labels::new(), t.process.threads)],
+            )?;
+            f.counter(
+                "ksight_process_exits",
+                "Processes whose last thread exited, by cgroup and exit code (128+N: killed by signal N)",
+                None,
+                v.cgroups.iter().flat_map(|c| {
+                    c.row
+                        .exit_codes
+                        .iter()
+                        .map(move |(code, &n)| (l([cg(c), ("code", code.clone())]), n))
+                }),
+            )?;
+        }
+
+        if v.signals.tcp {
+            let per_cgroup: [(&str, &str, CgroupCounter); 5] = [
+                (
+                    "ksight_tcp_connects",
+                    "Active TCP opens that reached ESTABLISHED, by cgroup of the socket",
+                    |r| r.tcp_connects,
+                ),
+                (
+                    "ksight_tcp_connect_failures",
+                    "Active TCP opens that closed before ESTABLISHED, by cgroup of the socket",
+                    |r| r.tcp_connect_failures,
+                ),
+                (
+                    "ksight_tcp_accepts",
+                    "Passive TCP opens that reached ESTABLISHED, by cgroup of the socket",
+                    |r| r.tcp_accepts,
+                ),
+                (
+                    "ksight_tcp_closes",
+                    "Established TCP connections that closed, by cgroup of the socket",
+                    |r| r.tcp_connections,
+                ),
+                (
+                    "ksight_tcp_retransmits",
+                    "TCP segments retransmitted, by cgroup of the socket",
+                    |r| r.tcp_retransmits,
+                ),
+            ];
+            for (name, help, get) in per_cgroup {
+                f.counter(
+                    name,
+                    help,
+                    None,
+                    v.cgroups.iter().map(|c| (l([cg(c)]), get(&c.row))),
+                )?;
+            }
+            f.counter(
+                "ksight_tcp_resets",
+                "TCP resets sent and received, by cgroup of the socket",
+                None,
+                v.cgroups.iter().flat_map(|c| {
+                    [
+                        (
+                            l([cg(c), ("direction", "sent".into())]),
+                            c.row.tcp_resets_sent,
+                        ),
+                        (
+                            l([cg(c), ("direction", "received".into())]),
+                            c.row.tcp_resets_received,
+                        ),
+                    ]
+                }),
+            )?;
+            f.counter(
+                "ksight_tcp_sent",
+                "Payload bytes sent and acknowledged by closed connections, by cgroup of the socket",
+                Some(Unit::Bytes),
+                v.cgroups.iter().map(|c| (l([cg(c)]), c.row.tcp_bytes_sent)),
+            )?;
+            f.counter(
+                "ksight_tcp_received",
+                "Payload bytes received by closed connections, by cgroup of the socket",
+                Some(Unit::Bytes),
+                v.cgroups
+                    .iter()
+                    .map(|c| (l([cg(c)]), c.row.tcp_bytes_received)),
+            )?;
+            let conn_labels = |c: &ConnectionRow| {
+                l([
+                    ("cgroup_id", c.cgroup_id.to_string()),
+                    ("role", c.role.clone()),
+                    ("comm", c.comm.clone()),
+                    ("saddr", c.saddr.clone()),
+                    ("sport", c.sport.to_string()),
+                    ("daddr", c.daddr.clone()),
+                    ("dport", c.dport.to_string()),
+                ])
+            };
+            f.gauge(
+                "ksight_tcp_connection_sent",
+                "Payload bytes sent by each of the largest recently closed connections (top N)",
+                Some(Unit::Bytes),
+                v.connections
+                    .iter()
+                    .map(|c| (conn_labels(c), c.bytes_sent.unwrap_or(0))),
+            )?;
+            f.gauge(
+                "ksight_tcp_connection_received",
+                "Payload bytes received by each of the largest recently closed connections (top N)",
+                Some(Unit::Bytes),
+                v.connections
+                    .iter()
+                    .map(|c| (conn_labels(c), c.bytes_received.unwrap_or(0))),
+            )?;
+            f.gauge(
+                "ksight_tcp_connection_duration",
+                "Lifetime of each of the largest recently closed connections (top N)",
+                Some(Unit::Seconds),
+                v.connections
+                    .iter()
+                    .map(|c| (conn_labels(c), c.duration_us as f64 / 1e6)),
+            )?;
+        }
+
+        if v.signals.block {
+            f.counter(
+                "ksight_block_ops",
+                "Completed block requests, by device and operation",
+                None,
+                v.devices.iter().flat_map(|d| {
+                    [("read", d.reads), ("write", d.writes), ("other", d.other)].map(|(op, n)| {
+                        let mut labels = device_labels(d);
+                        labels.push(("op", op.into()));
+                        (labels, n)
+                    })
+                }),
+            )?;
+            f.counter(
+                "ksight_block",
+                "Bytes of completed block requests, by device and operation",
+                Some(Unit::Bytes),
+                v.devices.iter().flat_map(|d| {
+                    [("read", d.read_bytes), ("write", d.write_bytes)].map(|(op, n)| {
+                        let mut labels = device_labels(d);
+                        labels.push(("op", op.into()));
+                        (labels, n)
+                    })
+                }),
+            )?;
+            f.counter(
+                "ksight_block_errors",
+                "Block requests that completed with an error, by device",
+                None,
+                v.devices.iter().map(|d| (device_labels(d), d.errors)),
+            )?;
+            let mut m = f.enc.encode_descriptor(
+                "ksight_block_latency",
+                "Block request latency from queueing to completion, by device",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for d in &v.devices {
+                let labels = device_labels(d);
+                let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_NS
+                    .iter()
+                    .map(|&ns| ns as f64 / 1e9)
+                    .chain([f64::INFINITY])
+                    .zip(
+                        d.latency_buckets
+                            .iter()
+                            .copied()
+                            .chain(std::iter::repeat(0)),
+                    )
+                    .collect();
+                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                    d.latency_sum_ns as f64 / 1e9,
+                    d.latency_us.count,
+                    &buckets,
+                    None,
+                )?;
+            }
+            let by_op = |get: fn(&CgroupRow) -> (u64, u64)| {
+                v.cgroups.iter().flat_map(move |c| {
+                    let (read, write) = get(&c.row);
+                    [
+                        (l([cg(c), ("op", "read".into())]), read),
+                        (l([cg(c), ("op", "write".into())]), write),
+                    ]
+                })
+            };
+            f.counter(
+                "ksight_block_cgroup",
+                "Bytes of completed block requests, by cgroup of the task that queued them and operation",
+                Some(Unit::Bytes),
+                by_op(|r| (r.block_read_bytes, r.block_write_bytes)),
+            )?;
+            f.counter(
+                "ksight_block_cgroup_ops",
+                "Completed block requests, by cgroup of the task that queued them and operation",
+                None,
+                by_op(|r| (r.block_reads, r.block_writes)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::view::{AgentMeta, CgroupTree, ExportSettings, Exporter, Signals};
+    use crate::names::NoNames;
+    use crate::synthetic::Synth;
+    use crate::{Engine, RawBatch};
+    use event_abi::{block_op, kind};
+
+    const CG: u64 = 77;
+    const OTHER: u64 = 5;
+    const LOOP0: u32 = 7 << 20;
+
+    fn workload() -> RawBatch {
+        let mut s = Synth::new();
+        s.exec(100, 1, CG, "/bin/sh");
+        s.fork(100, 101, CG, false);
+        s.exec(101, 100, CG, "/bin/false");
+        s.exit(101, CG, "false", 1 << 8);
+        s.fork(100, 102, CG, false);
+        s.exit(102, CG, "sh", 9);
+        s.tcp_connection(100, 100, CG, 0xa0, 0xb0, 40000, 10_000, 3_000);
+        s.tcp_connection(900, 900, OTHER, 0xc0, 0xd0, 40001, 1, 1);
+        s.tcp_event(kind::TCP_RESET_SENT, 100, CG, 0, 0);
+        s.tcp_event(kind::TCP_RESET_RECEIVED, 0, 0, 0xe0, CG);
+        s.tcp_event(kind::TCP_RETRANSMIT, 0, 0, 0xf0, OTHER);
+        s.block_io(100, CG, LOOP0, 0, 4096, block_op::WRITE, 20_000);
+        s.block_io(100, CG, LOOP0, 8, 65536, block_op::READ, 300_000);
+        s.block_io(
+            900,
+            OTHER,
+            LOOP0,
+            512,
+            4096,
+            block_op::WRITE,
+            20_000_000_000,
+        );
+        s.exit(100, CG, "sh", 3 << 8);
+        s.batch
+    }
+
+    fn exposition(settings: &ExportSettings) -> String {
+        let mut engine = Engine::new("ebpf", None);
+        engine.ingest(&workload());
+        engine.flush();
+        let snapshot = engine.snapshot(&NoNames);
+        let tree = CgroupTree {
+            paths: [
+                (CG, "/test.slice/w".to_string()),
+                (OTHER, "/other".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            complete: true,
+        };
+        let meta = AgentMeta {
+            version: "0.1.0".into(),
+            backend: "ebpf".into(),
+            backend_reason: "bpf \"works\"".into(),
+            signals: vec![
+                ("process".into(), "full".into()),
+                ("block".into(), "degraded".into()),
+            ],
+            events: engine.records,
+            ..Default::default()
+        };
+        let (view, _) = Exporter::new().update(&snapshot, &tree, 0, settings, meta);
+        encode(
+            Arc::new(view),
+            OwnUsage {
+                cpu_seconds: 1.5,
+                resident_bytes: 4096,
+            },
+        )
+    }
+
+    /// The sample lines (no comments) of the exposition.
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    fn has(text: &str, line: &str) {
+        assert!(samples(text).contains(&line), "missing `{line}` in\n{text}");
+    }
+
+    #[test]
+    fn counters_by_cgroup_equal_the_ground_truth() {
+        let text = exposition(&ExportSettings::default());
+        has(&text, r#"ksight_process_execs_total{cgroup_id="77"} 2"#);
+        has(&text, r#"ksight_process_forks_total{cgroup_id="77"} 2"#);
+        has(
+            &text,
+            r#"ksight_process_exits_total{cgroup_id="77",code="1"} 1"#,
+        );
+        has(
+            &text,
+            r#"ksight_process_exits_total{cgroup_id="77",code="137"} 1"#,
+        );
+        has(
+            &text,
+            r#"ksight_process_exits_total{cgroup_id="77",code="3"} 1"#,
+        );
+        has(&text, r#"ksight_tcp_connects_total{cgroup_id="77"} 1"#);
+        has(&text, r#"ksight_tcp_accepts_total{cgroup_id="77"} 1"#);
+        has(&text, r#"ksight_tcp_closes_total{cgroup_id="77"} 2"#);
+        has(&text, r#"ksight_tcp_closes_total{cgroup_id="5"} 2"#);
+        has(
+            &text,
+            r#"ksight_tcp_sent_bytes_total{cgroup_id="77"} 13000"#,
+        );
+        has(
+            &text,
+            r#"ksight_tcp_received_bytes_total{cgroup_id="77"} 13000"#,
+        );
+        has(
+            &text,
+            r#"ksight_tcp_resets_total{cgroup_id="77",direction="sent"} 1"#,
+        );
+        has(
+            &text,
+            r#"ksight_tcp_resets_total{cgroup_id="77",direction="received"} 1"#,
+        );
+        has(&text, r#"ksight_tcp_retransmits_total{cgroup_id="5"} 1"#);
+        has(&text, r#"ksight_tcp_retransmits_total{cgroup_id="77"} 0"#);
+        has(
+            &text,
+            r#"ksight_block_cgroup_bytes_total{cgroup_id="77",op="read"} 65536"#,
+        );
+        has(
+            &text,
+            r#"ksight_block_cgroup_bytes_total{cgroup_id="77",op="write"} 4096"#,
+        );
+        has(
+            &text,
+            r#"ksight_block_cgroup_ops_total{cgroup_id="5",op="write"} 1"#,
+        );
+        has(
+            &text,
+            r#"ksight_cgroup_info{cgroup_id="77",path="/test.slice/w"} 1"#,
+        );
+    }
+
+    #[test]
+    fn block_latency_is_a_histogram_in_seconds() {
+        let text = exposition(&ExportSettings::default());
+        let dev = r#"device="7:0",dev="7:0""#;
+        has(
+            &text,
+            &format!("ksight_block_ops_total{{{dev},op=\"read\"}} 1"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_ops_total{{{dev},op=\"write\"}} 2"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_bytes_total{{{dev},op=\"read\"}} 65536"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_bytes_total{{{dev},op=\"write\"}} 8192"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_latency_seconds_count{{{dev}}} 3"),
+        );
+        // Synth puts 1 µs between queue, issue and completion: 22 µs, 302 µs, 20.000002 s.
+        has(
+            &text,
+            &format!("ksight_block_latency_seconds_sum{{{dev}}} 20.000326"),
+        );
+        // Buckets are cumulative; 20 s lands only in +Inf.
+        has(
+            &text,
+            &format!("ksight_block_latency_seconds_bucket{{le=\"0.00001\",{dev}}} 0"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_latency_seconds_bucket{{le=\"0.000025\",{dev}}} 1"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_latency_seconds_bucket{{le=\"0.00025\",{dev}}} 1"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_latency_seconds_bucket{{le=\"0.0005\",{dev}}} 2"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_latency_seconds_bucket{{le=\"10.0\",{dev}}} 2"),
+        );
+        has(
+            &text,
+            &format!("ksight_block_latency_seconds_bucket{{le=\"+Inf\",{dev}}} 3"),
+        );
+        assert!(text.contains("# TYPE ksight_block_latency_seconds histogram"));
+        assert!(text.contains("# UNIT ksight_block_latency_seconds seconds"));
+    }
+
+    #[test]
+    fn agent_metrics_and_well_formed_text() {
+        let text = exposition(&ExportSettings::default());
+        has(
+            &text,
+            r#"ksight_backend_info{backend="ebpf",reason="bpf \"works\""} 1"#,
+        );
+        has(
+            &text,
+            r#"ksight_signal_status{signal="block",mode="degraded"} 1"#,
+        );
+        has(&text, "ksight_agent_cpu_seconds_total 1.5");
+        has(&text, "ksight_agent_resident_memory_bytes 4096");
+        has(
+            &text,
+            r#"ksight_agent_config_reloads_total{result="failure"} 0"#,
+        );
+        has(&text, "ksight_malformed_records_total 0");
+        assert!(text.ends_with("# EOF\n"));
+        // Every sample: a name, optional labels, one value; every name typed before use.
+        let mut typed: Vec<&str> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.push(rest.split(' ').next().unwrap());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let name_end = line.find(['{', ' ']).unwrap();
+            let name = &line[..name_end];
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+            assert!(
+                typed.iter().any(|t| name.starts_with(t)),
+                "{name} has no TYPE line"
+            );
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok() || value == "+Inf", "{line}");
+        }
+    }
+
+    #[test]
+    fn the_classic_text_format_names_the_samples() {
+        let om = exposition(&ExportSettings::default());
+        let text = to_text_format(&om);
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+        assert!(
+            text.contains("# TYPE ksight_process_execs_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP ksight_process_execs_total Successful"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ksight_backend_info gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ksight_block_latency_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ksight_agent_resident_memory_bytes gauge\n"),
+            "{text}"
+        );
+        // Samples are the same in both formats.
+        assert_eq!(samples(&text), samples(&om));
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        ));
+        assert!(!wants_openmetrics("*/*"));
+    }
+
+    #[test]
+    fn disabled_signals_and_filtered_cgroups_are_not_exported() {
+        let settings = ExportSettings {
+            signals: Signals {
+                process: true,
+                tcp: false,
+                block: false,
+            },
+            exclude_cgroups: vec!["/other".into()],
+            ..Default::default()
+        };
+        let text = exposition(&settings);
+        assert!(!text.contains("ksight_tcp_"), "{text}");
+        assert!(!text.contains("ksight_block_"), "{text}");
+        assert!(!text.contains(r#"cgroup_id="5""#), "{text}");
+        has(&text, r#"ksight_process_execs_total{cgroup_id="77"} 2"#);
+    }
+
+    #[test]
+    fn top_connections_are_labelled_by_tuple_not_pid() {
+        let settings = ExportSettings {
+            top_connections: 1,
+            ..Default::default()
+        };
+        let text = exposition(&settings);
+        let lines: Vec<&str> = samples(&text)
+            .into_iter()
+            .filter(|l| l.starts_with("ksight_tcp_connection_sent_bytes"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(r#"sport="40000""#) && lines[0].ends_with(" 10000"),
+            "{lines:?}"
+        );
+        assert!(!text.contains("pid="));
+    }
+}

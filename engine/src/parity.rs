@@ -1,0 +1,292 @@
+//! Comparing two captures of the same events: the proof that both backends produce the
+//! same records and therefore the same metrics (`ksight verify`, the VM parity tests).
+//!
+//! Two levels: records (byte-identical but for the timestamp, paired by content), and
+//! aggregates (every exact value equal; values derived from timestamps within the
+//! measured skew between the two backends' probes plus histogram bucket precision).
+
+use crate::decode::decode;
+use crate::source::RawBatch;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+/// Records of one source, keyed by their bytes with the timestamp zeroed.
+#[derive(Default)]
+pub struct RecordLog {
+    by_key: HashMap<Vec<u8>, Vec<u64>>,
+}
+
+impl RecordLog {
+    pub fn add(&mut self, batch: &RawBatch, from_ns: u64) {
+        for r in batch.iter() {
+            if decode(r).is_err() {
+                continue;
+            }
+            let ts = u64::from_ne_bytes(r[..8].try_into().unwrap());
+            if ts < from_ns {
+                continue;
+            }
+            let mut key = r.to_vec();
+            key[..8].fill(0);
+            self.by_key.entry(key).or_default().push(ts);
+        }
+    }
+
+    fn window(&self, from: u64, to: u64) -> HashMap<&Vec<u8>, Vec<u64>> {
+        self.by_key
+            .iter()
+            .filter_map(|(k, v)| {
+                let mut ts: Vec<u64> = v
+                    .iter()
+                    .copied()
+                    .filter(|t| (from..=to).contains(t))
+                    .collect();
+                ts.sort_unstable();
+                (!ts.is_empty()).then_some((k, ts))
+            })
+            .collect()
+    }
+}
+
+/// How two record logs compare within a time window.
+#[derive(Debug, Default)]
+pub struct RecordComparison {
+    /// Records present in both, byte-identical but for the timestamp.
+    pub matched: u64,
+    pub only_a: u64,
+    pub only_b: u64,
+    /// Largest timestamp difference between paired records, ns.
+    pub skew_ns: u64,
+    /// One line per kind of unmatched record.
+    pub unmatched: Vec<String>,
+}
+
+/// Pairs the records of both logs stamped within `from..=to`, by content and order.
+pub fn compare_logs(a: &RecordLog, b: &RecordLog, names: (&str, &str), from: u64, to: u64) -> RecordComparison {
+    let (wa, wb) = (a.window(from, to), b.window(from, to));
+    let (mut matched, mut only_a, mut only_b, mut skew) = (0u64, 0u64, 0u64, 0u64);
+    let mut unmatched = Vec::new();
+    let kind_of = |k: &[u8]| u16::from_ne_bytes([k[24], k[25]]);
+    for (k, ta) in &wa {
+        let tb = wb.get(k).map(Vec::as_slice).unwrap_or(&[]);
+        let n = ta.len().min(tb.len());
+        for i in 0..n {
+            skew = skew.max(ta[i].abs_diff(tb[i]));
+        }
+        matched += n as u64;
+        if ta.len() > n {
+            only_a += (ta.len() - n) as u64;
+            unmatched.push(format!("{}-only kind {} x{}", names.0, kind_of(k), ta.len() - n));
+        }
+        if tb.len() > n {
+            only_b += (tb.len() - n) as u64;
+            unmatched.push(format!("{}-only kind {} x{}", names.1, kind_of(k), tb.len() - n));
+        }
+    }
+    for (k, tb) in &wb {
+        if !wa.contains_key(k) {
+            only_b += tb.len() as u64;
+            unmatched.push(format!("{}-only kind {} x{}", names.1, kind_of(k), tb.len()));
+        }
+    }
+    RecordComparison { matched, only_a, only_b, skew_ns: skew, unmatched }
+}
+
+/// How two snapshots compare, value by value.
+pub struct Parity {
+    /// A table of the summary values (and every value that is not exactly equal).
+    pub table: String,
+    pub compared: u64,
+    pub exact: u64,
+    pub tolerated: u64,
+    pub different: Vec<String>,
+}
+
+/// Values derived from timestamps: each backend stamps an event at its own probe, so they
+/// may differ by the skew between the two probes of one tracepoint (measured on the
+/// records themselves). `count` is the number of latencies summed in the current object.
+fn tolerance(path: &str, a: f64, b: f64, skew_ns: u64, count: u64) -> Option<f64> {
+    let skew_us = skew_ns as f64 / 1000.0;
+    // hdrhistogram with 3 significant figures: a bucket is 1/1000 of the value.
+    let bucket = a.abs().max(b.abs()) / 1000.0;
+    let key = path.rsplit('.').next().unwrap_or(path);
+    if path.contains(".latency_buckets[") {
+        // A latency near a bucket bound may land on either side of it: per-bucket counts
+        // may move, their total (the histogram's count) is compared exactly.
+        Some(count as f64)
+    } else if path.contains(".latency_us.") && key != "count" {
+        // A queue->complete latency: each end may be off by the skew.
+        Some(2.0 * skew_us + bucket + 1.0)
+    } else if key == "duration_us" {
+        Some(2.0 * skew_us + 1.0)
+    } else if time_derived(key) {
+        // A sum of `count` latencies in ns.
+        Some(count.max(1) as f64 * (2.0 * skew_ns as f64 + 1.0))
+    } else {
+        None
+    }
+}
+
+/// Keys whose values come from event timestamps rather than from event contents.
+fn time_derived(key: &str) -> bool {
+    matches!(key, "duration_us" | "latency_us" | "duration_s" | "latency_buckets")
+        || (key.ends_with("_ns") && (key.contains("latency") || key.contains("duration")))
+}
+
+/// Arrays of objects are compared as sets keyed by their exact fields, so that rows in a
+/// different order (events on different CPUs stamped microseconds apart) still pair up.
+fn identity(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let exact: BTreeMap<&String, &Value> =
+                m.iter().filter(|(k, _)| !time_derived(k)).collect();
+            serde_json::to_string(&exact).unwrap_or_default()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Compares two snapshots (as JSON) of the same events from two sources named `names`.
+pub fn compare_snapshots(a: &Value, b: &Value, names: (&str, &str), skew_ns: u64) -> Parity {
+    let mut p = Parity {
+        table: String::new(),
+        compared: 0,
+        exact: 0,
+        tolerated: 0,
+        different: Vec::new(),
+    };
+    p.table.push_str(&format!(
+        "{:<44} {:>14} {:>14}  {}\n",
+        "metric", names.0, names.1, ""
+    ));
+    walk("", a, b, names, skew_ns, 0, &mut p);
+    p
+}
+
+fn walk(path: &str, a: &Value, b: &Value, names: (&str, &str), skew_ns: u64, count: u64, p: &mut Parity) {
+    // Not aggregates of events: which backend, and how long the capture ran.
+    if matches!(path, ".backend" | ".duration_s") {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(ma), Value::Object(mb)) => {
+            // Latencies summed in this object: its histogram's count.
+            let count = ma
+                .get("latency_us")
+                .and_then(|l| l.get("count"))
+                .and_then(Value::as_u64)
+                .unwrap_or(count);
+            let mut keys: Vec<&String> = ma.keys().chain(mb.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let sub = format!("{path}.{k}");
+                match (ma.get(k), mb.get(k)) {
+                    (Some(x), Some(y)) => walk(&sub, x, y, names, skew_ns, count, p),
+                    (x, y) => {
+                        p.compared += 1;
+                        p.different.push(format!("{sub}: {} {x:?}, {} {y:?}", names.0, names.1));
+                    }
+                }
+            }
+        }
+        (Value::Array(xa), Value::Array(xb)) => {
+            if xa.len() != xb.len() {
+                p.compared += 1;
+                p.different.push(format!(
+                    "{path}: {} has {} rows, {} {}",
+                    names.0,
+                    xa.len(),
+                    names.1,
+                    xb.len()
+                ));
+            }
+            let mut sa: Vec<&Value> = xa.iter().collect();
+            let mut sb: Vec<&Value> = xb.iter().collect();
+            sa.sort_by_key(|v| identity(v));
+            sb.sort_by_key(|v| identity(v));
+            for (i, (x, y)) in sa.iter().zip(sb.iter()).enumerate() {
+                walk(&format!("{path}[{i}]"), x, y, names, skew_ns, count, p);
+            }
+        }
+        _ => {
+            p.compared += 1;
+            let status = if a == b {
+                p.exact += 1;
+                "="
+            } else if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64())
+                && let Some(tol) = tolerance(path, x, y, skew_ns, count)
+                && (x - y).abs() <= tol
+            {
+                p.tolerated += 1;
+                "~"
+            } else {
+                p.different.push(format!("{path}: {} {a}, {} {b}", names.0, names.1));
+                "DIFFERENT"
+            };
+            // The table shows the summary rows; details are compared all the same.
+            let summary = !path.contains("processes") && !path.contains("cgroups");
+            if summary || status != "=" {
+                p.table.push_str(&format!(
+                    "{:<44} {:>14} {:>14}  {status}\n",
+                    path.trim_start_matches('.'),
+                    short(a),
+                    short(b)
+                ));
+            }
+        }
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.len() > 14 {
+        format!("{}…", &s[..13])
+    } else {
+        s
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Engine;
+    use crate::names::NoNames;
+    use crate::synthetic::Synth;
+
+    fn snapshot(latency_ns: u64, extra_exec: bool) -> Value {
+        let mut s = Synth::new();
+        s.exec(10, 1, 7, "/bin/true");
+        if extra_exec {
+            s.exec(11, 1, 7, "/bin/true");
+        }
+        s.block_io(10, 7, 7 << 20, 0, 4096, event_abi::block_op::WRITE, latency_ns);
+        let mut e = Engine::new("x", None);
+        e.ingest(&s.batch);
+        e.flush();
+        serde_json::to_value(e.snapshot(&NoNames)).unwrap()
+    }
+
+    #[test]
+    fn equal_counts_agree_and_timestamps_get_the_measured_skew() {
+        let p = compare_snapshots(&snapshot(100_000, false), &snapshot(100_000, false), ("a", "b"), 0);
+        assert!(p.different.is_empty() && p.tolerated == 0, "{:?}", p.different);
+        // 30 µs apart with 20 µs of measured skew: within 2 × skew.
+        let p = compare_snapshots(&snapshot(100_000, false), &snapshot(130_000, false), ("a", "b"), 20_000);
+        assert!(p.different.is_empty(), "{:?}", p.different);
+        assert!(p.tolerated > 0);
+        // The same difference without skew is a difference.
+        let p = compare_snapshots(&snapshot(100_000, false), &snapshot(130_000, false), ("a", "b"), 0);
+        assert!(!p.different.is_empty());
+    }
+
+    #[test]
+    fn a_different_count_is_never_tolerated() {
+        let p = compare_snapshots(&snapshot(100_000, false), &snapshot(100_000, true), ("a", "b"), 1_000_000);
+        assert!(p.different.iter().any(|d| d.starts_with(".process.execs")), "{:?}", p.different);
+    }
+}

@@ -1,0 +1,1020 @@
+//! `ksight agent` for real: eBPF on this kernel, the ground-truth workload in a cgroup of
+//! its own, `/metrics` scraped over loopback (and by a real Prometheus server), reloads,
+//! the snapshot socket with misbehaving clients, clean shutdown, and `ksight install`.
+//! Needs root and fails (never skips) without it. Every wait is bounded and every process
+//! started here is killed on the way out.
+
+use ksight_integration_tests::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const SENT: u64 = 100_000;
+const RECEIVED: u64 = 30_000;
+
+/// One agent at a time: they compete for two cores, and the probe checks count programs.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns Some, at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Http {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+/// A GET over loopback, with a timeout.
+fn http_get(port: u16, path: &str, accept: &str) -> std::io::Result<Http> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Ok(Http {
+        status,
+        content_type,
+        body: body.to_string(),
+    })
+}
+
+/// The value of the sample `name{labels}` (labels exactly as the exposition writes them).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A running agent, killed (if still alive) and reaped when dropped.
+struct Agent {
+    child: Child,
+    dir: TempDir,
+    port: u16,
+    socket: PathBuf,
+}
+
+impl Agent {
+    fn config(port: u16, socket: &Path, extra: &str) -> String {
+        format!(
+            "backend = \"ebpf\"\n{extra}\n[prometheus]\nlisten = \"127.0.0.1:{port}\"\n\
+             cgroup_grace_period = \"2s\"\n[socket]\npath = \"{}\"\n",
+            socket.display()
+        )
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path.join("ksight.toml")
+    }
+
+    /// Starts an agent with `config` (already written in `dir`).
+    fn spawn(dir: TempDir, port: u16, socket: PathBuf) -> Self {
+        let log = std::fs::File::create(dir.path.join("agent.log")).unwrap();
+        let child = Command::new(ksight_bin())
+            .args(["agent", "--config"])
+            .arg(dir.path.join("ksight.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ksight agent");
+        Self {
+            child,
+            dir,
+            port,
+            socket,
+        }
+    }
+
+    fn start(extra: &str) -> Self {
+        let dir = TempDir::new("agent");
+        let port = free_port();
+        let socket = dir.path.join("run/ksight.sock");
+        std::fs::write(
+            dir.path.join("ksight.toml"),
+            Self::config(port, &socket, extra),
+        )
+        .unwrap();
+        let mut agent = Self::spawn(dir, port, socket);
+        agent.wait_ready();
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path.join("agent.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.port;
+        let mut exited = None;
+        wait_for(
+            "the agent to serve /metrics",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    exited = Some(status);
+                    return Some(());
+                }
+                let r = http_get(port, "/metrics", "*/*").ok()?;
+                (r.status == 200 && r.body.contains("ksight_backend_info{backend=\"ebpf\""))
+                    .then_some(())
+            },
+        );
+        assert!(
+            exited.is_none(),
+            "the agent exited ({exited:?}):\n{}",
+            self.log()
+        );
+    }
+
+    fn metrics(&self) -> String {
+        let r = http_get(self.port, "/metrics", "*/*").expect("scrape");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for("the agent to exit", limit, || {
+            child.try_wait().ok().flatten()
+        })
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A cgroup v2 child of ours for the workload; removed on drop.
+struct Cgroup {
+    path: PathBuf,
+    id: u64,
+}
+
+impl Cgroup {
+    fn new(tag: &str) -> Self {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mounts
+            .lines()
+            .find_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            })
+            .expect("a cgroup v2 hierarchy (these tests attribute by cgroup)");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 entry in /proc/self/cgroup")
+            .trim_start_matches('/')
+            .to_string();
+        let path = mount
+            .join(own)
+            .join(format!("ksight-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        let id = std::fs::metadata(&path).unwrap().ino();
+        Self { path, id }
+    }
+
+    /// Runs `program args` inside this cgroup to completion, with a time limit.
+    fn run(&self, program: &Path, args: &[&str]) {
+        let procs = std::ffi::CString::new(
+            self.path
+                .join("cgroup.procs")
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .unwrap();
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        // SAFETY: only open/write/close between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start the workload");
+        let status = wait_for("the workload", Duration::from_secs(60), || {
+            child.try_wait().ok().flatten()
+        });
+        assert!(status.success(), "workload: {status}");
+    }
+
+    fn remove(&self) {
+        wait_for("the cgroup to empty", Duration::from_secs(10), || {
+            std::fs::remove_dir(&self.path).ok()
+        });
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// The workload's truth, per cgroup, as the agent must export it.
+fn assert_workload_metrics(m: &str, cg: u64, device: &LoopDevice) {
+    let c = format!("cgroup_id=\"{cg}\"");
+    let v = |name: &str, extra: &str| sample(m, &format!("{name}{{{c}{extra}}}"));
+    // The workload itself, 3× true, false, 2× sh; six children; seven exits.
+    assert_eq!(v("ksight_process_execs_total", ""), Some(7.0), "{m}");
+    assert_eq!(v("ksight_process_forks_total", ""), Some(6.0));
+    assert_eq!(v("ksight_process_exits_total", ",code=\"0\""), Some(4.0));
+    assert_eq!(v("ksight_process_exits_total", ",code=\"1\""), Some(1.0));
+    assert_eq!(v("ksight_process_exits_total", ",code=\"3\""), Some(2.0));
+    // An orderly connection and an aborted one, both ends in the cgroup.
+    assert_eq!(v("ksight_tcp_connects_total", ""), Some(2.0));
+    assert_eq!(v("ksight_tcp_accepts_total", ""), Some(2.0));
+    assert_eq!(v("ksight_tcp_closes_total", ""), Some(4.0));
+    assert_eq!(v("ksight_tcp_connect_failures_total", ""), Some(0.0));
+    assert_eq!(
+        v("ksight_tcp_sent_bytes_total", ""),
+        Some((SENT + RECEIVED) as f64)
+    );
+    assert_eq!(
+        v("ksight_tcp_received_bytes_total", ""),
+        Some((SENT + RECEIVED) as f64)
+    );
+    assert_eq!(
+        v("ksight_tcp_resets_total", ",direction=\"sent\""),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("ksight_tcp_resets_total", ",direction=\"received\""),
+        Some(1.0)
+    );
+    assert_eq!(v("ksight_tcp_retransmits_total", ""), Some(0.0));
+    // O_DIRECT on the loop device. The cgroup's reads also include whatever its execs
+    // read from disk (binaries not in the page cache); it writes nothing else.
+    let (w, r) = ((4 * 65536 + 3 * 4096) as f64, (2 * 131072 + 5 * 512) as f64);
+    assert_eq!(
+        v("ksight_block_cgroup_bytes_total", ",op=\"write\""),
+        Some(w)
+    );
+    assert_eq!(
+        v("ksight_block_cgroup_ops_total", ",op=\"write\""),
+        Some(7.0)
+    );
+    assert!(v("ksight_block_cgroup_bytes_total", ",op=\"read\"").unwrap() >= r);
+    assert!(v("ksight_block_cgroup_ops_total", ",op=\"read\"").unwrap() >= 7.0);
+    // Device counters are host-wide: only the workload writes to the fresh loop device,
+    // but the kernel may read it too (partition scans).
+    let name = device.device.trim_start_matches("/dev/");
+    let d = format!("device=\"{name}\",dev=\"{}\"", device.dev());
+    let dev = |series: &str| {
+        sample(m, &format!("{series}{{{d}}}"))
+            .unwrap_or_else(|| panic!("no {series}{{{d}}} in\n{m}"))
+    };
+    assert_eq!(
+        sample(m, &format!("ksight_block_ops_total{{{d},op=\"write\"}}")),
+        Some(7.0)
+    );
+    assert_eq!(
+        sample(m, &format!("ksight_block_bytes_total{{{d},op=\"write\"}}")),
+        Some(w)
+    );
+    assert!(sample(m, &format!("ksight_block_bytes_total{{{d},op=\"read\"}}")).unwrap() >= r);
+    let count = dev("ksight_block_latency_seconds_count");
+    assert!(count >= 14.0, "{count}");
+    assert_eq!(
+        sample(
+            m,
+            &format!("ksight_block_latency_seconds_bucket{{le=\"+Inf\",{d}}}")
+        ),
+        Some(count)
+    );
+    assert!(dev("ksight_block_latency_seconds_sum") > 0.0);
+    assert!(
+        m.contains(&format!("ksight_cgroup_info{{{c},path=\"/")),
+        "{m}"
+    );
+}
+
+/// Runs the workload in a fresh cgroup and waits until the agent has it all.
+fn run_workload(agent: &Agent, cgroup: &Cgroup, device: &LoopDevice) -> String {
+    cgroup.run(
+        &workload_bin(),
+        &[
+            "all",
+            &SENT.to_string(),
+            &RECEIVED.to_string(),
+            &device.device,
+        ],
+    );
+    let c = format!("cgroup_id=\"{}\"", cgroup.id);
+    let exits = format!("ksight_process_exits_total{{{c},code=\"0\"}}");
+    let writes = format!("ksight_block_cgroup_ops_total{{{c},op=\"write\"}}");
+    let closes = format!("ksight_tcp_closes_total{{{c}}}");
+    wait_for("the workload's metrics", Duration::from_secs(15), || {
+        let m = agent.metrics();
+        let complete = sample(&m, &exits) == Some(4.0)
+            && sample(&m, &writes) == Some(7.0)
+            && sample(&m, &closes) == Some(4.0);
+        complete.then_some(m)
+    })
+}
+
+#[test]
+fn the_agent_exports_the_workload_ground_truth_by_cgroup() {
+    require_root();
+    let _serial = serial();
+    let agent = Agent::start("");
+    let device = LoopDevice::new(16 << 20);
+    let cgroup = Cgroup::new("agent-truth");
+    let m = run_workload(&agent, &cgroup, &device);
+    assert_workload_metrics(&m, cgroup.id, &device);
+    // The agent's own figures.
+    assert!(
+        m.contains("ksight_backend_info{backend=\"ebpf\",reason=\"configured"),
+        "{m}"
+    );
+    assert!(m.contains("ksight_signal_status{signal=\"process\",mode=\"full\"} 1"));
+    let rss = sample(&m, "ksight_agent_resident_memory_bytes").unwrap();
+    assert!(rss > 1e6 && rss < 500e6, "{rss}");
+    assert!(sample(&m, "ksight_agent_cpu_seconds_total").unwrap() > 0.0);
+    assert!(sample(&m, "ksight_events_total").unwrap() > 0.0);
+    assert_eq!(sample(&m, "ksight_malformed_records_total"), Some(0.0));
+    assert_eq!(sample(&m, "ksight_lost_events_total{cpu=\"0\"}"), Some(0.0));
+    // Never labelled by pid.
+    assert!(!m.contains("pid="), "{m}");
+
+    // A cgroup that is gone disappears once the grace period (2 s) is over.
+    cgroup.remove();
+    let id = format!("cgroup_id=\"{}\"", cgroup.id);
+    wait_for(
+        "the removed cgroup's series to go",
+        Duration::from_secs(20),
+        || (!agent.metrics().contains(&id)).then_some(()),
+    );
+}
+
+#[test]
+fn prometheus_formats_both_parse_and_promtool_accepts_the_classic_one() {
+    require_root();
+    let _serial = serial();
+    let agent = Agent::start("");
+    let classic = http_get(agent.port, "/metrics", "*/*").unwrap();
+    assert_eq!(
+        classic.content_type,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let om = http_get(
+        agent.port,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    )
+    .unwrap();
+    assert!(om.content_type.starts_with("application/openmetrics-text"));
+    assert!(om.body.ends_with("# EOF\n"));
+    assert_eq!(http_get(agent.port, "/nope", "*/*").unwrap().status, 404);
+    ensure_prometheus();
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(classic.body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Debian's Prometheus server, installed when missing.
+fn ensure_prometheus() {
+    let present = |p: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !present("prometheus") || !present("promtool") {
+        let status = Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "prometheus",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("apt-get");
+        assert!(
+            status.success(),
+            "installing Debian's prometheus package failed"
+        );
+    }
+}
+
+/// A Prometheus server scraping the agent every second, killed on drop.
+struct PrometheusServer {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl PrometheusServer {
+    fn start(target_port: u16) -> Self {
+        let dir = TempDir::new("prometheus");
+        let port = free_port();
+        let config = dir.path.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: ksight\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant query, when it has exactly one result.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let r = http_get(self.port, &format!("/api/v1/query?query={encoded}"), "*/*").ok()?;
+        let v: Value = serde_json::from_str(&r.body).ok()?;
+        let result = v["data"]["result"].as_array()?;
+        if result.len() != 1 {
+            return None;
+        }
+        result[0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_server_scrapes_the_agent() {
+    require_root();
+    let _serial = serial();
+    ensure_prometheus();
+    let agent = Agent::start("");
+    let device = LoopDevice::new(16 << 20);
+    let cgroup = Cgroup::new("agent-prom");
+    let prometheus = PrometheusServer::start(agent.port);
+    run_workload(&agent, &cgroup, &device);
+    let execs = format!("ksight_process_execs_total{{cgroup_id=\"{}\"}}", cgroup.id);
+    let sent = format!("ksight_tcp_sent_bytes_total{{cgroup_id=\"{}\"}}", cgroup.id);
+    let value = wait_for(
+        "Prometheus to have scraped the workload",
+        Duration::from_secs(60),
+        || prometheus.query(&execs).filter(|&v| v == 7.0),
+    );
+    assert_eq!(value, 7.0);
+    assert_eq!(prometheus.query(&sent), Some((SENT + RECEIVED) as f64));
+    assert_eq!(prometheus.query("up{job=\"ksight\"}"), Some(1.0));
+    assert_eq!(
+        prometheus.query("ksight_backend_info{backend=\"ebpf\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn reloads_keep_the_aggregates_and_refuse_bad_configurations() {
+    require_root();
+    let _serial = serial();
+    let agent = Agent::start("");
+    let device = LoopDevice::new(16 << 20);
+    let cgroup = Cgroup::new("agent-reload");
+    run_workload(&agent, &cgroup, &device);
+    let execs = format!("ksight_process_execs_total{{cgroup_id=\"{}\"}}", cgroup.id);
+
+    // An unknown key: refused with key and line, the running configuration stays.
+    let good = std::fs::read_to_string(agent.config_path()).unwrap();
+    std::fs::write(agent.config_path(), format!("{good}\nlsiten = 1\n")).unwrap();
+    agent.signal(libc::SIGHUP);
+    // Scrapes keep being answered while the reload happens.
+    let m = wait_for("the refused reload", Duration::from_secs(10), || {
+        let m = agent.metrics();
+        (sample(&m, "ksight_agent_config_reloads_total{result=\"failure\"}") == Some(1.0))
+            .then_some(m)
+    });
+    assert_eq!(sample(&m, &execs), Some(7.0));
+    let log = agent.log();
+    assert!(
+        log.contains("reload refused")
+            && log.contains("key `socket.lsiten`: unknown field `lsiten`"),
+        "{log}"
+    );
+    let line = good.lines().count() + 2;
+    assert!(
+        log.contains(&format!("ksight.toml:{line}:1:")),
+        "line {line}: {log}"
+    );
+
+    // A valid one: block I/O off, aggregates kept.
+    std::fs::write(
+        agent.config_path(),
+        good.replace(
+            "backend = \"ebpf\"\n",
+            "backend = \"ebpf\"\n[signals]\nblock = false\n",
+        ),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    let m = wait_for("the reload", Duration::from_secs(10), || {
+        let m = agent.metrics();
+        (sample(&m, "ksight_agent_config_reloads_total{result=\"success\"}") == Some(1.0))
+            .then_some(m)
+    });
+    assert_eq!(sample(&m, &execs), Some(7.0), "aggregates survive a reload");
+    assert!(!m.contains("ksight_block_"), "block metrics are off:\n{m}");
+    assert!(m.contains("ksight_signal_status{signal=\"block\",mode=\"disabled\"} 1"));
+    // And back on: the block counters were kept, not reset.
+    std::fs::write(agent.config_path(), &good).unwrap();
+    agent.signal(libc::SIGHUP);
+    let m = wait_for("the second reload", Duration::from_secs(10), || {
+        let m = agent.metrics();
+        (sample(&m, "ksight_agent_config_reloads_total{result=\"success\"}") == Some(2.0))
+            .then_some(m)
+    });
+    assert_workload_metrics(&m, cgroup.id, &device);
+
+    // Scrapes during a burst of reloads are all answered.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (stop, port) = (stop.clone(), agent.port);
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = http_get(port, "/metrics", "*/*").expect("a scrape during reloads");
+                assert_eq!(r.status, 200);
+                answered += 1;
+            }
+            answered
+        })
+    };
+    for i in 0..10 {
+        let text = if i % 2 == 0 {
+            format!("{good}\nbogus = 1\n")
+        } else {
+            good.clone()
+        };
+        std::fs::write(agent.config_path(), text).unwrap();
+        agent.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answered = scraper.join().expect("every scrape answered");
+    assert!(answered >= 5, "{answered} scrapes");
+
+    // A new listen address: the new port answers, the old one is closed.
+    let new_port = free_port();
+    std::fs::write(
+        agent.config_path(),
+        good.replace(
+            &format!("127.0.0.1:{}", agent.port),
+            &format!("127.0.0.1:{new_port}"),
+        ),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    let m = wait_for("the new listen address", Duration::from_secs(10), || {
+        let r = http_get(new_port, "/metrics", "*/*").ok()?;
+        (r.status == 200).then_some(r.body)
+    });
+    assert_eq!(sample(&m, &execs), Some(7.0));
+    wait_for("the old listener to close", Duration::from_secs(5), || {
+        http_get(agent.port, "/metrics", "*/*")
+            .is_err()
+            .then_some(())
+    });
+    assert!(
+        agent
+            .log()
+            .contains(&format!("http://127.0.0.1:{new_port}/metrics"))
+    );
+}
+
+/// Program ids the process holds open (`prog_id:` in its fds' fdinfo).
+fn bpf_programs_of(pid: u32) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        ids.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|v| v.trim().parse::<u64>().ok()),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn program_exists(id: u64) -> bool {
+    let present = Command::new("sh")
+        .args(["-c", "command -v bpftool"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        let status = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "bpftool"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("apt-get");
+        assert!(status.success(), "installing bpftool failed");
+    }
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .expect("bpftool");
+    out.status.success()
+}
+
+#[test]
+fn sigterm_exits_zero_and_detaches_every_program() {
+    require_root();
+    let _serial = serial();
+    let mut agent = Agent::start("");
+    let programs = bpf_programs_of(agent.child.id());
+    assert!(
+        programs.len() >= 8,
+        "the agent's programs: {programs:?}\n{}",
+        agent.log()
+    );
+    assert!(programs.iter().all(|&id| program_exists(id)));
+    assert!(agent.socket.exists());
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    let gone = programs.iter().filter(|&&id| !program_exists(id)).count();
+    assert_eq!(
+        gone,
+        programs.len(),
+        "programs still loaded after exit: {programs:?}"
+    );
+    assert!(!agent.socket.exists(), "the socket is removed");
+    assert!(
+        agent.log().contains("detaching the probes"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error_at_start() {
+    require_root();
+    let _serial = serial();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = TempDir::new("agent-port");
+    let socket = dir.path.join("k.sock");
+    std::fs::write(
+        dir.path.join("ksight.toml"),
+        Agent::config(port, &socket, ""),
+    )
+    .unwrap();
+    let mut agent = Agent::spawn(dir, port, socket);
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1));
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("cannot listen on 127.0.0.1:{port}")) && log.contains("in use"),
+        "{log}"
+    );
+    // It failed before loading anything.
+    assert!(!log.contains("backend ebpf"), "{log}");
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_at_start_with_key_and_line() {
+    require_root();
+    let dir = TempDir::new("agent-bad");
+    let config = dir.path.join("ksight.toml");
+    std::fs::write(
+        &config,
+        "backend = \"ebpf\"\n[prometheus]\ntop_connections = 100000\n",
+    )
+    .unwrap();
+    let out = ksight(&["agent", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:3:19: key `prometheus.top_connections`: 100000 is out of range 0..=1000",
+            config.display()
+        )),
+        "{err}"
+    );
+}
+
+/// Connects to the snapshot socket and misbehaves in `how`.
+fn misbehave(socket: &Path, how: &str) -> Option<std::os::unix::net::UnixStream> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    match how {
+        "garbage" => {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage");
+            None
+        }
+        "half header" => {
+            let _ = s.write_all(b"KSGT\x01");
+            None
+        }
+        "huge length" => {
+            let _ = s.write_all(b"KSGT\x01\x00\x01\x00\xff\xff\xff\xff");
+            None
+        }
+        // Says nothing and keeps the connection open.
+        _ => Some(s),
+    }
+}
+
+#[test]
+fn the_socket_serves_top_and_shrugs_off_bad_clients() {
+    require_root();
+    let _serial = serial();
+    let agent = Agent::start("");
+    let mode = std::fs::metadata(&agent.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "root only");
+    let device = LoopDevice::new(16 << 20);
+    let cgroup = Cgroup::new("agent-socket");
+    run_workload(&agent, &cgroup, &device);
+
+    for how in ["garbage", "half header", "huge length"] {
+        for _ in 0..5 {
+            misbehave(&agent.socket, how);
+        }
+    }
+    // More silent clients than the agent serves at once, for longer than its timeout.
+    let held: Vec<_> = (0..12)
+        .filter_map(|_| misbehave(&agent.socket, "silent"))
+        .collect();
+    assert!(!held.is_empty());
+    // Scrapes go on meanwhile.
+    assert!(agent.metrics().contains("ksight_backend_info"));
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(held);
+
+    let out = wait_for("top --connect to answer", Duration::from_secs(10), || {
+        let out = Command::new(ksight_bin())
+            .args([
+                "top",
+                "--batch",
+                "--json",
+                "-n",
+                "2",
+                "--delay",
+                "0.2",
+                "--connect",
+            ])
+            .arg(&agent.socket)
+            .output()
+            .ok()?;
+        out.status.success().then_some(out)
+    });
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON snapshot per line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let ours = lines[1]["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cgroup_id"] == cgroup.id)
+        .unwrap_or_else(|| panic!("no cgroup {} in {}", cgroup.id, lines[1]["cgroups"]));
+    assert_eq!(ours["execs"], 7);
+    assert_eq!(ours["tcp_bytes_sent"], SENT + RECEIVED);
+    assert_eq!(lines[1]["backend"], "ebpf");
+    // Cumulative: the host never un-execs.
+    assert!(lines[1]["process"]["execs"].as_u64() >= lines[0]["process"]["execs"].as_u64());
+    // The text view too.
+    let text = ksight(&[
+        "top",
+        "--batch",
+        "-n",
+        "1",
+        "--connect",
+        agent.socket.to_str().unwrap(),
+    ]);
+    assert!(text.status.success());
+    assert!(String::from_utf8_lossy(&text.stdout).contains("ebpf backend"));
+    // A socket that is not an agent's.
+    let bad = ksight(&[
+        "top",
+        "--batch",
+        "-n",
+        "1",
+        "--connect",
+        "/nonexistent.sock",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.sock"));
+}
+
+/// Every file under `dir` with its content, for before/after comparisons.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn install_dry_run_changes_nothing_and_install_writes_the_decision() {
+    require_root();
+    let _serial = serial();
+    let root = TempDir::new("install-root");
+    let etc = root.path.join("etc/ksight");
+    std::fs::create_dir_all(&etc).unwrap();
+    let original = "# my comment\nbackend = \"auto\"\n[prometheus]\nlisten = \"127.0.0.1:9999\"\n";
+    std::fs::write(etc.join("ksight.toml"), original).unwrap();
+    // What the real host has, which no dry run may touch either.
+    let host_paths = [
+        "/etc/ksight",
+        "/etc/systemd/system/ksight.service.d",
+        "/etc/modules-load.d",
+    ];
+    let host_before: Vec<_> = host_paths.iter().map(|p| tree(Path::new(p))).collect();
+    let before = tree(&root.path);
+
+    let out = ksight(&[
+        "install",
+        "--dry-run",
+        "--auto",
+        "--root",
+        root.path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("backend ebpf: eBPF programs load and attach"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("would write /etc/ksight/ksight.toml"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("would write /etc/systemd/system/ksight.service.d/backend.conf"),
+        "{plan}"
+    );
+    assert!(plan.contains("nothing changed"), "{plan}");
+    assert_eq!(tree(&root.path), before, "a dry run changed files");
+    let host_after: Vec<_> = host_paths.iter().map(|p| tree(Path::new(p))).collect();
+    assert_eq!(host_after, host_before, "a dry run changed the host");
+
+    // For real, into the staging root.
+    let out = ksight(&[
+        "install",
+        "--auto",
+        "--no-start",
+        "--root",
+        root.path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let config = std::fs::read_to_string(etc.join("ksight.toml")).unwrap();
+    assert_eq!(
+        config,
+        original.replace("\"auto\"", "\"ebpf\""),
+        "only the backend changes"
+    );
+    let dropin = std::fs::read_to_string(
+        root.path
+            .join("etc/systemd/system/ksight.service.d/backend.conf"),
+    )
+    .unwrap();
+    assert!(
+        dropin.contains("CapabilityBoundingSet=CAP_BPF CAP_PERFMON"),
+        "{dropin}"
+    );
+    assert!(!root.path.join("etc/modules-load.d/ksight.conf").exists());
+    // Installing again changes nothing more.
+    let again = tree(&root.path);
+    let out = ksight(&[
+        "install",
+        "--auto",
+        "--no-start",
+        "--root",
+        root.path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(tree(&root.path), again);
+    // A usage error without a decision mode.
+    assert_eq!(ksight(&["install"]).status.code(), Some(1));
+}
