@@ -278,19 +278,49 @@ pub fn config_with_backend(existing: &str, backend: &str, path: &Path) -> Result
 }
 
 /// The drop-in that narrows the unit to what `backend` needs.
-pub fn dropin(backend: Backend, cap_bpf: bool) -> String {
+/// What the kernel asks of a process that loads and attaches the eBPF programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EbpfPrivileges {
+    /// The kernel knows CAP_BPF and CAP_PERFMON (Linux 5.8+).
+    pub cap_bpf: bool,
+    /// `kernel.perf_event_paranoid` is 3 or more: Debian's and Ubuntu's kernels then let
+    /// only CAP_SYS_ADMIN open perf events (how tracepoints are attached), CAP_PERFMON or not.
+    pub perf_restricted: bool,
+}
+
+impl EbpfPrivileges {
+    pub fn of_this_kernel() -> Self {
+        Self {
+            cap_bpf: kernel_has_cap_bpf(),
+            perf_restricted: std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .is_some_and(|p| p >= 3),
+        }
+    }
+}
+
+/// The drop-in that narrows the unit to what `backend` needs on this kernel.
+pub fn dropin(backend: Backend, ebpf: EbpfPrivileges) -> String {
     let head =
         "# Written by `ksight install`: the capabilities of the backend it chose.\n[Service]\n";
-    match (backend, cap_bpf) {
-        (Backend::Ebpf, true) => format!(
-            "{head}# eBPF on Linux 5.8+: load programs and maps, attach to tracepoints.\n\
+    match (backend, ebpf.cap_bpf, ebpf.perf_restricted) {
+        (Backend::Ebpf, true, false) => format!(
+            "{head}# eBPF on Linux 5.8+: load programs and maps (CAP_BPF), attach to tracepoints\n\
+             # and read kernel memory from them (CAP_PERFMON).\n\
              CapabilityBoundingSet=\nCapabilityBoundingSet=CAP_BPF CAP_PERFMON\n"
         ),
-        (Backend::Ebpf, false) => format!(
+        (Backend::Ebpf, true, true) => format!(
+            "{head}# eBPF on Linux 5.8+: CAP_BPF and CAP_PERFMON; and kernel.perf_event_paranoid is 3\n\
+             # here, with which Debian's and Ubuntu's kernels let only CAP_SYS_ADMIN open the perf\n\
+             # events tracepoints are attached through.\n\
+             CapabilityBoundingSet=\nCapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_ADMIN\n"
+        ),
+        (Backend::Ebpf, false, _) => format!(
             "{head}# eBPF before Linux 5.8: CAP_SYS_ADMIN is what bpf() and perf_event_open() check.\n\
              CapabilityBoundingSet=\nCapabilityBoundingSet=CAP_SYS_ADMIN\n"
         ),
-        (Backend::Kmod, _) => format!(
+        (Backend::Kmod, ..) => format!(
             "{head}# The kernel module: /dev/ksight is root-owned (0600); no capability, no bpf().\n\
              CapabilityBoundingSet=\nSystemCallFilter=\nSystemCallFilter=@system-service\n\
              DeviceAllow=/dev/ksight rw\n"
@@ -374,7 +404,7 @@ pub fn run(args: &InstallArgs) -> Result<u8> {
         )?,
         Backend::Ebpf => {}
     }
-    let dropin_text = dropin(chosen.backend, kernel_has_cap_bpf());
+    let dropin_text = dropin(chosen.backend, EbpfPrivileges::of_this_kernel());
     let dropin_path = Path::new(DROPIN);
     if std::fs::read_to_string(plan.under_root(dropin_path))
         .ok()
@@ -455,11 +485,27 @@ mod tests {
 
     #[test]
     fn each_backend_gets_only_its_capabilities() {
-        let ebpf = dropin(Backend::Ebpf, true);
+        let modern = EbpfPrivileges {
+            cap_bpf: true,
+            perf_restricted: false,
+        };
+        let ebpf = dropin(Backend::Ebpf, modern);
         assert!(ebpf.contains("CapabilityBoundingSet=CAP_BPF CAP_PERFMON\n"));
         assert!(!ebpf.contains("SYS_ADMIN"));
-        assert!(dropin(Backend::Ebpf, false).contains("CapabilityBoundingSet=CAP_SYS_ADMIN\n"));
-        let kmod = dropin(Backend::Kmod, true);
+        let old = EbpfPrivileges {
+            cap_bpf: false,
+            perf_restricted: false,
+        };
+        assert!(dropin(Backend::Ebpf, old).contains("CapabilityBoundingSet=CAP_SYS_ADMIN\n"));
+        let debian = EbpfPrivileges {
+            cap_bpf: true,
+            perf_restricted: true,
+        };
+        assert!(
+            dropin(Backend::Ebpf, debian)
+                .contains("CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_ADMIN\n")
+        );
+        let kmod = dropin(Backend::Kmod, modern);
         assert!(kmod.contains("CapabilityBoundingSet=\n") && !kmod.contains("CAP_"));
         assert!(kmod.contains("DeviceAllow=/dev/ksight rw"));
         assert!(

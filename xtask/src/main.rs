@@ -34,9 +34,12 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("bench") => bench(&rest),
         Some("package") => package::package().map(drop),
+        Some("package-vm") => package::install_vm(),
         Some("vm") => vm::vm(&rest),
         _ => {
-            bail!("usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|flood|slowdown]")
+            bail!(
+                "usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|flood|slowdown] | package | package-vm"
+            )
         }
     }
 }
@@ -65,6 +68,11 @@ fn cargo(args: &[&str]) -> Result<()> {
             .args(args)
             .current_dir(workspace()),
     )
+}
+
+/// `target/release/ksight` and `target/release/ksight-workload`, for benchmarks and guests.
+fn build_release_binaries() -> Result<()> {
+    cargo(&["build", "--release", "-p", "ksight", "-p", "ksight-integration-tests"])
 }
 
 fn have(program: &str) -> bool {
@@ -259,14 +267,7 @@ fn bench(which: &[String]) -> Result<()> {
         cargo(&["bench", "-p", "ksight-engine", "--bench", "aggregate"])?;
     }
     if wants("kernel") || wants("flood") || wants("slowdown") {
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "ksight",
-            "-p",
-            "ksight-integration-tests",
-        ])?;
+        build_release_binaries()?;
         let mut cmd = Command::new("bash");
         cmd.arg(workspace().join("tests/bench/kernel.sh"))
             .current_dir(workspace());

@@ -181,3 +181,190 @@ pub fn package() -> Result<PathBuf> {
     println!("{}", deb.display());
     Ok(deb)
 }
+
+/// `cargo xtask package-vm`: the package installed for real, the way a fleet gets it — a
+/// Debian 12 root file system (debootstrap, cached) with systemd as init boots under
+/// qemu; a oneshot unit installs the `.deb` (its post-install runs
+/// `ksight install --auto`), checks that `ksight.service` is enabled and active with the
+/// backend's capabilities only, that `/metrics` and the socket answer, that reload and stop
+/// work, then purges the package. Results come back on the second serial port.
+///
+/// Not part of `cargo xtask test` (a cold run downloads ~250 MB and boots a whole system);
+/// run it for every change to `packaging/`. `KSIGHT_INSTALL_VM_CACHE` (default
+/// `/var/cache/ksight-install-vm`) keeps the root file system; `KSIGHT_INSTALL_VM_ACCEL`
+/// (`tcg`, or `kvm`) and `KSIGHT_INSTALL_VM_TIMEOUT` (seconds, 900) tune the boot.
+pub fn install_vm() -> Result<()> {
+    super::apt_install(&[
+        ("debootstrap", "debootstrap"),
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("mkfs.ext4", "e2fsprogs"),
+    ])?;
+    let deb = package()?;
+    let ws = workspace();
+    let cache = std::env::var_os("KSIGHT_INSTALL_VM_CACHE").map_or_else(
+        || PathBuf::from("/var/cache/ksight-install-vm"),
+        PathBuf::from,
+    );
+    let rootfs = cache.join("rootfs-bookworm");
+    if !cache.join("rootfs-bookworm.ok").exists() {
+        let tmp = cache.join("rootfs-bookworm.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&cache)?;
+        run(Command::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                "--include=systemd,systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,curl,procps",
+                "bookworm",
+            ])
+            .arg(&tmp)
+            .arg("http://deb.debian.org/debian"))?;
+        let _ = std::fs::remove_dir_all(&rootfs);
+        std::fs::rename(&tmp, &rootfs)?;
+        std::fs::write(cache.join("rootfs-bookworm.ok"), "")?;
+    }
+    // The guest's configuration and the test; rewritten every run.
+    write(
+        &rootfs.join("etc/fstab"),
+        "/dev/vda / ext4 rw,errors=remount-ro 0 1\n",
+        0o644,
+    )?;
+    write(&rootfs.join("etc/hostname"), "ksight-install-test\n", 0o644)?;
+    let test = ws.join("packaging/deb/vm-test");
+    copy(
+        &test.join("ksight-install-test"),
+        &rootfs.join("usr/local/sbin/ksight-install-test"),
+        0o755,
+    )?;
+    copy(
+        &test.join("ksight-install-test.service"),
+        &rootfs.join("etc/systemd/system/ksight-install-test.service"),
+        0o644,
+    )?;
+    let wants = rootfs.join("etc/systemd/system/default.target.wants");
+    std::fs::create_dir_all(&wants)?;
+    let link = wants.join("ksight-install-test.service");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/etc/systemd/system/ksight-install-test.service", &link)?;
+    copy(&deb, &rootfs.join("root/ksight.deb"), 0o644)?;
+
+    let newest = |prefix: &str| -> Result<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(rootfs.join("boot"))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .collect();
+        found.sort();
+        found
+            .pop()
+            .with_context(|| format!("no /boot/{prefix}* in {}", rootfs.display()))
+    };
+    let (kernel, initrd) = (newest("vmlinuz-")?, newest("initrd.img-")?);
+
+    let work = ws.join("target/ksight-install-vm");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let image = work.join("root.img");
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "root", "-d"])
+        .arg(&rootfs)
+        .arg(&image)
+        .arg("3G"))?;
+    let console = work.join("console.log");
+    let results = work.join("results.txt");
+    // TCG by default: nested KVM on the build machines fails (MSR 0x10a with `-cpu
+    // host`, a silent hang without it).
+    let accel = std::env::var("KSIGHT_INSTALL_VM_ACCEL").unwrap_or_else(|_| "tcg".into());
+    let timeout: u64 = std::env::var("KSIGHT_INSTALL_VM_TIMEOUT")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(900);
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args([
+        "-m",
+        "1536",
+        "-smp",
+        "2",
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+    ])
+    .args(match accel.as_str() {
+        "kvm" => vec!["-accel", "kvm", "-cpu", "host"],
+        // One host thread: see tests/vm/README.md on multi-threaded TCG.
+        _ => vec!["-accel", "tcg,thread=single"],
+    })
+    .arg("-kernel")
+    .arg(&kernel)
+    .arg("-initrd")
+    .arg(&initrd)
+    .args([
+        "-append",
+        "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=0",
+    ])
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=virtio", image.display()))
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()))
+    .arg("-serial")
+    .arg(format!("file:{}", results.display()))
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    eprintln!(
+        "xtask package-vm: booting {} ({accel}); console in {}",
+        kernel.display(),
+        console.display()
+    );
+    let started = std::time::Instant::now();
+    let mut child = qemu.spawn().context("starting qemu")?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed().as_secs() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let text = std::fs::read_to_string(&results).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("KSIGHT-INSTALL "))
+        .collect();
+    for line in &lines {
+        println!("{line}");
+    }
+    let failed: Vec<&&str> = lines.iter().filter(|l| l.contains(" FAIL")).collect();
+    let done = lines.contains(&"KSIGHT-INSTALL DONE");
+    println!(
+        "xtask package-vm: {} checks, {} failed, {:.0} s",
+        lines
+            .iter()
+            .filter(|l| l.contains(" PASS") || l.contains(" FAIL"))
+            .count(),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if status.is_none() {
+        bail!(
+            "the guest did not finish within {timeout} s; see {}",
+            console.display()
+        );
+    }
+    if !done || !failed.is_empty() {
+        for line in text.lines().filter(|l| l.starts_with("KSIGHT-JOURNAL ")) {
+            println!("{line}");
+        }
+        bail!(
+            "the install test failed; see {} and {}",
+            results.display(),
+            console.display()
+        );
+    }
+    Ok(())
+}

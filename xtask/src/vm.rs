@@ -70,14 +70,7 @@ pub fn vm(args: &[String]) -> Result<()> {
     prune_cache(&cache, &kernels);
 
     // 4 (once). Userland for the guest.
-    super::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "ksight",
-        "-p",
-        "ksight-integration-tests",
-    ])?;
+    super::build_release_binaries()?;
     super::cargo(&[
         "build",
         "--release",

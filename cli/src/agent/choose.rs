@@ -48,6 +48,10 @@ pub struct EbpfFacts {
     pub ringbuf: bool,
     /// `/sys/kernel/btf/vmlinux` exists.
     pub btf: bool,
+    /// `kernel.perf_event_paranoid` is 3 or more and CAP_SYS_ADMIN is not effective: the
+    /// Debian and Ubuntu kernels' patch then refuses perf events (how tracepoints are
+    /// attached) with EACCES, whatever CAP_PERFMON says.
+    pub perf_paranoid_denies: bool,
 }
 
 /// The probes `choose` consults, in the order it needs them; each is called at most once.
@@ -158,7 +162,12 @@ const NO_BTF: &str =
     "no BTF (/sys/kernel/btf/vmlinux): TCP byte counters at close are unavailable with eBPF";
 
 fn load_failure(f: &EbpfFacts, error: &str) -> String {
-    if f.lockdown.as_deref() == Some(LOCKDOWN_CONFIDENTIALITY) {
+    if f.perf_paranoid_denies {
+        format!(
+            "the eBPF programs cannot attach: kernel.perf_event_paranoid is 3 or more, with which \
+             this kernel opens perf events (tracepoints) only for CAP_SYS_ADMIN: {error}"
+        )
+    } else if f.lockdown.as_deref() == Some(LOCKDOWN_CONFIDENTIALITY) {
         format!(
             "the eBPF programs fail to load under kernel lockdown (confidentiality forbids reading kernel memory from BPF): {error}"
         )
@@ -318,6 +327,7 @@ mod tests {
                     lockdown: Some("none".into()),
                     ringbuf: true,
                     btf: true,
+                    perf_paranoid_denies: false,
                 },
                 open_ebpf: Ok(()),
                 kmod_loaded: false,
@@ -483,6 +493,13 @@ mod tests {
             "{}",
             c.reason
         );
+        // Debian's perf_event_paranoid = 3 without CAP_SYS_ADMIN is named.
+        let mut p = Fake::good();
+        p.facts.perf_paranoid_denies = true;
+        p.open_ebpf = Err("attaching ks_exec: Permission denied (os error 13)".into());
+        p.kmod_loaded = true;
+        let c = chosen(p.run(BackendChoice::Auto));
+        assert!(c.reason.contains("perf_event_paranoid"), "{}", c.reason);
         // Under lockdown the failure is attributed to it.
         let mut p = Fake::good();
         p.facts.lockdown = Some(LOCKDOWN_CONFIDENTIALITY.into());

@@ -77,9 +77,11 @@ fn map_create(
     };
     if fd < 0 {
         let e = std::io::Error::last_os_error();
+        let text = e.to_string();
         return Err(BpfCallError {
             errno: e.raw_os_error().unwrap_or(0),
-            message: e.to_string(),
+            // "Operation not permitted (os error 1)": the errno is reported on its own.
+            message: text.split(" (os error").next().unwrap_or(&text).to_string(),
         });
     }
     // SAFETY: fd is the map we just created and own.
@@ -113,6 +115,11 @@ impl Probe for HostProbe {
                 .ok()
                 .and_then(|t| lockdown_mode(&t)),
             btf: std::path::Path::new(VMLINUX_BTF).exists(),
+            perf_paranoid_denies: !has(CAP_SYS_ADMIN)
+                && std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .is_some_and(|p| p >= 3),
         }
     }
 
