@@ -1019,58 +1019,6 @@ fn install_dry_run_changes_nothing_and_install_writes_the_decision() {
     assert_eq!(ksight(&["install"]).status.code(), Some(1));
 }
 
-/// Installs, between fork and exec, a seccomp filter that fails `bpf()` with EPERM
-/// (x86_64 numbering; other architectures are let through).
-#[cfg(target_arch = "x86_64")]
-fn deny_bpf(cmd: &mut Command) {
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    const NR_BPF: u32 = 321;
-    // SAFETY: only prctl between fork and exec; the filter outlives the call (it is copied
-    // into the kernel).
-    unsafe {
-        cmd.pre_exec(|| {
-            let ld = |k: u32| libc::sock_filter {
-                code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-                jt: 0,
-                jf: 0,
-                k,
-            };
-            let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-                jt,
-                jf,
-                k,
-            };
-            let ret = |k: u32| libc::sock_filter {
-                code: (libc::BPF_RET | libc::BPF_K) as u16,
-                jt: 0,
-                jf: 0,
-                k,
-            };
-            // seccomp_data: nr at 0, arch at 4.
-            let filter = [
-                ld(4),
-                jeq(AUDIT_ARCH_X86_64, 1, 0),
-                ret(libc::SECCOMP_RET_ALLOW),
-                ld(0),
-                jeq(NR_BPF, 0, 1),
-                ret(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-                ret(libc::SECCOMP_RET_ALLOW),
-            ];
-            let prog = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr() as *mut _,
-            };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn auto_names_a_seccomp_filter_that_denies_bpf() {

@@ -77,7 +77,10 @@ fn programs_built() -> Result<(), EbpfError> {
     }
     match object_abi_version(object()) {
         Some(v) if v >> 16 == u32::from(event_abi::ABI_VERSION_MAJOR) => Ok(()),
-        found => Err(EbpfError::AbiMismatch { found, expected: event_abi::ABI_VERSION }),
+        found => Err(EbpfError::AbiMismatch {
+            found,
+            expected: event_abi::ABI_VERSION,
+        }),
     }
 }
 
@@ -524,7 +527,10 @@ mod tests {
 mod abi_tests {
     #[test]
     fn the_embedded_object_reports_this_abi() {
-        assert_eq!(super::object_abi_version(super::object()), Some(event_abi::ABI_VERSION));
+        assert_eq!(
+            super::object_abi_version(super::object()),
+            Some(event_abi::ABI_VERSION)
+        );
         assert!(super::programs_built().is_ok());
     }
 }

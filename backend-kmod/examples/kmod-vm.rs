@@ -26,8 +26,8 @@ use event_abi::{EventHeader, kind};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource};
 use ksight_backend_kmod::{KmodError, KmodOptions, KmodSource};
 use ksight_engine::decode::decode;
-use ksight_engine::parity::{RecordComparison, RecordLog, compare_logs, compare_snapshots};
 use ksight_engine::names::HostNames;
+use ksight_engine::parity::{RecordComparison, RecordLog, compare_logs, compare_snapshots};
 use ksight_engine::{Engine, EventSource, RawBatch, Scope, Snapshot, monotonic_ns};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -179,8 +179,19 @@ fn stat(args: &[String]) -> Result<i32> {
     }
     let mut code = cap.status.code().unwrap_or(1);
     if cap.snapshots.len() == 2 {
-        let RecordComparison { matched, only_a: only_k, only_b: only_e, skew_ns: skew, unmatched } =
-            compare_logs(&cap.logs[0], &cap.logs[1], ("kmod", "ebpf"), cap.window.0, cap.window.1);
+        let RecordComparison {
+            matched,
+            only_a: only_k,
+            only_b: only_e,
+            skew_ns: skew,
+            unmatched,
+        } = compare_logs(
+            &cap.logs[0],
+            &cap.logs[1],
+            ("kmod", "ebpf"),
+            cap.window.0,
+            cap.window.1,
+        );
         println!(
             "records: {matched} byte-identical but for the timestamp, {only_k} only from kmod, \
              {only_e} only from ebpf; timestamp skew between backends at most {:.1} us",

@@ -70,12 +70,18 @@ pub fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
 }
 
 pub fn open_kmod() -> Result<Opened> {
-    let source = KmodSource::open(KmodOptions::default()).context("opening the kernel-module backend")?;
-    let stats = source.stats().context("reading the kernel module's statistics")?;
+    let source =
+        KmodSource::open(KmodOptions::default()).context("opening the kernel-module backend")?;
+    let stats = source
+        .stats()
+        .context("reading the kernel module's statistics")?;
     // The module reports, per record kind, whether this kernel has the tracepoint.
     let fidelity_notes = (1..event_abi::kind::END)
         .filter(|k| stats.available & (1u32 << k) == 0)
         .map(|k| format!("record kind {k}: the module found no tracepoint for it on this kernel"))
         .collect();
-    Ok(Opened { source: Box::new(source), fidelity_notes })
+    Ok(Opened {
+        source: Box::new(source),
+        fidelity_notes,
+    })
 }

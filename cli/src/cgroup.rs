@@ -105,5 +105,6 @@ pub fn spawn_in(command: &[String], cgroup: Option<&StatCgroup>) -> Result<std::
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    cmd.spawn().with_context(|| format!("cannot run {}", command[0]))
+    cmd.spawn()
+        .with_context(|| format!("cannot run {}", command[0]))
 }

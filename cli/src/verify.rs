@@ -16,7 +16,8 @@ const EDGE_NS: u64 = 50_000_000;
 
 pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
     // eBPF first: from the moment the module starts, both see everything.
-    let ebpf = backend::open_ebpf(TransportChoice::Auto).context("ksight verify needs the eBPF backend")?;
+    let ebpf = backend::open_ebpf(TransportChoice::Auto)
+        .context("ksight verify needs the eBPF backend")?;
     let kmod = backend::open_kmod().context("ksight verify needs the kernel-module backend")?;
     let names = ("kmod", "ebpf");
     let mut sources: Vec<Box<dyn EventSource>> = vec![kmod.source, ebpf.source];
@@ -26,14 +27,22 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
     let exe = std::env::current_exe().context("locating the ksight binary")?;
     let mut command = vec![exe.to_string_lossy().into_owned(), "workload".into()];
     match device {
-        Some(dev) => command.extend(["all".into(), "100000".into(), "30000".into(), dev.to_string_lossy().into_owned()]),
+        Some(dev) => command.extend([
+            "all".into(),
+            "100000".into(),
+            "30000".into(),
+            dev.to_string_lossy().into_owned(),
+        ]),
         None => command.extend(["procs-tcp".into(), "100000".into(), "30000".into()]),
     }
     let mut child = spawn_in(&command, Some(&cgroup))?;
     let mut scope = Scope::default();
     scope.cgroups.insert(cgroup.id);
     scope.pids.insert(child.id());
-    let mut engines = [Engine::new(names.0, Some(scope.clone())), Engine::new(names.1, Some(scope))];
+    let mut engines = [
+        Engine::new(names.0, Some(scope.clone())),
+        Engine::new(names.1, Some(scope)),
+    ];
     let mut logs = [RecordLog::default(), RecordLog::default()];
     let mut batch = RawBatch::new();
     let mut pump = |timeout: Duration| -> Result<usize> {
@@ -66,7 +75,13 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
     }
     ensure!(status.success(), "the built-in workload failed ({status})");
 
-    let records = compare_logs(&logs[0], &logs[1], names, started + EDGE_NS, stopped.saturating_sub(EDGE_NS));
+    let records = compare_logs(
+        &logs[0],
+        &logs[1],
+        names,
+        started + EDGE_NS,
+        stopped.saturating_sub(EDGE_NS),
+    );
     let snapshots: Vec<serde_json::Value> = engines
         .iter_mut()
         .map(|e| {
@@ -119,7 +134,14 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
         for d in &metrics.different {
             println!("  DIFFERENT {d}");
         }
-        println!("{}", if agree { "backends agree" } else { "backends DISAGREE" });
+        println!(
+            "{}",
+            if agree {
+                "backends agree"
+            } else {
+                "backends DISAGREE"
+            }
+        );
     }
     Ok(if agree { 0 } else { 1 })
 }

@@ -62,7 +62,13 @@ pub struct RecordComparison {
 }
 
 /// Pairs the records of both logs stamped within `from..=to`, by content and order.
-pub fn compare_logs(a: &RecordLog, b: &RecordLog, names: (&str, &str), from: u64, to: u64) -> RecordComparison {
+pub fn compare_logs(
+    a: &RecordLog,
+    b: &RecordLog,
+    names: (&str, &str),
+    from: u64,
+    to: u64,
+) -> RecordComparison {
     let (wa, wb) = (a.window(from, to), b.window(from, to));
     let (mut matched, mut only_a, mut only_b, mut skew) = (0u64, 0u64, 0u64, 0u64);
     let mut unmatched = Vec::new();
@@ -76,20 +82,41 @@ pub fn compare_logs(a: &RecordLog, b: &RecordLog, names: (&str, &str), from: u64
         matched += n as u64;
         if ta.len() > n {
             only_a += (ta.len() - n) as u64;
-            unmatched.push(format!("{}-only kind {} x{}", names.0, kind_of(k), ta.len() - n));
+            unmatched.push(format!(
+                "{}-only kind {} x{}",
+                names.0,
+                kind_of(k),
+                ta.len() - n
+            ));
         }
         if tb.len() > n {
             only_b += (tb.len() - n) as u64;
-            unmatched.push(format!("{}-only kind {} x{}", names.1, kind_of(k), tb.len() - n));
+            unmatched.push(format!(
+                "{}-only kind {} x{}",
+                names.1,
+                kind_of(k),
+                tb.len() - n
+            ));
         }
     }
     for (k, tb) in &wb {
         if !wa.contains_key(k) {
             only_b += tb.len() as u64;
-            unmatched.push(format!("{}-only kind {} x{}", names.1, kind_of(k), tb.len()));
+            unmatched.push(format!(
+                "{}-only kind {} x{}",
+                names.1,
+                kind_of(k),
+                tb.len()
+            ));
         }
     }
-    RecordComparison { matched, only_a, only_b, skew_ns: skew, unmatched }
+    RecordComparison {
+        matched,
+        only_a,
+        only_b,
+        skew_ns: skew,
+        unmatched,
+    }
 }
 
 /// How two snapshots compare, value by value.
@@ -129,8 +156,10 @@ fn tolerance(path: &str, a: f64, b: f64, skew_ns: u64, count: u64) -> Option<f64
 
 /// Keys whose values come from event timestamps rather than from event contents.
 fn time_derived(key: &str) -> bool {
-    matches!(key, "duration_us" | "latency_us" | "duration_s" | "latency_buckets")
-        || (key.ends_with("_ns") && (key.contains("latency") || key.contains("duration")))
+    matches!(
+        key,
+        "duration_us" | "latency_us" | "duration_s" | "latency_buckets"
+    ) || (key.ends_with("_ns") && (key.contains("latency") || key.contains("duration")))
 }
 
 /// Arrays of objects are compared as sets keyed by their exact fields, so that rows in a
@@ -163,7 +192,15 @@ pub fn compare_snapshots(a: &Value, b: &Value, names: (&str, &str), skew_ns: u64
     p
 }
 
-fn walk(path: &str, a: &Value, b: &Value, names: (&str, &str), skew_ns: u64, count: u64, p: &mut Parity) {
+fn walk(
+    path: &str,
+    a: &Value,
+    b: &Value,
+    names: (&str, &str),
+    skew_ns: u64,
+    count: u64,
+    p: &mut Parity,
+) {
     // Not aggregates of events: which backend, and how long the capture ran.
     if matches!(path, ".backend" | ".duration_s") {
         return;
@@ -185,7 +222,8 @@ fn walk(path: &str, a: &Value, b: &Value, names: (&str, &str), skew_ns: u64, cou
                     (Some(x), Some(y)) => walk(&sub, x, y, names, skew_ns, count, p),
                     (x, y) => {
                         p.compared += 1;
-                        p.different.push(format!("{sub}: {} {x:?}, {} {y:?}", names.0, names.1));
+                        p.different
+                            .push(format!("{sub}: {} {x:?}, {} {y:?}", names.0, names.1));
                     }
                 }
             }
@@ -221,7 +259,8 @@ fn walk(path: &str, a: &Value, b: &Value, names: (&str, &str), skew_ns: u64, cou
                 p.tolerated += 1;
                 "~"
             } else {
-                p.different.push(format!("{path}: {} {a}, {} {b}", names.0, names.1));
+                p.different
+                    .push(format!("{path}: {} {a}, {} {b}", names.0, names.1));
                 "DIFFERENT"
             };
             // The table shows the summary rows; details are compared all the same.
@@ -250,7 +289,6 @@ fn short(v: &Value) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +302,15 @@ mod tests {
         if extra_exec {
             s.exec(11, 1, 7, "/bin/true");
         }
-        s.block_io(10, 7, 7 << 20, 0, 4096, event_abi::block_op::WRITE, latency_ns);
+        s.block_io(
+            10,
+            7,
+            7 << 20,
+            0,
+            4096,
+            event_abi::block_op::WRITE,
+            latency_ns,
+        );
         let mut e = Engine::new("x", None);
         e.ingest(&s.batch);
         e.flush();
@@ -273,20 +319,48 @@ mod tests {
 
     #[test]
     fn equal_counts_agree_and_timestamps_get_the_measured_skew() {
-        let p = compare_snapshots(&snapshot(100_000, false), &snapshot(100_000, false), ("a", "b"), 0);
-        assert!(p.different.is_empty() && p.tolerated == 0, "{:?}", p.different);
+        let p = compare_snapshots(
+            &snapshot(100_000, false),
+            &snapshot(100_000, false),
+            ("a", "b"),
+            0,
+        );
+        assert!(
+            p.different.is_empty() && p.tolerated == 0,
+            "{:?}",
+            p.different
+        );
         // 30 µs apart with 20 µs of measured skew: within 2 × skew.
-        let p = compare_snapshots(&snapshot(100_000, false), &snapshot(130_000, false), ("a", "b"), 20_000);
+        let p = compare_snapshots(
+            &snapshot(100_000, false),
+            &snapshot(130_000, false),
+            ("a", "b"),
+            20_000,
+        );
         assert!(p.different.is_empty(), "{:?}", p.different);
         assert!(p.tolerated > 0);
         // The same difference without skew is a difference.
-        let p = compare_snapshots(&snapshot(100_000, false), &snapshot(130_000, false), ("a", "b"), 0);
+        let p = compare_snapshots(
+            &snapshot(100_000, false),
+            &snapshot(130_000, false),
+            ("a", "b"),
+            0,
+        );
         assert!(!p.different.is_empty());
     }
 
     #[test]
     fn a_different_count_is_never_tolerated() {
-        let p = compare_snapshots(&snapshot(100_000, false), &snapshot(100_000, true), ("a", "b"), 1_000_000);
-        assert!(p.different.iter().any(|d| d.starts_with(".process.execs")), "{:?}", p.different);
+        let p = compare_snapshots(
+            &snapshot(100_000, false),
+            &snapshot(100_000, true),
+            ("a", "b"),
+            1_000_000,
+        );
+        assert!(
+            p.different.iter().any(|d| d.starts_with(".process.execs")),
+            "{:?}",
+            p.different
+        );
     }
 }

@@ -72,7 +72,14 @@ fn cargo(args: &[&str]) -> Result<()> {
 
 /// `target/release/ksight` and `target/release/ksight-workload`, for benchmarks and guests.
 fn build_release_binaries() -> Result<()> {
-    cargo(&["build", "--release", "-p", "ksight", "-p", "ksight-integration-tests"])
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "ksight",
+        "-p",
+        "ksight-integration-tests",
+    ])
 }
 
 fn have(program: &str) -> bool {
