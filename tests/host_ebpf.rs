@@ -84,7 +84,10 @@ fn assert_ground_truth(m: &Value, device: &LoopDevice) {
     // execs may page binaries in from other disks (reads, attributed to it rightly), while
     // the rest of the host — builds, logs — writes all the time and must not show up.
     for other in devices.iter().filter(|d| d["dev"] != device.dev()) {
-        assert_eq!(other["writes"], 0, "another device written in scope: {other}");
+        assert_eq!(
+            other["writes"], 0,
+            "another device written in scope: {other}"
+        );
         assert_eq!(other["write_bytes"], 0, "{other}");
     }
     assert_eq!(m["lost_events"], 0);

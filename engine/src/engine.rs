@@ -9,6 +9,9 @@ use crate::source::{RawBatch, SourceCounters};
 
 /// How long an event waits for older events from other CPUs before it is aggregated.
 pub const DEFAULT_REORDER_WINDOW_NS: u64 = 20_000_000;
+/// How long a live capture waits, with no newer event arriving, before it aggregates
+/// what it holds anyway.
+pub const IDLE_FLUSH_NS: u64 = 250_000_000;
 
 pub struct Engine {
     backend: String,
@@ -62,10 +65,16 @@ impl Engine {
     }
 
     /// Aggregates events older than the reorder window, measured from the newest event
-    /// seen (replay) or from `now_ns` when given (live: events may stop arriving).
+    /// seen. Per-CPU buffers are drained together, so what was stamped before the newest
+    /// record read was already buffered when it was read; the wall clock (`now_ns`, live
+    /// captures) only moves the watermark once the stream has been quiet for
+    /// [`IDLE_FLUSH_NS`]. Measuring from the wall clock alone let a slow drain (a loaded
+    /// or emulated machine) release a close before the open that preceded it.
     pub fn advance(&mut self, now_ns: Option<u64>) {
-        let newest = now_ns.unwrap_or(0).max(self.newest_ts);
-        let watermark = newest.saturating_sub(self.window_ns);
+        let mut watermark = self.newest_ts.saturating_sub(self.window_ns);
+        if let Some(now) = now_ns {
+            watermark = watermark.max(now.saturating_sub(IDLE_FLUSH_NS));
+        }
         let agg = &mut self.aggregator;
         self.reorder.release(watermark, |e| agg.apply(&e));
     }

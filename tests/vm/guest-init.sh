@@ -38,6 +38,8 @@ run() {
 	t0=$(uptime_s)
 	"$@" > /tmp/$name.log 2>&1
 	rc=$?
+	# A test that failed half-way must not leave the module loaded for the next one.
+	rmmod ksight 2>/dev/null
 	t1=$(uptime_s)
 	sed "s/^/[$name] /" /tmp/$name.log | tee $OUT
 	secs=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")
