@@ -72,42 +72,27 @@ pub fn compare_logs(
     let (wa, wb) = (a.window(from, to), b.window(from, to));
     let (mut matched, mut only_a, mut only_b, mut skew) = (0u64, 0u64, 0u64, 0u64);
     let mut unmatched = Vec::new();
-    let kind_of = |k: &[u8]| u16::from_ne_bytes([k[24], k[25]]);
-    for (k, ta) in &wa {
+    let at = core::mem::offset_of!(event_abi::EventHeader, kind);
+    let kind_of = |k: &[u8]| u16::from_ne_bytes([k[at], k[at + 1]]);
+    let mut keys: Vec<&Vec<u8>> = wa.keys().chain(wb.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for k in keys {
+        let ta = wa.get(k).map(Vec::as_slice).unwrap_or(&[]);
         let tb = wb.get(k).map(Vec::as_slice).unwrap_or(&[]);
         let n = ta.len().min(tb.len());
-        for i in 0..n {
-            skew = skew.max(ta[i].abs_diff(tb[i]));
+        for (x, y) in ta.iter().zip(tb) {
+            skew = skew.max(x.abs_diff(*y));
         }
         matched += n as u64;
-        if ta.len() > n {
-            only_a += (ta.len() - n) as u64;
-            unmatched.push(format!(
-                "{}-only kind {} x{}",
-                names.0,
-                kind_of(k),
-                ta.len() - n
-            ));
-        }
-        if tb.len() > n {
-            only_b += (tb.len() - n) as u64;
-            unmatched.push(format!(
-                "{}-only kind {} x{}",
-                names.1,
-                kind_of(k),
-                tb.len() - n
-            ));
-        }
-    }
-    for (k, tb) in &wb {
-        if !wa.contains_key(k) {
-            only_b += tb.len() as u64;
-            unmatched.push(format!(
-                "{}-only kind {} x{}",
-                names.1,
-                kind_of(k),
-                tb.len()
-            ));
+        for (extra, only, name) in [
+            (ta.len() - n, &mut only_a, names.0),
+            (tb.len() - n, &mut only_b, names.1),
+        ] {
+            if extra > 0 {
+                *only += extra as u64;
+                unmatched.push(format!("{name}-only kind {} x{extra}", kind_of(k)));
+            }
         }
     }
     RecordComparison {
@@ -347,6 +332,24 @@ mod tests {
             0,
         );
         assert!(!p.different.is_empty());
+    }
+
+    #[test]
+    fn records_pair_by_content_and_the_rest_is_named() {
+        let (mut a, mut b) = (Synth::new(), Synth::new());
+        a.exec(10, 1, 7, "/bin/true");
+        b.ts += 300; // the other backend stamps the same event 300 ns later
+        b.exec(10, 1, 7, "/bin/true");
+        a.fork(10, 11, 7, false);
+        b.exit(10, 7, "true", 0);
+        let (mut la, mut lb) = (RecordLog::default(), RecordLog::default());
+        la.add(&a.batch, 0);
+        lb.add(&b.batch, 0);
+        let c = compare_logs(&la, &lb, ("kmod", "ebpf"), 0, u64::MAX);
+        assert_eq!((c.matched, c.only_a, c.only_b, c.skew_ns), (1, 1, 1, 300));
+        let mut lines = c.unmatched.clone();
+        lines.sort();
+        assert_eq!(lines, ["ebpf-only kind 3 x1", "kmod-only kind 2 x1"]);
     }
 
     #[test]
