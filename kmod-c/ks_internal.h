@@ -23,12 +23,14 @@ struct ks_ring {
 	u64 head;
 	u64 emitted_total;
 	u64 lost_total;
+	u64 filtered_total;
 	/* 1 while a probe writes this ring: a nested probe drops its record. */
 	int busy;
 	u64 nested;
 	u64 bad_tail;
 	u64 emitted[KSIGHT_STATS_SLOTS];
 	u64 lost[KSIGHT_STATS_SLOTS];
+	u64 filtered[KSIGHT_STATS_SLOTS];
 	u64 timed_runs[KSIGHT_STATS_SLOTS];
 	u64 timed_ns[KSIGHT_STATS_SLOTS];
 } ____cacheline_aligned_in_smp;
@@ -48,12 +50,19 @@ extern u32 ks_enabled_kinds;
 /*
  * Reserves `size` bytes (a multiple of 8) for a record of `kind` in this CPU's
  * ring, zeroes them and fills the common header from the current task. Returns
- * NULL (and counts the record lost) when the ring is full or the kind is
- * disabled. On success interrupts stay off until ks_commit().
+ * NULL when the kind is disabled, when the record's cgroup is ignored (counted
+ * filtered; see ksight_dev.h: the header's cgroup for exec, fork, exit and
+ * block queue records, `sock_cgroup` for TCP records, none for block issue and
+ * complete), or when the ring is full (counted lost). On success interrupts
+ * stay off until ks_commit(). `sock_cgroup` is only read for TCP kinds.
  */
-void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size);
+void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size, u64 sock_cgroup);
 /* Publishes the record reserved by ks_reserve(). */
 void ks_commit(struct ks_slot *slot);
+
+/* The cgroup ignore set (ks_main.c). */
+long ks_set_ignored(const void __user *uarg);
+void ks_clear_ignored(void);
 
 /* ks_probes.c: the tracepoint table. */
 int ks_probes_init(void);

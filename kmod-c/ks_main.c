@@ -30,6 +30,7 @@
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
+#include <linux/sort.h>
 #include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/version.h>
@@ -105,15 +106,149 @@ static void ks_wakeup(struct irq_work *work)
 static struct irq_work ks_wakeup_work;
 
 /* ---------------------------------------------------------------------------
+ * The cgroup ignore set
+ * ------------------------------------------------------------------------- */
+
+/* Sorted, without duplicates; replaced whole, never changed in place. */
+struct ks_ignored {
+	size_t count;
+	u64 ids[];
+};
+
+/* NULL while nothing is ignored: the probes' whole cost is then one load. */
+static struct ks_ignored __rcu *ks_ignored;
+static DEFINE_MUTEX(ks_ignored_lock);	/* writers of ks_ignored */
+
+static bool ks_cgroup_ignored(u64 id)
+{
+	const struct ks_ignored *set;
+	size_t lo, hi;
+	bool hit = false;
+
+	if (likely(!rcu_access_pointer(ks_ignored)))
+		return false;
+	/*
+	 * Tracepoint probes run with preemption disabled, which is an RCU read-side
+	 * section to synchronize_rcu() since 4.20's consolidation; the explicit
+	 * lock makes that independent of the tracepoint implementation and keeps
+	 * lockdep's rcu_dereference() checking happy.
+	 */
+	rcu_read_lock();
+	set = rcu_dereference(ks_ignored);
+	if (set) {
+		lo = 0;
+		hi = set->count;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (set->ids[mid] == id) {
+				hit = true;
+				break;
+			}
+			if (set->ids[mid] < id)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+	}
+	rcu_read_unlock();
+	return hit;
+}
+
+static int ks_cmp_u64(const void *a, const void *b)
+{
+	u64 x = *(const u64 *)a, y = *(const u64 *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Publishes `set` (NULL: nothing ignored) and frees the one it replaces. */
+static void ks_publish_ignored(struct ks_ignored *set)
+{
+	struct ks_ignored *old;
+
+	mutex_lock(&ks_ignored_lock);
+	old = rcu_replace_pointer(ks_ignored, set, lockdep_is_held(&ks_ignored_lock));
+	mutex_unlock(&ks_ignored_lock);
+	if (old) {
+		/* No probe still reads it once every read-side section ended. */
+		synchronize_rcu();
+		kvfree(old);
+	}
+}
+
+long ks_set_ignored(const void __user *uarg)
+{
+	struct ksight_ignored_cgroups req;
+	struct ks_ignored *set = NULL;
+	size_t i, n;
+
+	if (copy_from_user(&req, uarg, sizeof(req)))
+		return -EFAULT;
+	if (req._pad)
+		return -EINVAL;
+	if (req.count > KSIGHT_IGNORED_CGROUPS_MAX) {
+		pr_info_ratelimited("%u cgroup ids to ignore refused: at most %u\n", req.count,
+				    KSIGHT_IGNORED_CGROUPS_MAX);
+		return -EINVAL;
+	}
+	if (req.count) {
+		set = kvmalloc(struct_size(set, ids, req.count), GFP_KERNEL);
+		if (!set)
+			return -ENOMEM;
+		if (copy_from_user(set->ids, u64_to_user_ptr(req.ids_ptr),
+				   array_size(req.count, sizeof(u64)))) {
+			kvfree(set);
+			return -EFAULT;
+		}
+		sort(set->ids, req.count, sizeof(u64), ks_cmp_u64, NULL);
+		for (i = 1, n = 1; i < req.count; i++) {
+			if (set->ids[i] != set->ids[n - 1])
+				set->ids[n++] = set->ids[i];
+		}
+		set->count = n;
+	}
+	ks_publish_ignored(set);
+	return 0;
+}
+
+void ks_clear_ignored(void)
+{
+	ks_publish_ignored(NULL);
+}
+
+/* Which cgroup id decides whether a record of `kind` is dropped; false: none. */
+static __always_inline bool ks_filter_key(u16 kind, u64 header_cgroup, u64 sock_cgroup, u64 *key)
+{
+	switch (kind) {
+	case KSIGHT_KIND_EXEC:
+	case KSIGHT_KIND_FORK:
+	case KSIGHT_KIND_EXIT:
+	case KSIGHT_KIND_BLOCK_QUEUE:
+		*key = header_cgroup;
+		return true;
+	case KSIGHT_KIND_TCP_STATE:
+	case KSIGHT_KIND_TCP_RETRANSMIT:
+	case KSIGHT_KIND_TCP_RESET_SENT:
+	case KSIGHT_KIND_TCP_RESET_RECEIVED:
+		*key = sock_cgroup;
+		return true;
+	default:
+		/* Block issue and complete run in irq or other tasks' context. */
+		return false;
+	}
+}
+
+/* ---------------------------------------------------------------------------
  * The writer
  * ------------------------------------------------------------------------- */
 
-void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size)
+void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size, u64 sock_cgroup)
 {
 	struct ksight_event_header *h;
-	struct task_struct *task;
+	struct task_struct *task = current;
 	struct ks_ring *r;
-	u64 tail, used;
+	u64 tail, used, cgroup, key;
 	u8 *rec;
 	int cpu;
 
@@ -123,6 +258,17 @@ void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size)
 	slot->start_ns = READ_ONCE(probe_timing) ? ktime_get_mono_fast_ns() : 0;
 	cpu = smp_processor_id();
 	r = &ks_rings[cpu];
+	/* As bpf_get_current_cgroup_id(): the task's cgroup v2 id. */
+	rcu_read_lock();
+	cgroup = cgroup_id(task_dfl_cgroup(task));
+	rcu_read_unlock();
+	/* Before anything is reserved: an ignored record is neither written nor lost. */
+	if (ks_filter_key(kind, cgroup, sock_cgroup, &key) && unlikely(ks_cgroup_ignored(key))) {
+		r->filtered[kind]++;
+		r->filtered_total++;
+		WRITE_ONCE(r->info->filtered, r->filtered_total);
+		goto done;
+	}
 	if (unlikely(r->busy)) {
 		/* Interrupts are off while a record is written, so only an NMI gets here. */
 		r->nested++;
@@ -144,13 +290,9 @@ void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size)
 	/* Every byte, padding included, is defined: the records match eBPF's byte for byte. */
 	memset(rec, 0, size);
 	h = (struct ksight_event_header *)rec;
-	task = current;
 	/* bpf_ktime_get_ns() reads this clock too. */
 	h->ts_ns = ktime_get_mono_fast_ns();
-	/* As bpf_get_current_cgroup_id(): the task's cgroup v2 id. */
-	rcu_read_lock();
-	h->cgroup_id = cgroup_id(task_dfl_cgroup(task));
-	rcu_read_unlock();
+	h->cgroup_id = cgroup;
 	h->pid = task->tgid;
 	h->tid = task->pid;
 	h->cpu = cpu;
@@ -165,6 +307,7 @@ lost:
 	r->lost[kind]++;
 	r->lost_total++;
 	WRITE_ONCE(r->info->lost, r->lost_total);
+done:
 	if (slot->start_ns) {
 		r->timed_runs[kind]++;
 		r->timed_ns[kind] += ktime_get_mono_fast_ns() - slot->start_ns;
@@ -301,11 +444,13 @@ static void ks_rings_reset(void)
 		r->head = 0;
 		r->emitted_total = 0;
 		r->lost_total = 0;
+		r->filtered_total = 0;
 		r->busy = 0;
 		r->nested = 0;
 		r->bad_tail = 0;
 		memset(r->emitted, 0, sizeof(r->emitted));
 		memset(r->lost, 0, sizeof(r->lost));
+		memset(r->filtered, 0, sizeof(r->filtered));
 		memset(r->timed_runs, 0, sizeof(r->timed_runs));
 		memset(r->timed_ns, 0, sizeof(r->timed_ns));
 		memset(r->info, 0, sizeof(*r->info));
@@ -366,6 +511,7 @@ static void ks_fill_stats(struct ksight_stats *st)
 		for (k = 0; k < KSIGHT_STATS_SLOTS; k++) {
 			st->emitted[k] += READ_ONCE(r->emitted[k]);
 			st->lost[k] += READ_ONCE(r->lost[k]);
+			st->filtered[k] += READ_ONCE(r->filtered[k]);
 			st->timed_runs[k] += READ_ONCE(r->timed_runs[k]);
 			st->timed_ns[k] += READ_ONCE(r->timed_ns[k]);
 		}
@@ -400,6 +546,8 @@ static int ks_release(struct inode *inode, struct file *file)
 	mutex_lock(&ks_lock);
 	ks_stop_locked();
 	mutex_unlock(&ks_lock);
+	/* The ignore set is this reader's: the next one starts without. */
+	ks_clear_ignored();
 	clear_bit_unlock(0, &ks_in_use);
 	return 0;
 }
@@ -457,7 +605,8 @@ static long ks_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		ks_stop_locked();
 		mutex_unlock(&ks_lock);
 		break;
-	case KSIGHT_IOC_STATS: {
+	case KSIGHT_IOC_STATS:
+	case KSIGHT_IOC_STATS_V1: {
 		struct ksight_stats *st = kmalloc(sizeof(*st), GFP_KERNEL);
 
 		if (!st) {
@@ -467,11 +616,15 @@ static long ks_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		mutex_lock(&ks_lock);
 		ks_fill_stats(st);
 		mutex_unlock(&ks_lock);
-		if (copy_to_user(uarg, st, sizeof(*st)))
+		/* A 1.0 reader's struct ends before `filtered`. */
+		if (copy_to_user(uarg, st, _IOC_SIZE(cmd)))
 			err = -EFAULT;
 		kfree(st);
 		break;
 	}
+	case KSIGHT_IOC_SET_IGNORED_CGROUPS:
+		err = ks_set_ignored(uarg);
+		break;
 	case KSIGHT_IOC_SET_WATERMARK: {
 		u32 bytes;
 
@@ -612,6 +765,7 @@ static void __exit ks_exit(void)
 	ks_stop_locked();
 	mutex_unlock(&ks_lock);
 	irq_work_sync(&ks_wakeup_work);
+	ks_clear_ignored();
 	ks_rings_free();
 }
 

@@ -57,7 +57,7 @@ static void ks_probe_exec(void *data, struct task_struct *p, pid_t old_pid,
 	struct ks_slot slot;
 	ssize_t len;
 
-	ev = ks_reserve(&slot, KSIGHT_KIND_EXEC, sizeof(*ev));
+	ev = ks_reserve(&slot, KSIGHT_KIND_EXEC, sizeof(*ev), 0);
 	if (!ev)
 		return;
 	rcu_read_lock();
@@ -76,7 +76,7 @@ static void ks_probe_fork(void *data, struct task_struct *parent, struct task_st
 	struct ksight_fork_event *ev;
 	struct ks_slot slot;
 
-	ev = ks_reserve(&slot, KSIGHT_KIND_FORK, sizeof(*ev));
+	ev = ks_reserve(&slot, KSIGHT_KIND_FORK, sizeof(*ev), 0);
 	if (!ev)
 		return;
 	ev->parent_pid = parent->pid;
@@ -92,7 +92,7 @@ static void ks_exit_event(struct task_struct *p, bool group_dead)
 	struct ksight_exit_event *ev;
 	struct ks_slot slot;
 
-	ev = ks_reserve(&slot, KSIGHT_KIND_EXIT, sizeof(*ev));
+	ev = ks_reserve(&slot, KSIGHT_KIND_EXIT, sizeof(*ev), 0);
 	if (!ev)
 		return;
 	/* do_exit() stored the wait(2)-style status before the tracepoint. */
@@ -177,14 +177,17 @@ static void ks_probe_sock_set_state(void *data, const struct sock *sk, const int
 {
 	struct ksight_tcp_state_event *ev;
 	struct ks_slot slot;
+	u64 sock_cgroup;
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
-	ev = ks_reserve(&slot, KSIGHT_KIND_TCP_STATE, sizeof(*ev));
+	/* The socket's cgroup decides whether the record is ignored. */
+	sock_cgroup = ks_sock_cgroup_id(sk);
+	ev = ks_reserve(&slot, KSIGHT_KIND_TCP_STATE, sizeof(*ev), sock_cgroup);
 	if (!ev)
 		return;
 	ev->sock_id = (unsigned long)sk;
-	ev->sock_cgroup_id = ks_sock_cgroup_id(sk);
+	ev->sock_cgroup_id = sock_cgroup;
 	ks_tuple_from_sk(&ev->tuple, sk);
 	ev->old_state = oldstate;
 	ev->new_state = newstate;
@@ -208,11 +211,13 @@ KS_CHECK_PROBE(inet_sock_set_state, ks_probe_sock_set_state);
 static struct ksight_tcp_event *ks_tcp_reserve(struct ks_slot *slot, u16 kind,
 					       const struct sock *sk, int state)
 {
-	struct ksight_tcp_event *ev = ks_reserve(slot, kind, sizeof(*ev));
+	/* The socket's cgroup decides whether the record is ignored. */
+	u64 sock_cgroup = ks_sock_cgroup_id(sk);
+	struct ksight_tcp_event *ev = ks_reserve(slot, kind, sizeof(*ev), sock_cgroup);
 
 	if (ev) {
 		ev->sock_id = (unsigned long)sk;
-		ev->sock_cgroup_id = ks_sock_cgroup_id(sk);
+		ev->sock_cgroup_id = sock_cgroup;
 		ev->state = state;
 	}
 	return ev;
@@ -352,7 +357,7 @@ static void ks_block_event(u16 kind, dev_t dev, sector_t sector, unsigned int nr
 	struct ks_slot slot;
 	char rwbs[RWBS_LEN] = {};
 
-	ev = ks_reserve(&slot, kind, sizeof(*ev));
+	ev = ks_reserve(&slot, kind, sizeof(*ev), 0);
 	if (!ev)
 		return;
 	blk_fill_rwbs(rwbs, opf);

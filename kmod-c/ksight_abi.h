@@ -230,7 +230,9 @@ struct ksight_block_event {
 #define KSIGHT_COUNTER_EMITTED 1
 /* Kernel reads that failed (record sent with the affected fields zeroed). */
 #define KSIGHT_COUNTER_READ_ERRORS 2
-#define KSIGHT_COUNTER_COUNT 3
+/* Records dropped before being written because their cgroup is ignored. */
+#define KSIGHT_COUNTER_FILTERED 3
+#define KSIGHT_COUNTER_COUNT 4
 
 _Static_assert(sizeof(struct ksight_event_header) == 32, "ksight_event_header size");
 _Static_assert(sizeof(struct ksight_exec_event) == 312, "ksight_exec_event size");

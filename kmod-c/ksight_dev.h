@@ -43,11 +43,14 @@
 
 /* Version of this interface: major << 16 | minor. */
 #define KSIGHT_DEV_VERSION_MAJOR 1
-#define KSIGHT_DEV_VERSION_MINOR 0
+#define KSIGHT_DEV_VERSION_MINOR 1
 #define KSIGHT_DEV_VERSION ((KSIGHT_DEV_VERSION_MAJOR << 16) | KSIGHT_DEV_VERSION_MINOR)
 
 /* Per-kind statistics slots: indexed by KSIGHT_KIND_*, room for future kinds. */
 #define KSIGHT_STATS_SLOTS 32
+
+/* Most cgroup ids KSIGHT_IOC_SET_IGNORED_CGROUPS accepts (event_abi::filter). */
+#define KSIGHT_IGNORED_CGROUPS_MAX 16384
 
 /* Bounds of the ring_bytes module parameter (per CPU, a power of two). */
 #define KSIGHT_RING_BYTES_MIN 4096
@@ -55,8 +58,8 @@
 #define KSIGHT_RING_BYTES_DEFAULT (1 << 20)
 
 /*
- * The first page of each ring's mapping. The kernel writes head, lost and
- * emitted (mirrors of counters it keeps privately; a reader that scribbles on
+ * The first page of each ring's mapping. The kernel writes head, lost,
+ * emitted and filtered (mirrors of counters it keeps privately; a reader that scribbles on
  * them fools only itself); the reader writes tail. Writer and reader fields sit
  * on separate cache lines.
  */
@@ -67,7 +70,9 @@ struct ksight_ring_info {
 	ksight_u64 lost;
 	/* Records written into the ring. */
 	ksight_u64 emitted;
-	ksight_u64 _pad0[5];
+	/* Records dropped because their cgroup is ignored (interface 1.1; 0 before). */
+	ksight_u64 filtered;
+	ksight_u64 _pad0[4];
 	/* Bytes ever consumed (free-running). Written by the reader, release. */
 	ksight_u64 tail;
 	ksight_u64 _pad1[7];
@@ -118,6 +123,28 @@ struct ksight_stats {
 	ksight_u64 nested;
 	/* Times the reader's tail was found beyond head (treated as a full ring). */
 	ksight_u64 bad_tail;
+	/*
+	 * Interface 1.1: records dropped because their cgroup is ignored, per kind.
+	 * A 1.0 reader's KSIGHT_IOC_STATS_V1 gets the struct without it.
+	 */
+	ksight_u64 filtered[KSIGHT_STATS_SLOTS];
+};
+
+/*
+ * KSIGHT_IOC_SET_IGNORED_CGROUPS: replaces the set of cgroup v2 ids whose
+ * records the probes drop before reserving them (counted in `filtered`): exec,
+ * fork, exit and block queue records by the header's cgroup id (the current
+ * task's), TCP state, retransmit and reset records by their sock_cgroup_id;
+ * block issue and complete never. count 0 clears the set (no filtering).
+ * EINVAL when count > KSIGHT_IGNORED_CGROUPS_MAX or _pad != 0; EFAULT for a
+ * bad ids_ptr. The set is the reader's: closing the device clears it.
+ */
+struct ksight_ignored_cgroups {
+	/* Number of ids at ids_ptr (duplicates allowed). */
+	ksight_u32 count;
+	ksight_u32 _pad;
+	/* User address of count ksight_u64 cgroup ids. */
+	ksight_u64 ids_ptr;
 };
 
 #define KSIGHT_IOC_MAGIC 0xB7
@@ -135,10 +162,21 @@ struct ksight_stats {
 #define KSIGHT_IOC_STATS _IOR(KSIGHT_IOC_MAGIC, 6, struct ksight_stats)
 /* poll() reports readable once a ring holds this many bytes (1 .. ring_bytes). */
 #define KSIGHT_IOC_SET_WATERMARK _IOW(KSIGHT_IOC_MAGIC, 7, ksight_u32)
+/* Interface 1.1: the cgroup ignore set, struct ksight_ignored_cgroups. */
+#define KSIGHT_IOC_SET_IGNORED_CGROUPS _IOW(KSIGHT_IOC_MAGIC, 8, struct ksight_ignored_cgroups)
+/*
+ * KSIGHT_IOC_STATS as interface 1.0 numbered it (the size is part of the
+ * number): still answered, with the first KSIGHT_STATS_V1_SIZE bytes.
+ */
+#define KSIGHT_STATS_V1_SIZE 1056
+#define KSIGHT_IOC_STATS_V1 _IOC(_IOC_READ, KSIGHT_IOC_MAGIC, 6, KSIGHT_STATS_V1_SIZE)
 
 _Static_assert(sizeof(struct ksight_ring_info) == 128, "ksight_ring_info size");
 _Static_assert(sizeof(struct ksight_version) == 8, "ksight_version size");
 _Static_assert(sizeof(struct ksight_geometry) == 32, "ksight_geometry size");
-_Static_assert(sizeof(struct ksight_stats) == 1056, "ksight_stats size");
+_Static_assert(sizeof(struct ksight_stats) == 1312, "ksight_stats size");
+_Static_assert(__builtin_offsetof(struct ksight_stats, filtered) == KSIGHT_STATS_V1_SIZE,
+	       "ksight_stats grew only by appending");
+_Static_assert(sizeof(struct ksight_ignored_cgroups) == 16, "ksight_ignored_cgroups size");
 
 #endif /* KSIGHT_DEV_H */

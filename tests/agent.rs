@@ -9,7 +9,6 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -85,10 +84,47 @@ fn http_get(port: u16, path: &str, accept: &str) -> std::io::Result<Http> {
     })
 }
 
-/// The value of the sample `name{labels}` (labels exactly as the exposition writes them).
+/// Labels every per-cgroup series may carry besides the ones a test names.
+const OWNER_LABELS: [&str; 6] = [
+    "namespace",
+    "pod",
+    "container",
+    "workload",
+    "workload_kind",
+    "unit",
+];
+
+/// `name{a="b",...}` → (name, labels); values are taken as written (no escapes in tests).
+fn parse_series(series: &str) -> (&str, Vec<(&str, &str)>) {
+    let Some((name, rest)) = series.split_once('{') else {
+        return (series, Vec::new());
+    };
+    let labels = rest
+        .trim_end_matches('}')
+        .split("\",")
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once("=\"")?;
+            Some((k, v.trim_end_matches('"')))
+        })
+        .collect();
+    (name, labels)
+}
+
+/// The value of the sample `name{labels}`: a series with exactly these labels, plus any of
+/// the cgroup owner labels (which depend on where the test runs) when not named.
 fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    let (name, want) = parse_series(series);
+    text.lines().find_map(|l| {
+        let (s, value) = l.rsplit_once(' ')?;
+        let (n, have) = parse_series(s);
+        let matches = n == name
+            && want.iter().all(|w| have.contains(w))
+            && have
+                .iter()
+                .all(|h| want.contains(h) || OWNER_LABELS.contains(&h.0));
+        matches.then(|| value.parse().ok()).flatten()
+    })
 }
 
 /// A running agent, killed (if still alive) and reaped when dropped.
@@ -205,27 +241,22 @@ struct Cgroup {
     id: u64,
 }
 
+/// Our own cgroup v2 directory.
+fn own_cgroup_dir() -> PathBuf {
+    let mount = cgroup_mount();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 entry in /proc/self/cgroup")
+        .trim_start_matches('/')
+        .to_string();
+    mount.join(own)
+}
+
 impl Cgroup {
     fn new(tag: &str) -> Self {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = mounts
-            .lines()
-            .find_map(|line| {
-                let (left, right) = line.split_once(" - ")?;
-                (right.split_whitespace().next()? == "cgroup2")
-                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-            })
-            .expect("a cgroup v2 hierarchy (these tests attribute by cgroup)");
-        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let own = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .expect("a cgroup v2 entry in /proc/self/cgroup")
-            .trim_start_matches('/')
-            .to_string();
-        let path = mount
-            .join(own)
-            .join(format!("ksight-{tag}-{}", std::process::id()));
+        let path = own_cgroup_dir().join(format!("ksight-{tag}-{}", std::process::id()));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         let id = std::fs::metadata(&path).unwrap().ino();
         Self { path, id }
@@ -233,31 +264,7 @@ impl Cgroup {
 
     /// Runs `program args` inside this cgroup to completion, with a time limit.
     fn run(&self, program: &Path, args: &[&str]) {
-        let procs = std::ffi::CString::new(
-            self.path
-                .join("cgroup.procs")
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .unwrap();
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        // SAFETY: only open/write/close between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("start the workload");
-        let status = wait_for("the workload", Duration::from_secs(60), || {
-            child.try_wait().ok().flatten()
-        });
-        assert!(status.success(), "workload: {status}");
+        run_in_cgroup(&self.path, program, args);
     }
 
     fn remove(&self) {
@@ -265,6 +272,18 @@ impl Cgroup {
             std::fs::remove_dir(&self.path).ok()
         });
     }
+}
+
+/// Runs `program args` inside the cgroup at `dir` to completion, with a time limit.
+fn run_in_cgroup(dir: &Path, program: &Path, args: &[&str]) {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    ksight_engine::attribution::cgroups::join_before_exec(&mut cmd, dir).unwrap();
+    let mut child = cmd.spawn().expect("start the workload");
+    let status = wait_for("the workload", Duration::from_secs(60), || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "workload: {status}");
 }
 
 impl Drop for Cgroup {
@@ -1065,4 +1084,317 @@ fn auto_names_a_seccomp_filter_that_denies_bpf() {
         err.contains("kmod: the ksight module is not loaded"),
         "{err}"
     );
+}
+
+// ---- Containers and pods: names from a Kubernetes API server on loopback ----
+
+use ksight_integration_tests::fake_apiserver::{
+    FakeApiServer, PodBuilder, container_id, namespace, owned_object, unused_port,
+};
+
+const NODE: &str = "node-1";
+const WEB_UID: &str = "6b1a0c52-3d4e-4f60-8a9b-0c1d2e3f4a5b";
+const NOISY_UID: &str = "9c8b7a69-5e4d-4c3b-a2a1-0f9e8d7c6b5a";
+const WEB_POD: &str = "web-7d9f8-x2k4q";
+
+/// cgroups shaped like a Kubernetes node's (systemd driver, containerd), made for real
+/// under a cgroup of ours; removed on drop, deepest first.
+struct NodeTree {
+    root: PathBuf,
+    made: Vec<PathBuf>,
+}
+
+impl NodeTree {
+    fn new() -> Self {
+        let root = own_cgroup_dir().join(format!("ksight-node-{}", std::process::id()));
+        std::fs::create_dir(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
+        Self {
+            made: vec![root.clone()],
+            root,
+        }
+    }
+
+    /// Makes `rel` (and its parents) below the root; returns its directory and cgroup id.
+    fn cgroup(&mut self, rel: &str) -> (PathBuf, u64) {
+        let mut dir = self.root.clone();
+        for part in rel.split('/') {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                self.made.push(dir.clone());
+            }
+        }
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        (dir, id)
+    }
+
+    /// Removes `dir` and everything below it that we made.
+    fn remove(&mut self, dir: &Path) {
+        let (gone, kept): (Vec<PathBuf>, Vec<PathBuf>) =
+            self.made.drain(..).partition(|d| d.starts_with(dir));
+        self.made = kept;
+        for d in gone.iter().rev() {
+            wait_for("the cgroup to empty", Duration::from_secs(10), || {
+                std::fs::remove_dir(d).ok()
+            });
+        }
+    }
+}
+
+impl Drop for NodeTree {
+    fn drop(&mut self) {
+        for d in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn pod_container_cgroup(uid: &str, id: &str) -> String {
+    let uid = uid.replace('-', "_");
+    format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/cri-containerd-{id}.scope"
+    )
+}
+
+fn web_pod(id: &str) -> Value {
+    PodBuilder::new("shop", WEB_POD, WEB_UID, NODE)
+        .owner("apps/v1", "ReplicaSet", "web-7d9f8")
+        .container("web", Some(id))
+        .build()
+}
+
+fn kube_config(url: &str) -> String {
+    format!("[kubernetes]\nenabled = \"on\"\napi_server = \"{url}\"\nnode_name = \"{NODE}\"\n")
+}
+
+fn web_labels(cg: u64) -> String {
+    format!(
+        "cgroup_id=\"{cg}\",namespace=\"shop\",pod=\"{WEB_POD}\",container=\"web\",workload=\"web\",workload_kind=\"Deployment\""
+    )
+}
+
+#[test]
+fn pods_are_named_from_the_api_server_and_ignored_pods_cost_nothing() {
+    require_root();
+    let _serial = serial();
+    let (web_id, noisy_id, docker_id) = (
+        container_id(0x5eb),
+        container_id(0x401),
+        container_id(0xd0c),
+    );
+    let api = FakeApiServer::start();
+    api.apply("namespaces", namespace("shop", &[]));
+    api.apply(
+        "replicasets",
+        owned_object("shop", "web-7d9f8", Some(("apps/v1", "Deployment", "web"))),
+    );
+    api.apply("pods", web_pod(&web_id));
+    api.apply(
+        "pods",
+        PodBuilder::new("shop", "noisy-0", NOISY_UID, NODE)
+            .owner("apps/v1", "StatefulSet", "noisy")
+            .annotation("ksight.io/ignore", "true")
+            .container("noisy", Some(&noisy_id))
+            .build(),
+    );
+    let mut tree = NodeTree::new();
+    let (web_dir, web_cg) = tree.cgroup(&pod_container_cgroup(WEB_UID, &web_id));
+    let (noisy_dir, _) = tree.cgroup(&pod_container_cgroup(NOISY_UID, &noisy_id));
+    let (docker_dir, docker_cg) = tree.cgroup(&format!("system.slice/docker-{docker_id}.scope"));
+    let (unit_dir, unit_cg) = tree.cgroup("system.slice/ksight-e2e.service");
+    let (plain_dir, plain_cg) = tree.cgroup("custom/thing");
+
+    let agent = Agent::start(&kube_config(&api.url()));
+    // The ignore set (the noisy pod's slice and container) reaches the kernel once the
+    // pods are listed.
+    wait_for(
+        "the noisy pod to be ignored",
+        Duration::from_secs(20),
+        || {
+            let m = agent.metrics();
+            (sample(&m, "ksight_kubernetes_metadata_synced") == Some(1.0)
+                && sample(&m, "ksight_ignored_cgroups") == Some(2.0))
+            .then_some(())
+        },
+    );
+
+    // Warm the page cache first, so the ignored pod's run reads nothing from disk.
+    let w = workload_bin();
+    run_in_cgroup(&unit_dir, &w, &["procs"]);
+    run_in_cgroup(
+        &web_dir,
+        &w,
+        &["procs-tcp", &SENT.to_string(), &RECEIVED.to_string()],
+    );
+    run_in_cgroup(&noisy_dir, &w, &["procs"]);
+    run_in_cgroup(&docker_dir, &w, &["procs"]);
+    run_in_cgroup(&plain_dir, &w, &["procs"]);
+
+    let web = web_labels(web_cg);
+    let m = wait_for("the workloads' exits", Duration::from_secs(20), || {
+        let m = agent.metrics();
+        [web_cg, docker_cg, unit_cg, plain_cg]
+            .iter()
+            .all(|cg| {
+                sample(
+                    &m,
+                    &format!("ksight_process_exits_total{{cgroup_id=\"{cg}\",code=\"0\"}}"),
+                ) == Some(4.0)
+            })
+            .then_some(m)
+    });
+    // The pod's container, by namespace/pod/container/workload.
+    let v = |name: &str, extra: &str| sample(&m, &format!("{name}{{{web}{extra}}}"));
+    assert_eq!(v("ksight_process_execs_total", ""), Some(7.0), "{m}");
+    assert_eq!(v("ksight_process_forks_total", ""), Some(6.0));
+    assert_eq!(v("ksight_tcp_connects_total", ""), Some(2.0));
+    assert_eq!(
+        v("ksight_tcp_sent_bytes_total", ""),
+        Some((SENT + RECEIVED) as f64)
+    );
+    assert_eq!(
+        v("ksight_tcp_received_bytes_total", ""),
+        Some((SENT + RECEIVED) as f64)
+    );
+    let web_path = web_dir
+        .strip_prefix(cgroup_mount())
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "ksight_cgroup_info{{{web},path=\"/{web_path}\",runtime=\"containerd\",container_id=\"{web_id}\",pod_uid=\"{WEB_UID}\"}}"
+            )
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    // Without Kubernetes names: a docker container by runtime and id, a systemd unit, a
+    // path that matches nothing (attributed to itself, never dropped).
+    let docker_path = docker_dir
+        .strip_prefix(cgroup_mount())
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "ksight_cgroup_info{{cgroup_id=\"{docker_cg}\",path=\"/{docker_path}\",runtime=\"docker\",container_id=\"{docker_id}\"}}"
+            )
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &format!("ksight_process_execs_total{{cgroup_id=\"{docker_cg}\"}}")
+        ),
+        Some(7.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "ksight_process_execs_total{{cgroup_id=\"{unit_cg}\",unit=\"ksight-e2e.service\"}}"
+            )
+        ),
+        Some(7.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &format!("ksight_process_execs_total{{cgroup_id=\"{plain_cg}\"}}")
+        ),
+        Some(7.0)
+    );
+    // The ignored pod: no series at all; its 7 execs, 6 forks and 7 exits were dropped in
+    // the kernel, none reached the engine.
+    assert!(!m.contains("noisy"), "{m}");
+    assert_eq!(
+        sample(&m, "ksight_ignored_events_total{where=\"kernel\"}"),
+        Some(20.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "ksight_ignored_events_total{where=\"engine\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&m, "ksight_attribution_pending_cgroups"), Some(0.0));
+    assert_eq!(sample(&m, "ksight_kubernetes_metadata_up"), Some(1.0));
+
+    // The pod is deleted: its cgroups go, and its series after the grace period.
+    api.delete("pods", "shop", WEB_POD);
+    let pod_dir = web_dir.parent().unwrap().to_path_buf();
+    tree.remove(&pod_dir);
+    wait_for(
+        "the deleted pod's series to go",
+        Duration::from_secs(40),
+        || {
+            let m = agent.metrics();
+            (!m.contains(&format!("cgroup_id=\"{web_cg}\"")) && !m.contains(WEB_POD)).then_some(())
+        },
+    );
+}
+
+/// The cgroup v2 mount (the agent's paths are relative to it).
+fn cgroup_mount() -> PathBuf {
+    ksight_engine::attribution::cgroups::cgroup2_mount()
+        .expect("a cgroup v2 hierarchy (these tests attribute by cgroup)")
+}
+
+#[test]
+fn an_unreachable_api_server_leaves_capture_running_and_shows_the_gap() {
+    require_root();
+    let _serial = serial();
+    let web_id = container_id(0x5eb2);
+    let port = unused_port();
+    let mut tree = NodeTree::new();
+    let (web_dir, web_cg) = tree.cgroup(&pod_container_cgroup(WEB_UID, &web_id));
+    let agent = Agent::start(&kube_config(&format!("http://127.0.0.1:{port}")));
+    run_in_cgroup(&web_dir, &workload_bin(), &["procs"]);
+    let unnamed = format!("ksight_process_execs_total{{cgroup_id=\"{web_cg}\"}}");
+    let m = wait_for("the workload, unnamed", Duration::from_secs(20), || {
+        let m = agent.metrics();
+        (sample(&m, &unnamed) == Some(7.0)
+            && sample(&m, "ksight_kubernetes_metadata_errors_total").is_some_and(|e| e >= 1.0))
+        .then_some(m)
+    });
+    assert_eq!(
+        sample(&m, "ksight_kubernetes_metadata_up"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "ksight_kubernetes_metadata_synced"), Some(0.0));
+    assert_eq!(
+        sample(&m, "ksight_attribution_pending_cgroups"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(!m.contains(&format!("pod=\"{WEB_POD}\"")), "{m}");
+
+    // The API server comes up: the same counters, now with names.
+    let api = FakeApiServer::start_on(port);
+    api.apply("namespaces", namespace("shop", &[]));
+    api.apply(
+        "replicasets",
+        owned_object("shop", "web-7d9f8", Some(("apps/v1", "Deployment", "web"))),
+    );
+    api.apply("pods", web_pod(&web_id));
+    let named = format!("ksight_process_execs_total{{{}}}", web_labels(web_cg));
+    let m = wait_for("the pod's names", Duration::from_secs(60), || {
+        let m = agent.metrics();
+        (sample(&m, &named) == Some(7.0)).then_some(m)
+    });
+    assert_eq!(
+        sample(&m, "ksight_kubernetes_metadata_up"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "ksight_attribution_pending_cgroups"), Some(0.0));
 }

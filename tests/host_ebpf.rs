@@ -111,7 +111,36 @@ fn stat_ground_truth(transport: &str) -> Value {
     assert_eq!(code, Some(0));
     assert_eq!(metrics["backend"], "ebpf");
     assert_ground_truth(&metrics, &device);
+    assert_stat_owner(&metrics);
     metrics
+}
+
+/// The command ran in a cgroup of `stat`'s own; grouped by owner, that cgroup is the one
+/// row, named by its path, with the command's counts.
+fn assert_stat_owner(metrics: &Value) {
+    let owners = metrics["containers"].as_array().expect("containers");
+    let own: Vec<&Value> = owners
+        .iter()
+        .filter(|o| {
+            o["attribution"]["path"]
+                .as_str()
+                .is_some_and(|p| p.rsplit('/').next().unwrap().starts_with("ksight-stat-"))
+        })
+        .collect();
+    assert_eq!(own.len(), 1, "{owners:#?}");
+    let own = own[0];
+    assert_eq!(own["execs"], 7, "{own:#}");
+    assert_eq!(own["exits"], 7);
+    assert_eq!(own["tcp_bytes_sent"], SENT + RECEIVED);
+    let id = own["cgroup_id"].as_u64().unwrap();
+    let row = metrics["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cgroup_id"] == id)
+        .expect("the stat cgroup's row");
+    assert_eq!(row["attribution"], own["attribution"]);
+    assert_eq!(row["execs"], own["execs"]);
 }
 
 #[test]

@@ -296,6 +296,23 @@ fn top_shows_sorts_filters_and_quits_cleanly() {
             })
     });
 
+    // Containers: cgroups by owner; `o` groups a container's cgroups into one row.
+    // (Escape alone: followed at once by a key it would read as Alt+key.)
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the filter cleared", SHOW, |s| !s.contains("filter \""));
+    tmux.keys(&["2"]);
+    tmux.wait_for("the containers view, by owner", SHOW, |s| {
+        s.lines().any(|l| l.trim_end().ends_with("OWNER"))
+            && s.contains("cgroups ")
+            && !s.contains("grouped by")
+    });
+    tmux.keys(&["o"]);
+    tmux.wait_for("the containers view grouped by owner", SHOW, |s| {
+        s.contains("grouped by owner") && s.contains("owners ") && s.contains("OWNER")
+    });
+    tmux.keys(&["3"]);
+    tmux.wait_for("the TCP view again", SHOW, |s| s.contains("REMOTE"));
+
     // 80×24 still shows a usable view; too small says so; back again.
     tmux.resize(80, 24);
     tmux.wait_for("the 80×24 layout", SHOW, |s| {

@@ -25,6 +25,7 @@ mod btf;
 mod detect;
 mod error;
 mod fidelity;
+mod filter;
 #[path = "../programs/src/layout.rs"]
 #[allow(dead_code, reason = "shared with the programs, which use other parts")]
 mod layout;
@@ -34,6 +35,7 @@ mod tracefs;
 
 use std::{
     os::fd::OwnedFd,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -43,7 +45,9 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use event_abi::{counter, kind};
-use ksight_engine::{EventSource, Poll, RawBatch, SourceCounters, SourceError};
+use ksight_engine::{
+    EventSource, Poll, RawBatch, SourceCounters, SourceError, source::CgroupFilter,
+};
 
 pub use detect::{BtfFieldReport, DetectReport, TracepointReport, detect};
 pub use error::EbpfError;
@@ -148,6 +152,9 @@ pub struct EbpfSource {
     // Fields drop in order: the reader's maps first, the programs (and their links) last.
     reader: Reader,
     counters: PerCpuArray<MapData, u64>,
+    /// The ignore filter's maps, shared with the handles [`EventSource::cgroup_filter`]
+    /// gives out (they hold it weakly: dropping the source ends them).
+    filter: Arc<Mutex<filter::FilterMaps>>,
     ebpf: Ebpf,
     transport: Transport,
     /// Programs attached, in `resolve::TRACEPOINTS` order.
@@ -226,6 +233,7 @@ impl EbpfSource {
                 name: layout::maps::COUNTERS,
                 source,
             })?;
+        let filter = Arc::new(Mutex::new(filter::FilterMaps::take(&mut ebpf)?));
         let reader = match transport {
             Transport::PerfArray => Reader::Perf(open_perf(&mut ebpf, opts.perf_pages)?),
             _ => Reader::Ring(
@@ -268,6 +276,7 @@ impl EbpfSource {
         Ok(Self {
             reader,
             counters,
+            filter,
             ebpf,
             transport,
             attached,
@@ -310,6 +319,29 @@ impl EbpfSource {
     /// Failed kernel reads (records sent with those fields zeroed), per record kind.
     pub fn read_errors_per_kind(&self) -> Vec<(u16, u64)> {
         self.per_kind(counter::READ_ERRORS)
+    }
+
+    /// Records the programs dropped because their cgroup is ignored, per record kind.
+    pub fn filtered_per_kind(&self) -> Vec<(u16, u64)> {
+        self.per_kind(counter::FILTERED)
+    }
+
+    /// Records dropped because their cgroup is ignored, per CPU (all kinds).
+    pub fn filtered_per_cpu(&self) -> Vec<u64> {
+        let mut per_cpu: Vec<u64> = Vec::new();
+        for k in 1..kind::END {
+            for (cpu, n) in self
+                .counter_per_cpu(k, counter::FILTERED)
+                .into_iter()
+                .enumerate()
+            {
+                if per_cpu.len() <= cpu {
+                    per_cpu.resize(cpu + 1, 0);
+                }
+                per_cpu[cpu] = per_cpu[cpu].saturating_add(n);
+            }
+        }
+        per_cpu
     }
 
     fn per_kind(&self, slot: u32) -> Vec<(u16, u64)> {
@@ -384,7 +416,17 @@ impl EventSource for EbpfSource {
             lost_per_cpu: self.lost_per_cpu(),
             // Ring buffer and perf samples arrive whole; the engine validates them.
             malformed: 0,
+            filtered: self
+                .filtered_per_cpu()
+                .iter()
+                .fold(0u64, |a, &b| a.saturating_add(b)),
         }
+    }
+
+    fn cgroup_filter(&mut self) -> Option<Arc<dyn CgroupFilter>> {
+        Some(Arc::new(filter::EbpfCgroupFilter {
+            maps: Arc::downgrade(&self.filter),
+        }))
     }
 }
 

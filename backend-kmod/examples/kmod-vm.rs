@@ -19,12 +19,20 @@
 //!     Opens the device and reads (discarding) for SECONDS.
 //! kmod-vm busy
 //!     Opens the device, checks that a second open fails with Busy.
+//! kmod-vm filter SENT RECEIVED
+//!     Both backends at once, the same cgroup ignore set pushed into each: cgroups A and
+//!     B run `ksight-workload procs-tcp SENT RECEIVED`; unfiltered first (A's records
+//!     counted), then with A ignored (no record of A from either backend, B's counts
+//!     equal A's, each kernel's filtered counter equal to A's records, the two record
+//!     logs byte-identical but for timestamps), then with the set cleared at run time
+//!     (A's records back). Exits 1 on any difference.
 //! ```
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use event_abi::{EventHeader, kind};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource};
 use ksight_backend_kmod::{KmodError, KmodOptions, KmodSource};
+use ksight_engine::attribution::cgroups::join_before_exec;
 use ksight_engine::decode::decode;
 use ksight_engine::names::HostNames;
 use ksight_engine::parity::{RecordComparison, RecordLog, compare_logs, compare_snapshots};
@@ -32,7 +40,6 @@ use ksight_engine::{Engine, EventSource, RawBatch, Scope, Snapshot, monotonic_ns
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -66,7 +73,11 @@ fn run(args: &[String]) -> Result<i32> {
         Some("flood") => flood(args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(2.0)),
         Some("hold") => hold(args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1.0)),
         Some("busy") => busy(),
-        _ => bail!("usage: kmod-vm stat|truth|flood|hold|busy (see the source)"),
+        Some("filter") => {
+            ensure!(args.len() == 3, "usage: kmod-vm filter SENT RECEIVED");
+            filter(&args[1], &args[2])
+        }
+        _ => bail!("usage: kmod-vm stat|truth|flood|hold|busy|filter (see the source)"),
     }
 }
 
@@ -96,6 +107,10 @@ struct Cgroup {
 
 impl Cgroup {
     fn create() -> Result<Self> {
+        Self::create_named(&format!("kmod-vm-{}", std::process::id()))
+    }
+
+    fn create_named(name: &str) -> Result<Self> {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
         let mount = mounts
             .lines()
@@ -105,7 +120,7 @@ impl Cgroup {
                     .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
             })
             .ok_or_else(|| anyhow!("no cgroup2 mount"))?;
-        let path = mount.join(format!("kmod-vm-{}", std::process::id()));
+        let path = mount.join(name);
         std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
         let id = std::fs::metadata(&path)?.ino();
         Ok(Self { path, id })
@@ -253,19 +268,7 @@ fn capture(backend: &str, costs: bool, command: &[String]) -> Result<Capture> {
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if let Some(cg) = &cgroup {
-        let procs =
-            std::ffi::CString::new(cg.path.join("cgroup.procs").to_string_lossy().as_bytes())?;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            });
-        }
+        join_before_exec(&mut cmd, &cg.path)?;
     }
     let mut child = cmd
         .spawn()
@@ -549,6 +552,288 @@ fn truth(file: &Path, device: &str, sent: u64, received: u64) -> Result<i32> {
     } else {
         for f in &failures {
             println!("truth: MISMATCH {f}");
+        }
+        Ok(1)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The cgroup ignore filter, both backends at once
+// ---------------------------------------------------------------------------------------
+
+/// Runs `command` with its first process moved into `cg` before exec; waits for it.
+fn run_in(cg: &Cgroup, command: &[&str]) -> Result<std::process::Child> {
+    let mut cmd = std::process::Command::new(command[0]);
+    cmd.args(&command[1..]).stdout(std::process::Stdio::null());
+    join_before_exec(&mut cmd, &cg.path)?;
+    cmd.spawn()
+        .with_context(|| format!("running {}", command[0]))
+}
+
+/// Per kind, the records of `batch` whose filter key (event_abi::filter) is `id`.
+fn keyed(recs: &[Vec<u8>], id: u64) -> std::collections::BTreeMap<u16, u64> {
+    use event_abi::filter::{FilterKey, key};
+    let mut out = std::collections::BTreeMap::new();
+    for r in recs {
+        let Ok(e) = decode(r) else { continue };
+        let h = *e.header();
+        let k = match key(h.kind) {
+            FilterKey::HeaderCgroup => Some(h.cgroup_id),
+            FilterKey::SockCgroup => {
+                const AT: usize = std::mem::offset_of!(event_abi::TcpEvent, sock_cgroup_id);
+                const _: () =
+                    assert!(AT == std::mem::offset_of!(event_abi::TcpStateEvent, sock_cgroup_id));
+                Some(u64::from_ne_bytes(r[AT..AT + 8].try_into().unwrap()))
+            }
+            FilterKey::None => None,
+        };
+        if k == Some(id) {
+            *out.entry(h.kind).or_insert(0u64) += 1;
+        }
+    }
+    out
+}
+
+fn show(c: &std::collections::BTreeMap<u16, u64>) -> String {
+    c.iter()
+        .map(|(k, n)| {
+            let name = KIND_NAMES
+                .iter()
+                .find(|(kk, _, _)| kk == k)
+                .map_or("?", |(_, n, _)| n);
+            format!("{name}={n}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Block queue counts depend on the page cache (binaries paged in); compared elsewhere.
+fn comparable(c: &std::collections::BTreeMap<u16, u64>) -> String {
+    let mut c = c.clone();
+    c.remove(&kind::BLOCK_QUEUE);
+    show(&c)
+}
+
+fn filter(sent: &str, received: &str) -> Result<i32> {
+    let mut ebpf = EbpfSource::open(EbpfOptions::default()).context("opening the eBPF backend")?;
+    let mut kmod = KmodSource::open(KmodOptions::default()).context("opening the kmod backend")?;
+    let ebpf_filter = ebpf
+        .cgroup_filter()
+        .ok_or_else(|| anyhow!("the eBPF source has no cgroup filter"))?;
+    let kmod_filter = kmod
+        .cgroup_filter()
+        .ok_or_else(|| anyhow!("the module has no cgroup filter (device interface < 1.1)"))?;
+    let mut sources = [Source::Kmod(kmod), Source::Ebpf(Box::new(ebpf))];
+    let pid = std::process::id();
+    let a = Cgroup::create_named(&format!("kmod-vm-filter-a-{pid}"))?;
+    let b = Cgroup::create_named(&format!("kmod-vm-filter-b-{pid}"))?;
+    let workload = ["ksight-workload", "procs-tcp", sent, received];
+    let mut failures: Vec<String> = Vec::new();
+    let mut batch = RawBatch::new();
+
+    // Runs the workload in each cgroup in turn while both sources are read; returns each
+    // backend's records (kmod, ebpf) and the time window they were produced in.
+    let mut phase = |sources: &mut [Source; 2], cgroups: &[&Cgroup]| -> Result<[Vec<Vec<u8>>; 2]> {
+        let mut recs: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        let mut pump = |sources: &mut [Source; 2], recs: &mut [Vec<Vec<u8>>; 2]| -> Result<()> {
+            for (i, s) in sources.iter_mut().enumerate() {
+                batch.clear();
+                s.get().poll(&mut batch, Duration::from_millis(5))?;
+                recs[i].extend(batch.iter().map(<[u8]>::to_vec));
+            }
+            Ok(())
+        };
+        for cg in cgroups {
+            let mut child = run_in(cg, &workload)?;
+            let status = loop {
+                pump(sources, &mut recs)?;
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+            };
+            ensure!(
+                status.success(),
+                "workload in {}: {status}",
+                cg.path.display()
+            );
+        }
+        let deadline = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < deadline {
+            pump(sources, &mut recs)?;
+        }
+        Ok(recs)
+    };
+    let filtered =
+        |sources: &[Source; 2]| -> Result<[(std::collections::BTreeMap<u16, u64>, u64); 2]> {
+            let mut out: [(std::collections::BTreeMap<u16, u64>, u64); 2] = Default::default();
+            for (i, s) in sources.iter().enumerate() {
+                let per_kind = match s {
+                    Source::Kmod(k) => k.filtered_per_kind()?,
+                    Source::Ebpf(e) => e.filtered_per_kind(),
+                };
+                let total = match s {
+                    Source::Kmod(k) => k.counters().filtered,
+                    Source::Ebpf(e) => e.counters().filtered,
+                };
+                out[i] = (
+                    per_kind.into_iter().filter(|(_, n)| *n > 0).collect(),
+                    total,
+                );
+            }
+            Ok(out)
+        };
+    let names = ["kmod", "ebpf"];
+
+    // 1. Nothing ignored: what A's workload produces, by each backend.
+    let recs = phase(&mut sources, &[&a])?;
+    let truth = keyed(&recs[0], a.id);
+    for (i, r) in recs.iter().enumerate() {
+        let got = keyed(r, a.id);
+        println!("filter: unfiltered A, {}: {}", names[i], show(&got));
+        if comparable(&got) != comparable(&truth) {
+            failures.push(format!(
+                "unfiltered A differs between backends: {} vs {}",
+                show(&truth),
+                show(&got)
+            ));
+        }
+    }
+    if truth.get(&kind::EXEC).copied().unwrap_or(0) < 6
+        || truth.get(&kind::TCP_STATE).copied().unwrap_or(0) < 8
+    {
+        failures.push(format!(
+            "A's workload produced too little: {}",
+            show(&truth)
+        ));
+    }
+    let before = filtered(&sources)?;
+
+    // 2. A ignored in both kernels at once.
+    ebpf_filter
+        .set_ignored(&[a.id])
+        .context("eBPF set_ignored")?;
+    kmod_filter
+        .set_ignored(&[a.id])
+        .context("kmod set_ignored")?;
+    let started = monotonic_ns();
+    let recs = phase(&mut sources, &[&a, &b])?;
+    let stopped = monotonic_ns();
+    let after = filtered(&sources)?;
+    for i in 0..2 {
+        let of_a = keyed(&recs[i], a.id);
+        let of_b = keyed(&recs[i], b.id);
+        let mut delta = after[i].0.clone();
+        for (k, n) in delta.iter_mut() {
+            *n -= before[i].0.get(k).copied().unwrap_or(0);
+        }
+        delta.retain(|_, n| *n > 0);
+        let total = after[i].1 - before[i].1;
+        println!(
+            "filter: A ignored, {}: A {} | B {} | kernel filtered {} (total {total})",
+            names[i],
+            show(&of_a),
+            show(&of_b),
+            show(&delta)
+        );
+        if !of_a.is_empty() {
+            failures.push(format!(
+                "{}: records of ignored A arrived: {}",
+                names[i],
+                show(&of_a)
+            ));
+        }
+        if comparable(&of_b) != comparable(&truth) {
+            failures.push(format!(
+                "{}: B {} != A's truth {}",
+                names[i],
+                show(&of_b),
+                show(&truth)
+            ));
+        }
+        if comparable(&delta) != comparable(&truth) {
+            failures.push(format!(
+                "{}: filtered {} != A's truth {}",
+                names[i],
+                show(&delta),
+                show(&truth)
+            ));
+        }
+        if total != delta.values().sum::<u64>() {
+            failures.push(format!(
+                "{}: counters().filtered {total} != per-kind sum",
+                names[i]
+            ));
+        }
+    }
+    // Record-level parity of the filtered run: same records from both, but for timestamps.
+    let mut logs = [RecordLog::default(), RecordLog::default()];
+    for i in 0..2 {
+        let mut b = RawBatch::new();
+        for r in &recs[i] {
+            b.push(r);
+        }
+        logs[i].add(&b, started);
+    }
+    let cmp = compare_logs(
+        &logs[0],
+        &logs[1],
+        ("kmod", "ebpf"),
+        started + 50_000_000,
+        stopped.saturating_sub(50_000_000),
+    );
+    println!(
+        "filter: records with A ignored: {} byte-identical but for the timestamp, {} only from kmod, {} only from ebpf",
+        cmp.matched, cmp.only_a, cmp.only_b
+    );
+    for u in cmp.unmatched.iter().take(20) {
+        println!("  unmatched: {u}");
+    }
+    if cmp.only_a > 0 || cmp.only_b > 0 || cmp.matched == 0 {
+        failures.push("the backends' records differ with the same ignore set".into());
+    }
+
+    // 3. Cleared at run time: A is back in both, nothing more filtered.
+    ebpf_filter
+        .set_ignored(&[])
+        .context("eBPF set_ignored([])")?;
+    kmod_filter
+        .set_ignored(&[])
+        .context("kmod set_ignored([])")?;
+    let recs = phase(&mut sources, &[&a])?;
+    let cleared = filtered(&sources)?;
+    for i in 0..2 {
+        let back = keyed(&recs[i], a.id);
+        println!("filter: cleared, {}: A {}", names[i], show(&back));
+        if comparable(&back) != comparable(&truth) {
+            failures.push(format!(
+                "{}: after clearing, A {} != {}",
+                names[i],
+                show(&back),
+                show(&truth)
+            ));
+        }
+        if cleared[i] != after[i] {
+            failures.push(format!(
+                "{}: filtered moved after clearing the set",
+                names[i]
+            ));
+        }
+    }
+    // The module refuses more than its limit, naming it.
+    let too_many: Vec<u64> = (1..=16385).collect();
+    match kmod_filter.set_ignored(&too_many) {
+        Err(e) if e.to_string().contains("at most 16384") => {
+            println!("filter: 16385 ids refused: {e}")
+        }
+        other => failures.push(format!("16385 ids: {other:?}")),
+    }
+
+    if failures.is_empty() {
+        println!("filter: PASS");
+        Ok(0)
+    } else {
+        for f in &failures {
+            println!("filter: FAIL {f}");
         }
         Ok(1)
     }

@@ -24,6 +24,7 @@
 pub mod ring;
 pub mod uapi;
 
+use ksight_engine::source::CgroupFilter;
 use ksight_engine::{EventSource, Poll, RawBatch, SourceCounters, SourceError};
 use ring::{Ring, RingMemory};
 use std::ffi::CString;
@@ -31,6 +32,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub const DEVICE: &str = "/dev/ksight";
@@ -98,6 +100,8 @@ impl Default for KmodOptions {
 pub struct RingCounters {
     pub emitted: u64,
     pub lost: u64,
+    /// Dropped because their cgroup is ignored.
+    pub filtered: u64,
     pub delivered: u64,
     pub malformed: u64,
 }
@@ -126,7 +130,9 @@ pub struct KmodSource {
     // Rings before mappings before the fd: rings point into the mappings.
     rings: Vec<Ring>,
     _mappings: Vec<Mapping>,
-    fd: OwnedFd,
+    /// Shared (weakly) with the [`CgroupFilter`] handles: the device stays open, and so
+    /// busy for the next reader, no longer than this source.
+    fd: Arc<OwnedFd>,
     path: PathBuf,
     geometry: uapi::Geometry,
     version: uapi::Version,
@@ -324,7 +330,7 @@ impl KmodSource {
         Ok(Self {
             rings,
             _mappings: mappings,
-            fd,
+            fd: Arc::new(fd),
             path,
             geometry: g,
             version,
@@ -339,12 +345,32 @@ impl KmodSource {
         self.version
     }
 
-    /// The module's counters.
+    /// Whether the module has the cgroup ignore filter (device interface 1.1+).
+    pub fn has_cgroup_filter(&self) -> bool {
+        self.version.dev_version & 0xffff >= u32::from(uapi::DEV_VERSION_MINOR_FILTER)
+    }
+
+    /// The module's counters (`filtered` all 0 from a module without the filter).
     pub fn stats(&self) -> Result<KmodStats, KmodError> {
         let mut st = KmodStats::default();
-        ioctl_ptr(&self.fd, uapi::IOC_STATS, &mut st)
+        // A 1.0 module knows the ioctl by its shorter size and writes only that much.
+        let request = if self.has_cgroup_filter() {
+            uapi::IOC_STATS
+        } else {
+            uapi::IOC_STATS_V1
+        };
+        ioctl_ptr(&self.fd, request, &mut st)
             .map_err(|e| io_err("reading statistics (KSIGHT_IOC_STATS)", &self.path, e))?;
         Ok(st)
+    }
+
+    /// Records dropped because their cgroup is ignored, per record kind (from
+    /// `KSIGHT_IOC_STATS`), for the kinds of `event_abi::kind`.
+    pub fn filtered_per_kind(&self) -> Result<Vec<(u16, u64)>, KmodError> {
+        let st = self.stats()?;
+        Ok((1..event_abi::kind::END)
+            .map(|k| (k, st.filtered[usize::from(k)]))
+            .collect())
     }
 
     /// Unregisters the probes and waits until none runs: after this, every record the
@@ -361,6 +387,7 @@ impl KmodSource {
             .map(|r| RingCounters {
                 emitted: r.emitted(),
                 lost: r.lost(),
+                filtered: r.filtered(),
                 delivered: r.delivered,
                 malformed: r.malformed,
             })
@@ -427,7 +454,77 @@ impl EventSource for KmodSource {
         SourceCounters {
             lost_per_cpu: self.rings.iter().map(Ring::lost).collect(),
             malformed: self.malformed(),
+            filtered: self
+                .rings
+                .iter()
+                .fold(0u64, |a, r| a.saturating_add(r.filtered())),
         }
+    }
+
+    /// `None` from a module older than device interface 1.1 (no filter there).
+    fn cgroup_filter(&mut self) -> Option<Arc<dyn CgroupFilter>> {
+        self.has_cgroup_filter().then(|| {
+            Arc::new(KmodCgroupFilter {
+                fd: Arc::downgrade(&self.fd),
+                path: self.path.clone(),
+            }) as Arc<dyn CgroupFilter>
+        })
+    }
+}
+
+/// The ids `KSIGHT_IOC_SET_IGNORED_CGROUPS` is given: sorted, without duplicates, and no
+/// more than the module keeps.
+fn ignore_request(ids: &[u64]) -> Result<Vec<u64>, String> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let max = uapi::IGNORED_CGROUPS_MAX as usize;
+    if ids.len() > max {
+        return Err(format!(
+            "{} distinct cgroup ids to ignore: the module keeps at most {max}",
+            ids.len()
+        ));
+    }
+    Ok(ids)
+}
+
+/// [`CgroupFilter`] of a [`KmodSource`]: one ioctl on the source's descriptor (ioctls
+/// may run concurrently with the reader's). Fails once the source is dropped.
+struct KmodCgroupFilter {
+    fd: Weak<OwnedFd>,
+    path: PathBuf,
+}
+
+impl CgroupFilter for KmodCgroupFilter {
+    fn set_ignored(&self, ids: &[u64]) -> Result<(), SourceError> {
+        let err = |message: String, cause: Option<io::Error>| SourceError {
+            source_name: "kmod".into(),
+            message,
+            cause: cause.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+        };
+        let ids =
+            ignore_request(ids).map_err(|m| err(format!("setting ignored cgroups: {m}"), None))?;
+        let fd = self.fd.upgrade().ok_or_else(|| {
+            err(
+                "setting ignored cgroups: the kmod source is closed".into(),
+                None,
+            )
+        })?;
+        let mut req = uapi::IgnoredCgroups {
+            count: ids.len() as u32,
+            _pad: 0,
+            ids_ptr: ids.as_ptr() as u64,
+        };
+        ioctl_ptr(&fd, uapi::IOC_SET_IGNORED_CGROUPS, &mut req).map_err(|e| {
+            err(
+                format!(
+                    "setting {} ignored cgroups (KSIGHT_IOC_SET_IGNORED_CGROUPS) on {}",
+                    ids.len(),
+                    self.path.display()
+                ),
+                Some(e),
+            )
+        })
     }
 }
 
@@ -485,6 +582,68 @@ mod tests {
             path: PathBuf::from(DEVICE),
         };
         assert!(busy.to_string().contains("one reader at a time"));
+    }
+
+    #[test]
+    fn the_ignore_request_is_sorted_deduplicated_and_bounded() {
+        assert_eq!(ignore_request(&[9, 3, 9, 1, 3]), Ok(vec![1, 3, 9]));
+        assert_eq!(ignore_request(&[]), Ok(vec![]));
+        let max = uapi::IGNORED_CGROUPS_MAX as u64;
+        // Duplicates do not count against the limit.
+        let mut many: Vec<u64> = (0..max).collect();
+        many.extend(0..max);
+        assert_eq!(ignore_request(&many).map(|v| v.len()), Ok(max as usize));
+        let too_many: Vec<u64> = (0..=max).collect();
+        assert_eq!(
+            ignore_request(&too_many),
+            Err(format!(
+                "{} distinct cgroup ids to ignore: the module keeps at most 16384",
+                max + 1
+            ))
+        );
+        assert_eq!(
+            uapi::IGNORED_CGROUPS_MAX as usize,
+            event_abi::filter::MAX_IGNORED_CGROUPS
+        );
+        assert_eq!(
+            uapi::IGNORED_CGROUPS_MAX as usize,
+            ksight_engine::source::MAX_IGNORED_CGROUPS
+        );
+    }
+
+    #[test]
+    fn a_filter_handle_outliving_its_source_fails_cleanly() {
+        let fd = Arc::new(open_device(Path::new("/dev/null")).unwrap());
+        let filter = KmodCgroupFilter {
+            fd: Arc::downgrade(&fd),
+            path: PathBuf::from("/dev/null"),
+        };
+        // /dev/null knows no ioctl: the error names the request and the device.
+        let e = filter.set_ignored(&[1, 2]).unwrap_err();
+        assert_eq!(e.source_name, "kmod");
+        assert!(
+            e.message.contains(
+                "setting 2 ignored cgroups (KSIGHT_IOC_SET_IGNORED_CGROUPS) on /dev/null"
+            ),
+            "{e}"
+        );
+        assert!(e.cause.is_some());
+        drop(fd);
+        let e = filter.set_ignored(&[]).unwrap_err();
+        assert!(e.message.contains("the kmod source is closed"), "{e}");
+        // Too many ids fail before any ioctl, naming the limit.
+        let too_many: Vec<u64> = (0..=u64::from(uapi::IGNORED_CGROUPS_MAX)).collect();
+        let e = filter.set_ignored(&too_many).unwrap_err();
+        assert!(e.message.contains("at most 16384"), "{e}");
+    }
+
+    #[test]
+    fn the_stats_ioctl_of_interface_1_0_keeps_its_number() {
+        // 1.0 readers ask with the 1056-byte size; the module answers both numbers.
+        assert_eq!(uapi::IOC_STATS_V1, 0x8420_b706);
+        assert_eq!(uapi::IOC_STATS, 0x8520_b706);
+        // _IOW(0xB7, 8, 16 bytes)
+        assert_eq!(uapi::IOC_SET_IGNORED_CGROUPS, 0x4010_b708);
     }
 
     #[test]

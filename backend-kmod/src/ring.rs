@@ -83,6 +83,13 @@ impl Ring {
             .load(Ordering::Relaxed)
     }
 
+    /// Records the kernel dropped on this ring's CPU because their cgroup is ignored
+    /// (always 0 from a module older than device interface 1.1: padding then).
+    pub fn filtered(&self) -> u64 {
+        self.shared(offset_of!(RingInfo, filtered))
+            .load(Ordering::Relaxed)
+    }
+
     /// Records the kernel wrote into this ring.
     pub fn emitted(&self) -> u64 {
         self.shared(offset_of!(RingInfo, emitted))

@@ -12,12 +12,18 @@
 use core::mem::size_of;
 
 pub const DEV_VERSION_MAJOR: u16 = 1;
-pub const DEV_VERSION_MINOR: u16 = 0;
+pub const DEV_VERSION_MINOR: u16 = 1;
+/// The first minor version with `KSIGHT_IOC_SET_IGNORED_CGROUPS`, `filtered` counters and
+/// the longer `KSIGHT_IOC_STATS`.
+pub const DEV_VERSION_MINOR_FILTER: u16 = 1;
 /// `major << 16 | minor`, as `KSIGHT_IOC_VERSION` reports it.
 pub const DEV_VERSION: u32 = ((DEV_VERSION_MAJOR as u32) << 16) | DEV_VERSION_MINOR as u32;
 
 /// Per-kind statistics slots (indexed by `event_abi::kind`).
 pub const STATS_SLOTS: usize = 32;
+
+/// Most cgroup ids `KSIGHT_IOC_SET_IGNORED_CGROUPS` accepts.
+pub const IGNORED_CGROUPS_MAX: u32 = 16384;
 
 pub const RING_BYTES_MIN: u32 = 4096;
 pub const RING_BYTES_MAX: u32 = 1 << 28;
@@ -33,7 +39,9 @@ pub struct RingInfo {
     pub lost: u64,
     /// Records written into the ring.
     pub emitted: u64,
-    pub _pad0: [u64; 5],
+    /// Records dropped because their cgroup is ignored (interface 1.1; 0 before).
+    pub filtered: u64,
+    pub _pad0: [u64; 4],
     /// Bytes ever consumed; the reader stores it with release.
     pub tail: u64,
     pub _pad1: [u64; 7],
@@ -73,6 +81,19 @@ pub struct Stats {
     pub capturing: u32,
     pub nested: u64,
     pub bad_tail: u64,
+    /// Interface 1.1: records dropped because their cgroup is ignored, per kind.
+    pub filtered: [u64; STATS_SLOTS],
+}
+
+/// `KSIGHT_IOC_SET_IGNORED_CGROUPS` (`struct ksight_ignored_cgroups`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IgnoredCgroups {
+    /// Number of ids at `ids_ptr`.
+    pub count: u32,
+    pub _pad: u32,
+    /// User address of `count` u64 cgroup ids.
+    pub ids_ptr: u64,
 }
 
 impl Default for Stats {
@@ -88,6 +109,7 @@ impl Default for Stats {
             capturing: 0,
             nested: 0,
             bad_tail: 0,
+            filtered: [0; STATS_SLOTS],
         }
     }
 }
@@ -95,7 +117,12 @@ impl Default for Stats {
 const _: () = assert!(size_of::<RingInfo>() == 128);
 const _: () = assert!(size_of::<Version>() == 8);
 const _: () = assert!(size_of::<Geometry>() == 32);
-const _: () = assert!(size_of::<Stats>() == 1056);
+const _: () = assert!(size_of::<Stats>() == 1312);
+const _: () = assert!(core::mem::offset_of!(Stats, filtered) == STATS_V1_SIZE);
+const _: () = assert!(size_of::<IgnoredCgroups>() == 16);
+
+/// Size of `struct ksight_stats` in interface 1.0 (before `filtered`).
+pub const STATS_V1_SIZE: usize = 1056;
 
 // Linux's generic ioctl encoding (x86, arm64, riscv: asm-generic/ioctl.h).
 const IOC_NRSHIFT: u32 = 0;
@@ -121,3 +148,6 @@ pub const IOC_START: u32 = ioc(IOC_NONE, 4, 0);
 pub const IOC_STOP: u32 = ioc(IOC_NONE, 5, 0);
 pub const IOC_STATS: u32 = ioc(IOC_READ, 6, size_of::<Stats>());
 pub const IOC_SET_WATERMARK: u32 = ioc(IOC_WRITE, 7, size_of::<u32>());
+pub const IOC_SET_IGNORED_CGROUPS: u32 = ioc(IOC_WRITE, 8, size_of::<IgnoredCgroups>());
+/// `KSIGHT_IOC_STATS` of interface 1.0: the first [`STATS_V1_SIZE`] bytes of [`Stats`].
+pub const IOC_STATS_V1: u32 = ioc(IOC_READ, 6, STATS_V1_SIZE);

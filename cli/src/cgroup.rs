@@ -3,7 +3,6 @@
 //! guessing from whichever task happened to be running.
 
 use anyhow::{Context, Result, anyhow};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -14,15 +13,7 @@ pub struct StatCgroup {
     pub id: u64,
 }
 
-/// Mount point of the cgroup v2 hierarchy (also in the hybrid v1/v2 layout).
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next()? == "cgroup2")
-            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-    })
-}
+pub use ksight_engine::attribution::cgroups::cgroup2_mount;
 
 /// This process's cgroup v2 path, relative to the mount.
 fn own_cgroup() -> Option<String> {
@@ -48,10 +39,6 @@ impl StatCgroup {
             .with_context(|| format!("reading cgroup {}", path.display()))?
             .ino();
         Ok(Self { path, id })
-    }
-
-    pub fn procs_file(&self) -> PathBuf {
-        self.path.join("cgroup.procs")
     }
 
     /// Removes the cgroup once its processes are gone; a straggler keeps it (and we say so).
@@ -82,21 +69,14 @@ fn remove_dir_retrying(path: &Path) -> Result<()> {
 pub fn spawn_in(command: &[String], cgroup: Option<&StatCgroup>) -> Result<std::process::Child> {
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
-    let procs = cgroup
-        .map(|cg| std::ffi::CString::new(cg.procs_file().as_os_str().as_bytes()))
-        .transpose()?;
-    // SAFETY: between fork and exec only async-signal-safe calls: open, write, close, signal.
+    if let Some(cg) = cgroup {
+        ksight_engine::attribution::cgroups::join_before_exec(&mut cmd, &cg.path)?;
+    }
+    // SAFETY: between fork and exec only async-signal-safe calls: signal.
     unsafe {
         cmd.pre_exec(move || {
             libc::signal(libc::SIGINT, libc::SIG_DFL);
             libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-            if let Some(procs) = &procs {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-            }
             Ok(())
         });
     }

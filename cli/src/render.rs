@@ -112,6 +112,40 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
             );
         }
     }
+    if !s.containers.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n  {:<44} {:>6} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>10}",
+            "by owner (pod/container, container, unit or cgroup)",
+            "execs",
+            "forks",
+            "exits",
+            "conns",
+            "tcp sent",
+            "tcp recv",
+            "blk read",
+            "blk write"
+        );
+        for c in s.containers.iter().take(40) {
+            let name = c
+                .attribution
+                .as_ref()
+                .map_or_else(|| format!("cgroup {}", c.cgroup_id), |a| a.display_name());
+            let _ = writeln!(
+                o,
+                "  {:<44} {:>6} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>10}",
+                name,
+                c.execs,
+                c.forks,
+                c.exits,
+                c.tcp_connections,
+                bytes(c.tcp_bytes_sent),
+                bytes(c.tcp_bytes_received),
+                bytes(c.block_read_bytes),
+                bytes(c.block_write_bytes)
+            );
+        }
+    }
     let _ = writeln!(
         o,
         "\n  lost events {}  malformed records {}",

@@ -202,6 +202,10 @@ struct Totals {
 #[derive(Default)]
 pub struct Aggregator {
     scope: Option<Scope>,
+    /// cgroups whose events are dropped (ignored containers); see [`Event::owner_cgroup`].
+    ignored: FxHashSet<u64>,
+    /// Events dropped because their cgroup is ignored.
+    pub ignored_events: u64,
     totals: Totals,
     processes: FxHashMap<u32, Process>,
     cgroups: FxHashMap<u64, Cgroup>,
@@ -255,7 +259,20 @@ impl Aggregator {
         })
     }
 
+    /// Replaces the set of ignored cgroups.
+    pub fn set_ignored(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.ignored = ids.into_iter().collect();
+    }
+
     pub fn apply(&mut self, event: &Event) {
+        if !self.ignored.is_empty()
+            && event
+                .owner_cgroup()
+                .is_some_and(|id| self.ignored.contains(&id))
+        {
+            self.ignored_events += 1;
+            return;
+        }
         let ts = event.ts_ns();
         self.first_ts.get_or_insert(ts);
         self.last_ts = self.last_ts.max(ts);
@@ -756,6 +773,7 @@ impl Aggregator {
                 tcp_resets_received: c.tcp_resets_received,
                 block_reads: c.block_reads,
                 block_writes: c.block_writes,
+                attribution: None,
             })
             .collect();
         cgroups.sort_by_key(|c| c.cgroup_id);
@@ -795,6 +813,7 @@ impl Aggregator {
             },
             block: BlockSummary { devices },
             cgroups,
+            containers: Vec::new(),
         }
     }
 }

@@ -35,10 +35,11 @@ use crate::source::{EventSource, Poll, RawBatch, SourceCounters, SourceError};
 
 /// The first bytes of every capture file.
 pub const MAGIC: [u8; 8] = *b"KSIGHTCP";
-/// The file-format version this code writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The file-format version this code writes. 2: counters frames may end with the count
+/// of records the kernel filtered (version 1 files read with none).
+pub const FORMAT_VERSION: u32 = 2;
 /// The file-format versions this code reads.
-pub const SUPPORTED_FORMAT_VERSIONS: &[u32] = &[1];
+pub const SUPPORTED_FORMAT_VERSIONS: &[u32] = &[1, 2];
 /// Largest frame accepted (and written); a longer length prefix is corruption.
 pub const MAX_FRAME_LEN: u32 = 64 << 20;
 /// Largest capture header accepted (and written).
@@ -924,6 +925,7 @@ mod tests {
         SourceCounters {
             lost_per_cpu: lost.to_vec(),
             malformed: 0,
+            filtered: 0,
         }
     }
 
@@ -1085,7 +1087,7 @@ mod tests {
         let sample = Sample::new();
         let b = &sample.bytes;
         assert_eq!(&b[..8], b"KSIGHTCP");
-        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 2);
         let len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
         let h: CaptureHeader = bincode::deserialize(&b[16..16 + len]).unwrap();
         assert_eq!(h, header());
@@ -1220,20 +1222,20 @@ mod tests {
     fn unsupported_format_version() {
         let file = TempFile::new("version");
         let mut bytes = Sample::new().bytes;
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
         file.write(&bytes);
         let e = ReplaySource::open(&file.0).err().unwrap();
         assert!(matches!(
             e,
             CaptureError::UnsupportedVersion {
-                found: 2,
+                found: 3,
                 offset: 8,
                 ..
             }
         ));
         let message = e.to_string();
         assert!(
-            message.contains("version 2 at byte 8; this ksight reads version(s) 1"),
+            message.contains("version 3 at byte 8; this ksight reads version(s) 1, 2"),
             "{message}"
         );
     }

@@ -37,6 +37,22 @@ impl Event {
     pub fn ts_ns(&self) -> u64 {
         self.header().ts_ns
     }
+
+    /// The cgroup an event is attributed to, and filtered by: the task's for process
+    /// events and queued block requests, the socket's for TCP (which may run in softirq,
+    /// where the current task is unrelated). None for block issue/complete, which run in
+    /// whatever context completes the request and are matched to their queue record.
+    /// The kernel-side filter of both backends uses the same rule.
+    pub fn owner_cgroup(&self) -> Option<u64> {
+        match self {
+            Event::Exec(e) => Some(e.header.cgroup_id),
+            Event::Fork(e) => Some(e.header.cgroup_id),
+            Event::Exit(e) => Some(e.header.cgroup_id),
+            Event::TcpState(e) => Some(e.sock_cgroup_id),
+            Event::Tcp(e) => Some(e.sock_cgroup_id),
+            Event::Block(e) => (e.header.kind == kind::BLOCK_QUEUE).then_some(e.header.cgroup_id),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

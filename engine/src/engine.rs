@@ -93,6 +93,16 @@ impl Engine {
         &self.counters
     }
 
+    /// Drops, from now on, the events of these cgroups (see [`crate::decode::Event::owner_cgroup`]).
+    pub fn set_ignored_cgroups(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.aggregator.set_ignored(ids);
+    }
+
+    /// Events dropped by [`Self::set_ignored_cgroups`] since start.
+    pub fn ignored_events(&self) -> u64 {
+        self.aggregator.ignored_events
+    }
+
     pub fn late_events(&self) -> u64 {
         self.reorder.late
     }

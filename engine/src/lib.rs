@@ -1,6 +1,7 @@
 //! ksight's backend-agnostic engine: event sources, decoding, reordering, aggregation,
 //! snapshots and capture files. It knows no backend.
 pub mod aggregate;
+pub mod attribution;
 pub mod capture;
 pub mod decode;
 pub mod engine;

@@ -47,6 +47,10 @@ pub struct Snapshot {
     pub tcp: TcpSummary,
     pub block: BlockSummary,
     pub cgroups: Vec<CgroupRow>,
+    /// `cgroups` summed by owner (container, pod, unit or path) once attributed; empty
+    /// until then. Each row's `cgroup_id` is the owner's outermost cgroup.
+    #[serde(default)]
+    pub containers: Vec<CgroupRow>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -194,4 +198,32 @@ pub struct CgroupRow {
     pub block_reads: u64,
     #[serde(default)]
     pub block_writes: u64,
+    /// Who the cgroup belongs to (container, pod, unit, path), when resolved.
+    #[serde(default)]
+    pub attribution: Option<crate::attribution::CgroupLabels>,
+}
+
+impl CgroupRow {
+    /// Adds another row's counters (not its id or attribution).
+    pub fn add(&mut self, o: &CgroupRow) {
+        self.execs += o.execs;
+        self.forks += o.forks;
+        self.exits += o.exits;
+        self.tcp_connections += o.tcp_connections;
+        self.tcp_bytes_sent += o.tcp_bytes_sent;
+        self.tcp_bytes_received += o.tcp_bytes_received;
+        self.block_read_bytes += o.block_read_bytes;
+        self.block_write_bytes += o.block_write_bytes;
+        for (code, n) in &o.exit_codes {
+            *self.exit_codes.entry(code.clone()).or_default() += n;
+        }
+        self.tcp_connects += o.tcp_connects;
+        self.tcp_connect_failures += o.tcp_connect_failures;
+        self.tcp_accepts += o.tcp_accepts;
+        self.tcp_retransmits += o.tcp_retransmits;
+        self.tcp_resets_sent += o.tcp_resets_sent;
+        self.tcp_resets_received += o.tcp_resets_received;
+        self.block_reads += o.block_reads;
+        self.block_writes += o.block_writes;
+    }
 }

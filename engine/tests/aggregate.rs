@@ -167,3 +167,36 @@ fn a_merged_request_completes_every_bio_it_covers() {
     let d = &snap.block.devices[0];
     assert_eq!((d.writes, d.write_bytes, d.latency_us.count), (1, 8192, 1));
 }
+
+#[test]
+fn ignored_cgroups_drop_their_events_by_owner_cgroup() {
+    let mut engine = Engine::new("test", None);
+    engine.set_ignored_cgroups([OTHER_CG]);
+    engine.ingest(&workload());
+    engine.flush();
+    let snap = engine.snapshot(&NoNames);
+    // The other cgroup's exec, its connection's 10 state changes (by socket cgroup), its
+    // retransmit and its queued block request; never block issue/complete records.
+    assert_eq!(engine.ignored_events(), 1 + 10 + 1 + 1);
+    assert!(snap.cgroups.iter().all(|c| c.cgroup_id != OTHER_CG), "{:?}", snap.cgroups);
+    let scoped = run(&workload(), Some(scope()));
+    assert_eq!(snap.process.execs, scoped.process.execs);
+    assert_eq!(snap.process.exit_codes, scoped.process.exit_codes);
+    assert_eq!(
+        (snap.tcp.connects, snap.tcp.closes, snap.tcp.bytes_sent, snap.tcp.retransmits),
+        (1, 2, 13_000, 0)
+    );
+    // The device saw all three requests; only two are attributed to a queueing cgroup.
+    let dev = &snap.block.devices[0];
+    assert_eq!((dev.reads, dev.writes), (1, 2));
+    let cg = snap.cgroups.iter().find(|c| c.cgroup_id == CG).unwrap();
+    assert_eq!((cg.block_reads, cg.block_writes), (1, 1));
+    // An empty set turns the filter off.
+    let mut engine = Engine::new("test", None);
+    engine.set_ignored_cgroups([OTHER_CG]);
+    engine.set_ignored_cgroups([]);
+    engine.ingest(&workload());
+    engine.flush();
+    assert_eq!(engine.ignored_events(), 0);
+    assert!(engine.snapshot(&NoNames).cgroups.iter().any(|c| c.cgroup_id == OTHER_CG));
+}

@@ -239,5 +239,49 @@ pub mod counter {
     pub const EMITTED: u32 = 1;
     /// Kernel reads that failed (record sent with the affected fields zeroed).
     pub const READ_ERRORS: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Records dropped on purpose, before anything was reserved, because their cgroup is
+    /// in the ignore set (see [`super::filter`]).
+    pub const FILTERED: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// The in-kernel cgroup ignore filter, the same in both backends.
+///
+/// Which cgroup id a record kind is checked against:
+/// - exec, fork, exit, block queue: the header's `cgroup_id` (the current task's cgroup v2
+///   id), checked before the record is built;
+/// - TCP state, retransmit and resets: the record's `sock_cgroup_id` (they may run in
+///   softirq, where the current task is unrelated);
+/// - block issue and complete: never filtered (irq or other tasks' context).
+///
+/// A filtered record is counted in [`counter::FILTERED`] and never reserved nor written.
+/// An empty set filters nothing.
+pub mod filter {
+    use super::kind;
+
+    /// Most cgroup ids the kernel keeps in the set.
+    pub const MAX_IGNORED_CGROUPS: usize = 16384;
+
+    /// Which id of a record the filter looks at.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum FilterKey {
+        /// The header's `cgroup_id`.
+        HeaderCgroup,
+        /// The record's `sock_cgroup_id`.
+        SockCgroup,
+        /// Never filtered.
+        None,
+    }
+
+    /// The id the filter checks for records of `k`.
+    pub const fn key(k: u16) -> FilterKey {
+        match k {
+            kind::EXEC | kind::FORK | kind::EXIT | kind::BLOCK_QUEUE => FilterKey::HeaderCgroup,
+            kind::TCP_STATE
+            | kind::TCP_RETRANSMIT
+            | kind::TCP_RESET_SENT
+            | kind::TCP_RESET_RECEIVED => FilterKey::SockCgroup,
+            _ => FilterKey::None,
+        }
+    }
 }

@@ -34,7 +34,7 @@ use event_abi::{
 /// reader), its C side in kmod-c/ksight_dev.h; checked here the same way as the records.
 #[path = "../../backend-kmod/src/uapi.rs"]
 mod uapi;
-use uapi::{Geometry, RingInfo, Stats, Version};
+use uapi::{Geometry, IgnoredCgroups, RingInfo, Stats, Version};
 
 /// How a field's type is spelled on the C side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +101,7 @@ c_struct!(
     Version => "ksight_version",
     Geometry => "ksight_geometry",
     Stats => "ksight_stats",
+    IgnoredCgroups => "ksight_ignored_cgroups",
 );
 
 struct Field {
@@ -222,7 +223,8 @@ fn records() -> Vec<Record> {
             head: u64,
             lost: u64,
             emitted: u64,
-            _pad0: [u64; 5],
+            filtered: u64,
+            _pad0: [u64; 4],
             tail: u64,
             _pad1: [u64; 7],
         }),
@@ -249,6 +251,12 @@ fn records() -> Vec<Record> {
             capturing: u32,
             nested: u64,
             bad_tail: u64,
+            filtered: [u64; uapi::STATS_SLOTS],
+        }),
+        record!(IgnoredCgroups {
+            count: u32,
+            _pad: u32,
+            ids_ptr: u64,
         }),
     ]
 }
@@ -320,6 +328,7 @@ fn constants() -> Vec<(&'static str, i128)> {
         ("KSIGHT_COUNTER_LOST", counter::LOST.into()),
         ("KSIGHT_COUNTER_EMITTED", counter::EMITTED.into()),
         ("KSIGHT_COUNTER_READ_ERRORS", counter::READ_ERRORS.into()),
+        ("KSIGHT_COUNTER_FILTERED", counter::FILTERED.into()),
         ("KSIGHT_COUNTER_COUNT", counter::COUNT.into()),
         // kmod-c/ksight_dev.h
         ("KSIGHT_DEV_VERSION_MAJOR", uapi::DEV_VERSION_MAJOR.into()),
@@ -337,6 +346,16 @@ fn constants() -> Vec<(&'static str, i128)> {
         ("KSIGHT_IOC_STOP", uapi::IOC_STOP.into()),
         ("KSIGHT_IOC_STATS", uapi::IOC_STATS.into()),
         ("KSIGHT_IOC_SET_WATERMARK", uapi::IOC_SET_WATERMARK.into()),
+        (
+            "KSIGHT_IOC_SET_IGNORED_CGROUPS",
+            uapi::IOC_SET_IGNORED_CGROUPS.into(),
+        ),
+        ("KSIGHT_STATS_V1_SIZE", uapi::STATS_V1_SIZE as i128),
+        ("KSIGHT_IOC_STATS_V1", uapi::IOC_STATS_V1.into()),
+        (
+            "KSIGHT_IGNORED_CGROUPS_MAX",
+            uapi::IGNORED_CGROUPS_MAX.into(),
+        ),
     ]
 }
 

@@ -1,6 +1,8 @@
 //! Helpers for ksight's integration tests: the binaries under test, root checks that fail
 //! loudly, and a loop device for block I/O with known sizes.
 
+pub mod fake_apiserver;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

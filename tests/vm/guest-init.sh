@@ -160,6 +160,18 @@ agent_fallback() {
 }
 run agent_fallback agent_fallback
 
+# The cgroup ignore filter pushed into both kernels at once: an ignored cgroup's records
+# never arrive from either, each counts them filtered, the records stay identical, and
+# clearing the set at run time brings them back.
+filter_check() {
+	insmod $MODULE || return 1
+	kmod-vm filter 20000 3000
+	rc=$?
+	rmmod ksight
+	return $rc
+}
+run filter filter_check
+
 # Per-event kernel-side cost of both backends on more events (guest timings are emulated:
 # only the ratio means anything); the run must be at parity too.
 cost() {

@@ -146,6 +146,8 @@ pub mod maps {
     pub const RING: &str = "RING";
     pub const PERF: &str = "PERF";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const IGNORED_CGROUPS: &str = "IGNORED_CGROUPS";
+    pub const FILTER_ON: &str = "FILTER_ON";
 }
 
 /// Default ring buffer size in the object (the loader overrides it).

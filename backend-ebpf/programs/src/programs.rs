@@ -18,7 +18,7 @@ use aya_ebpf::{
         generated as gen_helpers,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{PerCpuArray, PerfEventByteArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerfEventByteArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
 use event_abi::{
@@ -58,6 +58,17 @@ static PERF: PerfEventByteArray = PerfEventByteArray::new(0);
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(kind::END as u32 * counter::COUNT, 0);
+
+/// cgroup v2 ids whose records are dropped (see `event_abi::filter`); the value is unused.
+/// Written by the loader at run time, only read here.
+#[map(name = "IGNORED_CGROUPS")]
+static IGNORED_CGROUPS: HashMap<u64, u8> =
+    HashMap::with_max_entries(event_abi::filter::MAX_IGNORED_CGROUPS as u32, 0);
+
+/// Slot 0: non-zero while `IGNORED_CGROUPS` may hold ids. With nothing to ignore the
+/// filter costs one array load (inlined by the verifier) and a branch, no hash lookup.
+#[map(name = "FILTER_ON")]
+static FILTER_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Where a record is assembled (the BPF stack is only 512 bytes), plus room for the copy
 /// of the tracepoint record it is built from.
@@ -119,7 +130,7 @@ fn g<const N: usize>(global: &'static [u32; N], i: usize) -> u32 {
 
 /// Why a program gave up without emitting.
 enum Skip {
-    /// Nothing to record (e.g. a non-TCP socket).
+    /// Nothing to record (e.g. a non-TCP socket, or an ignored cgroup).
     Filtered,
     /// A map lookup or the copy of the tracepoint record failed.
     Failed,
@@ -141,6 +152,36 @@ fn count(kind: u16, slot: u32) {
         // which is acceptable for statistics.
         unsafe { *c += 1 };
     }
+}
+
+/// True (and the record counted as filtered) when `cgroup` is in the ignore set.
+#[inline(always)]
+fn ignored(kind: u16, cgroup: u64) -> bool {
+    let Some(on) = FILTER_ON.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: a valid map value pointer; volatile so the load is not hoisted or merged.
+    if unsafe { ptr::read_volatile(on) } == 0 {
+        return false;
+    }
+    // SAFETY: the value is only tested for presence.
+    if unsafe { IGNORED_CGROUPS.get(&cgroup) }.is_none() {
+        return false;
+    }
+    count(kind, counter::FILTERED);
+    true
+}
+
+/// The current task's cgroup v2 id, unless it is ignored (then the record is counted
+/// filtered and the program stops before building anything).
+#[inline(always)]
+fn current_cgroup_unless_ignored(kind: u16) -> Result<u64, Skip> {
+    // SAFETY: a helper without arguments.
+    let cgroup = unsafe { gen_helpers::bpf_get_current_cgroup_id() };
+    if ignored(kind, cgroup) {
+        return Err(Skip::Filtered);
+    }
+    Ok(cgroup)
 }
 
 /// The zeroed scratch slot for `kind`, as a record of type `T`.
@@ -174,14 +215,14 @@ fn current_comm(kind: u16, comm: *mut [u8; COMM_LEN]) {
     }
 }
 
-/// Fills the common header from the current task.
+/// Fills the common header from the current task, whose cgroup id the caller read.
 #[inline(always)]
-fn fill_header(h: *mut EventHeader, kind: u16, size: usize) {
+fn fill_header(h: *mut EventHeader, kind: u16, size: usize, cgroup: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: `h` points into a scratch record.
     unsafe {
         (*h).ts_ns = gen_helpers::bpf_ktime_get_ns();
-        (*h).cgroup_id = gen_helpers::bpf_get_current_cgroup_id();
+        (*h).cgroup_id = cgroup;
         (*h).pid = (pid_tgid >> 32) as u32;
         (*h).tid = pid_tgid as u32;
         (*h).cpu = gen_helpers::bpf_get_smp_processor_id();
@@ -363,8 +404,9 @@ fn ks_exec(ctx: TracePointContext) -> u32 {
 
 fn try_exec(ctx: &TracePointContext) -> Result<(), Skip> {
     const KIND: u16 = kind::EXEC;
+    let cgroup = current_cgroup_unless_ignored(KIND)?;
     let (ev, _) = scratch::<ExecEvent>(KIND)?;
-    fill_header(ev.cast(), KIND, size_of::<ExecEvent>());
+    fill_header(ev.cast(), KIND, size_of::<ExecEvent>(), cgroup);
     // SAFETY: `ev` points to a zeroed scratch record.
     unsafe {
         current_comm(KIND, addr_of!((*ev).comm).cast_mut());
@@ -405,8 +447,9 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), Skip> {
     const KIND: u16 = kind::FORK;
     let parent: u64 = ctx.arg(0);
     let child: u64 = ctx.arg(1);
+    let cgroup = current_cgroup_unless_ignored(KIND)?;
     let (ev, _) = scratch::<ForkEvent>(KIND)?;
-    fill_header(ev.cast(), KIND, size_of::<ForkEvent>());
+    fill_header(ev.cast(), KIND, size_of::<ForkEvent>(), cgroup);
     let (pid, tgid) = (btf_off(btf::TASK_PID), btf_off(btf::TASK_TGID));
     // SAFETY: `ev` points to a zeroed scratch record.
     unsafe {
@@ -427,8 +470,9 @@ fn ks_exit(ctx: TracePointContext) -> u32 {
 
 fn try_exit(ctx: &TracePointContext) -> Result<(), Skip> {
     const KIND: u16 = kind::EXIT;
+    let cgroup = current_cgroup_unless_ignored(KIND)?;
     let (ev, _) = scratch::<ExitEvent>(KIND)?;
-    fill_header(ev.cast(), KIND, size_of::<ExitEvent>());
+    fill_header(ev.cast(), KIND, size_of::<ExitEvent>(), cgroup);
     let task = unsafe { gen_helpers::bpf_get_current_task() };
     // SAFETY: `ev` points to a zeroed scratch record.
     unsafe {
@@ -479,12 +523,19 @@ fn try_tcp_state(ctx: &TracePointContext) -> Result<(), Skip> {
     if tp_field::<u16>(tp, g(cfg, tp_tcp::PROTOCOL)) != Some(IPPROTO_TCP) {
         return Err(Skip::Filtered);
     }
-    fill_header(ev.cast(), KIND, size_of::<TcpStateEvent>());
+    // The socket's cgroup decides, not the current task's (this may be softirq).
+    let sk = tp_field::<u64>(tp, g(cfg, tp_tcp::SKADDR)).unwrap_or(0);
+    let sock_cgroup = sock_cgroup_id(KIND, sk);
+    if ignored(KIND, sock_cgroup) {
+        return Err(Skip::Filtered);
+    }
+    // SAFETY: a helper without arguments.
+    let cgroup = unsafe { gen_helpers::bpf_get_current_cgroup_id() };
+    fill_header(ev.cast(), KIND, size_of::<TcpStateEvent>(), cgroup);
     // SAFETY: `ev` points to a zeroed scratch record.
     unsafe {
-        let sk = tp_field::<u64>(tp, g(cfg, tp_tcp::SKADDR)).unwrap_or(0);
         (*ev).sock_id = sk;
-        (*ev).sock_cgroup_id = sock_cgroup_id(KIND, sk);
+        (*ev).sock_cgroup_id = sock_cgroup;
         read_tuple(tp, cfg, addr_of!((*ev).tuple).cast_mut());
         (*ev).old_state = tp_field::<i32>(tp, g(cfg, tp_tcp::OLDSTATE)).unwrap_or(0) as u32;
         let new_state = tp_field::<i32>(tp, g(cfg, tp_tcp::NEWSTATE)).unwrap_or(0) as u32;
@@ -533,13 +584,20 @@ fn try_tcp_event(
 ) -> Result<(), Skip> {
     let (ev, tp) = scratch::<TcpEvent>(kind)?;
     copy_tp(ctx, kind, tp)?;
-    fill_header(ev.cast(), kind, size_of::<TcpEvent>());
+    // 0 when the kernel had no socket (a reset answering a stray segment).
+    let sk = tp_field::<u64>(tp, g(cfg, tp_tcp::SKADDR)).unwrap_or(0);
+    // The socket's cgroup decides, not the current task's (this may be softirq).
+    let sock_cgroup = sock_cgroup_id(kind, sk);
+    if ignored(kind, sock_cgroup) {
+        return Err(Skip::Filtered);
+    }
+    // SAFETY: a helper without arguments.
+    let cgroup = unsafe { gen_helpers::bpf_get_current_cgroup_id() };
+    fill_header(ev.cast(), kind, size_of::<TcpEvent>(), cgroup);
     // SAFETY: `ev` points to a zeroed scratch record.
     unsafe {
-        // 0 when the kernel had no socket (a reset answering a stray segment).
-        let sk = tp_field::<u64>(tp, g(cfg, tp_tcp::SKADDR)).unwrap_or(0);
         (*ev).sock_id = sk;
-        (*ev).sock_cgroup_id = sock_cgroup_id(kind, sk);
+        (*ev).sock_cgroup_id = sock_cgroup;
         read_tuple(tp, cfg, addr_of!((*ev).tuple).cast_mut());
         let state_off = g(cfg, tp_tcp::STATE);
         (*ev).state = if state_off != MISSING {
@@ -625,9 +683,17 @@ fn try_block(
     kind: u16,
     cfg: &'static [u32; tp_block::LEN],
 ) -> Result<(), Skip> {
+    // Only the queue runs in the submitter's context; issue and complete are never
+    // filtered (they run in irq or other tasks' context).
+    let cgroup = if kind == kind::BLOCK_QUEUE {
+        current_cgroup_unless_ignored(kind)?
+    } else {
+        // SAFETY: a helper without arguments.
+        unsafe { gen_helpers::bpf_get_current_cgroup_id() }
+    };
     let (ev, tp) = scratch::<BlockEvent>(kind)?;
     copy_tp(ctx, kind, tp)?;
-    fill_header(ev.cast(), kind, size_of::<BlockEvent>());
+    fill_header(ev.cast(), kind, size_of::<BlockEvent>(), cgroup);
     // SAFETY: `ev` points to a zeroed scratch record.
     unsafe {
         (*ev).dev = tp_field::<u32>(tp, g(cfg, tp_block::DEV)).unwrap_or(0);

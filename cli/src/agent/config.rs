@@ -26,6 +26,11 @@ pub struct Config {
     pub transport: TransportChoice,
     #[serde(default)]
     pub log_level: LogLevel,
+    /// Where the host's cgroup v2 hierarchy is mounted; None: found in /proc/self/mountinfo.
+    /// In a container, the host's must be mounted in (the DaemonSet uses
+    /// /host/sys/fs/cgroup). Takes effect at start.
+    #[serde(default)]
+    pub cgroup_root: Option<AbsolutePath>,
     #[serde(default)]
     pub signals: SignalsConfig,
     #[serde(default)]
@@ -34,6 +39,8 @@ pub struct Config {
     pub prometheus: Prometheus,
     #[serde(default)]
     pub socket: Socket,
+    #[serde(default)]
+    pub kubernetes: Kubernetes,
 }
 
 impl Default for Config {
@@ -42,10 +49,12 @@ impl Default for Config {
             backend: BackendChoice::Auto,
             transport: TransportChoice::Auto,
             log_level: LogLevel::default(),
+            cgroup_root: None,
             signals: SignalsConfig::default(),
             filters: Filters::default(),
             prometheus: Prometheus::default(),
             socket: Socket::default(),
+            kubernetes: Kubernetes::default(),
         }
     }
 }
@@ -132,6 +141,88 @@ pub struct Filters {
     /// Device name prefixes not exported, e.g. ["loop", "ram"].
     #[serde(default)]
     pub exclude_devices: Vec<String>,
+    /// Kubernetes containers kept, as regexes over `namespace/pod/container` matched
+    /// whole; empty: all. Others are ignored: dropped in the kernel where the backend can.
+    #[serde(default)]
+    pub containers: Vec<Pattern>,
+    /// Kubernetes containers ignored, as above.
+    #[serde(default)]
+    pub exclude_containers: Vec<Pattern>,
+}
+
+impl Filters {
+    /// The container filters, compiled (validated when the file was parsed).
+    pub fn containers(&self) -> ksight_engine::attribution::Filters {
+        let strings = |v: &[Pattern]| v.iter().map(|p| p.0.clone()).collect::<Vec<_>>();
+        ksight_engine::attribution::Filters::new(
+            &strings(&self.containers),
+            &strings(&self.exclude_containers),
+        )
+        .expect("patterns are validated when the configuration is parsed")
+    }
+}
+
+/// A regex over `namespace/pod/container`, checked when the file is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern(pub String);
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        ksight_engine::attribution::Filters::new(std::slice::from_ref(&text), &[])
+            .map_err(de::Error::custom)?;
+        Ok(Self(text))
+    }
+}
+
+/// Whether and how to name pods from the Kubernetes API. Takes effect at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubernetes {
+    #[serde(default)]
+    pub enabled: KubernetesMode,
+    /// This node's name; empty: `$NODE_NAME` (the DaemonSet sets it from `spec.nodeName`),
+    /// else the host name.
+    #[serde(default)]
+    pub node_name: String,
+    /// API server URL; empty: the pod's service account (in-cluster), else kubeconfig.
+    #[serde(default)]
+    pub api_server: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KubernetesMode {
+    /// On when running in a pod (`KUBERNETES_SERVICE_HOST` is set) or `api_server` is set.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl Kubernetes {
+    /// Whether to watch the API server, given the environment's `KUBERNETES_SERVICE_HOST`.
+    pub fn wanted(&self, in_cluster: bool) -> bool {
+        match self.enabled {
+            KubernetesMode::On => true,
+            KubernetesMode::Off => false,
+            KubernetesMode::Auto => in_cluster || !self.api_server.is_empty(),
+        }
+    }
+
+    /// The node name to watch pods of.
+    pub fn node(&self) -> Option<String> {
+        if !self.node_name.is_empty() {
+            return Some(self.node_name.clone());
+        }
+        if let Some(n) = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()) {
+            return Some(n);
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -468,6 +559,53 @@ path = "/tmp/k.sock"
         assert_eq!(s.include_cgroups, ["/system.slice"]);
         assert!(!s.signals.block);
         assert!(!c.socket.enabled);
+    }
+
+    #[test]
+    fn container_filters_and_kubernetes_settings() {
+        let c = ok(r#"
+cgroup_root = "/host/sys/fs/cgroup"
+[filters]
+containers = ["shop/.*"]
+exclude_containers = ["kube-system/.*", ".*/.*/istio-proxy"]
+[kubernetes]
+enabled = "on"
+node_name = "node-1"
+api_server = "https://10.0.0.1:6443"
+"#);
+        assert_eq!(c.cgroup_root.unwrap().0, PathBuf::from("/host/sys/fs/cgroup"));
+        assert_eq!(c.kubernetes.node().as_deref(), Some("node-1"));
+        assert!(c.kubernetes.wanted(false));
+        let f = c.filters.containers();
+        let labels = |ns: &str, pod: &str, container: &str| ksight_engine::attribution::CgroupLabels {
+            namespace: ns.into(),
+            pod: pod.into(),
+            container: container.into(),
+            ..Default::default()
+        };
+        assert!(f.wants(&labels("shop", "web-1", "web")));
+        assert!(!f.wants(&labels("shop", "web-1", "istio-proxy")));
+        assert!(!f.wants(&labels("kube-system", "dns", "coredns")));
+        // "auto": on in a pod or with an explicit server; off on bare metal.
+        let auto = ok("");
+        assert!(auto.kubernetes.wanted(true));
+        assert!(!auto.kubernetes.wanted(false));
+        assert!(ok("[kubernetes]\napi_server = \"http://127.0.0.1:8001\"\n").kubernetes.wanted(false));
+        assert!(!ok("[kubernetes]\nenabled = \"off\"\n").kubernetes.wanted(true));
+    }
+
+    #[test]
+    fn a_bad_container_pattern_is_refused_with_key_line_and_pattern() {
+        let e = err("[filters]\nexclude_containers = [\"ok\", \"kube-(system\"]\n");
+        assert_eq!((e.line, e.key.as_str()), (2, "filters.exclude_containers[1]"), "{e}");
+        assert!(
+            e.message.contains("\"kube-(system\" is not a valid regex"),
+            "{e}"
+        );
+        let e = err("[kubernetes]\nenabled = \"maybe\"\n");
+        assert_eq!((e.line, e.key.as_str()), (2, "kubernetes.enabled"), "{e}");
+        let e = err("cgroup_root = \"relative/path\"\n");
+        assert_eq!(e.key, "cgroup_root", "{e}");
     }
 
     #[test]

@@ -1,47 +1,6 @@
-//! What the agent reads about the host and itself: the cgroup v2 tree (which cgroups
-//! exist, and their paths) and its own CPU time and resident memory.
+//! What the agent reads about itself: its own CPU time and resident memory.
 
-use ksight_engine::export::CgroupTree;
 use ksight_engine::export::prometheus::OwnUsage;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-
-/// Every cgroup under the cgroup v2 mount: directory inode (the id events carry) → path
-/// from the root. Incomplete when there is no cgroup v2 hierarchy or its root is unreadable.
-pub fn cgroup_tree() -> CgroupTree {
-    match crate::cgroup::cgroup2_mount() {
-        Some(mount) => walk(&mount),
-        None => CgroupTree::default(),
-    }
-}
-
-pub fn walk(mount: &Path) -> CgroupTree {
-    let mut tree = CgroupTree::default();
-    let Ok(root) = std::fs::metadata(mount) else {
-        return tree;
-    };
-    tree.paths.insert(root.ino(), "/".to_string());
-    tree.complete = true;
-    let mut stack: Vec<(PathBuf, String)> = vec![(mount.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        // Cgroups vanish while we walk; what cannot be read is simply not there.
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            let path = format!("{rel}/{}", entry.file_name().to_string_lossy());
-            tree.paths.insert(meta.ino(), path.clone());
-            stack.push((entry.path(), path));
-        }
-    }
-    tree
-}
 
 /// CPU seconds (user + system) and resident bytes of this process.
 pub fn own_usage() -> OwnUsage {
@@ -74,23 +33,6 @@ pub fn own_usage() -> OwnUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn walks_a_tree_by_inode() {
-        let root = std::env::temp_dir().join(format!("ksight-walk-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("a.slice/b.service")).unwrap();
-        std::fs::write(root.join("a.slice/cgroup.procs"), "").unwrap();
-        let tree = walk(&root);
-        let ino = |p: &str| std::fs::metadata(root.join(p)).unwrap().ino();
-        assert!(tree.complete);
-        assert_eq!(tree.paths.len(), 3);
-        assert_eq!(tree.paths[&std::fs::metadata(&root).unwrap().ino()], "/");
-        assert_eq!(tree.paths[&ino("a.slice")], "/a.slice");
-        assert_eq!(tree.paths[&ino("a.slice/b.service")], "/a.slice/b.service");
-        std::fs::remove_dir_all(&root).unwrap();
-        assert!(!walk(&root).complete);
-    }
 
     #[test]
     fn own_usage_is_plausible() {

@@ -19,15 +19,23 @@ mod http;
 mod log;
 pub mod probe;
 mod socket;
+#[cfg(test)]
+mod daemonset;
 
 use anyhow::{Result, anyhow, bail};
 use config::Config;
 use crossbeam_channel::RecvTimeoutError;
 use event_abi::EventHeader;
+use ksight_engine::attribution::cgroups::{CgroupPaths, cgroup2_mount};
+use ksight_engine::attribution::kube::{self, KubeMetadata, KubeSettings};
+use ksight_engine::attribution::{Attributor, attribute};
 use ksight_engine::export::protocol::AgentSnapshot;
-use ksight_engine::export::{AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter};
+use ksight_engine::export::{
+    AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter, MetadataStatus,
+};
 use ksight_engine::names::HostNames;
 use ksight_engine::pipeline::{Message, Readers};
+use ksight_engine::source::CgroupFilter;
 use ksight_engine::{Engine, RawBatch, monotonic_ns};
 use log::{debug, error, info, warning};
 use std::path::{Path, PathBuf};
@@ -140,8 +148,15 @@ struct Agent {
     engine: Engine,
     exporter: Exporter,
     names: HostNames,
-    tree: CgroupTree,
-    tree_read: Option<Instant>,
+    attributor: Attributor,
+    /// Whether Kubernetes names were asked for (a watcher that failed to start is a gap).
+    kube_wanted: bool,
+    tree_read: Instant,
+    /// Pushes the ignore set into the kernel, when the backend can.
+    kernel_filter: Option<Arc<dyn CgroupFilter>>,
+    /// `Attributor::version` the ignore set was computed at, and its size.
+    ignore_version: Option<u64>,
+    ignored_cgroups: u64,
     backend: String,
     backend_reason: String,
     fidelity_notes: Vec<String>,
@@ -152,6 +167,29 @@ struct Agent {
     records_at_tick: u64,
     reloads_succeeded: u64,
     reloads_failed: u64,
+}
+
+/// Starts watching this node's pods. Trouble reaching the API server later is no error:
+/// it shows in the metadata metrics while capture goes on.
+fn start_kube(c: &config::Kubernetes) -> Option<KubeMetadata> {
+    let Some(node) = c.node() else {
+        error!(
+            "kubernetes: no node name (set NODE_NAME or kubernetes.node_name); pods are not named"
+        );
+        return None;
+    };
+    let mut settings = KubeSettings::new(node.clone());
+    settings.api_server = (!c.api_server.is_empty()).then(|| c.api_server.clone());
+    match kube::spawn(settings) {
+        Ok(k) => {
+            info!("kubernetes: watching the pods of node {node}");
+            Some(k)
+        }
+        Err(e) => {
+            error!("{e}; pods are not named");
+            None
+        }
+    }
 }
 
 /// Starts the exporters a configuration asks for.
@@ -203,7 +241,28 @@ pub fn run(config_path: &Path) -> Result<u8> {
     for note in &chosen.notes {
         info!("note: {note}");
     }
-    let opened = chosen.source;
+    let mut opened = chosen.source;
+    let kernel_filter = opened.source.cgroup_filter();
+    let cgroup_root = config
+        .cgroup_root
+        .as_ref()
+        .map(|p| p.0.clone())
+        .or_else(cgroup2_mount);
+    match &cgroup_root {
+        Some(root) => info!("cgroup hierarchy at {}", root.display()),
+        None => warning!("no cgroup v2 hierarchy found: cgroups are labelled by id only"),
+    }
+    let kube_wanted = config
+        .kubernetes
+        .wanted(std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
+    let kube = kube_wanted
+        .then(|| start_kube(&config.kubernetes))
+        .flatten();
+    let attributor = Attributor::new(
+        CgroupPaths::new(cgroup_root),
+        kube,
+        config.filters.containers(),
+    );
     // Opening parsed the kernel's BTF and the programs' object: tens of MiB, freed but
     // still held by the allocator. Give them back before settling down for days.
     #[cfg(target_env = "gnu")]
@@ -226,8 +285,12 @@ pub fn run(config_path: &Path) -> Result<u8> {
         engine: Engine::new(&backend, None),
         exporter: Exporter::new(),
         names: HostNames { live: true },
-        tree: CgroupTree::default(),
-        tree_read: None,
+        attributor,
+        kube_wanted,
+        tree_read: Instant::now(),
+        kernel_filter,
+        ignore_version: None,
+        ignored_cgroups: 0,
         backend,
         backend_reason: chosen.reason,
         fidelity_notes: opened
@@ -321,16 +384,55 @@ impl Agent {
         Ok(())
     }
 
-    fn refresh_tree(&mut self, ids: impl Iterator<Item = u64>) {
-        let stale = self.tree_read.is_none_or(|t| t.elapsed() >= CGROUP_REFRESH);
-        let mut unknown = ids.filter(|&id| id != 0 && !self.tree.paths.contains_key(&id));
-        let recent = self
-            .tree_read
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(900));
-        if stale || (!recent && unknown.next().is_some()) {
-            self.tree = host::cgroup_tree();
-            self.tree_read = Some(Instant::now());
+    /// Re-reads the cgroup tree now and then, so removed cgroups are noticed (new ones are
+    /// read on the first event that names them).
+    fn refresh_tree(&mut self) {
+        if self.tree_read.elapsed() >= CGROUP_REFRESH {
+            self.attributor.paths().refresh();
+            self.tree_read = Instant::now();
         }
+    }
+
+    /// Recomputes the ignored cgroups when the tree, the metadata or the filters changed,
+    /// and hands them to the engine and the kernel.
+    fn update_ignore_set(&mut self) {
+        let version = self.attributor.version();
+        if self.ignore_version == Some(version) {
+            return;
+        }
+        self.ignore_version = Some(version);
+        let ids = self.attributor.ignored_ids();
+        if ids.len() as u64 != self.ignored_cgroups {
+            debug!("{} cgroups ignored", ids.len());
+        }
+        self.ignored_cgroups = ids.len() as u64;
+        self.engine.set_ignored_cgroups(ids.iter().copied());
+        if let Some(filter) = &self.kernel_filter
+            && let Err(e) = filter.set_ignored(&ids)
+        {
+            warning!(
+                "cannot filter ignored cgroups in the kernel, dropping them in the engine: {e}"
+            );
+        }
+    }
+
+    fn metadata_status(&self) -> Option<MetadataStatus> {
+        if !self.kube_wanted {
+            return None;
+        }
+        let h = self
+            .attributor
+            .kube()
+            .map(KubeMetadata::health)
+            .unwrap_or_default();
+        Some(MetadataStatus {
+            connected: h.connected,
+            synced: h.synced,
+            pods: h.pods as u64,
+            errors: h.errors_total,
+            relists: h.relists_total,
+            last_event_unix_s: h.last_event_unix_s,
+        })
     }
 
     /// Snapshot, publish, forget what finished.
@@ -339,9 +441,17 @@ impl Agent {
         self.last_tick = Instant::now();
         let eager = self.engine.records == 0 && self.started.elapsed() < EAGER_FOR;
         self.next_tick = self.last_tick + if eager { EAGER_TICK } else { TICK };
-        let snapshot = self.engine.snapshot(&self.names);
+        let mut snapshot = self.engine.snapshot(&self.names);
         self.engine.forget_finished();
-        self.refresh_tree(snapshot.cgroups.iter().map(|c| c.cgroup_id));
+        self.refresh_tree();
+        attribute(&mut snapshot, &mut self.attributor);
+        self.attributor.sweep();
+        self.update_ignore_set();
+        let pending_cgroups = snapshot
+            .cgroups
+            .iter()
+            .filter(|c| c.attribution.as_ref().is_some_and(|a| a.pending))
+            .count() as u64;
         let records = self.engine.records;
         let meta = AgentMeta {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -362,12 +472,22 @@ impl Agent {
             late_events: self.engine.late_events(),
             reloads_succeeded: self.reloads_succeeded,
             reloads_failed: self.reloads_failed,
+            kubernetes: self.metadata_status(),
+            pending_cgroups,
+            ignored_cgroups: self.ignored_cgroups,
+            ignored_events_kernel: self.engine.counters().filtered,
+            ignored_events_engine: self.engine.ignored_events(),
         };
         self.records_at_tick = records;
         let now_ms = self.started.elapsed().as_millis() as u64;
-        let (view, expired) =
-            self.exporter
-                .update(&snapshot, &self.tree, now_ms, &self.settings, meta);
+        let paths = self.attributor.paths();
+        let tree = CgroupTree {
+            paths: paths.paths().iter().map(|(&k, v)| (k, v.clone())).collect(),
+            complete: paths.complete(),
+        };
+        let (view, expired) = self
+            .exporter
+            .update(&snapshot, &tree, now_ms, &self.settings, meta);
         if !expired.is_empty() {
             debug!(
                 "forgetting {} cgroups gone for the grace period",
@@ -448,6 +568,12 @@ impl Agent {
             }
         }
         log::set_level(new.log_level);
+        if new.filters != self.config.filters {
+            self.attributor.set_filters(new.filters.containers());
+        }
+        if new.kubernetes != self.config.kubernetes || new.cgroup_root != self.config.cgroup_root {
+            warning!("kubernetes and cgroup_root changes take effect at restart");
+        }
         self.settings = new.export_settings();
         self.config = new;
         if applied {

@@ -29,7 +29,8 @@ pub struct Sample {
     pub interval: Duration,
     /// When it was taken, on the TUI's clock (time since `ksight top` started).
     pub at: Duration,
-    /// cgroup id → path below the cgroup mount, for ids seen for the first time.
+    /// cgroup id → owner name (`CgroupLabels::display_name`), for ids seen for the first
+    /// time or whose name changed.
     pub cgroup_names: Vec<(u64, String)>,
 }
 

@@ -125,6 +125,30 @@ pub fn truncate_left(text: &str, width: usize) -> String {
     out
 }
 
+/// Cuts an owner name (a `CgroupLabels::display_name`) where it says least: a Kubernetes
+/// `namespace/pod/container` in the middle, where the pod's generated suffix is
+/// (`shop/web-7…-x2x4k/nginx`); a path (a cgroup with no better name) at its start, like
+/// the other paths on screen; `runtime:id`, a systemd unit or `pod <uid>` at the end, as
+/// ids are known by their prefix.
+pub fn truncate_name(text: &str, width: usize) -> String {
+    let len = text.chars().count();
+    if len <= width {
+        return text.to_string();
+    }
+    if text.starts_with('/') {
+        return truncate_left(text, width);
+    }
+    if !text.contains('/') || width < 3 {
+        return truncate(text, width);
+    }
+    let head = (width - 1) / 2;
+    let tail = width - 1 - head;
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(len - tail));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +190,17 @@ mod tests {
         assert_eq!(truncate("abc", 6), "abc");
         assert_eq!(truncate_left("/usr/bin/sleep", 8), "…n/sleep");
         assert_eq!(truncate_left("abc", 3), "abc");
+        assert_eq!(
+            truncate_name("shop/web-7d9f8b6c5-x2x4k/nginx", 17),
+            "shop/web…4k/nginx"
+        );
+        assert_eq!(
+            truncate_name("docker:0123456789ab", 19),
+            "docker:0123456789ab"
+        );
+        assert_eq!(truncate_name("/kubepods/burstable", 10), "…burstable");
+        for w in 0..12 {
+            assert_eq!(truncate_name("nginx.service-long", w).chars().count(), w);
+        }
     }
 }

@@ -14,4 +14,6 @@ pub mod prometheus;
 pub mod protocol;
 pub mod view;
 
-pub use view::{AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter, Signals};
+pub use view::{
+    AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter, MetadataStatus, Signals,
+};

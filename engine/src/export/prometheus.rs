@@ -4,8 +4,9 @@
 //!
 //! Naming follows Prometheus conventions: `ksight_` prefix, base units (`_seconds`,
 //! `_bytes`), `_total` on counters. Cardinality is bounded: series are labelled by cgroup
-//! (`cgroup_id`; `ksight_cgroup_info` maps ids to paths), device, exit code, CPU — never by
-//! pid — and per-connection series are limited to the configured top N.
+//! (`cgroup_id`, with its owner's `namespace`, `pod`, `container`, `workload`,
+//! `workload_kind` and systemd `unit` where known; `ksight_cgroup_info` adds path, runtime
+//! and container id), device, exit code, CPU — never by pid — and per-connection series are limited to the configured top N.
 
 use super::view::ExportView;
 use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS};
@@ -176,6 +177,42 @@ fn l<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
     pairs.to_vec()
 }
 
+/// The labels of every per-cgroup series: the id, and who owns the cgroup, so PromQL can
+/// sum by pod, container or workload. Unknown or inapplicable labels are left out (which
+/// Prometheus reads as empty).
+fn owner(c: &super::view::CgroupSeries) -> Labels {
+    let a = c.row.attribution.clone().unwrap_or_default();
+    let labels = vec![
+        ("cgroup_id", c.row.cgroup_id.to_string()),
+        ("namespace", a.namespace),
+        ("pod", a.pod),
+        ("container", a.container),
+        ("workload", a.workload),
+        ("workload_kind", a.workload_kind),
+        ("unit", a.unit),
+    ];
+    labels.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+}
+
+fn with(mut labels: Labels, pair: (&'static str, String)) -> Labels {
+    labels.push(pair);
+    labels
+}
+
+/// `ksight_cgroup_info`: everything known about a cgroup, one series per cgroup.
+fn cgroup_info(c: &super::view::CgroupSeries, path: &str) -> Labels {
+    let a = c.row.attribution.clone().unwrap_or_default();
+    let mut labels = owner(c);
+    labels.extend([
+        ("path", path.to_string()),
+        ("runtime", a.runtime),
+        ("container_id", a.container_id),
+        ("pod_uid", a.pod_uid),
+    ]);
+    labels.retain(|(_, v)| !v.is_empty());
+    labels
+}
+
 fn device_labels(d: &DeviceRow) -> Labels {
     let name = if d.name.is_empty() {
         d.dev.clone()
@@ -189,8 +226,7 @@ impl Collector for ViewCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let v = &*self.view;
         let mut f = Families { enc: &mut enc };
-        let cg = |c: &super::view::CgroupSeries| ("cgroup_id", c.row.cgroup_id.to_string());
-
+        
         // The agent itself.
         f.info(
             "ksight_backend",
@@ -277,12 +313,73 @@ impl Collector for ViewCollector {
             None,
             [(Labels::new(), v.meta.late_events)],
         )?;
+        if let Some(k) = &v.meta.kubernetes {
+            f.gauge(
+                "ksight_kubernetes_metadata_up",
+                "1 while the watch of this node's pods on the Kubernetes API server is healthy",
+                None,
+                [(Labels::new(), u64::from(k.connected))],
+            )?;
+            f.gauge(
+                "ksight_kubernetes_metadata_synced",
+                "1 once the first list of this node's pods has completed",
+                None,
+                [(Labels::new(), u64::from(k.synced))],
+            )?;
+            f.gauge(
+                "ksight_kubernetes_pods",
+                "Pods of this node known from the Kubernetes API",
+                None,
+                [(Labels::new(), k.pods)],
+            )?;
+            f.counter(
+                "ksight_kubernetes_metadata_errors",
+                "Failed requests and broken watches to the Kubernetes API server",
+                None,
+                [(Labels::new(), k.errors)],
+            )?;
+            f.counter(
+                "ksight_kubernetes_relists",
+                "Full relists of watched resources (after a restart or 410 Gone)",
+                None,
+                [(Labels::new(), k.relists)],
+            )?;
+            if let Some(t) = k.last_event_unix_s {
+                f.gauge(
+                    "ksight_kubernetes_metadata_last_event",
+                    "Unix time of the last list or watch event received",
+                    Some(Unit::Seconds),
+                    [(Labels::new(), t)],
+                )?;
+            }
+        }
+        f.gauge(
+            "ksight_attribution_pending_cgroups",
+            "Exported cgroups of Kubernetes pods whose metadata has not arrived (labelled by cgroup only until it does)",
+            None,
+            [(Labels::new(), v.meta.pending_cgroups)],
+        )?;
+        f.gauge(
+            "ksight_ignored_cgroups",
+            "cgroups ignored by the filters or the ksight.io/ignore annotation",
+            None,
+            [(Labels::new(), v.meta.ignored_cgroups)],
+        )?;
+        f.counter(
+            "ksight_ignored_events",
+            "Events of ignored cgroups dropped, in the kernel (never delivered) or in the engine",
+            None,
+            [
+                (l([("where", "kernel".into())]), v.meta.ignored_events_kernel),
+                (l([("where", "engine".into())]), v.meta.ignored_events_engine),
+            ],
+        )?;
         f.info(
             "ksight_cgroup",
-            "Path (under the cgroup v2 mount) of each exported cgroup id",
+            "Each exported cgroup: its owner, path (under the cgroup v2 mount), container runtime and id",
             v.cgroups
                 .iter()
-                .filter_map(|c| c.path.as_ref().map(|p| l([cg(c), ("path", p.clone())]))),
+                .filter_map(|c| c.path.as_ref().map(|p| cgroup_info(c, p))),
         )?;
 
         if v.signals.process {
@@ -290,13 +387,13 @@ impl Collector for ViewCollector {
                 "ksight_process_execs",
                 "Successful execve calls, by cgroup",
                 None,
-                v.cgroups.iter().map(|c| (l([cg(c)]), c.row.execs)),
+                v.cgroups.iter().map(|c| (owner(c), c.row.execs)),
             )?;
             f.counter(
                 "ksight_process_forks",
                 "New processes (fork/clone without CLONE_THREAD), by cgroup of the parent",
                 None,
-                v.cgroups.iter().map(|c| (l([cg(c)]), c.row.forks)),
+                v.cgroups.iter().map(|c| (owner(c), c.row.forks)),
             )?;
             f.counter(
                 "ksight_process_threads",
@@ -312,7 +409,7 @@ impl Collector for ViewCollector {
                     c.row
                         .exit_codes
                         .iter()
-                        .map(move |(code, &n)| (l([cg(c), ("code", code.clone())]), n))
+                        .map(move |(code, &n)| (with(owner(c), ("code", code.clone())), n))
                 }),
             )?;
         }
@@ -350,7 +447,7 @@ impl Collector for ViewCollector {
                     name,
                     help,
                     None,
-                    v.cgroups.iter().map(|c| (l([cg(c)]), get(&c.row))),
+                    v.cgroups.iter().map(|c| (owner(c), get(&c.row))),
                 )?;
             }
             f.counter(
@@ -360,11 +457,11 @@ impl Collector for ViewCollector {
                 v.cgroups.iter().flat_map(|c| {
                     [
                         (
-                            l([cg(c), ("direction", "sent".into())]),
+                            with(owner(c), ("direction", "sent".into())),
                             c.row.tcp_resets_sent,
                         ),
                         (
-                            l([cg(c), ("direction", "received".into())]),
+                            with(owner(c), ("direction", "received".into())),
                             c.row.tcp_resets_received,
                         ),
                     ]
@@ -374,7 +471,7 @@ impl Collector for ViewCollector {
                 "ksight_tcp_sent",
                 "Payload bytes sent and acknowledged by closed connections, by cgroup of the socket",
                 Some(Unit::Bytes),
-                v.cgroups.iter().map(|c| (l([cg(c)]), c.row.tcp_bytes_sent)),
+                v.cgroups.iter().map(|c| (owner(c), c.row.tcp_bytes_sent)),
             )?;
             f.counter(
                 "ksight_tcp_received",
@@ -382,7 +479,7 @@ impl Collector for ViewCollector {
                 Some(Unit::Bytes),
                 v.cgroups
                     .iter()
-                    .map(|c| (l([cg(c)]), c.row.tcp_bytes_received)),
+                    .map(|c| (owner(c), c.row.tcp_bytes_received)),
             )?;
             let conn_labels = |c: &ConnectionRow| {
                 l([
@@ -482,8 +579,8 @@ impl Collector for ViewCollector {
                 v.cgroups.iter().flat_map(move |c| {
                     let (read, write) = get(&c.row);
                     [
-                        (l([cg(c), ("op", "read".into())]), read),
-                        (l([cg(c), ("op", "write".into())]), write),
+                        (with(owner(c), ("op", "read".into())), read),
+                        (with(owner(c), ("op", "write".into())), write),
                     ]
                 })
             };

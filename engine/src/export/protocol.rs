@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub const MAGIC: [u8; 4] = *b"KSGT";
 /// Version of the frames and of the [`AgentSnapshot`] layout.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 12;
 /// Requests are tiny; anything larger is garbage.
 pub const MAX_REQUEST_BYTES: u32 = 4096;
@@ -329,6 +329,8 @@ mod layout {
         s.snapshot.block.devices.push(DeviceRow::default());
         let mut cg = CgroupRow::default();
         cg.exit_codes.insert("0".into(), 1);
+        cg.attribution = Some(Default::default());
+        s.snapshot.containers.push(cg.clone());
         s.snapshot.cgroups.push(cg);
         fn walk(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
             match v {
@@ -364,10 +366,10 @@ mod layout {
         });
         assert_eq!(
             (VERSION, fingerprint),
-            (1, PINNED_V1),
+            (2, PINNED_V2),
             "the AgentSnapshot layout changed: bump protocol::VERSION and pin {fingerprint:#x}; fields:\n{paths}"
         );
     }
 
-    const PINNED_V1: u64 = 0xa5c5_e2fb_d2d8_f41b;
+    const PINNED_V2: u64 = 0x5fb7_854c_cc78_1371;
 }

@@ -160,6 +160,29 @@ pub struct AgentMeta {
     pub late_events: u64,
     pub reloads_succeeded: u64,
     pub reloads_failed: u64,
+    /// Kubernetes metadata, when the agent watches the API server.
+    pub kubernetes: Option<MetadataStatus>,
+    /// Exported cgroups of Kubernetes pods whose metadata has not arrived.
+    pub pending_cgroups: u64,
+    /// cgroups currently ignored (filters, `ksight.io/ignore`), and events dropped for them
+    /// by the kernel and by the engine.
+    pub ignored_cgroups: u64,
+    pub ignored_events_kernel: u64,
+    pub ignored_events_engine: u64,
+}
+
+/// The state of the Kubernetes metadata watch: what makes a metadata gap visible.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetadataStatus {
+    /// The last request to the API server succeeded and the watch is open.
+    pub connected: bool,
+    /// The first list of this node's pods completed.
+    pub synced: bool,
+    pub pods: u64,
+    pub errors: u64,
+    pub relists: u64,
+    /// Unix time of the last event or list received.
+    pub last_event_unix_s: Option<f64>,
 }
 
 /// One exported cgroup: its counters and, when the cgroup still exists, its path.
@@ -229,7 +252,9 @@ impl Exporter {
             } else {
                 self.gone_since_ms.remove(&id);
             }
-            if settings.wants_cgroup(path.as_deref()) {
+            // Ignored cgroups: events from before the ignore set reached the kernel.
+            let ignored = row.attribution.as_ref().is_some_and(|a| a.ignored);
+            if settings.wants_cgroup(path.as_deref()) && !ignored {
                 cgroups.push(CgroupSeries {
                     row: row.clone(),
                     path,

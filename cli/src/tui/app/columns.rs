@@ -18,6 +18,21 @@ pub trait Column: Copy + Eq + Debug + 'static {
     }
     /// Numbers are right-aligned and sort largest first by default.
     fn numeric(self) -> bool;
+    /// Where a cell too long for the column is cut.
+    fn cut(self) -> Cut {
+        if self.grows() { Cut::Left } else { Cut::Right }
+    }
+}
+
+/// Which part of a too-long cell is replaced by `…`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Keep the start (names).
+    Right,
+    /// Keep the end (paths and command lines say the most there).
+    Left,
+    /// Owner names: keep both ends (see `fmt::truncate_name`).
+    Name,
 }
 
 /// The columns that fit in `width` cells (one cell between columns), in display order.
@@ -79,9 +94,9 @@ impl<C: Column> SortBy<C> {
 }
 
 macro_rules! columns {
-    ($name:ident { $($variant:ident => ($title:literal, $width:literal, $prio:literal, $kind:ident)),* $(,)? }) => {
+    ($name:ident { $($(#[$doc:meta])* $variant:ident => ($title:literal, $width:literal, $prio:literal, $kind:ident)),* $(,)? }) => {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),* }
+        pub enum $name { $($(#[$doc])* $variant),* }
 
         impl Column for $name {
             const ALL: &'static [Self] = &[$(Self::$variant),*];
@@ -100,10 +115,18 @@ macro_rules! columns {
             fn numeric(self) -> bool {
                 match self { $(Self::$variant => columns!(@numeric $kind)),* }
             }
+            fn cut(self) -> Cut {
+                match self { $(Self::$variant => columns!(@cut $kind)),* }
+            }
         }
     };
     (@grows grow) => { true };
+    (@grows grow_owner) => { true };
     (@grows $other:ident) => { false };
+    (@cut grow) => { Cut::Left };
+    (@cut grow_owner) => { Cut::Name };
+    (@cut owner) => { Cut::Name };
+    (@cut $other:ident) => { Cut::Right };
     (@numeric num) => { true };
     (@numeric $other:ident) => { false };
 }
@@ -120,7 +143,9 @@ columns!(ProcCol {
     TcpRx => ("TCP RX", 7, 8, num),
     DiskRead => ("DISK R", 7, 9, num),
     DiskWrite => ("DISK W", 7, 10, num),
-    Cgroup => ("CGROUP", 8, 12, num),
+    Cgroup => ("CGROUP", 8, 13, num),
+    /// The cgroup's owner (container, pod, unit), as in the Containers view.
+    Owner => ("OWNER", 20, 12, owner),
     Command => ("COMMAND", 10, 2, grow),
 });
 
@@ -135,7 +160,9 @@ columns!(CgroupCol {
     TcpRx => ("TCP RX", 7, 6, num),
     DiskRead => ("DISK R", 7, 7, num),
     DiskWrite => ("DISK W", 7, 8, num),
-    Path => ("PATH", 12, 0, grow),
+    /// Who the cgroup belongs to (`namespace/pod/container`, `runtime:id`, the systemd
+    /// unit, or the path), or the group's name when grouped.
+    Owner => ("OWNER", 12, 0, grow_owner),
 });
 
 columns!(ConnCol {

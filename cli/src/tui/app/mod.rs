@@ -133,6 +133,8 @@ pub struct App {
     pub interval: Duration,
     /// Highlighted row per view.
     pub selected: [usize; 5],
+    /// How the Containers view groups its cgroups (`o`).
+    pub grouping: rows::Grouping,
 }
 
 impl App {
@@ -152,6 +154,7 @@ impl App {
             help: false,
             interval,
             selected: [0; 5],
+            grouping: rows::Grouping::default(),
         }
     }
 
@@ -247,6 +250,11 @@ impl App {
             KeyCode::Char('>') | KeyCode::Char('.') | KeyCode::Right => self.step_sort(true),
             KeyCode::Char('<') | KeyCode::Char(',') | KeyCode::Left => self.step_sort(false),
             KeyCode::Char('r') | KeyCode::Char('I') => self.reverse_sort(),
+            // (`g` is Home, vim-style, with `G` for End.)
+            KeyCode::Char('o') if self.view == View::Cgroups => {
+                self.grouping = self.grouping.next();
+                *row = 0;
+            }
             KeyCode::Up | KeyCode::Char('k') => *row = row.saturating_sub(1),
             KeyCode::Down | KeyCode::Char('j') => *row = row.saturating_add(1),
             KeyCode::PageUp => *row = row.saturating_sub(10),
@@ -270,7 +278,7 @@ impl App {
         let s = &self.sorts;
         match self.view {
             View::Processes => rows::filter_sort(rows::processes(m), f, s.processes).len(),
-            View::Cgroups => rows::filter_sort(rows::cgroups(m), f, s.cgroups).len(),
+            View::Cgroups => rows::filter_sort(rows::cgroups(m, self.grouping), f, s.cgroups).len(),
             View::Tcp => rows::filter_sort(rows::connections(m), f, s.tcp).len(),
             View::Disks => rows::filter_sort(rows::devices(m), f, s.disks).len(),
             View::Health => 0,
@@ -438,6 +446,33 @@ mod tests {
         press(&mut app, KeyCode::Up);
         assert_eq!(app.selected[0], 1);
         assert_eq!(app.selected_row(View::Processes, 3), Some(1));
+    }
+
+    #[test]
+    fn o_cycles_the_grouping_of_the_containers_view_only() {
+        use rows::Grouping;
+        let mut app = App::new(Mode::Live, Duration::from_secs(1));
+        press(&mut app, KeyCode::Char('o'));
+        assert_eq!(app.grouping, Grouping::Cgroup, "not in the processes view");
+        press(&mut app, KeyCode::Char('2'));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            press(&mut app, KeyCode::Char('o'));
+            seen.push(app.grouping);
+        }
+        assert_eq!(
+            seen,
+            [
+                Grouping::Owner,
+                Grouping::Pod,
+                Grouping::Namespace,
+                Grouping::Cgroup
+            ]
+        );
+        // While typing a filter, o is a letter.
+        press(&mut app, KeyCode::Char('/'));
+        press(&mut app, KeyCode::Char('o'));
+        assert_eq!((app.filter.as_str(), app.grouping), ("o", Grouping::Cgroup));
     }
 
     #[test]

@@ -343,14 +343,6 @@ impl Model {
         }
     }
 
-    /// Processes alive and listed in cgroup `id`.
-    pub fn live_processes_in(&self, id: u64) -> usize {
-        self.processes
-            .values()
-            .filter(|p| p.cgroup_id == id && p.exited_at.is_none())
-            .count()
-    }
-
     pub fn cgroup_name(&self, id: u64) -> Option<&str> {
         self.cgroup_names.get(&id).map(String::as_str)
     }

@@ -6,6 +6,7 @@ use super::model::{Cgroup, Conn, Device, Lifetime, Model, Proc};
 use crate::tui::fmt;
 use crate::tui::rates::{bytes_per_second_over, elapsed};
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::time::Duration;
 
 pub trait TableRow {
@@ -50,6 +51,8 @@ fn cmp_f64(a: Option<f64>, b: Option<f64>) -> Ordering {
 pub struct ProcLine<'a> {
     pub p: &'a Proc,
     pub life: Option<Lifetime>,
+    /// Who its cgroup belongs to, when known.
+    pub owner: Option<&'a str>,
 }
 
 pub fn processes(model: &Model) -> Vec<ProcLine<'_>> {
@@ -59,6 +62,7 @@ pub fn processes(model: &Model) -> Vec<ProcLine<'_>> {
         .map(|p| ProcLine {
             p,
             life: p.lifetime(model.now, model.interval),
+            owner: model.cgroup_name(p.cgroup_id),
         })
         .collect()
 }
@@ -85,6 +89,7 @@ impl TableRow for ProcLine<'_> {
             ProcCol::DiskRead => fmt::bytes(p.disk_read),
             ProcCol::DiskWrite => fmt::bytes(p.disk_write),
             ProcCol::Cgroup => p.cgroup_id.to_string(),
+            ProcCol::Owner => self.owner.unwrap_or("-").to_string(),
             ProcCol::Command => p.filename.clone().unwrap_or_else(|| "-".into()),
         }
     }
@@ -104,6 +109,7 @@ impl TableRow for ProcLine<'_> {
             ProcCol::DiskRead => a.disk_read.cmp(&b.disk_read),
             ProcCol::DiskWrite => a.disk_write.cmp(&b.disk_write),
             ProcCol::Cgroup => a.cgroup_id.cmp(&b.cgroup_id),
+            ProcCol::Owner => self.owner.cmp(&o.owner),
             ProcCol::Command => a.filename.cmp(&b.filename),
         }
     }
@@ -113,30 +119,170 @@ impl TableRow for ProcLine<'_> {
     }
 }
 
-pub struct CgroupLine<'a> {
-    pub c: &'a Cgroup,
-    pub path: Option<&'a str>,
+/// How the Containers view groups cgroups into rows (`o` steps through them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Grouping {
+    /// One row per cgroup.
+    #[default]
+    Cgroup,
+    /// One row per owner name: a container's sub-cgroups (`…/docker-<id>.scope` and its
+    /// `init.scope`) are one row.
+    Owner,
+    /// One row per Kubernetes pod (`namespace/pod`); other cgroups by owner.
+    Pod,
+    /// One row per Kubernetes namespace; pods not yet known by name by pod, other cgroups
+    /// by owner.
+    Namespace,
+}
+
+impl Grouping {
+    pub fn next(self) -> Self {
+        match self {
+            Grouping::Cgroup => Grouping::Owner,
+            Grouping::Owner => Grouping::Pod,
+            Grouping::Pod => Grouping::Namespace,
+            Grouping::Namespace => Grouping::Cgroup,
+        }
+    }
+
+    /// What rows are grouped by, for the footer; `None` when not grouped.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Grouping::Cgroup => None,
+            Grouping::Owner => Some("owner"),
+            Grouping::Pod => Some("pod"),
+            Grouping::Namespace => Some("namespace"),
+        }
+    }
+
+    /// The group of a cgroup whose owner is `owner`, a `CgroupLabels::display_name`:
+    /// `namespace/pod/container`, `namespace/pod`, `pod <uid>[:runtime:id]` (a pod whose
+    /// metadata is unknown), `runtime:id`, a systemd unit, or a path (starting with `/`).
+    /// Namespaces and pods are read from the name, so live `top` (which has the names but
+    /// not the labels) groups the same way as an agent's snapshots.
+    pub fn group_of(self, owner: &str) -> &str {
+        match self {
+            Grouping::Cgroup | Grouping::Owner => owner,
+            Grouping::Pod => pod_of(owner).unwrap_or(owner),
+            Grouping::Namespace => namespace_of(owner)
+                .or_else(|| pod_of(owner))
+                .unwrap_or(owner),
+        }
+    }
+}
+
+/// `namespace/pod` of `namespace/pod[/container]`, or `pod <uid>` of `pod <uid>[:…]`.
+fn pod_of(owner: &str) -> Option<&str> {
+    if let Some(rest) = owner.strip_prefix("pod ") {
+        let uid = rest.split(':').next().unwrap_or(rest);
+        return Some(&owner[.."pod ".len() + uid.len()]);
+    }
+    let namespace = namespace_of(owner)?;
+    let pod = owner[namespace.len() + 1..].split('/').next()?;
+    Some(&owner[..namespace.len() + 1 + pod.len()])
+}
+
+/// `namespace` of `namespace/pod[/container]`; paths start with `/`, and no other owner
+/// name has one.
+fn namespace_of(owner: &str) -> Option<&str> {
+    if owner.starts_with('/') {
+        return None;
+    }
+    owner.split_once('/').map(|(namespace, _)| namespace)
+}
+
+pub struct CgroupLine {
+    /// The cgroup, or the sum of the group's cgroups with the lowest id of them.
+    pub c: Cgroup,
+    /// The owner (or group) name; `None` while the cgroup has no name.
+    pub owner: Option<String>,
     pub procs: usize,
+    /// cgroups summed into this row: 1 unless grouped.
+    pub members: usize,
 }
 
-pub fn cgroups(model: &Model) -> Vec<CgroupLine<'_>> {
-    model
-        .cgroups
-        .values()
-        .map(|c| CgroupLine {
-            c,
-            path: model.cgroup_name(c.id),
-            procs: model.live_processes_in(c.id),
-        })
-        .collect()
+fn add_rate(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
-impl TableRow for CgroupLine<'_> {
+/// Adds `o`'s rates and totals to `c` (the id is kept).
+fn add_cgroup(c: &mut Cgroup, o: &Cgroup) {
+    c.exec_rate = add_rate(c.exec_rate, o.exec_rate);
+    c.fork_rate = add_rate(c.fork_rate, o.fork_rate);
+    c.exit_rate = add_rate(c.exit_rate, o.exit_rate);
+    c.disk_read_rate = add_rate(c.disk_read_rate, o.disk_read_rate);
+    c.disk_write_rate = add_rate(c.disk_write_rate, o.disk_write_rate);
+    for (total, more) in [
+        (&mut c.execs, o.execs),
+        (&mut c.forks, o.forks),
+        (&mut c.exits, o.exits),
+        (&mut c.tcp_connections, o.tcp_connections),
+        (&mut c.tcp_tx, o.tcp_tx),
+        (&mut c.tcp_rx, o.tcp_rx),
+        (&mut c.disk_read, o.disk_read),
+        (&mut c.disk_write, o.disk_write),
+    ] {
+        *total = total.saturating_add(more);
+    }
+}
+
+/// The Containers view's rows: one per cgroup, or grouped (summed). A group's row has the
+/// lowest id among its cgroups. cgroups without a name yet are never grouped together.
+pub fn cgroups(model: &Model, grouping: Grouping) -> Vec<CgroupLine> {
+    let mut procs: HashMap<u64, usize> = HashMap::new();
+    for p in model.processes.values().filter(|p| p.exited_at.is_none()) {
+        *procs.entry(p.cgroup_id).or_default() += 1;
+    }
+    let line = |c: &Cgroup, owner: Option<&str>| CgroupLine {
+        c: c.clone(),
+        owner: owner.map(String::from),
+        procs: procs.get(&c.id).copied().unwrap_or(0),
+        members: 1,
+    };
+    if grouping == Grouping::Cgroup {
+        return model
+            .cgroups
+            .values()
+            .map(|c| line(c, model.cgroup_name(c.id)))
+            .collect();
+    }
+    let mut rows: Vec<CgroupLine> = Vec::new();
+    let mut by_group: HashMap<&str, usize> = HashMap::new();
+    // By id, lowest first: each group's first member gives the row its id.
+    for c in model.cgroups.values() {
+        let Some(owner) = model.cgroup_name(c.id) else {
+            rows.push(line(c, None));
+            continue;
+        };
+        let group = grouping.group_of(owner);
+        match by_group.get(group) {
+            Some(&i) => {
+                let row = &mut rows[i];
+                add_cgroup(&mut row.c, c);
+                row.procs += procs.get(&c.id).copied().unwrap_or(0);
+                row.members += 1;
+            }
+            None => {
+                by_group.insert(group, rows.len());
+                rows.push(line(c, Some(group)));
+            }
+        }
+    }
+    rows
+}
+
+impl TableRow for CgroupLine {
     type Col = CgroupCol;
 
     fn cell(&self, col: CgroupCol) -> String {
-        let c = self.c;
+        let c = &self.c;
         match col {
+            // A group: its lowest id, and how many more cgroups it sums.
+            CgroupCol::Id if self.members > 1 => format!("{}+{}", c.id, self.members - 1),
             CgroupCol::Id => c.id.to_string(),
             CgroupCol::Procs => self.procs.to_string(),
             CgroupCol::ExecRate => fmt::rate(c.exec_rate),
@@ -147,14 +293,14 @@ impl TableRow for CgroupLine<'_> {
             CgroupCol::TcpRx => fmt::bytes(c.tcp_rx),
             CgroupCol::DiskRead => fmt::bytes(c.disk_read),
             CgroupCol::DiskWrite => fmt::bytes(c.disk_write),
-            CgroupCol::Path => self.path.unwrap_or("?").to_string(),
+            CgroupCol::Owner => self.owner.as_deref().unwrap_or("?").to_string(),
         }
     }
 
     fn compare(&self, o: &Self, col: CgroupCol) -> Ordering {
-        let (a, b) = (self.c, o.c);
+        let (a, b) = (&self.c, &o.c);
         match col {
-            CgroupCol::Id => a.id.cmp(&b.id),
+            CgroupCol::Id => (a.id, self.members).cmp(&(b.id, o.members)),
             CgroupCol::Procs => self.procs.cmp(&o.procs),
             CgroupCol::ExecRate => cmp_f64(a.exec_rate, b.exec_rate),
             CgroupCol::ForkRate => cmp_f64(a.fork_rate, b.fork_rate),
@@ -164,7 +310,7 @@ impl TableRow for CgroupLine<'_> {
             CgroupCol::TcpRx => a.tcp_rx.cmp(&b.tcp_rx),
             CgroupCol::DiskRead => a.disk_read.cmp(&b.disk_read),
             CgroupCol::DiskWrite => a.disk_write.cmp(&b.disk_write),
-            CgroupCol::Path => self.path.cmp(&o.path),
+            CgroupCol::Owner => self.owner.cmp(&o.owner),
         }
     }
 
@@ -440,6 +586,119 @@ mod tests {
         assert_eq!(pids(&rows), [10]);
         let rows = filter_sort(processes(&m), "12", SortBy::new(ProcCol::Pid));
         assert_eq!(pids(&rows), [12]);
+    }
+
+    #[test]
+    fn groups_are_read_from_owner_names() {
+        use ksight_engine::attribution::CgroupLabels;
+        let name = |build: fn(&mut CgroupLabels)| {
+            let mut labels = CgroupLabels {
+                path: "/some/path".into(),
+                ..CgroupLabels::default()
+            };
+            build(&mut labels);
+            labels.display_name()
+        };
+        let container = name(|l| {
+            l.namespace = "shop".into();
+            l.pod = "web-1".into();
+            l.container = "nginx".into();
+            l.container_id = "0123456789abcdef".into();
+            l.runtime = "containerd".into();
+        });
+        let pod = name(|l| {
+            l.namespace = "shop".into();
+            l.pod = "web-1".into();
+        });
+        let pending = name(|l| {
+            l.pod_uid = "0f1c6a3e".into();
+            l.container_id = "0123456789abcdef".into();
+            l.runtime = "cri-o".into();
+        });
+        let docker = name(|l| {
+            l.container_id = "0123456789abcdef".into();
+            l.runtime = "docker".into();
+        });
+        let unit = name(|l| l.unit = "nginx.service".into());
+        let path = name(|_| {});
+        let g = |grouping: Grouping, owner: &str| grouping.group_of(owner).to_string();
+        assert_eq!(container, "shop/web-1/nginx");
+        assert_eq!(g(Grouping::Owner, &container), container);
+        assert_eq!(g(Grouping::Pod, &container), "shop/web-1");
+        assert_eq!(g(Grouping::Pod, &pod), "shop/web-1");
+        assert_eq!(g(Grouping::Namespace, &container), "shop");
+        assert_eq!(g(Grouping::Pod, &pending), "pod 0f1c6a3e");
+        assert_eq!(g(Grouping::Namespace, &pending), "pod 0f1c6a3e");
+        for other in [&docker, &unit, &path] {
+            assert_eq!(g(Grouping::Pod, other), *other);
+            assert_eq!(g(Grouping::Namespace, other), *other);
+        }
+    }
+
+    #[test]
+    fn grouping_sums_cgroups_with_the_same_owner() {
+        let mut m = Model::default();
+        let cgroup = |id, exec_rate, tcp_tx| Cgroup {
+            id,
+            exec_rate: Some(exec_rate),
+            fork_rate: None,
+            tcp_tx,
+            ..Cgroup::default()
+        };
+        m.cgroups.insert(30, cgroup(30, 2.0, 100));
+        m.cgroups.insert(31, cgroup(31, 3.0, 50));
+        m.cgroups.insert(40, cgroup(40, 1.0, 7));
+        m.cgroups.insert(50, cgroup(50, 9.0, 0));
+        m.cgroup_names.insert(30, "docker:0123456789ab".into());
+        m.cgroup_names.insert(31, "docker:0123456789ab".into());
+        m.cgroup_names.insert(40, "nginx.service".into());
+        // 50 has no name yet: it stays alone.
+        for (pid, cgroup_id) in [(1, 30), (2, 31), (3, 31), (4, 40)] {
+            m.processes.insert(
+                pid,
+                Proc {
+                    pid,
+                    cgroup_id,
+                    ..Proc::default()
+                },
+            );
+        }
+        let sort = SortBy::new(CgroupCol::TcpTx);
+        let rows = filter_sort(cgroups(&m, Grouping::Cgroup), "", sort);
+        assert_eq!(rows.len(), 4);
+        let rows = filter_sort(cgroups(&m, Grouping::Owner), "", sort);
+        let cells = |r: &CgroupLine| {
+            [
+                CgroupCol::Id,
+                CgroupCol::Procs,
+                CgroupCol::ExecRate,
+                CgroupCol::TcpTx,
+                CgroupCol::Owner,
+            ]
+            .map(|c| r.cell(c))
+        };
+        assert_eq!(
+            cells(&rows[0]),
+            ["30+1", "3", "5.0", "150B", "docker:0123456789ab"]
+        );
+        assert_eq!(
+            rows[0].c.fork_rate, None,
+            "unknown in every member: unknown"
+        );
+        assert_eq!(cells(&rows[1]), ["40", "1", "1.0", "7B", "nginx.service"]);
+        assert_eq!(cells(&rows[2]), ["50", "0", "9.0", "0", "?"]);
+        // Filtering and sorting apply to the groups.
+        let rows = filter_sort(cgroups(&m, Grouping::Owner), "DOCKER", sort);
+        assert_eq!(rows.len(), 1);
+        let rows = filter_sort(
+            cgroups(&m, Grouping::Owner),
+            "",
+            SortBy::new(CgroupCol::ExecRate),
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.c.id).collect::<Vec<_>>(),
+            [50, 30, 40]
+        );
     }
 
     #[test]

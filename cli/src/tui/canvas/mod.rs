@@ -5,7 +5,7 @@ mod views;
 #[cfg(test)]
 mod tests;
 
-use crate::tui::app::columns::{Column, SortBy, fit};
+use crate::tui::app::columns::{Column, Cut, SortBy, fit};
 use crate::tui::app::rows::TableRow;
 use crate::tui::app::{App, Mode, View};
 use crate::tui::event::SourceStatus;
@@ -168,6 +168,8 @@ const HINTS: &[(&str, u8)] = &[
     ("←→ sort", 3),
     ("r reverse", 4),
     ("/ filter", 2),
+    // Containers view only.
+    ("o group", 3),
     ("space pause", 5),
     ("+- interval", 6),
     ("? help", 1),
@@ -187,11 +189,16 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
         if let Some((title, sort)) = views::sort_label(app) {
             spans.push(Span::styled(format!(" sort {title}{sort} "), HEADER));
         }
+        if let Some(by) = views::grouped_by(app) {
+            spans.push(Span::styled(format!(" grouped by {by} "), WARN));
+        }
         if !app.filter.is_empty() {
             spans.push(Span::styled(format!(" filter \"{}\" ", app.filter), WARN));
         }
         let mut room = (area.width as usize).saturating_sub(spans.iter().map(Span::width).sum());
-        let mut by_importance: Vec<&(&str, u8)> = HINTS.iter().collect();
+        let applies = |hint: &str| hint != "o group" || app.view == View::Cgroups;
+        let mut by_importance: Vec<&(&str, u8)> =
+            HINTS.iter().filter(|(hint, _)| applies(hint)).collect();
         by_importance.sort_by_key(|(_, importance)| *importance);
         let mut shown = Vec::new();
         for (hint, _) in by_importance {
@@ -218,6 +225,7 @@ const HELP: &[(&str, &str)] = &[
     ("r", "reverse the sort direction"),
     ("/", "filter rows by text (Enter keeps, Esc clears)"),
     ("Esc", "clear the filter"),
+    ("o", "Containers: group by owner / pod / namespace / off"),
     ("↑ ↓ PgUp PgDn Home End", "move the highlight"),
     ("space", "pause / resume the display"),
     ("+ -", "longer / shorter refresh interval"),
@@ -241,7 +249,11 @@ fn draw_help(f: &mut Frame, area: Rect) {
         DIM,
     ));
     lines.push(Line::styled(
-        "count totals are since ksight top started.",
+        "count totals are since ksight top started. A group's CGROUP is",
+        DIM,
+    ));
+    lines.push(Line::styled(
+        "its lowest cgroup id, +N the number of other cgroups it sums.",
         DIM,
     ));
     let width = 76.min(area.width);
@@ -275,11 +287,10 @@ fn widths<C: Column>(columns: &[C], width: u16) -> Vec<u16> {
 }
 
 fn aligned<C: Column>(column: C, text: String, width: u16) -> Cell<'static> {
-    // Paths and command lines say the most at their end.
-    let text = if column.grows() {
-        fmt::truncate_left(&text, width as usize)
-    } else {
-        fmt::truncate(&text, width as usize)
+    let text = match column.cut() {
+        Cut::Right => fmt::truncate(&text, width as usize),
+        Cut::Left => fmt::truncate_left(&text, width as usize),
+        Cut::Name => fmt::truncate_name(&text, width as usize),
     };
     let line = Line::raw(text);
     Cell::from(if column.numeric() {

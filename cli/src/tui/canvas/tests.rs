@@ -256,8 +256,8 @@ fn fixture() -> App {
         interval: Duration::from_secs(1),
         at: Duration::from_secs(1),
         cgroup_names: vec![
-            (5120, "/user.slice/user-0.slice/session-1.scope".into()),
-            (77, "/system.slice/systemd-journald.service".into()),
+            (5120, "session-1.scope".into()),
+            (77, "systemd-journald.service".into()),
         ],
     };
     app.handle(Event::Sample(Box::new(first)));
@@ -423,4 +423,163 @@ fn paused_and_collection_failed() {
         "reading the ring buffer: Bad file descriptor".into(),
     )));
     check("paused_failed_80x12", &render(&app, 80, 12));
+}
+
+/// The fixture, and a third interval with a Docker container in two cgroups (its scope and
+/// the scope's `init.scope`) and a pod of two containers, all named by owner.
+fn fixture_with_owners() -> App {
+    let mut app = fixture();
+    let cgroup = |cgroup_id, execs, tcp_bytes_sent| CgroupRow {
+        cgroup_id,
+        execs,
+        tcp_bytes_sent,
+        ..Default::default()
+    };
+    let mut s = Snapshot {
+        backend: "ebpf".into(),
+        ..Default::default()
+    };
+    s.cgroups = vec![
+        cgroup(900, 2, 1000),
+        cgroup(901, 3, 2000),
+        cgroup(910, 1, 0),
+        cgroup(911, 4, 0),
+    ];
+    s.process.processes = vec![
+        ProcessRow {
+            cgroup_id: 901,
+            ..process(5000, None, "nginx", None)
+        },
+        ProcessRow {
+            cgroup_id: 911,
+            ..process(5001, None, "envoy", None)
+        },
+    ];
+    app.handle(Event::Sample(Box::new(Sample {
+        snapshot: s,
+        interval: Duration::from_secs(1),
+        at: Duration::from_secs(3),
+        cgroup_names: vec![
+            (900, "docker:0123456789ab".into()),
+            (901, "docker:0123456789ab".into()),
+            (910, "shop/web-7d9f8b6c5-x2x4k/nginx".into()),
+            (911, "shop/web-7d9f8b6c5-x2x4k/envoy-sidecar".into()),
+        ],
+    })));
+    view(&mut app, View::Cgroups);
+    app
+}
+
+/// Table lines (below the header) that contain `text`.
+fn rows_with<'a>(screen: &'a str, text: &str) -> Vec<&'a str> {
+    screen
+        .lines()
+        .skip(4)
+        .filter(|l| l.contains(text))
+        .collect()
+}
+
+#[test]
+fn containers_show_owners_and_group_by_them() {
+    let mut app = fixture_with_owners();
+    let screen = render(&app, 120, 24);
+    let header = screen.lines().nth(3).unwrap();
+    assert!(header.trim_end().ends_with("OWNER"), "{screen}");
+    assert!(!screen.contains("PATH"), "{screen}");
+    assert!(!screen.contains("grouped by"), "{screen}");
+    assert!(screen.contains("o group"), "the key is hinted:\n{screen}");
+    // Not grouped: the container's two cgroups are two rows.
+    let docker = rows_with(&screen, "docker:0123456789ab");
+    assert_eq!(docker.len(), 2, "{screen}");
+    assert!(docker.iter().any(|r| r.trim_start().starts_with("900 ")));
+    assert!(docker.iter().any(|r| r.trim_start().starts_with("901 ")));
+
+    // `o`: by owner. One row, the lowest id and the one more cgroup it sums; rates
+    // (2 + 3 execs/s), totals (1000 + 2000 bytes) and processes added up.
+    press(&mut app, KeyCode::Char('o'));
+    let screen = render(&app, 120, 24);
+    assert!(screen.contains("grouped by owner"), "{screen}");
+    assert!(screen.contains("owners 5 (6 cgroups)"), "{screen}");
+    let docker = rows_with(&screen, "docker:0123456789ab");
+    assert_eq!(docker.len(), 1, "{screen}");
+    let cells: Vec<&str> = docker[0].split_whitespace().collect();
+    // CGROUP PROCS EXEC/s FORK/s EXIT/s CONNS TCP TX TCP RX DISK R DISK W OWNER
+    assert_eq!(
+        cells,
+        [
+            "900+1",
+            "1",
+            "5.0",
+            "0",
+            "0",
+            "0",
+            "2.9K",
+            "0",
+            "0",
+            "0",
+            "docker:0123456789ab"
+        ],
+        "{screen}"
+    );
+    assert_eq!(rows_with(&screen, "shop/web").len(), 2, "{screen}");
+    // Sorted by EXEC/s, highest first: the container (5/s) above the sidecar (4/s).
+    let at = |text: &str| screen.find(text).unwrap();
+    assert!(at("docker:0123456789ab") < at("envoy-sidecar"), "{screen}");
+
+    // The filter applies to the groups.
+    press(&mut app, KeyCode::Char('/'));
+    for c in "docker".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    press(&mut app, KeyCode::Enter);
+    let screen = render(&app, 120, 24);
+    assert!(screen.contains("owners 1 (2 cgroups)"), "{screen}");
+    press(&mut app, KeyCode::Esc);
+
+    // By pod: the pod's two containers are one row; by namespace, the same here.
+    press(&mut app, KeyCode::Char('o'));
+    let screen = render(&app, 120, 24);
+    assert!(screen.contains("grouped by pod"), "{screen}");
+    let pod = rows_with(&screen, "shop/web-7d9f8b6c5-x2x4k");
+    assert_eq!(pod.len(), 1, "{screen}");
+    assert!(pod[0].trim_start().starts_with("910+1 "), "{screen}");
+    assert!(!screen.contains("nginx"), "{screen}");
+    press(&mut app, KeyCode::Char('o'));
+    let screen = render(&app, 120, 24);
+    assert!(screen.contains("grouped by namespace"), "{screen}");
+    let namespace = rows_with(&screen, " shop");
+    assert_eq!(namespace.len(), 1, "{screen}");
+    assert!(namespace[0].trim_end().ends_with(" shop"), "{screen}");
+
+    // And back to one row per cgroup.
+    press(&mut app, KeyCode::Char('o'));
+    let screen = render(&app, 120, 24);
+    assert!(!screen.contains("grouped by"), "{screen}");
+    assert_eq!(rows_with(&screen, "docker:0123456789ab").len(), 2);
+}
+
+#[test]
+fn long_owner_names_keep_both_ends() {
+    let app = fixture_with_owners();
+    // 80 columns: OWNER is 15 wide.
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("shop/we…k/nginx"), "{screen}");
+    assert!(screen.contains("shop/we…sidecar"), "{screen}");
+    // Container ids are known by their prefix.
+    assert!(screen.contains("docker:0123456…"), "{screen}");
+}
+
+#[test]
+fn processes_show_their_cgroups_owner_when_wide() {
+    let app = {
+        let mut app = fixture_with_owners();
+        view(&mut app, View::Processes);
+        app
+    };
+    let screen = render(&app, 160, 16);
+    assert!(screen.lines().nth(3).unwrap().contains("OWNER"), "{screen}");
+    let nginx = screen.lines().find(|l| l.contains(" nginx ")).unwrap();
+    assert!(nginx.contains("docker:0123456789ab"), "{screen}");
+    let envoy = screen.lines().find(|l| l.contains(" envoy ")).unwrap();
+    assert!(envoy.contains("shop/web-…oy-sidecar"), "{screen}");
 }

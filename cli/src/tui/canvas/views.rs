@@ -24,6 +24,11 @@ pub fn sort_label(app: &App) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// What the Containers view is grouped by, while it is the view shown and grouped.
+pub fn grouped_by(app: &App) -> Option<&'static str> {
+    (app.view == View::Cgroups).then(|| app.grouping.label())?
+}
+
 fn split_summary(area: Rect) -> (Rect, Rect) {
     let [summary, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     (summary, rest)
@@ -82,11 +87,32 @@ pub fn processes(f: &mut Frame, area: Rect, app: &App) {
 pub fn cgroups(f: &mut Frame, area: Rect, app: &App) {
     let m = app.shown();
     let (top, body) = split_summary(area);
-    let rows = filter_sort(rows::cgroups(m), &app.filter, app.sorts.cgroups);
-    let mut parts = kv("cgroups", rows.len().to_string());
+    let rows = filter_sort(
+        rows::cgroups(m, app.grouping),
+        &app.filter,
+        app.sorts.cgroups,
+    );
+    let mut parts = match app.grouping.label() {
+        None => kv("cgroups", rows.len().to_string()),
+        Some(by) => {
+            let cgroups: usize = rows.iter().map(|r| r.members).sum();
+            let plural = if cgroups == 1 { "" } else { "s" };
+            kv(
+                &format!("{by}s"),
+                format!("{} ({cgroups} cgroup{plural})", rows.len()),
+            )
+        }
+    };
     parts.extend(kv("TCP tx", fmt::bytes(m.host.tcp_tx_total)));
     parts.extend(kv("rx", fmt::bytes(m.host.tcp_rx_total)));
-    parts.push(Span::styled("  (v2 ids; TCP and disk are totals)", DIM));
+    parts.push(Span::styled(
+        if app.grouping.label().is_some() {
+            "  (CGROUP: lowest id +others; TCP and disk are totals)"
+        } else {
+            "  (v2 ids; TCP and disk are totals)"
+        },
+        DIM,
+    ));
     summary(f, top, parts);
     let selected = app.selected_row(View::Cgroups, rows.len());
     table(f, body, &rows, app.sorts.cgroups, selected, &waiting(app));

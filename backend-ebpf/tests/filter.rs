@@ -1,0 +1,383 @@
+//! The in-kernel cgroup ignore filter on the running kernel: two cgroup v2 children run
+//! the same workload, one of them ignored; its records never arrive, the kernel counts
+//! exactly as many filtered as it would have emitted, and clearing the set at run time
+//! brings them back. The source is polled by its own thread all along, as the agent does,
+//! while the set is changed from the test's thread.
+//!
+//! Needs root and a build that embeds the eBPF programs; FAILS (never skips) without.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+    ptr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use event_abi::{EventHeader, TcpEvent, TcpStateEvent, filter::FilterKey, kind, record_size};
+use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Transport};
+use ksight_engine::attribution::cgroups::{cgroup2_mount, join_before_exec};
+use ksight_engine::{EventSource, RawBatch};
+
+#[path = "../../cli/src/workload.rs"]
+#[allow(dead_code)]
+mod workload;
+
+/// Set in the child that runs the workload (this test binary, re-executed).
+const CHILD_ENV: &str = "KSIGHT_FILTER_TEST_WORKLOAD";
+const SENT: usize = 50_000;
+const RECEIVED: usize = 7_000;
+
+/// The ground-truth workload (`ksight-workload procs-tcp`: six short processes, one
+/// orderly loopback connection with known bytes and one the client aborts, a reset each
+/// way), run in a cgroup of its own by re-executing this test binary with only this test
+/// selected. Does nothing in a normal run.
+#[test]
+fn filter_workload_child() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    workload::run(&["procs-tcp".into(), SENT.to_string(), RECEIVED.to_string()]);
+}
+
+/// A cgroup v2 directory made for the test, removed on drop.
+struct Cgroup {
+    path: PathBuf,
+    id: u64,
+}
+
+impl Cgroup {
+    fn new(tag: &str) -> Self {
+        let mount = cgroup2_mount()
+            .expect("no cgroup2 mount in /proc/self/mountinfo: the filter test needs cgroup v2");
+        let path = mount.join(format!("ksight-filter-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir(&path);
+        fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("creating {} (needs root): {e}", path.display()));
+        // A cgroup v2 id is the inode number of its directory.
+        let id = fs::metadata(&path).expect("stat cgroup").ino();
+        Self { path, id }
+    }
+
+    /// Runs the workload in this cgroup and waits for it.
+    fn run_workload(&self) {
+        let mut cmd = Command::new(std::env::current_exe().expect("test executable"));
+        cmd.args([
+            "--exact",
+            "filter_workload_child",
+            "--test-threads=1",
+            "--nocapture",
+            "-q",
+        ])
+        .env(CHILD_ENV, "1")
+        .stdout(Stdio::null());
+        join_before_exec(&mut cmd, &self.path).expect("cgroup path");
+        let status = cmd.status().expect("running the workload");
+        assert!(
+            status.success(),
+            "workload in {}: {status}",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..200 {
+            if fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// What the test needs of a record: its kind and the two cgroup ids.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    kind: u16,
+    cgroup: u64,
+    sock_cgroup: Option<u64>,
+}
+
+impl Rec {
+    fn parse(bytes: &[u8]) -> Self {
+        assert!(bytes.len() >= size_of::<EventHeader>(), "short record");
+        // SAFETY: length checked; plain integers.
+        let h: EventHeader = unsafe { ptr::read_unaligned(bytes.as_ptr().cast()) };
+        assert_eq!(record_size(h.kind), Some(bytes.len()), "{h:?}");
+        let sock_cgroup = match h.kind {
+            kind::TCP_STATE => {
+                // SAFETY: size checked against the kind.
+                let e: TcpStateEvent = unsafe { ptr::read_unaligned(bytes.as_ptr().cast()) };
+                Some(e.sock_cgroup_id)
+            }
+            kind::TCP_RETRANSMIT | kind::TCP_RESET_SENT | kind::TCP_RESET_RECEIVED => {
+                // SAFETY: size checked against the kind.
+                let e: TcpEvent = unsafe { ptr::read_unaligned(bytes.as_ptr().cast()) };
+                Some(e.sock_cgroup_id)
+            }
+            _ => None,
+        };
+        Self {
+            kind: h.kind,
+            cgroup: h.cgroup_id,
+            sock_cgroup,
+        }
+    }
+
+    /// The id the filter decides on, if any.
+    fn key(&self) -> Option<u64> {
+        match event_abi::filter::key(self.kind) {
+            FilterKey::HeaderCgroup => Some(self.cgroup),
+            FilterKey::SockCgroup => self.sock_cgroup,
+            FilterKey::None => None,
+        }
+    }
+}
+
+/// Records per kind.
+type Counts = BTreeMap<u16, u64>;
+
+fn name(k: u16) -> &'static str {
+    match k {
+        kind::EXEC => "exec",
+        kind::FORK => "fork",
+        kind::EXIT => "exit",
+        kind::TCP_STATE => "tcp_state",
+        kind::TCP_RETRANSMIT => "tcp_retransmit",
+        kind::TCP_RESET_SENT => "tcp_reset_sent",
+        kind::TCP_RESET_RECEIVED => "tcp_reset_received",
+        kind::BLOCK_QUEUE => "block_queue",
+        kind::BLOCK_ISSUE => "block_issue",
+        kind::BLOCK_COMPLETE => "block_complete",
+        _ => "?",
+    }
+}
+
+fn show(c: &Counts) -> String {
+    c.iter()
+        .map(|(k, n)| format!("{}={n}", name(*k)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Page-ins of the workload's binaries queue block I/O in its cgroup only when the page
+/// cache is cold: not reproducible, so block queue counts are reported, not compared.
+fn comparable(c: &Counts) -> Counts {
+    c.iter()
+        .filter(|(k, _)| **k != kind::BLOCK_QUEUE)
+        .map(|(k, n)| (*k, *n))
+        .collect()
+}
+
+/// Per kind, the records whose filter key is `id`.
+fn keyed(recs: &[Rec], id: u64) -> Counts {
+    let mut c = Counts::new();
+    for r in recs.iter().filter(|r| r.key() == Some(id)) {
+        *c.entry(r.kind).or_default() += 1;
+    }
+    c
+}
+
+/// The eBPF source, polled by a thread of its own until dropped.
+struct Polled {
+    source: Arc<Mutex<EbpfSource>>,
+    recs: Arc<Mutex<Vec<Rec>>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Polled {
+    fn start(source: EbpfSource) -> Self {
+        let source = Arc::new(Mutex::new(source));
+        let recs = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (source, recs, stop) = (source.clone(), recs.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut batch = RawBatch::new();
+                while !stop.load(Ordering::Relaxed) {
+                    batch.clear();
+                    source
+                        .lock()
+                        .unwrap()
+                        .poll(&mut batch, Duration::from_millis(20))
+                        .expect("poll");
+                    recs.lock().unwrap().extend(batch.iter().map(Rec::parse));
+                }
+            })
+        };
+        Self {
+            source,
+            recs,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    /// Runs `cg`'s workload, waits for its last records (softirq, late closes), and
+    /// returns everything read meanwhile.
+    fn phase(&self, cgroups: &[&Cgroup]) -> Vec<Rec> {
+        self.recs.lock().unwrap().clear();
+        for cg in cgroups {
+            cg.run_workload();
+        }
+        thread::sleep(Duration::from_millis(600));
+        std::mem::take(&mut *self.recs.lock().unwrap())
+    }
+
+    /// (filtered per kind, `SourceCounters::filtered`, lost).
+    fn filtered(&self) -> (Counts, u64, u64) {
+        let s = self.source.lock().unwrap();
+        let per_kind = s
+            .filtered_per_kind()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let c = s.counters();
+        (per_kind, c.filtered, c.lost_total())
+    }
+}
+
+impl Drop for Polled {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+fn delta(after: &Counts, before: &Counts) -> Counts {
+    after
+        .iter()
+        .map(|(k, n)| (*k, n - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+fn ignored_cgroup_costs_nothing_and_comes_back(transport: Transport) {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the filter test needs root (eBPF programs, cgroups); run it as root, e.g. via `cargo xtask test`"
+    );
+    let mut source = EbpfSource::open(EbpfOptions {
+        transport,
+        ..EbpfOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("cannot open the eBPF source (needs root and the eBPF build): {e}"));
+    let filter = source
+        .cgroup_filter()
+        .expect("the eBPF source has a cgroup filter");
+    let a = Cgroup::new("a");
+    let b = Cgroup::new("b");
+    let polled = Polled::start(source);
+
+    // 1. Nothing ignored: what A's workload produces.
+    let recs = polled.phase(&[&a]);
+    let truth = keyed(&recs, a.id);
+    eprintln!("[{transport:?}] A unfiltered: {}", show(&truth));
+    for (k, at_least) in [
+        (kind::EXEC, 5),
+        (kind::FORK, 5),
+        (kind::EXIT, 6),
+        (kind::TCP_STATE, 8),
+        (kind::TCP_RESET_SENT, 1),
+        (kind::TCP_RESET_RECEIVED, 1),
+    ] {
+        let n = truth.get(&k).copied().unwrap_or(0);
+        assert!(
+            n >= at_least,
+            "{} records of A: {n}, want >= {at_least}",
+            name(k)
+        );
+    }
+    let (f0, t0, lost0) = polled.filtered();
+    assert_eq!((show(&f0), t0), (String::new(), 0), "nothing filtered yet");
+
+    // 2. A ignored (set from this thread while the reader thread polls): nothing of A
+    // arrives, B is complete, and the kernel counted exactly A's records as filtered.
+    filter.set_ignored(&[a.id, a.id]).expect("set_ignored([A])");
+    let recs = polled.phase(&[&a, &b]);
+    let of_a = keyed(&recs, a.id);
+    let of_b = keyed(&recs, b.id);
+    let a_in_header: Vec<&Rec> = recs
+        .iter()
+        .filter(|r| r.cgroup == a.id && matches!(r.kind, kind::EXEC | kind::FORK | kind::EXIT))
+        .collect();
+    let (f1, t1, lost1) = polled.filtered();
+    let filtered = delta(&f1, &f0);
+    eprintln!(
+        "[{transport:?}] A ignored: A {} | B {} | kernel filtered {} (total {})",
+        show(&of_a),
+        show(&of_b),
+        show(&filtered),
+        t1 - t0
+    );
+    assert!(
+        of_a.is_empty(),
+        "records of ignored A arrived: {}",
+        show(&of_a)
+    );
+    assert!(a_in_header.is_empty(), "{a_in_header:?}");
+    assert_eq!(
+        show(&comparable(&of_b)),
+        show(&comparable(&truth)),
+        "B vs A's truth"
+    );
+    assert_eq!(
+        show(&comparable(&filtered)),
+        show(&comparable(&truth)),
+        "kernel-filtered records vs what A produces"
+    );
+    assert_eq!(
+        t1 - t0,
+        filtered.values().sum::<u64>(),
+        "SourceCounters::filtered"
+    );
+    // Filtered is not lost.
+    assert_eq!(lost1, lost0);
+
+    // 3. The set cleared at run time, from another thread: A's records are back, and
+    // nothing more is filtered.
+    let f = filter.clone();
+    thread::spawn(move || f.set_ignored(&[]))
+        .join()
+        .unwrap()
+        .expect("set_ignored([])");
+    let recs = polled.phase(&[&a]);
+    let back = keyed(&recs, a.id);
+    let (f2, t2, _) = polled.filtered();
+    eprintln!("[{transport:?}] A again: {}", show(&back));
+    assert_eq!(show(&comparable(&back)), show(&comparable(&truth)));
+    assert_eq!((t2, show(&f2)), (t1, show(&f1)), "filtered after clearing");
+
+    // A full set is refused with the limit named; the set stays as it was.
+    let too_many: Vec<u64> = (1..=16385).collect();
+    let e = filter.set_ignored(&too_many).unwrap_err();
+    assert!(e.to_string().contains("at most 16384"), "{e}");
+
+    // The handle outlives the source only to say so.
+    drop(polled);
+    let e = filter.set_ignored(&[a.id]).unwrap_err();
+    assert!(e.to_string().contains("closed"), "{e}");
+}
+
+#[test]
+fn ignored_cgroup_filter_over_ringbuf_and_perf_array() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    ignored_cgroup_costs_nothing_and_comes_back(Transport::RingBuf);
+    ignored_cgroup_costs_nothing_and_comes_back(Transport::PerfArray);
+}
