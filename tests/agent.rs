@@ -822,6 +822,18 @@ fn an_invalid_configuration_is_refused_at_start_with_key_and_line() {
         )),
         "{err}"
     );
+    // A cgroup_root that is no cgroup v2 hierarchy: refused before any probe is loaded.
+    std::fs::write(&config, "backend = \"ebpf\"\ncgroup_root = \"/tmp\"\n").unwrap();
+    let out = ksight(&["agent", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: key `cgroup_root`: /tmp is not a cgroup v2 hierarchy",
+            config.display()
+        )),
+        "{err}"
+    );
 }
 
 /// Connects to the snapshot socket and misbehaves in `how`.

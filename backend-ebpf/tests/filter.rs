@@ -348,7 +348,43 @@ fn ignored_cgroup_costs_nothing_and_comes_back(transport: Transport) {
     // Filtered is not lost.
     assert_eq!(lost1, lost0);
 
-    // 3. The set cleared at run time, from another thread: A's records are back, and
+    // 3. A replaced by B in a full set (B and 16383 ids of no cgroup), at run time: A's
+    // records are back and B's are filtered, exactly.
+    let mut full: Vec<u64> = (1u64 << 40..)
+        .take(ksight_engine::source::MAX_IGNORED_CGROUPS - 1)
+        .collect();
+    full.push(b.id);
+    filter
+        .set_ignored(&full)
+        .expect("set_ignored(full set with B)");
+    let recs = polled.phase(&[&a, &b]);
+    let (of_a, of_b) = (keyed(&recs, a.id), keyed(&recs, b.id));
+    let (f2, t2, _) = polled.filtered();
+    let filtered = delta(&f2, &f1);
+    eprintln!(
+        "[{transport:?}] B ignored: A {} | B {} | kernel filtered {}",
+        show(&of_a),
+        show(&of_b),
+        show(&filtered)
+    );
+    assert!(
+        of_b.is_empty(),
+        "records of ignored B arrived: {}",
+        show(&of_b)
+    );
+    assert_eq!(
+        show(&comparable(&of_a)),
+        show(&comparable(&truth)),
+        "A is back"
+    );
+    assert_eq!(
+        show(&comparable(&filtered)),
+        show(&comparable(&truth)),
+        "kernel-filtered records vs what B produces"
+    );
+    let (f1, t1) = (f2, t2);
+
+    // 4. The set cleared at run time, from another thread: A's records are back, and
     // nothing more is filtered.
     let f = filter.clone();
     thread::spawn(move || f.set_ignored(&[]))

@@ -259,9 +259,20 @@ impl Aggregator {
         })
     }
 
-    /// Replaces the set of ignored cgroups.
+    /// Replaces the set of ignored cgroups, and forgets what they had going: their exits,
+    /// closes and completions will not arrive to finish it.
     pub fn set_ignored(&mut self, ids: impl IntoIterator<Item = u64>) {
         self.ignored = ids.into_iter().collect();
+        if self.ignored.is_empty() {
+            return;
+        }
+        let ignored = &self.ignored;
+        self.processes.retain(|_, p| !ignored.contains(&p.cgroup_id));
+        self.open.retain(|_, c| !ignored.contains(&c.sock_cgroup_id));
+        for bios in self.pending.values_mut() {
+            bios.retain(|_, b| !ignored.contains(&b.cgroup_id));
+        }
+        self.cgroups.retain(|id, _| !ignored.contains(id));
     }
 
     pub fn apply(&mut self, event: &Event) {

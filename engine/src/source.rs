@@ -197,8 +197,10 @@ pub const MAX_IGNORED_CGROUPS: usize = event_abi::filter::MAX_IGNORED_CGROUPS;
 /// record for record): exec, fork, exit and block-queue records whose header `cgroup_id`
 /// is in the set; TCP state, retransmit and reset records whose `sock_cgroup_id` is in the
 /// set; never block issue or complete records. Dropped records are counted in
-/// [`SourceCounters::filtered`]. The set replaces the previous one as a whole; an empty
-/// set turns filtering off. Ids are cgroup v2 ids (the inode number of the cgroup's
+/// [`SourceCounters::filtered`]. The set replaces the previous one (an empty set turns
+/// filtering off) — at once in the module; id by id in eBPF, removals first, so while an
+/// update runs an id leaving the set may pass early and one joining it late: the engine
+/// drops those with the same set. Ids are cgroup v2 ids (the inode number of the cgroup's
 /// directory): a container and its sub-cgroups are one id each, all to be listed.
 pub trait CgroupFilter: Send + Sync {
     /// Replaces the ignore set. Duplicates are allowed; more than

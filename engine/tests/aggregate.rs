@@ -200,3 +200,23 @@ fn ignored_cgroups_drop_their_events_by_owner_cgroup() {
     assert_eq!(engine.ignored_events(), 0);
     assert!(engine.snapshot(&NoNames).cgroups.iter().any(|c| c.cgroup_id == OTHER_CG));
 }
+
+#[test]
+fn ignoring_a_cgroup_forgets_what_it_had_going() {
+    // A process and a connection of OTHER_CG start; then OTHER_CG is ignored, so their
+    // exit and close never come: nothing of it may stay behind.
+    let mut s = Synth::new();
+    s.exec(900, 1, OTHER_CG, "/bin/other");
+    s.exec(100, 1, CG, "/bin/sh");
+    let mut engine = Engine::new("test", None);
+    engine.ingest(&s.batch);
+    engine.flush();
+    let before = engine.snapshot(&NoNames);
+    assert_eq!(before.process.processes.len(), 2);
+    engine.set_ignored_cgroups([OTHER_CG]);
+    engine.forget_finished();
+    let after = engine.snapshot(&NoNames);
+    let pids: Vec<u32> = after.process.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [100]);
+    assert!(after.cgroups.iter().all(|c| c.cgroup_id != OTHER_CG));
+}

@@ -23,7 +23,8 @@ use aya_ebpf::{
 };
 use event_abi::{
     AF_INET, AF_INET6, BlockEvent, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MAX_RECORD_SIZE, TcpEvent, TcpStateEvent, TcpTuple, block_op, counter, kind, tcp_stats,
+    MAX_RECORD_SIZE, TcpEvent, TcpStateEvent, TcpTuple, block_op, counter, kind, tcp_state,
+    tcp_stats,
 };
 
 /// The event ABI these programs emit, in a section of its own that the loader reads and
@@ -320,9 +321,15 @@ fn tp_field<T>(tp: *const u8, off: u32) -> Option<T> {
     Some(unsafe { ptr::read_unaligned(tp.add(off).cast::<T>()) })
 }
 
-/// `sk->sk_cgrp_data.cgroup->kn->id`: the cgroup v2 id the socket was charged to.
+/// `sk->sk_cgrp_data.cgroup->kn->id`: the cgroup v2 id the socket was charged to; 0 for
+/// a TIME_WAIT or request socket, which is a smaller object without `sk_cgrp_data` (the
+/// kernel's `sk_fullsock()`, which the module uses).
 #[inline(always)]
 fn sock_cgroup_id(kind: u16, sk: u64) -> u64 {
+    let state = kread::<u8>(kind, sk, btf_off(btf::SOCK_STATE)).map(u32::from);
+    if matches!(state, Some(tcp_state::TIME_WAIT | tcp_state::NEW_SYN_RECV)) {
+        return 0;
+    }
     let Some(cgroup) = kread::<u64>(kind, sk, btf_off(btf::SOCK_CGROUP)) else {
         return 0;
     };

@@ -26,7 +26,7 @@ use anyhow::{Result, anyhow, bail};
 use config::Config;
 use crossbeam_channel::RecvTimeoutError;
 use event_abi::EventHeader;
-use ksight_engine::attribution::cgroups::{CgroupPaths, cgroup2_mount};
+use ksight_engine::attribution::cgroups::{CgroupPaths, cgroup2_mount, check_cgroup2_root};
 use ksight_engine::attribution::kube::{self, KubeMetadata, KubeSettings};
 use ksight_engine::attribution::{Attributor, attribute};
 use ksight_engine::export::protocol::AgentSnapshot;
@@ -209,6 +209,10 @@ fn start_socket(c: &Config, shared: &Arc<Shared>) -> Result<Option<socket::Socke
 
 pub fn run(config_path: &Path) -> Result<u8> {
     let config = config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    if let Some(root) = &config.cgroup_root {
+        check_cgroup2_root(&root.0)
+            .map_err(|e| anyhow!("{}: key `cgroup_root`: {e}", config_path.display()))?;
+    }
     log::set_level(config.log_level);
     install_signal_handlers();
     let started = Instant::now();
@@ -527,6 +531,8 @@ impl Agent {
                 "backend and transport changes take effect at restart; still running {}",
                 self.backend
             );
+            new.backend = self.config.backend;
+            new.transport = self.config.transport;
         }
         if new.prometheus.enabled != self.config.prometheus.enabled
             || new.prometheus.listen != self.config.prometheus.listen
@@ -573,6 +579,9 @@ impl Agent {
         }
         if new.kubernetes != self.config.kubernetes || new.cgroup_root != self.config.cgroup_root {
             warning!("kubernetes and cgroup_root changes take effect at restart");
+            // What runs stays what is compared with, so the next reload warns again.
+            new.kubernetes = self.config.kubernetes.clone();
+            new.cgroup_root = self.config.cgroup_root.clone();
         }
         self.settings = new.export_settings();
         self.config = new;

@@ -65,6 +65,30 @@ fn unescape_mountinfo(field: &str) -> String {
     out
 }
 
+/// Checks that `path` is the root of a cgroup v2 hierarchy (a configured `cgroup_root`).
+pub fn check_cgroup2_root(path: &Path) -> Result<(), String> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{} is not a valid path", path.display()))?;
+    // SAFETY: a valid C string and a zeroed statfs buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(format!(
+            "{}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    if st.f_type as i64 != CGROUP2_SUPER_MAGIC {
+        return Err(format!(
+            "{} is not a cgroup v2 hierarchy (filesystem type {:#x})",
+            path.display(),
+            st.f_type
+        ));
+    }
+    Ok(())
+}
+
 /// Makes `cmd`'s process join the cgroup at `cgroup_dir` between fork and exec, so
 /// everything it runs, from its first instruction, is attributed to that cgroup.
 pub fn join_before_exec(cmd: &mut std::process::Command, cgroup_dir: &Path) -> std::io::Result<()> {

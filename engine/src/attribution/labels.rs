@@ -55,7 +55,7 @@ impl CgroupLabels {
             }
             name
         } else if !self.container_id.is_empty() {
-            let short = &self.container_id[..self.container_id.len().min(12)];
+            let short: String = self.container_id.chars().take(12).collect();
             if self.pod_uid.is_empty() {
                 format!("{}:{short}", self.runtime)
             } else {

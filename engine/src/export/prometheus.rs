@@ -226,7 +226,7 @@ impl Collector for ViewCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let v = &*self.view;
         let mut f = Families { enc: &mut enc };
-        
+
         // The agent itself.
         f.info(
             "ksight_backend",
@@ -370,8 +370,14 @@ impl Collector for ViewCollector {
             "Events of ignored cgroups dropped, in the kernel (never delivered) or in the engine",
             None,
             [
-                (l([("where", "kernel".into())]), v.meta.ignored_events_kernel),
-                (l([("where", "engine".into())]), v.meta.ignored_events_engine),
+                (
+                    l([("where", "kernel".into())]),
+                    v.meta.ignored_events_kernel,
+                ),
+                (
+                    l([("where", "engine".into())]),
+                    v.meta.ignored_events_engine,
+                ),
             ],
         )?;
         f.info(
@@ -684,6 +690,86 @@ mod tests {
 
     fn has(text: &str, line: &str) {
         assert!(samples(text).contains(&line), "missing `{line}` in\n{text}");
+    }
+
+    #[test]
+    fn owner_labels_on_every_cgroup_series_and_odd_paths_escaped() {
+        let mut engine = Engine::new("ebpf", None);
+        engine.ingest(&workload());
+        engine.flush();
+        let mut snapshot = engine.snapshot(&NoNames);
+        let odd = "/odd \"quoted\" \\ back\nslash";
+        for row in &mut snapshot.cgroups {
+            row.attribution = Some(if row.cgroup_id == CG {
+                crate::attribution::CgroupLabels {
+                    path: "/kubepods/pod1/c".into(),
+                    runtime: "containerd".into(),
+                    container_id: "ab".repeat(32),
+                    namespace: "shop".into(),
+                    pod: "web-1".into(),
+                    pod_uid: "0f1c6a3e-5a2b-4c1d-9e8f-123456789abc".into(),
+                    container: "web".into(),
+                    workload_kind: "Deployment".into(),
+                    workload: "web".into(),
+                    ..Default::default()
+                }
+            } else {
+                crate::attribution::CgroupLabels {
+                    path: odd.into(),
+                    ..Default::default()
+                }
+            });
+        }
+        let tree = CgroupTree {
+            paths: [
+                (CG, "/kubepods/pod1/c".to_string()),
+                (OTHER, odd.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            complete: true,
+        };
+        let (view, _) = Exporter::new().update(
+            &snapshot,
+            &tree,
+            0,
+            &ExportSettings::default(),
+            AgentMeta::default(),
+        );
+        let view = Arc::new(view);
+        let text = encode(view.clone(), OwnUsage::default());
+        let owner = r#"cgroup_id="77",namespace="shop",pod="web-1",container="web",workload="web",workload_kind="Deployment""#;
+        has(&text, &format!("ksight_process_execs_total{{{owner}}} 2"));
+        has(
+            &text,
+            &format!("ksight_tcp_sent_bytes_total{{{owner}}} 13000"),
+        );
+        has(
+            &text,
+            &format!(r#"ksight_block_cgroup_bytes_total{{{owner},op="read"}} 65536"#),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_cgroup_info{{{owner},path="/kubepods/pod1/c",runtime="containerd",container_id="{}",pod_uid="0f1c6a3e-5a2b-4c1d-9e8f-123456789abc"}} 1"#,
+                "ab".repeat(32)
+            ),
+        );
+        // Quotes, backslashes and newlines in a path are escaped, in both formats.
+        has(
+            &text,
+            r#"ksight_cgroup_info{cgroup_id="5",path="/odd \"quoted\" \\ back\nslash"} 1"#,
+        );
+        let classic = to_text_format(&encode(view, OwnUsage::default()));
+        assert!(
+            classic.contains(r#"path="/odd \"quoted\" \\ back\nslash""#),
+            "{classic}"
+        );
+        assert_eq!(
+            classic.lines().filter(|l| l.contains("slash")).count(),
+            1,
+            "one line per series"
+        );
     }
 
     #[test]

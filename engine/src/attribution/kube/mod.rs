@@ -177,10 +177,25 @@ impl KubeMetadata {
     /// A store with these pods and no watcher, marked synced: for tests, and for replaying
     /// metadata recorded elsewhere.
     pub fn fixed(pods: impl IntoIterator<Item = PodMeta>) -> Self {
-        let shared = Arc::new(Shared::default());
-        {
-            let mut store = shared.store.write().unwrap_or_else(|e| e.into_inner());
-            for p in pods {
+        let this = Self {
+            shared: Arc::new(Shared::default()),
+            _stop: Arc::new(StopOnDrop(Mutex::new(None))),
+        };
+        this.shared
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .synced = true;
+        this.replace_fixed(pods);
+        this
+    }
+
+    /// Replaces the pods of a [`Self::fixed`] store (as a relist would), bumping the
+    /// generation.
+    pub fn replace_fixed(&self, pods: impl IntoIterator<Item = PodMeta>) {
+        let records = pods
+            .into_iter()
+            .map(|p| {
                 let record = PodRecord {
                     uid: p.uid.clone(),
                     namespace: p.namespace,
@@ -197,19 +212,15 @@ impl KubeMetadata {
                         .collect(),
                     previous_ids: Vec::new(),
                 };
-                store.upsert_pod(p.uid, record);
-            }
-        }
-        shared
-            .health
-            .lock()
+                (p.uid, record)
+            })
+            .collect();
+        self.shared
+            .store
+            .write()
             .unwrap_or_else(|e| e.into_inner())
-            .synced = true;
-        shared.generation.fetch_add(1, Ordering::Release);
-        Self {
-            shared,
-            _stop: Arc::new(StopOnDrop(Mutex::new(None))),
-        }
+            .replace_pods(records);
+        self.shared.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The container with this id (full hex, no runtime prefix), if it belongs to a pod on
@@ -419,6 +430,23 @@ impl Store {
             kind: top.kind.clone(),
             name: top.name.clone(),
         })
+    }
+
+    /// Whether a pod on this node has the `kind` controller `namespace/name` (`key`).
+    fn owns_local_pod(&self, kind: &str, key: &str) -> bool {
+        let Some((namespace, name)) = key.split_once('/') else {
+            return false;
+        };
+        self.pods.values().any(|p| {
+            p.namespace == namespace
+                && p.owner
+                    .as_ref()
+                    .is_some_and(|o| o.kind == kind && o.name == name)
+        })
+    }
+
+    fn has_local_pod_in(&self, namespace: &str) -> bool {
+        self.pods.values().any(|p| p.namespace == namespace)
     }
 
     fn ignored(&self, pod: &PodRecord) -> bool {

@@ -107,8 +107,10 @@ async fn run(client: kube::Client, settings: KubeSettings, shared: &Shared) {
         },
         owner_entry::<ReplicaSet>,
         Ops {
-            upsert: |s, k, e| upsert(&mut s.replicasets, k, e),
-            remove: |s, k| s.replicasets.remove(k).is_some(),
+            upsert: |s, k, e| {
+                upsert(&mut s.replicasets, k.clone(), e) && s.owns_local_pod("ReplicaSet", &k)
+            },
+            remove: |s, k| s.replicasets.remove(k).is_some() && s.owns_local_pod("ReplicaSet", k),
             replace: |s, all| replace(&mut s.replicasets, all),
         },
     );
@@ -125,8 +127,8 @@ async fn run(client: kube::Client, settings: KubeSettings, shared: &Shared) {
         },
         owner_entry::<Job>,
         Ops {
-            upsert: |s, k, e| upsert(&mut s.jobs, k, e),
-            remove: |s, k| s.jobs.remove(k).is_some(),
+            upsert: |s, k, e| upsert(&mut s.jobs, k.clone(), e) && s.owns_local_pod("Job", &k),
+            remove: |s, k| s.jobs.remove(k).is_some() && s.owns_local_pod("Job", k),
             replace: |s, all| replace(&mut s.jobs, all),
         },
     );
@@ -142,8 +144,8 @@ async fn run(client: kube::Client, settings: KubeSettings, shared: &Shared) {
         },
         namespace_entry,
         Ops {
-            upsert: |s, k, e| upsert(&mut s.namespaces, k, e),
-            remove: |s, k| s.namespaces.remove(k).is_some(),
+            upsert: |s, k, e| upsert(&mut s.namespaces, k.clone(), e) && s.has_local_pod_in(&k),
+            remove: |s, k| s.namespaces.remove(k).is_some() && s.has_local_pod_in(k),
             replace: |s, all| replace(&mut s.namespaces, all),
         },
     );
@@ -151,7 +153,9 @@ async fn run(client: kube::Client, settings: KubeSettings, shared: &Shared) {
     futures_util::future::join4(pods, replicasets, jobs, namespaces).await;
 }
 
-/// How one resource's entries go into the store; each returns whether anything changed.
+/// How one resource's entries go into the store; each returns whether anything changed
+/// that this node's pods resolve through (ReplicaSets, Jobs and namespaces are watched
+/// cluster-wide: a change elsewhere must not invalidate every label here).
 struct Ops<E> {
     upsert: fn(&mut Store, String, E) -> bool,
     remove: fn(&mut Store, &str) -> bool,
@@ -273,8 +277,11 @@ impl Shared {
         if h.lists[i] > 1 {
             h.relists_total += 1;
         }
-        if resource == Resource::Pods {
+        if resource == Resource::Pods && !h.synced {
             h.synced = true;
+            // Labels resolved before the first list ("pending") must be resolved again,
+            // even when that list changed nothing in the store.
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         h.last_event_unix_s = Some(now_unix_s());
     }
