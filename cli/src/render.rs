@@ -115,8 +115,9 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
     if !s.containers.is_empty() {
         let _ = writeln!(
             o,
-            "\n  {:<44} {:>6} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>10}",
-            "by owner (pod/container, container, unit or cgroup)",
+            "\n  {:<44} {:<24} {:>6} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>10}",
+            "owner (namespace/pod/container, unit, path)",
+            "workload",
             "execs",
             "forks",
             "exits",
@@ -131,10 +132,19 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
                 .attribution
                 .as_ref()
                 .map_or_else(|| format!("cgroup {}", c.cgroup_id), |a| a.display_name());
+            let workload = c
+                .attribution
+                .as_ref()
+                .filter(|a| !a.workload.is_empty())
+                .map_or_else(
+                    || "-".to_string(),
+                    |a| format!("{}/{}", a.workload_kind, a.workload),
+                );
             let _ = writeln!(
                 o,
-                "  {:<44} {:>6} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>10}",
+                "  {:<44} {:<24} {:>6} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>10}",
                 name,
+                workload,
                 c.execs,
                 c.forks,
                 c.exits,

@@ -38,7 +38,7 @@ fn main() -> Result<()> {
         Some("vm") => vm::vm(&rest),
         _ => {
             bail!(
-                "usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|flood|slowdown] | package | package-vm"
+                "usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|flood|slowdown|filter] | package | package-vm"
             )
         }
     }
@@ -278,10 +278,26 @@ fn bench(which: &[String]) -> Result<()> {
         let mut cmd = Command::new("bash");
         cmd.arg(workspace().join("tests/bench/kernel.sh"))
             .current_dir(workspace());
-        for w in which {
+        for w in which.iter().filter(|w| *w != "filter") {
             cmd.arg(w);
         }
         run(&mut cmd)?;
+    }
+    if wants("filter") {
+        // What an ignored cgroup costs in the kernel, next to capturing it.
+        build_release_binaries()?;
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "ksight-backend-ebpf",
+            "--example",
+            "filter-cost",
+        ])?;
+        let root = workspace();
+        run(Command::new(root.join("target/release/examples/filter-cost"))
+            .arg(root.join("target/release/ksight"))
+            .args(["5", "500", "1000"]))?;
     }
     Ok(())
 }

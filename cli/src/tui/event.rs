@@ -2,6 +2,8 @@
 
 use crossterm::event::KeyEvent;
 use ksight_engine::Snapshot;
+use ksight_engine::attribution::CgroupLabels;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything the main loop reacts to arrives as one of these, on one channel.
@@ -29,9 +31,9 @@ pub struct Sample {
     pub interval: Duration,
     /// When it was taken, on the TUI's clock (time since `ksight top` started).
     pub at: Duration,
-    /// cgroup id → owner name (`CgroupLabels::display_name`), for ids seen for the first
-    /// time or whose name changed.
-    pub cgroup_names: Vec<(u64, String)>,
+    /// cgroup id → who owns it (the name is `CgroupLabels::display_name`), for ids seen
+    /// for the first time or whose labels changed (a pod whose metadata arrived).
+    pub cgroup_labels: Vec<(u64, Arc<CgroupLabels>)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

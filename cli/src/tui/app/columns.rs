@@ -160,6 +160,8 @@ columns!(CgroupCol {
     TcpRx => ("TCP RX", 7, 6, num),
     DiskRead => ("DISK R", 7, 7, num),
     DiskWrite => ("DISK W", 7, 8, num),
+    /// The Kubernetes workload (`Deployment/web`); the first column narrow terminals drop.
+    Workload => ("WORKLOAD", 16, 11, owner),
     /// Who the cgroup belongs to (`namespace/pod/container`, `runtime:id`, the systemd
     /// unit, or the path), or the group's name when grouped.
     Owner => ("OWNER", 12, 0, grow_owner),

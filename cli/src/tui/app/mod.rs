@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(app.grouping, Grouping::Cgroup, "not in the processes view");
         press(&mut app, KeyCode::Char('2'));
         let mut seen = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..5 {
             press(&mut app, KeyCode::Char('o'));
             seen.push(app.grouping);
         }
@@ -465,6 +465,7 @@ mod tests {
             [
                 Grouping::Owner,
                 Grouping::Pod,
+                Grouping::Workload,
                 Grouping::Namespace,
                 Grouping::Cgroup
             ]

@@ -4,8 +4,10 @@
 
 use crate::tui::event::Sample;
 use crate::tui::rates::{accumulate, accumulate_per_cpu, elapsed, per_second};
+use ksight_engine::attribution::CgroupLabels;
 use ksight_engine::snapshot::{ConnectionRow, Latency};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Exited processes stay listed this long, so short-lived ones can be read.
@@ -33,7 +35,34 @@ pub struct Model {
     /// Connections seen closing, oldest first.
     pub closed: VecDeque<Conn>,
     pub devices: BTreeMap<String, Device>,
-    pub cgroup_names: HashMap<u64, String>,
+    /// Who owns each cgroup seen, by id; the latest labels collection sent.
+    pub cgroup_owners: HashMap<u64, Owner>,
+}
+
+/// Who a cgroup belongs to: its labels, and the names drawn from them once (not per
+/// frame).
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub labels: Arc<CgroupLabels>,
+    /// `labels.display_name()`: `namespace/pod/container`, `runtime:id`, the unit, the path.
+    pub name: String,
+    /// The Kubernetes workload as `Kind/name` (`Deployment/web`); empty when none.
+    pub workload: String,
+}
+
+impl Owner {
+    pub fn new(labels: Arc<CgroupLabels>) -> Self {
+        let workload = match (labels.workload_kind.as_str(), labels.workload.as_str()) {
+            (_, "") => String::new(),
+            ("", name) => name.to_string(),
+            (kind, name) => format!("{kind}/{name}"),
+        };
+        Self {
+            name: labels.display_name(),
+            workload,
+            labels,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -157,8 +186,8 @@ impl Model {
         self.interval = iv;
         self.samples += 1;
         self.backend.clone_from(&s.backend);
-        for (id, name) in &sample.cgroup_names {
-            self.cgroup_names.insert(*id, name.clone());
+        for (id, labels) in &sample.cgroup_labels {
+            self.cgroup_owners.insert(*id, Owner::new(labels.clone()));
         }
 
         let h = &mut self.host;
@@ -343,8 +372,12 @@ impl Model {
         }
     }
 
+    pub fn cgroup_owner(&self, id: u64) -> Option<&Owner> {
+        self.cgroup_owners.get(&id)
+    }
+
     pub fn cgroup_name(&self, id: u64) -> Option<&str> {
-        self.cgroup_names.get(&id).map(String::as_str)
+        self.cgroup_owner(id).map(|o| o.name.as_str())
     }
 }
 
@@ -360,7 +393,7 @@ mod tests {
             snapshot,
             interval: Duration::from_secs(1),
             at: Duration::from_secs(at),
-            cgroup_names: vec![],
+            cgroup_labels: vec![],
         }
     }
 
@@ -445,7 +478,7 @@ mod tests {
             },
             interval: Duration::from_secs(1),
             at: Duration::from_secs(6),
-            cgroup_names: vec![],
+            cgroup_labels: vec![],
         };
         m.ingest(&many);
         assert_eq!(

@@ -2,7 +2,7 @@
 //! on their typed values. Drawing only formats what these give it.
 
 use super::columns::{CgroupCol, Column, ConnCol, DiskCol, ProcCol, SortBy};
-use super::model::{Cgroup, Conn, Device, Lifetime, Model, Proc};
+use super::model::{Cgroup, Conn, Device, Lifetime, Model, Owner, Proc};
 use crate::tui::fmt;
 use crate::tui::rates::{bytes_per_second_over, elapsed};
 use std::cmp::Ordering;
@@ -119,7 +119,8 @@ impl TableRow for ProcLine<'_> {
     }
 }
 
-/// How the Containers view groups cgroups into rows (`o` steps through them).
+/// How the Containers view groups cgroups into rows (`o` steps through them, in this
+/// order: each a coarser grouping than the one before).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Grouping {
     /// One row per cgroup.
@@ -128,11 +129,57 @@ pub enum Grouping {
     /// One row per owner name: a container's sub-cgroups (`…/docker-<id>.scope` and its
     /// `init.scope`) are one row.
     Owner,
-    /// One row per Kubernetes pod (`namespace/pod`); other cgroups by owner.
+    /// One row per Kubernetes pod; other cgroups by owner.
     Pod,
+    /// One row per Kubernetes workload (namespace, kind and name: a Deployment's pods are
+    /// one row); pods of no workload by pod, other cgroups by owner.
+    Workload,
     /// One row per Kubernetes namespace; pods not yet known by name by pod, other cgroups
     /// by owner.
     Namespace,
+}
+
+/// A row of the Containers view when grouped: what its cgroups have in common.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Group<'a> {
+    /// The owner's name (also what cgroups without the labels a grouping needs fall back
+    /// to: Docker containers, systemd units, paths).
+    Owner(&'a str),
+    /// A pod known by name.
+    Pod {
+        namespace: &'a str,
+        pod: &'a str,
+    },
+    /// A pod whose metadata has not arrived (yet), by its uid.
+    PodUid(&'a str),
+    Workload {
+        namespace: &'a str,
+        kind: &'a str,
+        name: &'a str,
+    },
+    Namespace(&'a str),
+}
+
+impl Group<'_> {
+    /// The group's name, for the OWNER column: the owner name, `namespace/pod`,
+    /// `pod <uid>`, `namespace/Kind/name`, or the namespace.
+    pub fn name(&self) -> String {
+        match *self {
+            Group::Owner(name) | Group::Namespace(name) => name.to_string(),
+            Group::Pod { namespace, pod } => format!("{namespace}/{pod}"),
+            Group::PodUid(uid) => format!("pod {uid}"),
+            Group::Workload {
+                namespace,
+                kind: "",
+                name,
+            } => format!("{namespace}/{name}"),
+            Group::Workload {
+                namespace,
+                kind,
+                name,
+            } => format!("{namespace}/{kind}/{name}"),
+        }
+    }
 }
 
 impl Grouping {
@@ -140,7 +187,8 @@ impl Grouping {
         match self {
             Grouping::Cgroup => Grouping::Owner,
             Grouping::Owner => Grouping::Pod,
-            Grouping::Pod => Grouping::Namespace,
+            Grouping::Pod => Grouping::Workload,
+            Grouping::Workload => Grouping::Namespace,
             Grouping::Namespace => Grouping::Cgroup,
         }
     }
@@ -151,44 +199,41 @@ impl Grouping {
             Grouping::Cgroup => None,
             Grouping::Owner => Some("owner"),
             Grouping::Pod => Some("pod"),
+            Grouping::Workload => Some("workload"),
             Grouping::Namespace => Some("namespace"),
         }
     }
 
-    /// The group of a cgroup whose owner is `owner`, a `CgroupLabels::display_name`:
-    /// `namespace/pod/container`, `namespace/pod`, `pod <uid>[:runtime:id]` (a pod whose
-    /// metadata is unknown), `runtime:id`, a systemd unit, or a path (starting with `/`).
-    /// Namespaces and pods are read from the name, so live `top` (which has the names but
-    /// not the labels) groups the same way as an agent's snapshots.
-    pub fn group_of(self, owner: &str) -> &str {
+    /// The group of a cgroup owned by `owner`, read from its labels. A cgroup without the
+    /// labels this grouping needs falls back to the finer grouping: a pod of no workload
+    /// groups by pod, a pod not known by name yet by its uid, anything not in Kubernetes
+    /// by owner name.
+    pub fn group_of(self, owner: &Owner) -> Group<'_> {
+        let l = &*owner.labels;
+        let by_owner = Group::Owner(&owner.name);
+        let by_pod = if !l.pod.is_empty() {
+            Group::Pod {
+                namespace: &l.namespace,
+                pod: &l.pod,
+            }
+        } else if !l.pod_uid.is_empty() {
+            Group::PodUid(&l.pod_uid)
+        } else {
+            by_owner
+        };
         match self {
-            Grouping::Cgroup | Grouping::Owner => owner,
-            Grouping::Pod => pod_of(owner).unwrap_or(owner),
-            Grouping::Namespace => namespace_of(owner)
-                .or_else(|| pod_of(owner))
-                .unwrap_or(owner),
+            Grouping::Cgroup | Grouping::Owner => by_owner,
+            Grouping::Pod => by_pod,
+            Grouping::Workload if !l.workload.is_empty() => Group::Workload {
+                namespace: &l.namespace,
+                kind: &l.workload_kind,
+                name: &l.workload,
+            },
+            Grouping::Workload => by_pod,
+            Grouping::Namespace if !l.namespace.is_empty() => Group::Namespace(&l.namespace),
+            Grouping::Namespace => by_pod,
         }
     }
-}
-
-/// `namespace/pod` of `namespace/pod[/container]`, or `pod <uid>` of `pod <uid>[:…]`.
-fn pod_of(owner: &str) -> Option<&str> {
-    if let Some(rest) = owner.strip_prefix("pod ") {
-        let uid = rest.split(':').next().unwrap_or(rest);
-        return Some(&owner[.."pod ".len() + uid.len()]);
-    }
-    let namespace = namespace_of(owner)?;
-    let pod = owner[namespace.len() + 1..].split('/').next()?;
-    Some(&owner[..namespace.len() + 1 + pod.len()])
-}
-
-/// `namespace` of `namespace/pod[/container]`; paths start with `/`, and no other owner
-/// name has one.
-fn namespace_of(owner: &str) -> Option<&str> {
-    if owner.starts_with('/') {
-        return None;
-    }
-    owner.split_once('/').map(|(namespace, _)| namespace)
 }
 
 pub struct CgroupLine {
@@ -196,6 +241,9 @@ pub struct CgroupLine {
     pub c: Cgroup,
     /// The owner (or group) name; `None` while the cgroup has no name.
     pub owner: Option<String>,
+    /// The Kubernetes workload (`Kind/name`) of the cgroup, or of all the group's cgroups;
+    /// empty when none (or they differ).
+    pub workload: String,
     pub procs: usize,
     /// cgroups summed into this row: 1 unless grouped.
     pub members: usize,
@@ -237,9 +285,10 @@ pub fn cgroups(model: &Model, grouping: Grouping) -> Vec<CgroupLine> {
     for p in model.processes.values().filter(|p| p.exited_at.is_none()) {
         *procs.entry(p.cgroup_id).or_default() += 1;
     }
-    let line = |c: &Cgroup, owner: Option<&str>| CgroupLine {
+    let line = |c: &Cgroup, owner: Option<String>, workload: &str| CgroupLine {
         c: c.clone(),
-        owner: owner.map(String::from),
+        owner,
+        workload: workload.to_string(),
         procs: procs.get(&c.id).copied().unwrap_or(0),
         members: 1,
     };
@@ -247,28 +296,34 @@ pub fn cgroups(model: &Model, grouping: Grouping) -> Vec<CgroupLine> {
         return model
             .cgroups
             .values()
-            .map(|c| line(c, model.cgroup_name(c.id)))
+            .map(|c| match model.cgroup_owner(c.id) {
+                Some(o) => line(c, Some(o.name.clone()), &o.workload),
+                None => line(c, None, ""),
+            })
             .collect();
     }
     let mut rows: Vec<CgroupLine> = Vec::new();
-    let mut by_group: HashMap<&str, usize> = HashMap::new();
+    let mut by_group: HashMap<Group, usize> = HashMap::new();
     // By id, lowest first: each group's first member gives the row its id.
     for c in model.cgroups.values() {
-        let Some(owner) = model.cgroup_name(c.id) else {
-            rows.push(line(c, None));
+        let Some(owner) = model.cgroup_owner(c.id) else {
+            rows.push(line(c, None, ""));
             continue;
         };
         let group = grouping.group_of(owner);
-        match by_group.get(group) {
+        match by_group.get(&group) {
             Some(&i) => {
                 let row = &mut rows[i];
                 add_cgroup(&mut row.c, c);
                 row.procs += procs.get(&c.id).copied().unwrap_or(0);
                 row.members += 1;
+                if row.workload != owner.workload {
+                    row.workload.clear();
+                }
             }
             None => {
                 by_group.insert(group, rows.len());
-                rows.push(line(c, Some(group)));
+                rows.push(line(c, Some(group.name()), &owner.workload));
             }
         }
     }
@@ -293,6 +348,7 @@ impl TableRow for CgroupLine {
             CgroupCol::TcpRx => fmt::bytes(c.tcp_rx),
             CgroupCol::DiskRead => fmt::bytes(c.disk_read),
             CgroupCol::DiskWrite => fmt::bytes(c.disk_write),
+            CgroupCol::Workload => self.workload.clone(),
             CgroupCol::Owner => self.owner.as_deref().unwrap_or("?").to_string(),
         }
     }
@@ -310,6 +366,7 @@ impl TableRow for CgroupLine {
             CgroupCol::TcpRx => a.tcp_rx.cmp(&b.tcp_rx),
             CgroupCol::DiskRead => a.disk_read.cmp(&b.disk_read),
             CgroupCol::DiskWrite => a.disk_write.cmp(&b.disk_write),
+            CgroupCol::Workload => self.workload.cmp(&o.workload),
             CgroupCol::Owner => self.owner.cmp(&o.owner),
         }
     }
@@ -544,6 +601,8 @@ pub fn io_processes<'a>(model: &'a Model, filter: &str) -> Vec<&'a Proc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ksight_engine::attribution::CgroupLabels;
+    use std::sync::Arc;
 
     fn model_with_pids(pids: &[(u32, &str, u64)]) -> Model {
         let mut m = Model::default();
@@ -588,51 +647,82 @@ mod tests {
         assert_eq!(pids(&rows), [12]);
     }
 
-    #[test]
-    fn groups_are_read_from_owner_names() {
-        use ksight_engine::attribution::CgroupLabels;
-        let name = |build: fn(&mut CgroupLabels)| {
-            let mut labels = CgroupLabels {
-                path: "/some/path".into(),
-                ..CgroupLabels::default()
-            };
-            build(&mut labels);
-            labels.display_name()
+    fn owner(build: impl FnOnce(&mut CgroupLabels)) -> Owner {
+        let mut labels = CgroupLabels {
+            path: "/some/path".into(),
+            ..CgroupLabels::default()
         };
-        let container = name(|l| {
-            l.namespace = "shop".into();
-            l.pod = "web-1".into();
-            l.container = "nginx".into();
-            l.container_id = "0123456789abcdef".into();
-            l.runtime = "containerd".into();
-        });
-        let pod = name(|l| {
-            l.namespace = "shop".into();
-            l.pod = "web-1".into();
-        });
-        let pending = name(|l| {
+        build(&mut labels);
+        Owner::new(Arc::new(labels))
+    }
+
+    /// Labels of container `container` of pod `namespace/pod`, of workload `kind/name`.
+    fn k8s(namespace: &str, pod: &str, container: &str, workload: Option<(&str, &str)>) -> Owner {
+        owner(|l| {
+            l.namespace = namespace.into();
+            l.pod = pod.into();
+            l.pod_uid = format!("uid-{pod}");
+            l.container = container.into();
+            if let Some((kind, name)) = workload {
+                l.workload_kind = kind.into();
+                l.workload = name.into();
+            }
+        })
+    }
+
+    #[test]
+    fn groups_are_read_from_labels() {
+        let deployment = Some(("Deployment", "web"));
+        let container = k8s("shop", "web-1", "nginx", deployment);
+        let pod = k8s("shop", "web-1", "", deployment);
+        let bare = k8s("shop", "debug", "sh", None);
+        let pending = owner(|l| {
             l.pod_uid = "0f1c6a3e".into();
             l.container_id = "0123456789abcdef".into();
             l.runtime = "cri-o".into();
+            l.pending = true;
         });
-        let docker = name(|l| {
+        let docker = owner(|l| {
             l.container_id = "0123456789abcdef".into();
             l.runtime = "docker".into();
         });
-        let unit = name(|l| l.unit = "nginx.service".into());
-        let path = name(|_| {});
-        let g = |grouping: Grouping, owner: &str| grouping.group_of(owner).to_string();
-        assert_eq!(container, "shop/web-1/nginx");
-        assert_eq!(g(Grouping::Owner, &container), container);
+        let unit = owner(|l| l.unit = "nginx.service".into());
+        let path = owner(|_| {});
+        let g = |grouping: Grouping, owner: &Owner| grouping.group_of(owner).name();
+        assert_eq!(container.name, "shop/web-1/nginx");
+        assert_eq!(container.workload, "Deployment/web");
+        assert_eq!(bare.workload, "");
+        assert_eq!(g(Grouping::Owner, &container), container.name);
         assert_eq!(g(Grouping::Pod, &container), "shop/web-1");
         assert_eq!(g(Grouping::Pod, &pod), "shop/web-1");
+        assert_eq!(g(Grouping::Workload, &container), "shop/Deployment/web");
+        assert_eq!(
+            Grouping::Workload.group_of(&container),
+            Grouping::Workload.group_of(&pod)
+        );
+        assert_eq!(
+            g(Grouping::Workload, &bare),
+            "shop/debug",
+            "no workload: by pod"
+        );
         assert_eq!(g(Grouping::Namespace, &container), "shop");
-        assert_eq!(g(Grouping::Pod, &pending), "pod 0f1c6a3e");
-        assert_eq!(g(Grouping::Namespace, &pending), "pod 0f1c6a3e");
-        for other in [&docker, &unit, &path] {
-            assert_eq!(g(Grouping::Pod, other), *other);
-            assert_eq!(g(Grouping::Namespace, other), *other);
+        assert_eq!(g(Grouping::Namespace, &bare), "shop");
+        for grouping in [Grouping::Pod, Grouping::Workload, Grouping::Namespace] {
+            assert_eq!(g(grouping, &pending), "pod 0f1c6a3e");
+            for other in [&docker, &unit, &path] {
+                assert_eq!(g(grouping, other), other.name);
+                assert_eq!(grouping.group_of(other), Group::Owner(&other.name));
+            }
         }
+        // The same workload name in another namespace is another workload.
+        let elsewhere = k8s("staging", "web-1", "nginx", deployment);
+        assert_ne!(
+            Grouping::Workload.group_of(&container),
+            Grouping::Workload.group_of(&elsewhere)
+        );
+        // A path is never read as a namespace.
+        let slashed = owner(|l| l.path = "/kubepods/burstable".into());
+        assert_eq!(g(Grouping::Namespace, &slashed), "/kubepods/burstable");
     }
 
     #[test]
@@ -649,9 +739,14 @@ mod tests {
         m.cgroups.insert(31, cgroup(31, 3.0, 50));
         m.cgroups.insert(40, cgroup(40, 1.0, 7));
         m.cgroups.insert(50, cgroup(50, 9.0, 0));
-        m.cgroup_names.insert(30, "docker:0123456789ab".into());
-        m.cgroup_names.insert(31, "docker:0123456789ab".into());
-        m.cgroup_names.insert(40, "nginx.service".into());
+        let docker = owner(|l| {
+            l.container_id = "0123456789abcdef".into();
+            l.runtime = "docker".into();
+        });
+        m.cgroup_owners.insert(30, docker.clone());
+        m.cgroup_owners.insert(31, docker);
+        m.cgroup_owners
+            .insert(40, owner(|l| l.unit = "nginx.service".into()));
         // 50 has no name yet: it stays alone.
         for (pid, cgroup_id) in [(1, 30), (2, 31), (3, 31), (4, 40)] {
             m.processes.insert(
@@ -699,6 +794,187 @@ mod tests {
             rows.iter().map(|r| r.c.id).collect::<Vec<_>>(),
             [50, 30, 40]
         );
+    }
+
+    /// A model with cgroups `ids` (each 1 exec/s and 100 bytes sent) owned as `owners` say.
+    fn model_with_owners(owners: &[(u64, Owner)]) -> Model {
+        let mut m = Model::default();
+        for (id, owner) in owners {
+            m.cgroups.insert(
+                *id,
+                Cgroup {
+                    id: *id,
+                    exec_rate: Some(1.0),
+                    tcp_tx: 100,
+                    ..Cgroup::default()
+                },
+            );
+            m.cgroup_owners.insert(*id, owner.clone());
+        }
+        m
+    }
+
+    #[test]
+    fn grouping_by_workload_sums_a_deployments_pods() {
+        let web = Some(("Deployment", "web"));
+        let m = model_with_owners(&[
+            (10, k8s("shop", "web-1", "nginx", web)),
+            (11, k8s("shop", "web-1", "envoy", web)),
+            (20, k8s("shop", "web-2", "nginx", web)),
+            (
+                30,
+                k8s("shop", "db-0", "postgres", Some(("StatefulSet", "db"))),
+            ),
+            // Same names, another namespace: another workload.
+            (40, k8s("staging", "web-1", "nginx", web)),
+            (50, owner(|l| l.unit = "nginx.service".into())),
+        ]);
+        let cols = [
+            CgroupCol::Id,
+            CgroupCol::ExecRate,
+            CgroupCol::TcpTx,
+            CgroupCol::Workload,
+            CgroupCol::Owner,
+        ];
+        let cells = |grouping| -> Vec<[String; 5]> {
+            filter_sort(
+                cgroups(&m, grouping),
+                "",
+                SortBy::new(CgroupCol::Id).reversed(),
+            )
+            .iter()
+            .map(|r| cols.map(|c| r.cell(c)))
+            .collect()
+        };
+        assert_eq!(
+            cells(Grouping::Workload),
+            [
+                [
+                    "10+2",
+                    "3.0",
+                    "300B",
+                    "Deployment/web",
+                    "shop/Deployment/web"
+                ],
+                ["30", "1.0", "100B", "StatefulSet/db", "shop/StatefulSet/db"],
+                [
+                    "40",
+                    "1.0",
+                    "100B",
+                    "Deployment/web",
+                    "staging/Deployment/web"
+                ],
+                ["50", "1.0", "100B", "", "nginx.service"],
+            ]
+        );
+        // By pod the Deployment is two rows; by namespace its workload is shown while
+        // every member shares it, and empty when they differ.
+        let by_pod = cells(Grouping::Pod);
+        assert_eq!(by_pod[0][..4], ["10+1", "2.0", "200B", "Deployment/web"]);
+        assert_eq!(by_pod[0][4], "shop/web-1");
+        assert_eq!(by_pod[1][4], "shop/web-2");
+        let by_namespace = cells(Grouping::Namespace);
+        assert_eq!(by_namespace[0], ["10+3", "4.0", "400B", "", "shop"]);
+        assert_eq!(by_namespace[1][3..], ["Deployment/web", "staging"]);
+        // The column sorts, and the filter matches it.
+        let rows = filter_sort(
+            cgroups(&m, Grouping::Cgroup),
+            "statefulset",
+            SortBy::new(CgroupCol::Id),
+        );
+        assert_eq!(rows.iter().map(|r| r.c.id).collect::<Vec<_>>(), [30]);
+        let rows = filter_sort(
+            cgroups(&m, Grouping::Workload),
+            "",
+            SortBy::new(CgroupCol::Workload),
+        );
+        let workloads: Vec<String> = rows.iter().map(|r| r.cell(CgroupCol::Workload)).collect();
+        assert_eq!(
+            workloads,
+            ["", "Deployment/web", "Deployment/web", "StatefulSet/db"]
+        );
+    }
+
+    #[test]
+    fn a_pod_named_late_is_regrouped() {
+        use crate::tui::event::Sample;
+        use ksight_engine::snapshot::CgroupRow;
+        let labels = |pod: &str, container: &str, named: bool| {
+            let mut l = CgroupLabels {
+                path: format!("/kubepods/pod-{pod}/{container}"),
+                pod_uid: format!("uid-{pod}"),
+                pending: !named,
+                ..CgroupLabels::default()
+            };
+            if named {
+                l.namespace = "shop".into();
+                l.pod = pod.into();
+                l.container = container.into();
+                l.workload_kind = "Deployment".into();
+                l.workload = "web".into();
+            }
+            Arc::new(l)
+        };
+        let sample = |at: u64, cgroup_labels| {
+            let snapshot = ksight_engine::Snapshot {
+                cgroups: [10, 11, 20]
+                    .map(|cgroup_id| CgroupRow {
+                        cgroup_id,
+                        execs: 1,
+                        ..CgroupRow::default()
+                    })
+                    .into(),
+                ..Default::default()
+            };
+            Sample {
+                snapshot,
+                interval: std::time::Duration::from_secs(1),
+                at: std::time::Duration::from_secs(at),
+                cgroup_labels,
+            }
+        };
+        let mut m = Model::default();
+        // web-2 is known; web-1's metadata has not arrived.
+        m.ingest(&sample(
+            1,
+            vec![
+                (10, labels("web-1", "nginx", false)),
+                (11, labels("web-1", "envoy", false)),
+                (20, labels("web-2", "nginx", true)),
+            ],
+        ));
+        let groups = |m: &Model| -> Vec<(String, String, usize)> {
+            filter_sort(
+                cgroups(m, Grouping::Workload),
+                "",
+                SortBy::new(CgroupCol::Id).reversed(),
+            )
+            .iter()
+            .map(|r| (r.cell(CgroupCol::Owner), r.workload.clone(), r.members))
+            .collect()
+        };
+        assert_eq!(
+            groups(&m),
+            [
+                ("pod uid-web-1".into(), "".into(), 2),
+                ("shop/Deployment/web".into(), "Deployment/web".into(), 1),
+            ]
+        );
+        // Its labels arrive (only the changed ones are sent): one workload of three.
+        m.ingest(&sample(
+            2,
+            vec![
+                (10, labels("web-1", "nginx", true)),
+                (11, labels("web-1", "envoy", true)),
+            ],
+        ));
+        assert_eq!(
+            groups(&m),
+            [("shop/Deployment/web".into(), "Deployment/web".into(), 3)]
+        );
+        let row = &cgroups(&m, Grouping::Workload)[0];
+        assert_eq!(row.c.exec_rate, Some(3.0));
+        assert_eq!(m.cgroup_name(11), Some("shop/web-1/envoy"));
     }
 
     #[test]

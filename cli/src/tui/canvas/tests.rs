@@ -7,10 +7,12 @@ use crate::tui::app::{Action, App, Mode, SignalInfo, SignalState, View};
 use crate::tui::event::{Event, Sample, SourceStatus};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ksight_engine::Snapshot;
+use ksight_engine::attribution::CgroupLabels;
 use ksight_engine::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Latency, ProcessRow};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const UPDATE_ENV: &str = "KSIGHT_UPDATE_SNAPSHOTS";
@@ -255,9 +257,9 @@ fn fixture() -> App {
         snapshot: s.clone(),
         interval: Duration::from_secs(1),
         at: Duration::from_secs(1),
-        cgroup_names: vec![
-            (5120, "session-1.scope".into()),
-            (77, "systemd-journald.service".into()),
+        cgroup_labels: vec![
+            (5120, unit("/user.slice/user-1000.slice/session-1.scope")),
+            (77, unit("/system.slice/systemd-journald.service")),
         ],
     };
     app.handle(Event::Sample(Box::new(first)));
@@ -301,7 +303,7 @@ fn fixture() -> App {
         snapshot: s2,
         interval: Duration::from_secs(1),
         at: Duration::from_secs(2),
-        cgroup_names: vec![],
+        cgroup_labels: vec![],
     })));
     app
 }
@@ -425,10 +427,49 @@ fn paused_and_collection_failed() {
     check("paused_failed_80x12", &render(&app, 80, 12));
 }
 
+/// Labels of a systemd unit's cgroup at `path`.
+fn unit(path: &str) -> Arc<CgroupLabels> {
+    Arc::new(CgroupLabels {
+        path: path.into(),
+        unit: path.rsplit('/').next().unwrap().into(),
+        ..CgroupLabels::default()
+    })
+}
+
+/// Labels of (a cgroup of) Docker container `0123456789ab…`.
+fn docker(path: &str) -> Arc<CgroupLabels> {
+    Arc::new(CgroupLabels {
+        path: path.into(),
+        runtime: "docker".into(),
+        container_id: "0123456789abcdef0123456789abcdef".into(),
+        ..CgroupLabels::default()
+    })
+}
+
+/// Labels of container `container` of pod `web-7d9f8b6c5-<suffix>` of Deployment `web`, in
+/// namespace `shop`.
+fn web_pod(suffix: &str, container: &str) -> Arc<CgroupLabels> {
+    let uid = format!("0f1c6a3e-{suffix}");
+    Arc::new(CgroupLabels {
+        path: format!("/kubepods/pod{uid}/{container}"),
+        runtime: "containerd".into(),
+        container_id: format!("{container}-{suffix}"),
+        namespace: "shop".into(),
+        pod: format!("web-7d9f8b6c5-{suffix}"),
+        pod_uid: uid,
+        container: container.into(),
+        workload_kind: "Deployment".into(),
+        workload: "web".into(),
+        ..CgroupLabels::default()
+    })
+}
+
 /// The fixture, and a third interval with a Docker container in two cgroups (its scope and
-/// the scope's `init.scope`) and a pod of two containers, all named by owner.
+/// the scope's `init.scope`) and a pod of Deployment `web` with two containers, all
+/// labelled.
 fn fixture_with_owners() -> App {
     let mut app = fixture();
+    let docker_scope = "/system.slice/docker-0123456789abcdef0123456789abcdef.scope";
     let cgroup = |cgroup_id, execs, tcp_bytes_sent| CgroupRow {
         cgroup_id,
         execs,
@@ -459,11 +500,11 @@ fn fixture_with_owners() -> App {
         snapshot: s,
         interval: Duration::from_secs(1),
         at: Duration::from_secs(3),
-        cgroup_names: vec![
-            (900, "docker:0123456789ab".into()),
-            (901, "docker:0123456789ab".into()),
-            (910, "shop/web-7d9f8b6c5-x2x4k/nginx".into()),
-            (911, "shop/web-7d9f8b6c5-x2x4k/envoy-sidecar".into()),
+        cgroup_labels: vec![
+            (900, docker(docker_scope)),
+            (901, docker(&format!("{docker_scope}/init.scope"))),
+            (910, web_pod("x2x4k", "nginx")),
+            (911, web_pod("x2x4k", "envoy-sidecar")),
         ],
     })));
     view(&mut app, View::Cgroups);
@@ -479,10 +520,13 @@ fn rows_with<'a>(screen: &'a str, text: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Wide enough for every column of the Containers view and whole owner names.
+const WIDE: u16 = 140;
+
 #[test]
 fn containers_show_owners_and_group_by_them() {
     let mut app = fixture_with_owners();
-    let screen = render(&app, 120, 24);
+    let screen = render(&app, WIDE, 24);
     let header = screen.lines().nth(3).unwrap();
     assert!(header.trim_end().ends_with("OWNER"), "{screen}");
     assert!(!screen.contains("PATH"), "{screen}");
@@ -497,13 +541,14 @@ fn containers_show_owners_and_group_by_them() {
     // `o`: by owner. One row, the lowest id and the one more cgroup it sums; rates
     // (2 + 3 execs/s), totals (1000 + 2000 bytes) and processes added up.
     press(&mut app, KeyCode::Char('o'));
-    let screen = render(&app, 120, 24);
+    let screen = render(&app, WIDE, 24);
     assert!(screen.contains("grouped by owner"), "{screen}");
     assert!(screen.contains("owners 5 (6 cgroups)"), "{screen}");
     let docker = rows_with(&screen, "docker:0123456789ab");
     assert_eq!(docker.len(), 1, "{screen}");
     let cells: Vec<&str> = docker[0].split_whitespace().collect();
-    // CGROUP PROCS EXEC/s FORK/s EXIT/s CONNS TCP TX TCP RX DISK R DISK W OWNER
+    // CGROUP PROCS EXEC/s FORK/s EXIT/s CONNS TCP TX TCP RX DISK R DISK W WORKLOAD OWNER
+    // (a Docker container has no workload: empty)
     assert_eq!(
         cells,
         [
@@ -532,20 +577,29 @@ fn containers_show_owners_and_group_by_them() {
         press(&mut app, KeyCode::Char(c));
     }
     press(&mut app, KeyCode::Enter);
-    let screen = render(&app, 120, 24);
+    let screen = render(&app, WIDE, 24);
     assert!(screen.contains("owners 1 (2 cgroups)"), "{screen}");
     press(&mut app, KeyCode::Esc);
 
-    // By pod: the pod's two containers are one row; by namespace, the same here.
+    // By pod: the pod's two containers are one row; by workload and by namespace, the
+    // same here.
     press(&mut app, KeyCode::Char('o'));
-    let screen = render(&app, 120, 24);
+    let screen = render(&app, WIDE, 24);
     assert!(screen.contains("grouped by pod"), "{screen}");
     let pod = rows_with(&screen, "shop/web-7d9f8b6c5-x2x4k");
     assert_eq!(pod.len(), 1, "{screen}");
     assert!(pod[0].trim_start().starts_with("910+1 "), "{screen}");
     assert!(!screen.contains("nginx"), "{screen}");
+    // By workload: the Deployment (its one pod here; see
+    // `containers_group_a_deployments_pods_by_workload`).
     press(&mut app, KeyCode::Char('o'));
-    let screen = render(&app, 120, 24);
+    let screen = render(&app, WIDE, 24);
+    assert!(screen.contains("grouped by workload"), "{screen}");
+    let workload = rows_with(&screen, "shop/Deployment/web");
+    assert_eq!(workload.len(), 1, "{screen}");
+    assert!(workload[0].trim_start().starts_with("910+1 "), "{screen}");
+    press(&mut app, KeyCode::Char('o'));
+    let screen = render(&app, WIDE, 24);
     assert!(screen.contains("grouped by namespace"), "{screen}");
     let namespace = rows_with(&screen, " shop");
     assert_eq!(namespace.len(), 1, "{screen}");
@@ -553,9 +607,98 @@ fn containers_show_owners_and_group_by_them() {
 
     // And back to one row per cgroup.
     press(&mut app, KeyCode::Char('o'));
-    let screen = render(&app, 120, 24);
+    let screen = render(&app, WIDE, 24);
     assert!(!screen.contains("grouped by"), "{screen}");
     assert_eq!(rows_with(&screen, "docker:0123456789ab").len(), 2);
+}
+
+#[test]
+fn containers_show_the_workload_when_wide() {
+    let app = fixture_with_owners();
+    let screen = render(&app, WIDE, 24);
+    let header = screen.lines().nth(3).unwrap();
+    assert!(header.contains(" WORKLOAD "), "{screen}");
+    assert!(header.trim_end().ends_with("OWNER"), "{screen}");
+    let nginx = rows_with(&screen, "shop/web-7d9f8b6c5-x2x4k/nginx");
+    assert_eq!(nginx.len(), 1, "{screen}");
+    assert!(
+        nginx[0].contains(" Deployment/web   shop/web-7d9f8b6c5-x2x4k/nginx"),
+        "{screen}"
+    );
+    // Empty for a cgroup outside Kubernetes.
+    let journal = rows_with(&screen, "systemd-journald.service")[0];
+    let column = |title: &str| header[..header.find(title).unwrap()].chars().count();
+    let (workload_at, owner_at) = (column("WORKLOAD"), column("OWNER"));
+    let cell: String = journal
+        .chars()
+        .skip(workload_at)
+        .take(owner_at - workload_at)
+        .collect();
+    assert_eq!(cell.trim(), "", "{screen}");
+    // The filter matches it.
+    let mut app = app;
+    press(&mut app, KeyCode::Char('/'));
+    for c in "deployment/".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    press(&mut app, KeyCode::Enter);
+    let screen = render(&app, WIDE, 24);
+    assert!(screen.contains("cgroups 2 "), "{screen}");
+    // Narrow terminals drop it first.
+    let screen = render(&app, 100, 24);
+    assert!(!screen.contains("WORKLOAD"), "{screen}");
+    assert!(screen.contains("CONNS"), "{screen}");
+}
+
+#[test]
+fn containers_group_a_deployments_pods_by_workload() {
+    let mut app = fixture_with_owners();
+    // A second pod of the Deployment, and its labels.
+    let mut s = Snapshot {
+        backend: "ebpf".into(),
+        ..Default::default()
+    };
+    s.cgroups = vec![CgroupRow {
+        cgroup_id: 920,
+        execs: 6,
+        tcp_bytes_sent: 3000,
+        ..Default::default()
+    }];
+    app.handle(Event::Sample(Box::new(Sample {
+        snapshot: s,
+        interval: Duration::from_secs(1),
+        at: Duration::from_secs(4),
+        cgroup_labels: vec![(920, web_pod("q8r7t", "nginx"))],
+    })));
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Char('o'));
+    }
+    assert_eq!(app.grouping.label(), Some("workload"));
+    let screen = render(&app, WIDE, 24);
+    assert!(screen.contains("grouped by workload"), "{screen}");
+    let rows = rows_with(&screen, "Deployment/web");
+    assert_eq!(rows.len(), 1, "{screen}");
+    let cells: Vec<&str> = rows[0].split_whitespace().collect();
+    // 910 and 911 (the first pod: the envoy process, no bytes) and 920 (the second pod:
+    // 3000 bytes); rates of this interval (0, 0 and 6 execs/s).
+    assert_eq!(
+        cells,
+        [
+            "910+2",
+            "1",
+            "6.0",
+            "0",
+            "0",
+            "0",
+            "2.9K",
+            "0",
+            "0",
+            "0",
+            "Deployment/web",
+            "shop/Deployment/web"
+        ],
+        "{screen}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ pub mod cumulative;
 
 use crate::tui::event::{Control, Event, Sample, SourceStatus};
 use anyhow::{Context, Result};
-use cgroups::CgroupNames;
+use cgroups::CgroupOwners;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use ksight_engine::names::HostNames;
 use ksight_engine::pipeline::{Message, Readers};
@@ -100,7 +100,7 @@ fn live_loop(
 ) {
     let mut engine = Engine::new(backend, None);
     let names = HostNames { live: true };
-    let mut cgroup_names = CgroupNames::new();
+    let mut cgroup_owners = CgroupOwners::new();
     let rx = readers.receiver().clone();
     let mut last = Instant::now();
     'capture: loop {
@@ -144,7 +144,7 @@ fn live_loop(
         let snapshot = engine.snapshot(&names);
         engine.reset_interval();
         let sample = Sample {
-            cgroup_names: cgroup_names.new_names(&snapshot),
+            cgroup_labels: cgroup_owners.new_labels(&snapshot),
             snapshot,
             interval: now - last,
             at: now - start,
@@ -208,7 +208,7 @@ pub fn attached_loop(
     control: &Receiver<Control>,
     fetch: impl Fn(&Path) -> Result<AgentReply>,
 ) {
-    let mut cgroup_names = CgroupNames::new();
+    let mut cgroup_owners = CgroupOwners::new();
     let mut previous: Option<(Instant, Snapshot)> = None;
     let mut failures = 0u32;
     let mut notes: Option<(String, Vec<String>)> = None;
@@ -230,7 +230,7 @@ pub fn attached_loop(
                     Some((then, before)) => {
                         let snapshot = cumulative::interval_between(before, &reply.snapshot);
                         let sample = Sample {
-                            cgroup_names: cgroup_names.new_names(&snapshot),
+                            cgroup_labels: cgroup_owners.new_labels(&snapshot),
                             snapshot,
                             interval: now - *then,
                             at: now - start,
