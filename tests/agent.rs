@@ -364,10 +364,11 @@ fn assert_workload_metrics(m: &str, cg: u64, device: &LoopDevice) {
         Some(count)
     );
     assert!(dev("ksight_block_latency_seconds_sum") > 0.0);
-    assert!(
-        m.contains(&format!("ksight_cgroup_info{{{c},path=\"/")),
-        "{m}"
-    );
+    let info = m
+        .lines()
+        .find(|l| l.starts_with(&format!("ksight_cgroup_info{{{c},")))
+        .unwrap_or_else(|| panic!("no ksight_cgroup_info for {c} in\n{m}"));
+    assert!(info.contains(",path=\"/"), "{info}");
 }
 
 /// Runs the workload in a fresh cgroup and waits until the agent has it all.
@@ -387,9 +388,12 @@ fn run_workload(agent: &Agent, cgroup: &Cgroup, device: &LoopDevice) -> String {
     let closes = format!("ksight_tcp_closes_total{{{c}}}");
     wait_for("the workload's metrics", Duration::from_secs(15), || {
         let m = agent.metrics();
+        // The cgroup is named once the agent has walked the tree for it (the counters
+        // may come first: nothing waits for names).
         let complete = sample(&m, &exits) == Some(4.0)
             && sample(&m, &writes) == Some(7.0)
-            && sample(&m, &closes) == Some(4.0);
+            && sample(&m, &closes) == Some(4.0)
+            && m.contains(&format!("\nksight_cgroup_info{{{c},"));
         complete.then_some(m)
     })
 }

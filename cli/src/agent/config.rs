@@ -573,16 +573,20 @@ enabled = "on"
 node_name = "node-1"
 api_server = "https://10.0.0.1:6443"
 "#);
-        assert_eq!(c.cgroup_root.unwrap().0, PathBuf::from("/host/sys/fs/cgroup"));
+        assert_eq!(
+            c.cgroup_root.unwrap().0,
+            PathBuf::from("/host/sys/fs/cgroup")
+        );
         assert_eq!(c.kubernetes.node().as_deref(), Some("node-1"));
         assert!(c.kubernetes.wanted(false));
         let f = c.filters.containers();
-        let labels = |ns: &str, pod: &str, container: &str| ksight_engine::attribution::CgroupLabels {
-            namespace: ns.into(),
-            pod: pod.into(),
-            container: container.into(),
-            ..Default::default()
-        };
+        let labels =
+            |ns: &str, pod: &str, container: &str| ksight_engine::attribution::CgroupLabels {
+                namespace: ns.into(),
+                pod: pod.into(),
+                container: container.into(),
+                ..Default::default()
+            };
         assert!(f.wants(&labels("shop", "web-1", "web")));
         assert!(!f.wants(&labels("shop", "web-1", "istio-proxy")));
         assert!(!f.wants(&labels("kube-system", "dns", "coredns")));
@@ -590,14 +594,26 @@ api_server = "https://10.0.0.1:6443"
         let auto = ok("");
         assert!(auto.kubernetes.wanted(true));
         assert!(!auto.kubernetes.wanted(false));
-        assert!(ok("[kubernetes]\napi_server = \"http://127.0.0.1:8001\"\n").kubernetes.wanted(false));
-        assert!(!ok("[kubernetes]\nenabled = \"off\"\n").kubernetes.wanted(true));
+        assert!(
+            ok("[kubernetes]\napi_server = \"http://127.0.0.1:8001\"\n")
+                .kubernetes
+                .wanted(false)
+        );
+        assert!(
+            !ok("[kubernetes]\nenabled = \"off\"\n")
+                .kubernetes
+                .wanted(true)
+        );
     }
 
     #[test]
     fn a_bad_container_pattern_is_refused_with_key_line_and_pattern() {
         let e = err("[filters]\nexclude_containers = [\"ok\", \"kube-(system\"]\n");
-        assert_eq!((e.line, e.key.as_str()), (2, "filters.exclude_containers[1]"), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (2, "filters.exclude_containers[1]"),
+            "{e}"
+        );
         assert!(
             e.message.contains("\"kube-(system\" is not a valid regex"),
             "{e}"

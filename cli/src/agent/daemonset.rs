@@ -77,7 +77,13 @@ fn the_daemonset_has_host_pids_node_name_capabilities_and_mounts() {
         .iter()
         .find(|e| e.name == "NODE_NAME")
         .expect("NODE_NAME");
-    let field = node.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+    let field = node
+        .value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap();
     assert_eq!(field.field_path, "spec.nodeName");
     let sc = c.security_context.as_ref().unwrap();
     let caps = sc.capabilities.as_ref().unwrap();
@@ -109,15 +115,27 @@ fn the_daemonset_has_host_pids_node_name_capabilities_and_mounts() {
         .iter()
         .filter_map(|v| Some(v.host_path.as_ref()?.path.clone()))
         .collect();
-    assert_eq!(host_paths, ["/sys/kernel/tracing", "/sys/fs/cgroup", "/run/ksight"]);
+    assert_eq!(
+        host_paths,
+        ["/sys/kernel/tracing", "/sys/fs/cgroup", "/run/ksight"]
+    );
     // The pod ignores itself.
     let annotations = ds_annotations();
-    assert_eq!(annotations.get("ksight.io/ignore").map(String::as_str), Some("true"));
+    assert_eq!(
+        annotations.get("ksight.io/ignore").map(String::as_str),
+        Some("true")
+    );
 }
 
 fn ds_annotations() -> std::collections::BTreeMap<String, String> {
     let ds: DaemonSet = object("DaemonSet");
-    ds.spec.unwrap().template.metadata.unwrap().annotations.unwrap()
+    ds.spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap()
 }
 
 #[test]
@@ -133,5 +151,8 @@ fn the_configmap_is_a_valid_agent_configuration() {
     assert_eq!(c.kubernetes.enabled, config::KubernetesMode::On);
     assert_eq!(c.prometheus.listen.0.to_string(), "0.0.0.0:9464");
     // The socket is where the DaemonSet mounts the host's /run/ksight.
-    assert_eq!(c.socket.path.0, std::path::Path::new("/run/ksight/ksight.sock"));
+    assert_eq!(
+        c.socket.path.0,
+        std::path::Path::new("/run/ksight/ksight.sock")
+    );
 }

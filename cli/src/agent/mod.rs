@@ -14,13 +14,13 @@
 pub mod choose;
 pub mod client;
 pub mod config;
+#[cfg(test)]
+mod daemonset;
 mod host;
 mod http;
 mod log;
 pub mod probe;
 mod socket;
-#[cfg(test)]
-mod daemonset;
 
 use anyhow::{Result, anyhow, bail};
 use config::Config;
@@ -262,11 +262,12 @@ pub fn run(config_path: &Path) -> Result<u8> {
     let kube = kube_wanted
         .then(|| start_kube(&config.kubernetes))
         .flatten();
-    let attributor = Attributor::new(
-        CgroupPaths::new(cgroup_root),
-        kube,
-        config.filters.containers(),
-    );
+    let mut paths = CgroupPaths::new(cgroup_root);
+    // A cgroup's events usually arrive right after it was made: name it within a tick or
+    // two (a walk of a node's tree takes milliseconds), yet never walk more than twice a
+    // second however many new ids show up.
+    paths.set_min_rewalk(Duration::from_millis(500));
+    let attributor = Attributor::new(paths, kube, config.filters.containers());
     // Opening parsed the kernel's BTF and the programs' object: tens of MiB, freed but
     // still held by the allocator. Give them back before settling down for days.
     #[cfg(target_env = "gnu")]
