@@ -321,15 +321,22 @@ fn tp_field<T>(tp: *const u8, off: u32) -> Option<T> {
     Some(unsafe { ptr::read_unaligned(tp.add(off).cast::<T>()) })
 }
 
-/// `sk->sk_cgrp_data.cgroup->kn->id`: the cgroup v2 id the socket was charged to; 0 for
-/// a TIME_WAIT or request socket, which is a smaller object without `sk_cgrp_data` (the
-/// kernel's `sk_fullsock()`, which the module uses).
+/// The cgroup v2 id a socket the `tcp:` tracepoints pass was charged to; 0 for a
+/// TIME_WAIT or request socket, a smaller object without `sk_cgrp_data` (the kernel's
+/// `sk_fullsock()`, which the module uses). `state`: the socket's state when the
+/// tracepoint gives it; else it is read.
 #[inline(always)]
-fn sock_cgroup_id(kind: u16, sk: u64) -> u64 {
-    let state = kread::<u8>(kind, sk, btf_off(btf::SOCK_STATE)).map(u32::from);
+fn sock_cgroup_id(kind: u16, sk: u64, state: Option<u32>) -> u64 {
+    let state = state.or_else(|| kread::<u8>(kind, sk, btf_off(btf::SOCK_STATE)).map(u32::from));
     if matches!(state, Some(tcp_state::TIME_WAIT | tcp_state::NEW_SYN_RECV)) {
         return 0;
     }
+    full_sock_cgroup_id(kind, sk)
+}
+
+/// `sk->sk_cgrp_data.cgroup->kn->id` of a full socket.
+#[inline(always)]
+fn full_sock_cgroup_id(kind: u16, sk: u64) -> u64 {
     let Some(cgroup) = kread::<u64>(kind, sk, btf_off(btf::SOCK_CGROUP)) else {
         return 0;
     };
@@ -530,9 +537,10 @@ fn try_tcp_state(ctx: &TracePointContext) -> Result<(), Skip> {
     if tp_field::<u16>(tp, g(cfg, tp_tcp::PROTOCOL)) != Some(IPPROTO_TCP) {
         return Err(Skip::Filtered);
     }
-    // The socket's cgroup decides, not the current task's (this may be softirq).
+    // The socket's cgroup decides, not the current task's (this may be softirq). Only full
+    // sockets change state through this tracepoint.
     let sk = tp_field::<u64>(tp, g(cfg, tp_tcp::SKADDR)).unwrap_or(0);
-    let sock_cgroup = sock_cgroup_id(KIND, sk);
+    let sock_cgroup = full_sock_cgroup_id(KIND, sk);
     if ignored(KIND, sock_cgroup) {
         return Err(Skip::Filtered);
     }
@@ -593,8 +601,12 @@ fn try_tcp_event(
     copy_tp(ctx, kind, tp)?;
     // 0 when the kernel had no socket (a reset answering a stray segment).
     let sk = tp_field::<u64>(tp, g(cfg, tp_tcp::SKADDR)).unwrap_or(0);
+    let state_off = g(cfg, tp_tcp::STATE);
+    let tp_state = (state_off != MISSING)
+        .then(|| tp_field::<i32>(tp, state_off).map(|s| s as u32))
+        .flatten();
     // The socket's cgroup decides, not the current task's (this may be softirq).
-    let sock_cgroup = sock_cgroup_id(kind, sk);
+    let sock_cgroup = sock_cgroup_id(kind, sk, tp_state);
     if ignored(kind, sock_cgroup) {
         return Err(Skip::Filtered);
     }
@@ -606,9 +618,8 @@ fn try_tcp_event(
         (*ev).sock_id = sk;
         (*ev).sock_cgroup_id = sock_cgroup;
         read_tuple(tp, cfg, addr_of!((*ev).tuple).cast_mut());
-        let state_off = g(cfg, tp_tcp::STATE);
         (*ev).state = if state_off != MISSING {
-            tp_field::<i32>(tp, state_off).unwrap_or(0) as u32
+            tp_state.unwrap_or(0)
         } else {
             // No `state` field in this kernel's format: read sk->__sk_common.skc_state.
             u32::from(kread::<u8>(kind, sk, btf_off(btf::SOCK_STATE)).unwrap_or(0))
