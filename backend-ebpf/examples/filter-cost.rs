@@ -112,7 +112,8 @@ fn main() {
     );
     for (tp, &(runs, ns)) in &captured {
         let (iruns, ins) = ignored.get(tp).copied().unwrap_or((0, 0));
-        if runs == 0 || iruns == 0 {
+        // The workload does no block I/O: block runs are the rest of the machine's.
+        if runs == 0 || iruns == 0 || tp.starts_with("block:") {
             continue;
         }
         let (c, i) = (ns as f64 / runs as f64, ins as f64 / iruns as f64);
