@@ -285,13 +285,16 @@ impl FakeApiServer {
     }
 
     /// A 410 Gone ERROR event into the open watches (which then end), the history
-    /// compacted so that resuming from any version seen so far is refused as well.
+    /// compacted up to now: resuming from any earlier version is refused as well, while a
+    /// new list's version (the current one) can be watched from, as on a real server.
     pub fn inject_gone(&self, resource: &str) {
         let (name, ..) = resource_info(resource);
         {
             let mut s = self.inner.lock();
             let rv = s.rv;
-            s.collections.get_mut(name).unwrap().compacted_rv = rv + 1;
+            // History up to now is compacted: open watches (started earlier) are told so,
+            // and a list returns the current version, from which a watch may resume.
+            s.collections.get_mut(name).unwrap().compacted_rv = rv;
         }
         self.push_live(resource, Line::Gone);
     }
