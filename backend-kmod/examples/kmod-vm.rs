@@ -25,13 +25,18 @@
 //!     counted), then with A ignored (no record of A from either backend, B's counts
 //!     equal A's, each kernel's filtered counter equal to A's records, the two record
 //!     logs byte-identical but for timestamps), then with the set cleared at run time
-//!     (A's records back). Exits 1 on any difference.
+//!     (A's records back). Then the module's own checks, raw ioctls on the device:
+//!     16384 ids accepted; 16385 ids and `_pad` != 0 EINVAL, a bad `ids_ptr` EFAULT,
+//!     each leaving the installed set filtering A; count 0 clears. Closing the device
+//!     with A ignored clears the set (the reopened reader gets A's records, filters
+//!     nothing). `KSIGHT_IOC_STATS_V1` answers the first 1056 bytes of
+//!     `KSIGHT_IOC_STATS` and writes nothing past them. Exits 1 on any difference.
 //! ```
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use event_abi::{EventHeader, kind};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource};
-use ksight_backend_kmod::{KmodError, KmodOptions, KmodSource};
+use ksight_backend_kmod::{KmodError, KmodOptions, KmodSource, uapi};
 use ksight_engine::attribution::cgroups::join_before_exec;
 use ksight_engine::decode::decode;
 use ksight_engine::names::HostNames;
@@ -614,6 +619,79 @@ fn comparable(c: &std::collections::BTreeMap<u16, u64>) -> String {
     show(&c)
 }
 
+/// Per kind, `after - before` (kinds that did not move left out).
+fn delta(
+    after: &std::collections::BTreeMap<u16, u64>,
+    before: &std::collections::BTreeMap<u16, u64>,
+) -> std::collections::BTreeMap<u16, u64> {
+    after
+        .iter()
+        .map(|(k, n)| (*k, n - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The descriptor of the device this process has open: the kmod source's (the module
+/// serves one reader, so there is exactly one).
+fn kmod_fd() -> Result<libc::c_int> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd")? {
+        let e = e?;
+        if std::fs::read_link(e.path()).is_ok_and(|p| p == Path::new(ksight_backend_kmod::DEVICE)) {
+            found.push(e.file_name().to_string_lossy().parse::<libc::c_int>()?);
+        }
+    }
+    ensure!(
+        found.len() == 1,
+        "{} descriptors of {} open: {found:?}",
+        found.len(),
+        ksight_backend_kmod::DEVICE
+    );
+    Ok(found[0])
+}
+
+/// `KSIGHT_IOC_SET_IGNORED_CGROUPS` straight to the module: Ok or the errno.
+fn set_ignored_raw(fd: libc::c_int, count: u32, pad: u32, ids_ptr: u64) -> Result<(), i32> {
+    let mut req = uapi::IgnoredCgroups {
+        count,
+        _pad: pad,
+        ids_ptr,
+    };
+    // SAFETY: `req` is the struct the request encodes; the module copies the ids from
+    // `ids_ptr` with copy_from_user, so a bad address is its EFAULT, not our fault.
+    let rc = unsafe { libc::ioctl(fd, uapi::IOC_SET_IGNORED_CGROUPS as _, &mut req) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(())
+    }
+}
+
+fn errno_name(r: Result<(), i32>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(libc::EINVAL) => "EINVAL".into(),
+        Err(libc::EFAULT) => "EFAULT".into(),
+        Err(e) => format!("errno {e} ({})", std::io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// What a stats buffer holds before the ioctl: bytes it did not write keep it.
+const STATS_FILL: u8 = 0xA5;
+
+/// `KSIGHT_IOC_STATS` or `KSIGHT_IOC_STATS_V1` into a buffer of the full struct's size,
+/// pre-filled with [`STATS_FILL`].
+fn stats_raw(fd: libc::c_int, request: u32) -> Result<Vec<u8>> {
+    let mut buf = vec![STATS_FILL; std::mem::size_of::<uapi::Stats>()];
+    // SAFETY: the buffer is as large as the largest size either request encodes.
+    let rc = unsafe { libc::ioctl(fd, request as _, buf.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("stats ioctl {request:#x}"));
+    }
+    Ok(buf)
+}
+
 fn filter(sent: &str, received: &str) -> Result<i32> {
     let mut ebpf = EbpfSource::open(EbpfOptions::default()).context("opening the eBPF backend")?;
     let mut kmod = KmodSource::open(KmodOptions::default()).context("opening the kmod backend")?;
@@ -631,9 +709,12 @@ fn filter(sent: &str, received: &str) -> Result<i32> {
     let mut failures: Vec<String> = Vec::new();
     let mut batch = RawBatch::new();
 
-    // Runs the workload in each cgroup in turn while both sources are read; returns each
-    // backend's records (kmod, ebpf) and the time window they were produced in.
-    let mut phase = |sources: &mut [Source; 2], cgroups: &[&Cgroup]| -> Result<[Vec<Vec<u8>>; 2]> {
+    // Runs `command` in each cgroup in turn while both sources are read; returns each
+    // backend's records (kmod, ebpf).
+    let mut phase = |sources: &mut [Source; 2],
+                     cgroups: &[&Cgroup],
+                     command: &[&str]|
+     -> Result<[Vec<Vec<u8>>; 2]> {
         let mut recs: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
         let mut pump = |sources: &mut [Source; 2], recs: &mut [Vec<Vec<u8>>; 2]| -> Result<()> {
             for (i, s) in sources.iter_mut().enumerate() {
@@ -644,7 +725,7 @@ fn filter(sent: &str, received: &str) -> Result<i32> {
             Ok(())
         };
         for cg in cgroups {
-            let mut child = run_in(cg, &workload)?;
+            let mut child = run_in(cg, command)?;
             let status = loop {
                 pump(sources, &mut recs)?;
                 if let Some(status) = child.try_wait()? {
@@ -685,7 +766,7 @@ fn filter(sent: &str, received: &str) -> Result<i32> {
     let names = ["kmod", "ebpf"];
 
     // 1. Nothing ignored: what A's workload produces, by each backend.
-    let recs = phase(&mut sources, &[&a])?;
+    let recs = phase(&mut sources, &[&a], &workload)?;
     let truth = keyed(&recs[0], a.id);
     for (i, r) in recs.iter().enumerate() {
         let got = keyed(r, a.id);
@@ -716,7 +797,7 @@ fn filter(sent: &str, received: &str) -> Result<i32> {
         .set_ignored(&[a.id])
         .context("kmod set_ignored")?;
     let started = monotonic_ns();
-    let recs = phase(&mut sources, &[&a, &b])?;
+    let recs = phase(&mut sources, &[&a, &b], &workload)?;
     let stopped = monotonic_ns();
     let after = filtered(&sources)?;
     for i in 0..2 {
@@ -799,7 +880,7 @@ fn filter(sent: &str, received: &str) -> Result<i32> {
     kmod_filter
         .set_ignored(&[])
         .context("kmod set_ignored([])")?;
-    let recs = phase(&mut sources, &[&a])?;
+    let recs = phase(&mut sources, &[&a], &workload)?;
     let cleared = filtered(&sources)?;
     for i in 0..2 {
         let back = keyed(&recs[i], a.id);
@@ -826,6 +907,207 @@ fn filter(sent: &str, received: &str) -> Result<i32> {
             println!("filter: 16385 ids refused: {e}")
         }
         other => failures.push(format!("16385 ids: {other:?}")),
+    }
+
+    // 4. The module's own checks, raw ioctls on the source's descriptor (the reader above
+    //    refuses 16385 ids before any ioctl). Each refused call must leave the set in
+    //    place: a short process in A right after it is still filtered, none of its
+    //    records arrive.
+    let fd = kmod_fd()?;
+    let light = ["/bin/sh", "-c", ":"];
+    let max = u64::from(uapi::IGNORED_CGROUPS_MAX);
+    // The largest set the module keeps, A among ids no cgroup has.
+    let mut largest: Vec<u64> = (0..max - 1).map(|i| (1 << 40) + i).collect();
+    largest.push(a.id);
+    // One more than that, without A: accepted, it would let A's records through.
+    let over: Vec<u64> = (0..=max).map(|i| (1 << 40) + i).collect();
+    let only_b = [b.id];
+    let ptr = |v: &[u64]| v.as_ptr() as u64;
+    // One raw call each, and whether A's records are dropped after it.
+    struct Case {
+        what: &'static str,
+        count: u32,
+        pad: u32,
+        ids_ptr: u64,
+        want: Result<(), i32>,
+        ignored: bool,
+    }
+    let case = |what, count, pad, ids_ptr, want, ignored| Case {
+        what,
+        count,
+        pad,
+        ids_ptr,
+        want,
+        ignored,
+    };
+    let cases = [
+        case(
+            "16384 ids, A among them",
+            max as u32,
+            0,
+            ptr(&largest),
+            Ok(()),
+            true,
+        ),
+        case(
+            "16385 ids",
+            over.len() as u32,
+            0,
+            ptr(&over),
+            Err(libc::EINVAL),
+            true,
+        ),
+        case(
+            "_pad = 1 (ids {B})",
+            1,
+            1,
+            ptr(&only_b),
+            Err(libc::EINVAL),
+            true,
+        ),
+        case("ids_ptr = 1", 1, 0, 1, Err(libc::EFAULT), true),
+        case(
+            "ids_ptr = a kernel address",
+            1,
+            0,
+            0xffff_8880_0000_0000,
+            Err(libc::EFAULT),
+            true,
+        ),
+        case("count = 0, ids_ptr = 0 (clears)", 0, 0, 0, Ok(()), false),
+    ];
+    for Case {
+        what,
+        count,
+        pad,
+        ids_ptr,
+        want,
+        ignored,
+    } in cases
+    {
+        let got = set_ignored_raw(fd, count, pad, ids_ptr);
+        let f0 = filtered(&sources)?[0].0.clone();
+        let recs = phase(&mut sources, &[&a], &light)?;
+        let d = delta(&filtered(&sources)?[0].0, &f0);
+        let of_a = keyed(&recs[0], a.id);
+        println!(
+            "filter: raw ioctl, {what}: {} (want {}); then A {} | kernel filtered {}",
+            errno_name(got),
+            errno_name(want),
+            show(&of_a),
+            show(&d)
+        );
+        if got != want {
+            failures.push(format!(
+                "raw KSIGHT_IOC_SET_IGNORED_CGROUPS, {what}: {} instead of {}",
+                errno_name(got),
+                errno_name(want)
+            ));
+        }
+        let exec_exit = |c: &std::collections::BTreeMap<u16, u64>| {
+            c.get(&kind::EXEC).copied().unwrap_or(0) >= 1
+                && c.get(&kind::EXIT).copied().unwrap_or(0) >= 1
+        };
+        if ignored && (!of_a.is_empty() || !exec_exit(&d)) {
+            failures.push(format!(
+                "after {what}: A is no longer filtered (A {}, filtered {})",
+                show(&of_a),
+                show(&d)
+            ));
+        }
+        if !ignored && (!exec_exit(&of_a) || !d.is_empty()) {
+            failures.push(format!(
+                "after {what}: A is not back (A {}, filtered {})",
+                show(&of_a),
+                show(&d)
+            ));
+        }
+    }
+
+    // 5. Closing the device with a set installed clears it: the next reader gets A's
+    //    records, and filters nothing. (Opening zeroes the counters anyway; A's records
+    //    arriving is what shows the set is gone.)
+    kmod_filter
+        .set_ignored(&[a.id])
+        .context("kmod set_ignored before closing")?;
+    let f0 = filtered(&sources)?[0].0.clone();
+    let recs = phase(&mut sources, &[&a], &light)?;
+    let d = delta(&filtered(&sources)?[0].0, &f0);
+    if !keyed(&recs[0], a.id).is_empty() || d.is_empty() {
+        failures.push(format!(
+            "A ignored before closing: not filtered (filtered {})",
+            show(&d)
+        ));
+    }
+    let [kmod, ebpf] = sources;
+    drop(kmod);
+    if kmod_filter.set_ignored(&[a.id]).is_ok() {
+        failures.push("the kmod filter handle still works after its source closed".into());
+    }
+    let kmod = KmodSource::open(KmodOptions::default()).context("reopening the kmod backend")?;
+    let mut sources = [Source::Kmod(kmod), ebpf];
+    let recs = phase(&mut sources, &[&a], &workload)?;
+    let reopened = filtered(&sources)?;
+    let back = keyed(&recs[0], a.id);
+    println!(
+        "filter: closed with A ignored, reopened: A {} | kernel filtered {} (total {})",
+        show(&back),
+        show(&reopened[0].0),
+        reopened[0].1
+    );
+    if comparable(&back) != comparable(&truth) {
+        failures.push(format!(
+            "reopened after closing with A ignored: A {} != {}",
+            show(&back),
+            show(&truth)
+        ));
+    }
+    if !reopened[0].0.is_empty() || reopened[0].1 != 0 {
+        failures.push(format!(
+            "reopened: the module filtered {} (total {})",
+            show(&reopened[0].0),
+            reopened[0].1
+        ));
+    }
+
+    // 6. KSIGHT_IOC_STATS_V1 (interface 1.0's number) answers the first 1056 bytes of
+    //    KSIGHT_IOC_STATS and writes nothing beyond. While capturing only the
+    //    configuration words (attached, available, enabled, capturing) cannot move
+    //    between the two calls; once stopped, nothing can, and all 1056 must be equal.
+    let fd = kmod_fd()?;
+    let v1_size = uapi::STATS_V1_SIZE;
+    let config =
+        std::mem::offset_of!(uapi::Stats, attached)..std::mem::offset_of!(uapi::Stats, nested);
+    let v1 = stats_raw(fd, uapi::IOC_STATS_V1)?;
+    let full = stats_raw(fd, uapi::IOC_STATS)?;
+    let untouched = |b: &[u8]| b[v1_size..].iter().all(|&x| x == STATS_FILL);
+    if v1[config.clone()] != full[config.clone()] || !untouched(&v1) {
+        failures.push(format!(
+            "capturing: KSIGHT_IOC_STATS_V1 configuration words {:?} != KSIGHT_IOC_STATS {:?}, or it wrote past {v1_size} bytes",
+            &v1[config.clone()],
+            &full[config.clone()]
+        ));
+    }
+    let Source::Kmod(k) = &mut sources[0] else {
+        unreachable!()
+    };
+    k.stop()?;
+    let v1 = stats_raw(fd, uapi::IOC_STATS_V1)?;
+    let full = stats_raw(fd, uapi::IOC_STATS)?;
+    let emitted: u64 = full[..std::mem::size_of::<[u64; uapi::STATS_SLOTS]>()]
+        .chunks(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .sum();
+    let differing = (0..v1_size).filter(|&i| v1[i] != full[i]).count();
+    println!(
+        "filter: KSIGHT_IOC_STATS_V1 after stop: {differing} of its {v1_size} bytes differ from KSIGHT_IOC_STATS (emitted {emitted}); bytes past {v1_size} untouched: {}",
+        untouched(&v1)
+    );
+    if differing > 0 || !untouched(&v1) || emitted == 0 {
+        failures.push(format!(
+            "stopped: KSIGHT_IOC_STATS_V1 is not the first {v1_size} bytes of KSIGHT_IOC_STATS ({differing} differ, emitted {emitted}, tail untouched {})",
+            untouched(&v1)
+        ));
     }
 
     if failures.is_empty() {

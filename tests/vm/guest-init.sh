@@ -162,7 +162,9 @@ run agent_fallback agent_fallback
 
 # The cgroup ignore filter pushed into both kernels at once: an ignored cgroup's records
 # never arrive from either, each counts them filtered, the records stay identical, and
-# clearing the set at run time brings them back.
+# clearing the set at run time brings them back; the module's own checks of the ioctl
+# (EINVAL, EFAULT, the set kept after a refusal), the set cleared on close, and the
+# interface-1.0 stats ioctl.
 filter_check() {
 	insmod $MODULE || return 1
 	kmod-vm filter 20000 3000
