@@ -154,9 +154,9 @@ struct Agent {
     tree_read: Instant,
     /// Pushes the ignore set into the kernel, when the backend can.
     kernel_filter: Option<Arc<dyn CgroupFilter>>,
-    /// `Attributor::version` the ignore set was computed at, and its size.
+    /// `Attributor::version` the ignore set was computed at, and the set (sorted).
     ignore_version: Option<u64>,
-    ignored_cgroups: u64,
+    ignored: Vec<u64>,
     backend: String,
     backend_reason: String,
     fidelity_notes: Vec<String>,
@@ -295,7 +295,7 @@ pub fn run(config_path: &Path) -> Result<u8> {
         tree_read: Instant::now(),
         kernel_filter,
         ignore_version: None,
-        ignored_cgroups: 0,
+        ignored: Vec::new(),
         backend,
         backend_reason: chosen.reason,
         fidelity_notes: opened
@@ -407,10 +407,10 @@ impl Agent {
         }
         self.ignore_version = Some(version);
         let ids = self.attributor.ignored_ids();
-        if ids.len() as u64 != self.ignored_cgroups {
-            debug!("{} cgroups ignored", ids.len());
+        if ids == self.ignored {
+            return;
         }
-        self.ignored_cgroups = ids.len() as u64;
+        debug!("{} cgroups ignored", ids.len());
         self.engine.set_ignored_cgroups(ids.iter().copied());
         if let Some(filter) = &self.kernel_filter
             && let Err(e) = filter.set_ignored(&ids)
@@ -419,6 +419,7 @@ impl Agent {
                 "cannot filter ignored cgroups in the kernel, dropping them in the engine: {e}"
             );
         }
+        self.ignored = ids;
     }
 
     fn metadata_status(&self) -> Option<MetadataStatus> {
@@ -479,7 +480,7 @@ impl Agent {
             reloads_failed: self.reloads_failed,
             kubernetes: self.metadata_status(),
             pending_cgroups,
-            ignored_cgroups: self.ignored_cgroups,
+            ignored_cgroups: self.ignored.len() as u64,
             ignored_events_kernel: self.engine.counters().filtered,
             ignored_events_engine: self.engine.ignored_events(),
         };
