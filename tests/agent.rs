@@ -1173,11 +1173,21 @@ fn pod_container_cgroup(uid: &str, id: &str) -> String {
     )
 }
 
-fn web_pod(id: &str) -> Value {
-    PodBuilder::new("shop", WEB_POD, WEB_UID, NODE)
-        .owner("apps/v1", "ReplicaSet", "web-7d9f8")
-        .container("web", Some(id))
-        .build()
+/// Namespace `shop`, Deployment `web`'s ReplicaSet, and its pod whose container `web` has
+/// id `id`.
+fn serve_web_pod(api: &FakeApiServer, id: &str) {
+    api.apply("namespaces", namespace("shop", &[]));
+    api.apply(
+        "replicasets",
+        owned_object("shop", "web-7d9f8", Some(("apps/v1", "Deployment", "web"))),
+    );
+    api.apply(
+        "pods",
+        PodBuilder::new("shop", WEB_POD, WEB_UID, NODE)
+            .owner("apps/v1", "ReplicaSet", "web-7d9f8")
+            .container("web", Some(id))
+            .build(),
+    );
 }
 
 fn kube_config(url: &str) -> String {
@@ -1200,12 +1210,7 @@ fn pods_are_named_from_the_api_server_and_ignored_pods_cost_nothing() {
         container_id(0xd0c),
     );
     let api = FakeApiServer::start();
-    api.apply("namespaces", namespace("shop", &[]));
-    api.apply(
-        "replicasets",
-        owned_object("shop", "web-7d9f8", Some(("apps/v1", "Deployment", "web"))),
-    );
-    api.apply("pods", web_pod(&web_id));
+    serve_web_pod(&api, &web_id);
     api.apply(
         "pods",
         PodBuilder::new("shop", "noisy-0", NOISY_UID, NODE)
@@ -1396,12 +1401,7 @@ fn an_unreachable_api_server_leaves_capture_running_and_shows_the_gap() {
 
     // The API server comes up: the same counters, now with names.
     let api = FakeApiServer::start_on(port);
-    api.apply("namespaces", namespace("shop", &[]));
-    api.apply(
-        "replicasets",
-        owned_object("shop", "web-7d9f8", Some(("apps/v1", "Deployment", "web"))),
-    );
-    api.apply("pods", web_pod(&web_id));
+    serve_web_pod(&api, &web_id);
     let named = format!("ksight_process_execs_total{{{}}}", web_labels(web_cg));
     let m = wait_for("the pod's names", Duration::from_secs(60), || {
         let m = agent.metrics();

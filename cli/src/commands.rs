@@ -6,7 +6,6 @@ use crate::cgroup::StatCgroup;
 use crate::render;
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::RecvTimeoutError;
-use ksight_engine::attribution::cgroups::CgroupPaths;
 use ksight_engine::attribution::{Attributor, attribute};
 use ksight_engine::capture::{CaptureHeader, CaptureWriter, ReplaySource};
 use ksight_engine::names::HostNames;
@@ -131,11 +130,6 @@ fn stop_on_interrupt() {
     }
 }
 
-/// Names cgroups from this host's cgroup tree (no Kubernetes: that is the agent's job).
-fn host_attributor() -> Attributor {
-    Attributor::new(CgroupPaths::host(), None, Default::default())
-}
-
 fn print_snapshot(
     snapshot: &Snapshot,
     json: bool,
@@ -205,7 +199,7 @@ fn stat(
     }
     engine.flush();
     let mut snapshot = engine.snapshot(&HostNames { live: true });
-    attribute(&mut snapshot, &mut host_attributor());
+    attribute(&mut snapshot, &mut Attributor::host());
     match output {
         Some(path) => {
             let mut file = std::fs::File::create(path)
@@ -305,7 +299,7 @@ fn top_batch(capture: &CaptureArgs, iterations: Option<u64>, delay: f64, json: b
     let mut engine = Engine::new(&backend_name, None);
     let rx = readers.receiver().clone();
     let names = HostNames { live: true };
-    let mut attributor = host_attributor();
+    let mut attributor = Attributor::host();
     let mut done = 0u64;
     let mut stdout = std::io::stdout().lock();
     while !INTERRUPTED.load(Ordering::SeqCst) && iterations.is_none_or(|n| done < n) {

@@ -30,9 +30,7 @@ use ksight_engine::attribution::cgroups::{CgroupPaths, cgroup2_mount, check_cgro
 use ksight_engine::attribution::kube::{self, KubeMetadata, KubeSettings};
 use ksight_engine::attribution::{Attributor, attribute};
 use ksight_engine::export::protocol::AgentSnapshot;
-use ksight_engine::export::{
-    AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter, MetadataStatus,
-};
+use ksight_engine::export::{AgentMeta, ExportSettings, ExportView, Exporter, MetadataStatus};
 use ksight_engine::names::HostNames;
 use ksight_engine::pipeline::{Message, Readers};
 use ksight_engine::source::CgroupFilter;
@@ -486,14 +484,13 @@ impl Agent {
         };
         self.records_at_tick = records;
         let now_ms = self.started.elapsed().as_millis() as u64;
-        let paths = self.attributor.paths();
-        let tree = CgroupTree {
-            paths: paths.paths().iter().map(|(&k, v)| (k, v.clone())).collect(),
-            complete: paths.complete(),
-        };
-        let (view, expired) = self
-            .exporter
-            .update(&snapshot, &tree, now_ms, &self.settings, meta);
+        let (view, expired) = self.exporter.update(
+            &snapshot,
+            self.attributor.tree(),
+            now_ms,
+            &self.settings,
+            meta,
+        );
         if !expired.is_empty() {
             debug!(
                 "forgetting {} cgroups gone for the grace period",

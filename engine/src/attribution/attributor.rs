@@ -53,6 +53,12 @@ impl Attributor {
         }
     }
 
+    /// This host's cgroup tree, no Kubernetes metadata, no filters: what `stat` and a
+    /// stand-alone `top` name cgroups with.
+    pub fn host() -> Self {
+        Self::new(CgroupPaths::host(), None, Filters::default())
+    }
+
     pub fn set_filters(&mut self, filters: Filters) {
         self.filters = filters;
         self.epoch += 1;
@@ -64,6 +70,11 @@ impl Attributor {
 
     pub fn paths(&mut self) -> &mut CgroupPaths {
         &mut self.paths
+    }
+
+    /// The cgroup tree as of the last walk.
+    pub fn tree(&self) -> &super::cgroups::CgroupTree {
+        self.paths.tree()
     }
 
     /// Changes whenever the cgroup tree was re-read, the metadata or the filters changed:

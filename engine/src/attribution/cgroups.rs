@@ -109,13 +109,21 @@ pub fn join_before_exec(cmd: &mut std::process::Command, cgroup_dir: &Path) -> s
     Ok(())
 }
 
+/// The cgroups that exist: id (the inode number of the cgroup v2 directory, which is what
+/// events carry) → path relative to the mount.
+#[derive(Clone, Debug, Default)]
+pub struct CgroupTree {
+    pub paths: FxHashMap<u64, String>,
+    /// False when the hierarchy could not be read: then no cgroup counts as gone.
+    pub complete: bool,
+}
+
 /// Cache of cgroup id → path relative to the hierarchy root ("/" for the root itself,
 /// "/system.slice/docker-<id>.scope" below it).
 #[derive(Debug)]
 pub struct CgroupPaths {
     mount: Option<PathBuf>,
-    paths: FxHashMap<u64, String>,
-    complete: bool,
+    tree: CgroupTree,
     walks: u64,
     last_walk: Option<Instant>,
     min_rewalk: Duration,
@@ -128,8 +136,7 @@ impl CgroupPaths {
     pub fn new(mount: Option<PathBuf>) -> Self {
         let mut this = Self {
             mount,
-            paths: FxHashMap::default(),
-            complete: false,
+            tree: CgroupTree::default(),
             walks: 0,
             last_walk: None,
             min_rewalk: Self::DEFAULT_MIN_REWALK,
@@ -155,15 +162,15 @@ impl CgroupPaths {
     /// Path of cgroup `id`. An unknown id re-walks the hierarchy unless a walk happened less
     /// than `min_rewalk` ago: the cgroup may be newer than the last walk.
     pub fn path(&mut self, id: u64) -> Option<&str> {
-        if !self.paths.contains_key(&id) && self.rewalk_allowed() {
+        if !self.tree.paths.contains_key(&id) && self.rewalk_allowed() {
             self.refresh();
         }
-        self.paths.get(&id).map(String::as_str)
+        self.cached(id)
     }
 
     /// Path of cgroup `id` as of the last walk, without walking.
     pub fn cached(&self, id: u64) -> Option<&str> {
-        self.paths.get(&id).map(String::as_str)
+        self.tree.paths.get(&id).map(String::as_str)
     }
 
     fn rewalk_allowed(&self) -> bool {
@@ -181,44 +188,31 @@ impl CgroupPaths {
         };
         if !complete {
             // Part of the tree could not be read: what we knew from there may still exist.
-            for (id, path) in self.paths.drain() {
+            for (id, path) in self.tree.paths.drain() {
                 paths.entry(id).or_insert(path);
             }
         }
-        self.paths = paths;
-        self.complete = complete;
+        self.tree = CgroupTree { paths, complete };
+    }
+
+    /// The tree as of the last walk.
+    pub fn tree(&self) -> &CgroupTree {
+        &self.tree
     }
 
     pub fn paths(&self) -> &FxHashMap<u64, String> {
-        &self.paths
+        &self.tree.paths
     }
 
     /// False when the last walk could not read the whole hierarchy: then an id missing from
     /// `paths` does not mean its cgroup is gone.
     pub fn complete(&self) -> bool {
-        self.complete
+        self.tree.complete
     }
 
     /// Number of walks so far, construction included.
     pub fn walks(&self) -> u64 {
         self.walks
-    }
-
-    /// Ids of cgroup `id` and of every cgroup below it (empty when `id` is unknown): a
-    /// container's processes may sit in sub-cgroups of the container's own.
-    pub fn descendants(&self, id: u64) -> Vec<u64> {
-        let Some(top) = self.paths.get(&id) else {
-            return Vec::new();
-        };
-        let top = top.trim_end_matches('/');
-        self.paths
-            .iter()
-            .filter(|(_, p)| {
-                p.strip_prefix(top)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-            .map(|(&id, _)| id)
-            .collect()
     }
 }
 
@@ -364,28 +358,6 @@ mod tests {
     }
 
     #[test]
-    fn descendants_cover_sub_cgroups_only() {
-        let s = Scratch::new("desc");
-        let scope = s.mkdir("machine.slice/libpod-1.scope");
-        let inner = s.mkdir("machine.slice/libpod-1.scope/container");
-        let x = s.mkdir("machine.slice/libpod-1.scope/container/x");
-        let deep = s.mkdir("machine.slice/libpod-1.scope/container/x/y");
-        let sibling = s.mkdir("machine.slice/libpod-1.scope2");
-        let p = CgroupPaths::new(Some(s.0.clone()));
-        let mut got = p.descendants(scope);
-        got.sort_unstable();
-        let mut want = vec![scope, inner, x, deep];
-        want.sort_unstable();
-        assert_eq!(
-            got, want,
-            "sibling {sibling} shares a prefix but is not below"
-        );
-        let root = fs::metadata(&s.0).unwrap().ino();
-        assert_eq!(p.descendants(root).len(), p.paths().len());
-        assert!(p.descendants(123_456_789).is_empty());
-    }
-
-    #[test]
     fn deep_tree_needs_no_recursion() {
         let s = Scratch::new("deep");
         // 300 levels: far deeper than real hierarchies, still under PATH_MAX.
@@ -492,7 +464,6 @@ mod tests {
         let walks = p.walks();
         assert_eq!(p.path(id), Some(format!("/{name}").as_str()));
         assert_eq!(p.walks(), walks + 1, "the miss walked once");
-        assert_eq!(p.descendants(id), vec![id]);
 
         drop(guard);
         assert!(!dir.exists(), "could not remove {}", dir.display());

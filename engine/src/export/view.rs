@@ -12,6 +12,7 @@
 //! - applies the signals and filters of the configuration, which a reload may change at
 //!   any time without touching the aggregates.
 
+pub use crate::attribution::cgroups::CgroupTree;
 use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Snapshot};
 use event_abi::kind;
 use std::collections::HashMap;
@@ -129,15 +130,6 @@ impl ExportSettings {
             .iter()
             .any(|p| !p.is_empty() && name.starts_with(p.as_str()))
     }
-}
-
-/// The cgroups that exist now: id (the inode number of the cgroup v2 directory, which is
-/// what events carry) → path relative to the mount.
-#[derive(Clone, Debug, Default)]
-pub struct CgroupTree {
-    pub paths: HashMap<u64, String>,
-    /// False when the hierarchy could not be read: then no cgroup counts as gone.
-    pub complete: bool,
 }
 
 /// Facts about the agent itself, exported next to the aggregates.

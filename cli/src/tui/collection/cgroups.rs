@@ -4,7 +4,6 @@
 //! Kubernetes names); a live capture is attributed here from the cgroup tree.
 
 use ksight_engine::Snapshot;
-use ksight_engine::attribution::cgroups::CgroupPaths;
 use ksight_engine::attribution::{Attributor, CgroupLabels};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ pub struct CgroupOwners {
 impl CgroupOwners {
     pub fn new() -> Self {
         Self {
-            attributor: Attributor::new(CgroupPaths::host(), None, Default::default()),
+            attributor: Attributor::host(),
             reported: HashMap::new(),
         }
     }

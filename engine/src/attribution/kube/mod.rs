@@ -34,10 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// The annotation that marks a pod, or every pod of a namespace, as ignored (the same
-/// as `attribution::IGNORE_ANNOTATION`).
-#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
-const IGNORE_ANNOTATION: &str = "ksight.io/ignore";
+#[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
+use super::labels::IGNORE_ANNOTATION;
 
 /// Where and what to watch.
 #[derive(Clone, Debug)]
