@@ -409,6 +409,11 @@ struct ks_tracepoint {
 	bool registered;
 };
 
+/*
+ * One row per record kind of event-abi's table (event_abi::kinds::KINDS: tracepoint,
+ * kind, probe); event-abi/tests/kinds_c.rs compiles these rows against ksight_abi.h
+ * and fails when they differ from it.
+ */
 static struct ks_tracepoint ks_tracepoints[] = {
 	{ "sched_process_exec", KSIGHT_KIND_EXEC, ks_probe_exec },
 	{ "sched_process_fork", KSIGHT_KIND_FORK, ks_probe_fork },

@@ -47,6 +47,8 @@ fn without_privileges_the_error_names_the_capabilities() {
     );
 }
 
+/// Each signal with its tracepoints and its fidelity. On the build and CI machines (6.18,
+/// BTF, tracefs, every tracepoint present, bpf() allowed for root) every signal is full.
 #[test]
 fn detect_reports_each_signal() {
     require_root();
@@ -54,4 +56,65 @@ fn detect_reports_each_signal() {
     assert!(out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["backend"], "ebpf", "{report}");
+    let want: [(&str, &[&str]); 6] = [
+        (
+            "process",
+            &[
+                "sched:sched_process_exec",
+                "sched:sched_process_fork",
+                "sched:sched_process_exit",
+            ],
+        ),
+        ("tcp", &["sock:inet_sock_set_state"]),
+        ("tcp_close_stats", &["sock:inet_sock_set_state"]),
+        ("tcp_retransmits", &["tcp:tcp_retransmit_skb"]),
+        (
+            "tcp_resets",
+            &["tcp:tcp_send_reset", "tcp:tcp_receive_reset"],
+        ),
+        (
+            "block",
+            &[
+                "block:block_bio_queue",
+                "block:block_rq_issue",
+                "block:block_rq_complete",
+            ],
+        ),
+    ];
+    let signals = report["ebpf"]["signals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ebpf.signals: {report}"));
+    let names: Vec<&str> = signals
+        .iter()
+        .map(|s| s["signal"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        want.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        "{report}"
+    );
+    for (signal, (name, tracepoints)) in signals.iter().zip(want) {
+        let status = signal["status"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no status: {signal}"));
+        assert!(status.eq_ignore_ascii_case("full"), "{name}: {signal}");
+        let have: Vec<&str> = signal["tracepoints"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: no tracepoints: {signal}"))
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(have, tracepoints, "{name}");
+    }
+    // And each of those tracepoints has a readable format here.
+    let formats = report["ebpf"]["tracepoints"].as_array().unwrap();
+    for (_, tracepoints) in want {
+        for tp in tracepoints {
+            let entry = formats
+                .iter()
+                .find(|t| t["tracepoint"] == *tp)
+                .unwrap_or_else(|| panic!("{tp} not in ebpf.tracepoints: {report}"));
+            assert_eq!(entry["format_ok"], true, "{entry}");
+        }
+    }
 }

@@ -4,9 +4,11 @@ use std::path::Path;
 
 use aya::maps::MapType;
 
+use ksight_engine::signals::SignalStatus;
+
 use crate::{
-    fidelity::{self, SignalStatus},
-    resolve::{self, Attach, BTF_FIELDS, BtfOffsets, btf_field_name},
+    fidelity,
+    resolve::{self, BTF_FIELDS, BtfOffsets, btf_field_name},
     tracefs,
 };
 
@@ -73,10 +75,7 @@ pub fn detect() -> DetectReport {
         .iter()
         .map(|r| TracepointReport {
             tracepoint: r.def.full_name(),
-            attach: match r.def.attach {
-                Attach::Classic => "tracepoint",
-                Attach::Raw => "raw_tracepoint",
-            },
+            attach: r.def.attach().name(),
             format_ok: r.format.is_ok(),
             format_error: r.format.as_ref().err().map(ToString::to_string),
             unusable: r.blocking.clone(),

@@ -1,45 +1,11 @@
 //! The per-signal fidelity report: what this kernel lets the backend observe.
+//!
+//! The signals and their tracepoints come from `event_abi::kinds`; the verdicts are
+//! `ksight_engine::signals` values.
 
-use event_abi::kind;
+use ksight_engine::signals::{Fidelity, Hooked, Signal, SignalStatus, combine};
 
 use crate::resolve::{BtfOffsets, TCP_STATS_SLOTS, TpResolution, btf_field_name};
-
-/// How completely a signal is observed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Fidelity {
-    Full,
-    /// Observed, but some record fields are missing (they read 0), or some of the
-    /// signal's tracepoints are not attached.
-    Degraded(String),
-    /// Not observed at all.
-    Unavailable(String),
-}
-
-/// One signal, the tracepoints it comes from, and how well it is observed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SignalStatus {
-    /// "process", "tcp", "tcp_close_stats", "tcp_retransmits", "tcp_resets", "block".
-    pub signal: &'static str,
-    /// `category:name` of each tracepoint.
-    pub tracepoints: Vec<String>,
-    pub status: Fidelity,
-}
-
-/// Signals and the record kinds (hence tracepoints) that make them.
-const SIGNALS: [(&str, &[u16]); 6] = [
-    ("process", &[kind::EXEC, kind::FORK, kind::EXIT]),
-    ("tcp", &[kind::TCP_STATE]),
-    ("tcp_close_stats", &[kind::TCP_STATE]),
-    ("tcp_retransmits", &[kind::TCP_RETRANSMIT]),
-    (
-        "tcp_resets",
-        &[kind::TCP_RESET_SENT, kind::TCP_RESET_RECEIVED],
-    ),
-    (
-        "block",
-        &[kind::BLOCK_QUEUE, kind::BLOCK_ISSUE, kind::BLOCK_COMPLETE],
-    ),
-];
 
 /// `outcomes`: every tracepoint's resolution and whether its program is attached (or, in
 /// `detect`, would be).
@@ -47,45 +13,28 @@ pub(crate) fn compute(
     outcomes: &[(&TpResolution, Result<(), String>)],
     btf: &BtfOffsets,
 ) -> Vec<SignalStatus> {
-    SIGNALS
+    Signal::ALL
         .iter()
-        .map(|&(signal, kinds)| {
-            let tps: Vec<_> = outcomes
-                .iter()
-                .filter(|(r, _)| kinds.contains(&r.def.kind))
-                .collect();
-            let tracepoints = tps.iter().map(|(r, _)| r.def.full_name()).collect();
-            let mut problems = Vec::new();
-            let mut attached = 0;
-            for (r, outcome) in &tps {
-                match outcome {
-                    Ok(()) => {
-                        attached += 1;
-                        // The close counters are their own signal; "tcp" is about the
-                        // transitions themselves.
-                        if signal != "tcp_close_stats" {
-                            for note in &r.degraded {
-                                problems.push(format!("{}: {note}", r.def.full_name()));
-                            }
-                        }
-                    }
-                    Err(why) => problems.push(format!("{}: {why}", r.def.full_name())),
-                }
+        .map(|&signal| {
+            let close_stats = signal == Signal::TcpCloseStats;
+            let hooks = signal.kinds().filter_map(|row| {
+                let (r, outcome) = outcomes.iter().find(|(r, _)| r.def.kind() == row.kind)?;
+                let hooked = match outcome {
+                    // The close counters are their own signal: "tcp" is about the
+                    // transitions themselves, and the counters' notes are the BTF's.
+                    Ok(()) if close_stats => Hooked::Attached { notes: Vec::new() },
+                    Ok(()) => Hooked::Attached {
+                        notes: r.degraded.clone(),
+                    },
+                    Err(why) => Hooked::Missing(why.clone()),
+                };
+                Some((r.def.full_name(), hooked))
+            });
+            let mut status = combine(signal, hooks);
+            if close_stats && status.status == Fidelity::Full {
+                status.status = close_stats_status(btf);
             }
-            let status = if attached == 0 {
-                Fidelity::Unavailable(problems.join("; "))
-            } else if signal == "tcp_close_stats" {
-                close_stats_status(btf)
-            } else if problems.is_empty() {
-                Fidelity::Full
-            } else {
-                Fidelity::Degraded(problems.join("; "))
-            };
-            SignalStatus {
-                signal,
-                tracepoints,
-                status,
-            }
+            status
         })
         .collect()
 }
@@ -105,5 +54,72 @@ fn close_stats_status(btf: &BtfOffsets) -> Fidelity {
         Fidelity::Unavailable(format!("no tcp_sock counters: {}", missing.join("; ")))
     } else {
         Fidelity::Degraded(format!("counters missing: {}", missing.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{MISSING, btf};
+    use crate::resolve::TRACEPOINTS;
+    use crate::tracefs::FormatError;
+
+    fn resolution(i: usize, degraded: &[&str]) -> TpResolution {
+        TpResolution {
+            def: &TRACEPOINTS[i],
+            format: Err(FormatError::Unreadable("test".into())),
+            blocking: Vec::new(),
+            degraded: degraded.iter().map(|s| s.to_string()).collect(),
+            global: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_signal_of_the_table_is_reported_with_its_tracepoints() {
+        let rs: Vec<TpResolution> = (0..TRACEPOINTS.len())
+            .map(|i| resolution(i, if i == 3 { &["x unavailable"] } else { &[] }))
+            .collect();
+        let mut outcomes: Vec<(&TpResolution, Result<(), String>)> =
+            rs.iter().map(|r| (r, Ok(()))).collect();
+        // tcp_receive_reset (kind 7) did not attach.
+        outcomes[6].1 = Err("no such tracepoint".into());
+        let btf = BtfOffsets {
+            offsets: [MISSING; btf::LEN],
+            errors: vec![Some("no BTF".into()); btf::LEN],
+        };
+        let got = compute(&outcomes, &btf);
+        let names: Vec<&str> = got.iter().map(SignalStatus::name).collect();
+        assert_eq!(
+            names,
+            [
+                "process",
+                "tcp",
+                "tcp_close_stats",
+                "tcp_retransmits",
+                "tcp_resets",
+                "block"
+            ]
+        );
+        assert_eq!(got[0].status, Fidelity::Full);
+        assert_eq!(
+            got[0].tracepoints,
+            [
+                "sched:sched_process_exec",
+                "sched:sched_process_fork",
+                "sched:sched_process_exit"
+            ]
+        );
+        assert_eq!(
+            got[1].status,
+            Fidelity::Degraded("sock:inet_sock_set_state: x unavailable".into())
+        );
+        assert!(
+            matches!(&got[2].status, Fidelity::Unavailable(w) if w.contains("no tcp_sock counters"))
+        );
+        assert_eq!(
+            got[4].status,
+            Fidelity::Degraded("tcp:tcp_receive_reset: no such tracepoint".into())
+        );
+        assert_eq!(got[5].status, Fidelity::Full);
     }
 }

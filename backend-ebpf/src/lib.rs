@@ -51,7 +51,7 @@ use ksight_engine::{
 
 pub use detect::{BtfFieldReport, DetectReport, TracepointReport, detect};
 pub use error::EbpfError;
-pub use fidelity::{Fidelity, SignalStatus};
+pub use ksight_engine::signals::{Fidelity, Signal, SignalStatus};
 
 use crate::{
     error::{is_permission_error, permission_denied},
@@ -157,7 +157,7 @@ pub struct EbpfSource {
     filter: Arc<Mutex<filter::FilterMaps>>,
     ebpf: Ebpf,
     transport: Transport,
-    /// Programs attached, in `resolve::TRACEPOINTS` order.
+    /// Programs attached, in `resolve::TRACEPOINTS` (kind) order.
     attached: Vec<&'static TpDef>,
     fidelity: Vec<SignalStatus>,
 }
@@ -300,9 +300,9 @@ impl EbpfSource {
         self.attached
             .iter()
             .filter_map(|def| {
-                let info = self.ebpf.program(def.program)?.info().ok()?;
+                let info = self.ebpf.program(def.program())?.info().ok()?;
                 Some(ProgramStats {
-                    name: def.program,
+                    name: def.program(),
                     tracepoint: def.full_name(),
                     run_count: info.run_count(),
                     run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
@@ -434,22 +434,24 @@ impl EventSource for EbpfSource {
 /// (the others still can); `Err` only for what stops the whole backend.
 fn attach(ebpf: &mut Ebpf, def: &'static TpDef) -> Result<Result<(), String>, EbpfError> {
     let program = ebpf
-        .program_mut(def.program)
-        .ok_or(EbpfError::MissingProgram { name: def.program })?;
-    let res: Result<(), ProgramError> = match def.attach {
+        .program_mut(def.program())
+        .ok_or(EbpfError::MissingProgram {
+            name: def.program(),
+        })?;
+    let res: Result<(), ProgramError> = match def.attach() {
         Attach::Classic => <&mut TracePoint>::try_from(program).and_then(|p| {
             p.load()?;
-            p.attach(def.category, def.name).map(drop)
+            p.attach(def.category(), def.name()).map(drop)
         }),
         Attach::Raw => <&mut RawTracePoint>::try_from(program).and_then(|p| {
             p.load()?;
-            p.attach(def.name).map(drop)
+            p.attach(def.name()).map(drop)
         }),
     };
     match res {
         Ok(()) => Ok(Ok(())),
         Err(e) if is_permission_error(&e) => Err(permission_denied(
-            format!("attaching {} to {}", def.program, def.full_name()),
+            format!("attaching {} to {}", def.program(), def.full_name()),
             &e,
         )),
         Err(ProgramError::LoadError {
@@ -559,8 +561,8 @@ mod tests {
     fn program_names_fit_the_kernel_limit() {
         // BPF_OBJ_NAME_LEN is 16 including the NUL; longer names get truncated and
         // `program_stats` could not tell programs apart.
-        for def in &resolve::TRACEPOINTS {
-            assert!(def.program.len() < 16, "{}", def.program);
+        for def in resolve::TRACEPOINTS.iter() {
+            assert!(def.program().len() < 16, "{}", def.program());
         }
     }
 }
@@ -574,5 +576,31 @@ mod abi_tests {
             Some(event_abi::ABI_VERSION)
         );
         assert!(super::programs_built().is_ok());
+    }
+
+    /// Every row of the table of kinds has its program in the object, of the program type
+    /// and on the tracepoint the row names (the loader attaches by the row).
+    #[test]
+    fn the_object_has_a_program_for_every_kind() {
+        use event_abi::kinds::{Attach, KINDS};
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+        let file = object::File::parse(super::object()).unwrap();
+        for row in &KINDS {
+            let sym = file
+                .symbols()
+                .find(|s| s.name() == Ok(row.ebpf_program))
+                .unwrap_or_else(|| panic!("no program {} in the object", row.ebpf_program));
+            let section = sym
+                .section_index()
+                .and_then(|i| file.section_by_index(i).ok())
+                .and_then(|s| s.name().ok().map(str::to_owned))
+                .unwrap_or_default();
+            let tp = row.tracepoint;
+            let want = match row.ebpf_attach {
+                Attach::Classic => format!("tracepoint/{}/{}", tp.category, tp.name),
+                Attach::Raw => format!("raw_tp/{}", tp.name),
+            };
+            assert_eq!(section, want, "program {}", row.ebpf_program);
+        }
     }
 }

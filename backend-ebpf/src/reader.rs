@@ -35,16 +35,26 @@ impl Reader {
     /// Appends every record available now, stopping early (with records left for the
     /// next call) only when the ring buffer is being refilled as fast as it is read and
     /// `deadline` has passed. Returns how many records were appended.
+    ///
+    /// A drain that empties every buffer marks the batch complete up to the moment it
+    /// started ([`RawBatch::mark_complete`]): a record stamped before then was in a
+    /// buffer before the drain looked, unless a program was still writing it.
     pub fn drain(&mut self, out: &mut RawBatch, deadline: Instant) -> usize {
+        let started = ksight_engine::monotonic_ns();
         match self {
             Reader::Ring(ring) => {
                 let mut n = 0;
+                let mut emptied = true;
                 while let Some(item) = ring.next() {
                     out.push(&item[..record_len(&item)]);
                     n += 1;
                     if n % RING_CHUNK == 0 && Instant::now() >= deadline {
+                        emptied = false;
                         break;
                     }
+                }
+                if emptied {
+                    out.mark_complete(started);
                 }
                 n
             }
@@ -77,6 +87,7 @@ impl Reader {
                         }
                     });
                 }
+                out.mark_complete(started);
                 n
             }
         }

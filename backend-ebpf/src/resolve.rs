@@ -1,9 +1,12 @@
 //! Turns tracefs format files and kernel BTF into the offset globals the programs read,
 //! and into notes on what each program will not be able to fill.
 
-use std::path::Path;
+use std::{path::Path, sync::LazyLock};
 
-use event_abi::kind;
+use event_abi::{
+    kind,
+    kinds::{KINDS, KindDef},
+};
 
 use crate::{
     btf::{Expect, KernelBtf},
@@ -13,128 +16,79 @@ use crate::{
     tracefs::{self, Format, FormatError},
 };
 
-/// How a program is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Attach {
-    /// A classic tracepoint: fields read at offsets from its format file.
-    Classic,
-    /// A raw tracepoint: `TP_PROTO` arguments.
-    Raw,
-}
+pub(crate) use event_abi::kinds::Attach;
 
-/// One program and the tracepoint it serves.
+/// One program and the tracepoint it serves: a row of `event_abi::kinds::KINDS` and the
+/// offsets global the loader fills for it.
 #[derive(Debug)]
 pub(crate) struct TpDef {
-    /// Program (function) name in the object.
-    pub program: &'static str,
-    pub category: &'static str,
-    pub name: &'static str,
-    pub attach: Attach,
-    /// Record kind the program emits.
-    pub kind: u16,
+    /// The record kind's row: program name, tracepoint, attach type.
+    pub row: &'static KindDef,
     /// Name of its offsets global and that global's length (0: none).
     pub global: &'static str,
     pub global_len: usize,
 }
 
 impl TpDef {
+    /// Program (function) name in the object.
+    pub fn program(&self) -> &'static str {
+        self.row.ebpf_program
+    }
+
+    pub fn category(&self) -> &'static str {
+        self.row.tracepoint.category
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.row.tracepoint.name
+    }
+
+    pub fn attach(&self) -> Attach {
+        self.row.ebpf_attach
+    }
+
+    /// Record kind the program emits.
+    pub fn kind(&self) -> u16 {
+        self.row.kind
+    }
+
     pub fn full_name(&self) -> String {
-        format!("{}:{}", self.category, self.name)
+        self.row.tracepoint.to_string()
     }
 }
 
-pub(crate) const TRACEPOINTS: [TpDef; 10] = [
-    TpDef {
-        program: "ks_exec",
-        category: "sched",
-        name: "sched_process_exec",
-        attach: Attach::Classic,
-        kind: kind::EXEC,
-        global: crate::layout::G_TP_EXEC,
-        global_len: tp_exec::LEN,
-    },
-    TpDef {
-        program: "ks_fork",
-        category: "sched",
-        name: "sched_process_fork",
-        attach: Attach::Raw,
-        kind: kind::FORK,
-        global: "",
-        global_len: 0,
-    },
-    TpDef {
-        program: "ks_exit",
-        category: "sched",
-        name: "sched_process_exit",
-        attach: Attach::Classic,
-        kind: kind::EXIT,
-        global: crate::layout::G_TP_EXIT,
-        global_len: tp_exit::LEN,
-    },
-    TpDef {
-        program: "ks_tcp_state",
-        category: "sock",
-        name: "inet_sock_set_state",
-        attach: Attach::Classic,
-        kind: kind::TCP_STATE,
-        global: crate::layout::G_TP_SOCK_STATE,
-        global_len: tp_tcp::LEN,
-    },
-    TpDef {
-        program: "ks_tcp_retrans",
-        category: "tcp",
-        name: "tcp_retransmit_skb",
-        attach: Attach::Classic,
-        kind: kind::TCP_RETRANSMIT,
-        global: crate::layout::G_TP_TCP_RETRANSMIT,
-        global_len: tp_tcp::LEN,
-    },
-    TpDef {
-        program: "ks_tcp_rst_send",
-        category: "tcp",
-        name: "tcp_send_reset",
-        attach: Attach::Classic,
-        kind: kind::TCP_RESET_SENT,
-        global: crate::layout::G_TP_TCP_SEND_RESET,
-        global_len: tp_tcp::LEN,
-    },
-    TpDef {
-        program: "ks_tcp_rst_recv",
-        category: "tcp",
-        name: "tcp_receive_reset",
-        attach: Attach::Classic,
-        kind: kind::TCP_RESET_RECEIVED,
-        global: crate::layout::G_TP_TCP_RECEIVE_RESET,
-        global_len: tp_tcp::LEN,
-    },
-    TpDef {
-        program: "ks_blk_queue",
-        category: "block",
-        name: "block_bio_queue",
-        attach: Attach::Classic,
-        kind: kind::BLOCK_QUEUE,
-        global: crate::layout::G_TP_BLOCK_BIO_QUEUE,
-        global_len: tp_block::LEN,
-    },
-    TpDef {
-        program: "ks_blk_issue",
-        category: "block",
-        name: "block_rq_issue",
-        attach: Attach::Classic,
-        kind: kind::BLOCK_ISSUE,
-        global: crate::layout::G_TP_BLOCK_RQ_ISSUE,
-        global_len: tp_block::LEN,
-    },
-    TpDef {
-        program: "ks_blk_complete",
-        category: "block",
-        name: "block_rq_complete",
-        attach: Attach::Classic,
-        kind: kind::BLOCK_COMPLETE,
-        global: crate::layout::G_TP_BLOCK_RQ_COMPLETE,
-        global_len: tp_block::LEN,
-    },
-];
+/// The offsets global a program reads, by record kind: what the loader resolves from the
+/// tracepoint's format file (raw tracepoints read `TP_PROTO` and need none).
+const fn offsets_global(k: u16) -> (&'static str, usize) {
+    use crate::layout::*;
+    match k {
+        kind::EXEC => (G_TP_EXEC, tp_exec::LEN),
+        kind::EXIT => (G_TP_EXIT, tp_exit::LEN),
+        kind::TCP_STATE => (G_TP_SOCK_STATE, tp_tcp::LEN),
+        kind::TCP_RETRANSMIT => (G_TP_TCP_RETRANSMIT, tp_tcp::LEN),
+        kind::TCP_RESET_SENT => (G_TP_TCP_SEND_RESET, tp_tcp::LEN),
+        kind::TCP_RESET_RECEIVED => (G_TP_TCP_RECEIVE_RESET, tp_tcp::LEN),
+        kind::BLOCK_QUEUE => (G_TP_BLOCK_BIO_QUEUE, tp_block::LEN),
+        kind::BLOCK_ISSUE => (G_TP_BLOCK_RQ_ISSUE, tp_block::LEN),
+        kind::BLOCK_COMPLETE => (G_TP_BLOCK_RQ_COMPLETE, tp_block::LEN),
+        _ => ("", 0),
+    }
+}
+
+/// Every program, in kind order: one per row of `event_abi::kinds::KINDS`.
+pub(crate) static TRACEPOINTS: LazyLock<Vec<TpDef>> = LazyLock::new(|| {
+    KINDS
+        .iter()
+        .map(|row| {
+            let (global, global_len) = offsets_global(row.kind);
+            TpDef {
+                row,
+                global,
+                global_len,
+            }
+        })
+        .collect()
+});
 
 /// Kernel struct members the programs read: slot, struct, member path, expected type.
 pub(crate) const BTF_FIELDS: [(usize, &str, &[&str], Expect); btf::LEN] = [
@@ -272,7 +226,7 @@ pub(crate) fn resolve_all(tracefs: Option<&Path>, btf: &BtfOffsets) -> Vec<TpRes
         .iter()
         .map(|def| {
             let format = match tracefs {
-                Some(root) => tracefs::read_format(root, def.category, def.name),
+                Some(root) => tracefs::read_format(root, def.category(), def.name()),
                 None => Err(FormatError::Unreadable("tracefs is not mounted".into())),
             };
             let mut r = TpResolution {
@@ -282,7 +236,7 @@ pub(crate) fn resolve_all(tracefs: Option<&Path>, btf: &BtfOffsets) -> Vec<TpRes
                 global: vec![MISSING; def.global_len],
                 format,
             };
-            match (&r.format, def.attach) {
+            match (&r.format, def.attach()) {
                 // A raw tracepoint needs no format file, only the tracepoint itself, which
                 // attaching will find or not.
                 (_, Attach::Raw) => resolve_raw(&mut r, btf),
@@ -319,7 +273,7 @@ fn field(
 
 fn resolve_raw(r: &mut TpResolution, btf: &BtfOffsets) {
     // sched_process_fork: the child's pid and tgid are the record's whole point.
-    if r.def.kind == kind::FORK {
+    if r.def.kind() == kind::FORK {
         btf.need(
             &[btf::TASK_PID, btf::TASK_TGID],
             "fork pids",
@@ -332,7 +286,7 @@ fn resolve_one(r: &mut TpResolution, f: &Format, btf: &BtfOffsets) {
     let g = &mut r.global;
     let degraded = &mut r.degraded;
     let blocking = &mut r.blocking;
-    match r.def.kind {
+    match r.def.kind() {
         kind::EXEC => {
             match f.field("filename") {
                 Some(fl) if fl.ty.starts_with("__data_loc") && fl.size == 4 => {
@@ -362,7 +316,7 @@ fn resolve_one(r: &mut TpResolution, f: &Format, btf: &BtfOffsets) {
         | kind::TCP_RETRANSMIT
         | kind::TCP_RESET_SENT
         | kind::TCP_RESET_RECEIVED => {
-            let is_state = r.def.kind == kind::TCP_STATE;
+            let is_state = r.def.kind() == kind::TCP_STATE;
             let mut put = |slot: usize, name: &str, size: u32, required: bool| match field(
                 f,
                 name,
@@ -426,14 +380,14 @@ fn resolve_one(r: &mut TpResolution, f: &Format, btf: &BtfOffsets) {
                 }
                 Err(e) => degraded.push(format!("operation unavailable: {e}")),
             }
-            if r.def.kind == kind::BLOCK_COMPLETE {
+            if r.def.kind() == kind::BLOCK_COMPLETE {
                 match field(f, "error", |s| s == 4, true) {
                     Ok(off) => g[tp_block::ERROR] = off,
                     Err(e) => degraded.push(format!("completion error unavailable: {e}")),
                 }
             }
         }
-        _ => unreachable!("every TpDef kind is handled"),
+        _ => unreachable!("every classic tracepoint's kind is handled"),
     }
 }
 

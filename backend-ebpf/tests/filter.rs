@@ -12,7 +12,6 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
     process::{Command, Stdio},
-    ptr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -21,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use event_abi::zerocopy::FromBytes;
 use event_abi::{EventHeader, TcpEvent, TcpStateEvent, filter::FilterKey, kind, record_size};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Transport};
 use ksight_engine::attribution::cgroups::{cgroup2_mount, join_before_exec};
@@ -30,20 +30,17 @@ use ksight_engine::{EventSource, RawBatch};
 #[allow(dead_code)]
 mod workload;
 
-/// Set in the child that runs the workload (this test binary, re-executed).
+/// Set in the child that runs the workload: this test binary, re-executed with only
+/// `ignored_cgroup_filter_over_ringbuf_and_perf_array` selected, which then runs the
+/// workload instead of the test.
 const CHILD_ENV: &str = "KSIGHT_FILTER_TEST_WORKLOAD";
 const SENT: usize = 50_000;
 const RECEIVED: usize = 7_000;
 
 /// The ground-truth workload (`ksight-workload procs-tcp`: six short processes, one
 /// orderly loopback connection with known bytes and one the client aborts, a reset each
-/// way), run in a cgroup of its own by re-executing this test binary with only this test
-/// selected. Does nothing in a normal run.
-#[test]
-fn filter_workload_child() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
+/// way), in the re-executed child.
+fn workload_child() {
     workload::run(&["procs-tcp".into(), SENT.to_string(), RECEIVED.to_string()]);
 }
 
@@ -71,7 +68,7 @@ impl Cgroup {
         let mut cmd = Command::new(std::env::current_exe().expect("test executable"));
         cmd.args([
             "--exact",
-            "filter_workload_child",
+            "ignored_cgroup_filter_over_ringbuf_and_perf_array",
             "--test-threads=1",
             "--nocapture",
             "-q",
@@ -110,18 +107,15 @@ struct Rec {
 impl Rec {
     fn parse(bytes: &[u8]) -> Self {
         assert!(bytes.len() >= size_of::<EventHeader>(), "short record");
-        // SAFETY: length checked; plain integers.
-        let h: EventHeader = unsafe { ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let (h, _) = EventHeader::read_from_prefix(bytes).expect("header");
         assert_eq!(record_size(h.kind), Some(bytes.len()), "{h:?}");
         let sock_cgroup = match h.kind {
             kind::TCP_STATE => {
-                // SAFETY: size checked against the kind.
-                let e: TcpStateEvent = unsafe { ptr::read_unaligned(bytes.as_ptr().cast()) };
+                let e = TcpStateEvent::read_from_bytes(bytes).expect("size checked");
                 Some(e.sock_cgroup_id)
             }
             kind::TCP_RETRANSMIT | kind::TCP_RESET_SENT | kind::TCP_RESET_RECEIVED => {
-                // SAFETY: size checked against the kind.
-                let e: TcpEvent = unsafe { ptr::read_unaligned(bytes.as_ptr().cast()) };
+                let e = TcpEvent::read_from_bytes(bytes).expect("size checked");
                 Some(e.sock_cgroup_id)
             }
             _ => None,
@@ -147,19 +141,7 @@ impl Rec {
 type Counts = BTreeMap<u16, u64>;
 
 fn name(k: u16) -> &'static str {
-    match k {
-        kind::EXEC => "exec",
-        kind::FORK => "fork",
-        kind::EXIT => "exit",
-        kind::TCP_STATE => "tcp_state",
-        kind::TCP_RETRANSMIT => "tcp_retransmit",
-        kind::TCP_RESET_SENT => "tcp_reset_sent",
-        kind::TCP_RESET_RECEIVED => "tcp_reset_received",
-        kind::BLOCK_QUEUE => "block_queue",
-        kind::BLOCK_ISSUE => "block_issue",
-        kind::BLOCK_COMPLETE => "block_complete",
-        _ => "?",
-    }
+    event_abi::kinds::name(k).unwrap_or("?")
 }
 
 fn show(c: &Counts) -> String {
@@ -412,7 +394,8 @@ fn ignored_cgroup_costs_nothing_and_comes_back(transport: Transport) {
 #[test]
 fn ignored_cgroup_filter_over_ringbuf_and_perf_array() {
     if std::env::var_os(CHILD_ENV).is_some() {
-        return;
+        // Not the test: its workload, in the cgroup `Cgroup::run_workload` made.
+        return workload_child();
     }
     ignored_cgroup_costs_nothing_and_comes_back(Transport::RingBuf);
     ignored_cgroup_costs_nothing_and_comes_back(Transport::PerfArray);

@@ -12,10 +12,11 @@ use std::{
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::PathBuf,
     process::Command,
-    ptr, thread,
+    thread,
     time::{Duration, Instant},
 };
 
+use event_abi::zerocopy::FromBytes;
 use event_abi::{
     AF_INET, BlockEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent,
     block_op, kind, record_size, tcp_state, tcp_stats,
@@ -65,10 +66,8 @@ enum Rec {
     Block(BlockEvent),
 }
 
-fn read<T>(bytes: &[u8]) -> T {
-    assert_eq!(bytes.len(), size_of::<T>());
-    // SAFETY: length checked; records are plain integers and arrays.
-    unsafe { ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+fn read<T: FromBytes>(bytes: &[u8]) -> T {
+    T::read_from_bytes(bytes).expect("a record of its kind's size")
 }
 
 /// Decodes one record, checking that it arrived whole and alone.
@@ -338,7 +337,7 @@ fn tcp_close_counters_and_cgroup() {
 fn every_signal_is_fully_observed_on_this_host() {
     let source = open(Transport::RingBuf);
     let fidelity = source.fidelity();
-    let names: Vec<_> = fidelity.iter().map(|s| s.signal).collect();
+    let names: Vec<_> = fidelity.iter().map(|s| s.name()).collect();
     assert_eq!(
         names,
         [

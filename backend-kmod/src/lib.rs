@@ -24,6 +24,7 @@
 pub mod ring;
 pub mod uapi;
 
+use ksight_engine::signals::{self, Hooked, Signal, SignalStatus};
 use ksight_engine::source::CgroupFilter;
 use ksight_engine::{EventSource, Poll, RawBatch, SourceCounters, SourceError};
 use ring::{Ring, RingMemory};
@@ -136,6 +137,8 @@ pub struct KmodSource {
     path: PathBuf,
     geometry: uapi::Geometry,
     version: uapi::Version,
+    /// Per signal, from the probes the module registered when the capture started.
+    fidelity: Vec<SignalStatus>,
 }
 
 fn io_err(what: impl Into<String>, path: &Path, source: io::Error) -> KmodError {
@@ -327,14 +330,24 @@ impl KmodSource {
 
         ioctl_none(&fd, uapi::IOC_START)
             .map_err(|e| io_err("starting the capture (KSIGHT_IOC_START)", &path, e))?;
-        Ok(Self {
+        let mut source = Self {
             rings,
             _mappings: mappings,
             fd: Arc::new(fd),
             path,
             geometry: g,
             version,
-        })
+            fidelity: Vec::new(),
+        };
+        // Which probes START registered: the module's per-kind bits.
+        source.fidelity = signal_status(&source.stats()?);
+        Ok(source)
+    }
+
+    /// Per signal: which tracepoints feed it and whether the module's probes on them are
+    /// registered (read when the capture started).
+    pub fn fidelity(&self) -> Vec<SignalStatus> {
+        self.fidelity.clone()
     }
 
     pub fn geometry(&self) -> uapi::Geometry {
@@ -405,13 +418,24 @@ impl KmodSource {
         // Bound one batch: a ring's worth per ring, at most 4 MiB in all.
         let budget = (4u64 << 20) / self.rings.len().max(1) as u64;
         let budget = budget.max(u64::from(self.geometry.ring_bytes));
-        self.rings
+        // Read before any ring's head: a record stamped earlier was published before
+        // its ring's head was read (but for one still being written), so if every ring
+        // drains to that head, everything stamped before `started` is in `out`.
+        let started = ksight_engine::monotonic_ns();
+        let mut complete = true;
+        let n = self
+            .rings
             .iter_mut()
             .map(|r| {
                 let d = r.drain(out, budget);
+                complete &= d.complete;
                 d.records + d.malformed
             })
-            .sum()
+            .sum();
+        if complete {
+            out.mark_complete(started);
+        }
+        n
     }
 
     fn wait(&self, timeout: Duration) -> io::Result<()> {
@@ -470,6 +494,37 @@ impl EventSource for KmodSource {
             }) as Arc<dyn CgroupFilter>
         })
     }
+}
+
+/// Each signal's fidelity from the module's per-kind probe bits (`KSIGHT_IOC_STATS`
+/// `available`, `enabled`, `attached`): a signal is full when the probes on all its
+/// tracepoints are registered, degraded when some are, unavailable when none is. The
+/// module reads every record field itself, so a registered probe misses nothing.
+pub fn signal_status(stats: &KmodStats) -> Vec<SignalStatus> {
+    let bit = |mask: u32, k: u16| mask & (1u32 << k) != 0;
+    Signal::ALL
+        .iter()
+        .map(|&signal| {
+            signals::combine(
+                signal,
+                signal.kinds().map(|row| {
+                    let k = row.kind;
+                    let hooked = if bit(stats.attached, k) {
+                        Hooked::Attached { notes: Vec::new() }
+                    } else if !bit(stats.available, k) {
+                        Hooked::Missing("the module found no such tracepoint on this kernel".into())
+                    } else if !bit(stats.enabled, k) {
+                        Hooked::Missing("not selected (KSIGHT_IOC_SET_KINDS)".into())
+                    } else if stats.capturing == 0 {
+                        Hooked::Missing("the capture is not running".into())
+                    } else {
+                        Hooked::Missing("the module did not register its probe".into())
+                    };
+                    (row.tracepoint.to_string(), hooked)
+                }),
+            )
+        })
+        .collect()
 }
 
 /// The ids `KSIGHT_IOC_SET_IGNORED_CGROUPS` is given: sorted, without duplicates, and no
@@ -644,6 +699,56 @@ mod tests {
         assert_eq!(uapi::IOC_STATS, 0x8520_b706);
         // _IOW(0xB7, 8, 16 bytes)
         assert_eq!(uapi::IOC_SET_IGNORED_CGROUPS, 0x4010_b708);
+    }
+
+    #[test]
+    fn signal_status_reflects_each_probe_the_module_registered() {
+        use event_abi::kind;
+        use ksight_engine::signals::Fidelity;
+        let all: u32 = (1..kind::END).map(|k| 1u32 << k).sum();
+        let mut st = KmodStats {
+            available: all & !(1 << kind::TCP_RESET_RECEIVED),
+            enabled: all,
+            capturing: 1,
+            ..KmodStats::default()
+        };
+        st.attached = st.available & !(1 << kind::BLOCK_ISSUE) & !(1 << kind::TCP_RETRANSMIT);
+        let got = signal_status(&st);
+        let by = |name: &str| {
+            got.iter()
+                .find(|s| s.name() == name)
+                .unwrap()
+                .status
+                .clone()
+        };
+        assert_eq!(got.len(), Signal::ALL.len());
+        assert_eq!(by("process"), Fidelity::Full);
+        assert_eq!(by("tcp"), Fidelity::Full);
+        assert_eq!(by("tcp_close_stats"), Fidelity::Full);
+        assert_eq!(
+            by("tcp_resets"),
+            Fidelity::Degraded(
+                "tcp:tcp_receive_reset: the module found no such tracepoint on this kernel".into()
+            )
+        );
+        assert_eq!(
+            by("tcp_retransmits"),
+            Fidelity::Unavailable(
+                "tcp:tcp_retransmit_skb: the module did not register its probe".into()
+            )
+        );
+        assert_eq!(
+            by("block"),
+            Fidelity::Degraded(
+                "block:block_rq_issue: the module did not register its probe".into()
+            )
+        );
+        // Kinds left out by the reader's selection.
+        st.enabled = 1 << kind::EXEC;
+        st.attached = 1 << kind::EXEC;
+        let got = signal_status(&st);
+        assert!(matches!(&got[5].status, Fidelity::Unavailable(w) if w.contains("not selected")));
+        assert!(matches!(&got[0].status, Fidelity::Degraded(_)));
     }
 
     #[test]

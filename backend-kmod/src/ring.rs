@@ -31,6 +31,9 @@ pub struct Drained {
     /// Stretches of the ring that failed validation and were skipped (each becomes one
     /// undecodable frame in the batch, so the engine counts it as malformed too).
     pub malformed: u64,
+    /// The ring was drained up to the head read at the start (not cut short by the
+    /// byte budget).
+    pub complete: bool,
 }
 
 /// A reader's view of one ring.
@@ -126,6 +129,7 @@ impl Ring {
             done.malformed += 1;
             self.malformed += 1;
             self.release(head);
+            done.complete = true;
             return done;
         }
         while tail != head && done.bytes < max_bytes {
@@ -165,6 +169,7 @@ impl Ring {
         if tail != self.tail {
             self.release(tail);
         }
+        done.complete = tail == head;
         done
     }
 }
@@ -278,7 +283,8 @@ pub(crate) mod tests {
             Drained {
                 records: 10,
                 bytes: 480,
-                malformed: 0
+                malformed: 0,
+                complete: true,
             }
         );
         assert_eq!(fake.tail(), 480);

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,9 +48,10 @@ pub enum Command {
         /// Capture file to write.
         #[arg(short, long)]
         output: PathBuf,
-        /// Stop after this long (e.g. 10s, 500ms, 2m); without it, stop on Ctrl-C.
-        #[arg(long, value_parser = parse_duration)]
-        duration: Option<std::time::Duration>,
+        /// Stop after this long (e.g. 10s, 500ms, 2m, 1h30m; a bare number is seconds);
+        /// without it, stop on Ctrl-C.
+        #[arg(long, value_parser = positive_duration)]
+        duration: Option<Duration>,
         /// Print the aggregates of what was recorded as JSON.
         #[arg(long)]
         json: bool,
@@ -91,8 +93,8 @@ pub enum Command {
         /// Stop after N snapshots.
         #[arg(short = 'n', long)]
         iterations: Option<u64>,
-        /// Seconds between snapshots.
-        #[arg(short, long, default_value_t = 1.0)]
+        /// Time between snapshots (e.g. 1, 0.5, 500ms, 2s; a bare number is seconds).
+        #[arg(short, long, default_value = "1", value_parser = delay_seconds)]
         delay: f64,
         #[arg(long)]
         json: bool,
@@ -127,30 +129,39 @@ pub enum TransportChoice {
     Perf,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+/// The one duration grammar of ksight, on the command line and in the configuration file:
+/// a number with a unit — `500ms`, `1.5s`, `30s`, `5m`, `2h`, `7d`, or several, `1h 30m`
+/// (humantime's grammar: also `us`, `min`, `sec`, `hour`, `day`, `w`) — or a bare number,
+/// which is seconds (as in systemd's time spans). Zero is a duration; whether a setting
+/// allows it is that setting's range.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 10s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{text}' (use ms, s, m or h)"
-            ));
-        }
+    let seconds = !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && text.chars().any(|c| c.is_ascii_digit());
+    let parsed = if seconds {
+        humantime::parse_duration(&format!("{text}s"))
+    } else {
+        humantime::parse_duration(text)
     };
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(format!("duration '{text}' must be positive"));
+    parsed.map_err(|e| {
+        format!(
+            "\"{text}\" is not a duration like \"500ms\", \"30s\", \"5m\", \"1h\" or \"7d\", or a number of seconds ({e})"
+        )
+    })
+}
+
+/// A duration of more than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("\"{}\" must be more than zero", text.trim())),
+        d => Ok(d),
     }
-    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// `--delay`, in seconds.
+fn delay_seconds(text: &str) -> Result<f64, String> {
+    positive_duration(text).map(|d| d.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -162,8 +173,16 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
         assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
         assert_eq!(parse_duration("3").unwrap().as_secs(), 3);
+        assert_eq!(parse_duration("0.25").unwrap().as_millis(), 250);
+        assert_eq!(parse_duration("1h 30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("3 fortnights").is_err());
-        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration(".").is_err());
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("0").is_err());
+        assert_eq!(delay_seconds("500ms").unwrap(), 0.5);
+        let e = parse_duration("10x").unwrap_err();
+        assert!(e.starts_with("\"10x\" is not a duration"), "{e}");
     }
 
     #[test]

@@ -2,14 +2,41 @@
 
 use crate::args::{BackendChoice, CaptureArgs, TransportChoice};
 use anyhow::{Context, Result, anyhow, bail};
-use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Fidelity, Transport};
+use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Transport};
 use ksight_backend_kmod::{KmodOptions, KmodSource};
 use ksight_engine::EventSource;
+use ksight_engine::signals::{Fidelity, SignalStatus};
 
 pub struct Opened {
     pub source: Box<dyn EventSource>,
-    /// One line per signal that is not fully available.
+    /// Why this backend runs: asked for, or what the automatic choice found (the other
+    /// backend's failure included).
+    pub reason: String,
+    /// Each signal of `event_abi::kinds::SIGNALS`, as the backend that runs observes it.
+    pub signals: Vec<SignalStatus>,
+    /// For people: one line per signal that is not fully observed (rendered from
+    /// `signals`; read the typed `signals` instead of parsing these).
     pub fidelity_notes: Vec<String>,
+}
+
+impl Opened {
+    fn new(source: Box<dyn EventSource>, reason: String, signals: Vec<SignalStatus>) -> Self {
+        Self {
+            source,
+            reason,
+            fidelity_notes: fidelity_notes(&signals),
+            signals,
+        }
+    }
+}
+
+/// One line per signal that is not fully observed.
+pub fn fidelity_notes(signals: &[SignalStatus]) -> Vec<String> {
+    signals
+        .iter()
+        .filter(|s| s.status != Fidelity::Full)
+        .map(crate::render::signal_line)
+        .collect()
 }
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -30,14 +57,36 @@ fn has_bpf_capabilities() -> bool {
 
 pub fn open(args: &CaptureArgs) -> Result<Opened> {
     match args.backend {
-        BackendChoice::Ebpf => open_ebpf(args.transport),
-        BackendChoice::Kmod => open_kmod(),
+        BackendChoice::Ebpf => {
+            open_ebpf(args.transport).map(|o| o.because("asked for with --backend ebpf".into()))
+        }
+        BackendChoice::Kmod => {
+            open_kmod().map(|o| o.because("asked for with --backend kmod".into()))
+        }
         BackendChoice::Auto => match open_ebpf(args.transport) {
-            Ok(opened) => Ok(opened),
-            Err(ebpf) => open_kmod().map_err(|kmod| {
-                anyhow!("no kernel backend can run here:\n  ebpf: {ebpf:#}\n  kmod: {kmod:#}")
-            }),
+            Ok(opened) => Ok(opened
+                .because("chosen automatically: the eBPF programs load and attach here".into())),
+            Err(ebpf) => match open_kmod() {
+                Ok(opened) => Ok(opened.because(fallback_reason(&ebpf))),
+                Err(kmod) => Err(anyhow!(
+                    "no kernel backend can run here:\n  ebpf: {ebpf:#}\n  kmod: {kmod:#}"
+                )),
+            },
         },
+    }
+}
+
+/// Why the module runs after eBPF could not.
+fn fallback_reason(ebpf: &anyhow::Error) -> String {
+    format!(
+        "chosen automatically: the eBPF backend cannot run here ({ebpf:#}); the ksight module is loaded"
+    )
+}
+
+impl Opened {
+    fn because(mut self, reason: String) -> Self {
+        self.reason = reason;
+        self
     }
 }
 
@@ -57,31 +106,53 @@ pub fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
         ..EbpfOptions::default()
     };
     let source = EbpfSource::open(options).context("loading the eBPF backend")?;
-    let fidelity_notes = source
-        .fidelity()
-        .iter()
-        .filter(|s| s.status != Fidelity::Full)
-        .map(crate::render::signal_line)
-        .collect();
-    Ok(Opened {
-        source: Box::new(source),
-        fidelity_notes,
-    })
+    let signals = source.fidelity();
+    Ok(Opened::new(
+        Box::new(source),
+        "the eBPF programs load and attach here".into(),
+        signals,
+    ))
 }
 
 pub fn open_kmod() -> Result<Opened> {
     let source =
         KmodSource::open(KmodOptions::default()).context("opening the kernel-module backend")?;
-    let stats = source
-        .stats()
-        .context("reading the kernel module's statistics")?;
-    // The module reports, per record kind, whether this kernel has the tracepoint.
-    let fidelity_notes = (1..event_abi::kind::END)
-        .filter(|k| stats.available & (1u32 << k) == 0)
-        .map(|k| format!("record kind {k}: the module found no tracepoint for it on this kernel"))
-        .collect();
-    Ok(Opened {
-        source: Box::new(source),
-        fidelity_notes,
-    })
+    // Per signal, from the probes the module registered (its per-kind bits).
+    let signals = source.fidelity();
+    Ok(Opened::new(
+        Box::new(source),
+        "the ksight module is loaded".into(),
+        signals,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ksight_engine::signals::Signal;
+
+    #[test]
+    fn notes_are_rendered_from_the_typed_statuses() {
+        let s = |signal, status| SignalStatus {
+            signal,
+            tracepoints: vec![],
+            status,
+        };
+        let notes = fidelity_notes(&[
+            s(Signal::Process, Fidelity::Full),
+            s(Signal::Block, Fidelity::Unavailable("gone".into())),
+        ]);
+        assert_eq!(notes, ["block            unavailable: gone"]);
+    }
+
+    #[test]
+    fn a_fallback_says_why_ebpf_could_not_run() {
+        let e = anyhow!("permission denied").context("loading the eBPF backend");
+        let r = fallback_reason(&e);
+        assert!(
+            r.contains("loading the eBPF backend: permission denied")
+                && r.contains("ksight module is loaded"),
+            "{r}"
+        );
+    }
 }

@@ -5,16 +5,13 @@ use crate::backend;
 use crate::cgroup::StatCgroup;
 use crate::render;
 use anyhow::{Context, Result, bail};
-use crossbeam_channel::RecvTimeoutError;
 use ksight_engine::attribution::{Attributor, attribute};
 use ksight_engine::capture::{CaptureHeader, CaptureWriter, ReplaySource};
 use ksight_engine::names::HostNames;
-use ksight_engine::pipeline::{Message, Readers};
-use ksight_engine::{Engine, EventSource, Poll, RawBatch, Scope, Snapshot, monotonic_ns};
+use ksight_engine::{Capture, Engine, Pumped, Scope, Snapshot};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn run(args: Args) -> Result<u8> {
@@ -91,43 +88,9 @@ fn detect(json: bool) -> Result<u8> {
     Ok(if backend == "none" { 1 } else { 0 })
 }
 
-/// Feeds one reader message to the engine (and to a capture file, when recording).
-fn handle(
-    engine: &mut Engine,
-    message: Message,
-    mut record: Option<&mut CaptureWriter<std::io::BufWriter<std::fs::File>>>,
-) -> Result<()> {
-    match message {
-        Message::Batch { batch, .. } => {
-            if let Some(w) = record.as_mut() {
-                w.write_batch(&batch)?;
-            }
-            engine.ingest(&batch);
-        }
-        Message::Counters { counters, .. } => {
-            if let Some(w) = record.as_mut() {
-                w.write_counters(&counters)?;
-            }
-            engine.set_counters(counters);
-        }
-        Message::Finished { .. } => {}
-        Message::Failed { error, .. } => return Err(error.into()),
-    }
-    Ok(())
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Ctrl-C and SIGTERM end a capture cleanly instead of killing it.
-fn stop_on_interrupt() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(signal, on_interrupt as *const () as libc::sighandler_t) };
-    }
+/// An `Instant` no capture reaches.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 86_400)
 }
 
 fn print_snapshot(
@@ -160,44 +123,22 @@ fn stat(
             None
         }
     };
-    let readers = Readers::spawn(vec![opened.source]);
-
     let mut child = crate::cgroup::spawn_in(command, cgroup.as_ref())?;
     let mut scope = Scope::default();
     scope.pids.insert(child.id());
     if let Some(cg) = &cgroup {
         scope.cgroups.insert(cg.id);
     }
-    let mut engine = Engine::new(&backend_name, Some(scope));
-    let rx = readers.receiver().clone();
+    let mut capture = Capture::single(opened.source, Engine::new(&backend_name, Some(scope)));
     let status = loop {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(m) => handle(&mut engine, m, None)?,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => bail!("the event reader stopped"),
-        }
-        engine.advance(Some(monotonic_ns()));
+        capture.pump(Instant::now() + Duration::from_millis(20))?;
         if let Some(status) = child.try_wait()? {
             break status;
         }
     };
-    // The command's last events may still sit in the kernel buffers: keep reading briefly.
-    let deadline = Instant::now() + Duration::from_millis(200);
-    while Instant::now() < deadline {
-        if let Ok(m) = rx.recv_timeout(Duration::from_millis(10)) {
-            handle(&mut engine, m, None)?;
-        }
-    }
-    let mut failure = None;
-    readers.stop(|m| {
-        if let Err(e) = handle(&mut engine, m, None) {
-            failure.get_or_insert(e);
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    engine.flush();
+    // Everything the command did was stamped before its exit was reaped.
+    let done = capture.finish()?;
+    let engine = &done.engines[0];
     let mut snapshot = engine.snapshot(&HostNames { live: true });
     attribute(&mut snapshot, &mut Attributor::host());
     match output {
@@ -232,31 +173,14 @@ fn record(
     let opened = backend::open(capture)?;
     let backend_name = opened.source.name().to_string();
     let header = CaptureHeader::for_this_host(backend_name.clone());
-    let mut writer = CaptureWriter::create(output, header)?;
-    stop_on_interrupt();
-    let readers = Readers::spawn(vec![opened.source]);
-    let mut engine = Engine::new(&backend_name, None);
-    let rx = readers.receiver().clone();
-    let started = Instant::now();
-    while !INTERRUPTED.load(Ordering::SeqCst) && duration.is_none_or(|d| started.elapsed() < d) {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(m) => handle(&mut engine, m, Some(&mut writer))?,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => bail!("the event reader stopped"),
-        }
-        engine.advance(Some(monotonic_ns()));
-    }
-    let mut failure = None;
-    readers.stop(|m| {
-        if let Err(e) = handle(&mut engine, m, Some(&mut writer)) {
-            failure.get_or_insert(e);
-        }
-    });
-    writer.finish()?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    engine.flush();
+    let writer = CaptureWriter::create(output, header)?;
+    let mut capture = Capture::single(opened.source, Engine::new(&backend_name, None))
+        .recording(writer)
+        .stop_on_signals()?;
+    // Until the duration, Ctrl-C or SIGTERM.
+    capture.pump(duration.map_or(far_future(), |d| Instant::now() + d))?;
+    let done = capture.finish()?;
+    let engine = &done.engines[0];
     // The same names a replay can give: from events only.
     let snapshot = engine.snapshot(&HostNames { live: false });
     print_snapshot(
@@ -269,20 +193,12 @@ fn record(
 }
 
 fn replay(file: &Path, json: bool) -> Result<u8> {
-    let mut source = ReplaySource::open(file)?;
-    let mut engine = Engine::new(&source.header().backend.clone(), None);
-    let mut batch = RawBatch::new();
-    loop {
-        batch.clear();
-        let poll = source.poll(&mut batch, Duration::ZERO)?;
-        engine.ingest(&batch);
-        engine.advance(None);
-        if poll == Poll::Finished {
-            break;
-        }
-    }
-    engine.set_counters(source.counters());
-    engine.flush();
+    let source = ReplaySource::open(file)?;
+    let engine = Engine::new(&source.header().backend.clone(), None);
+    let mut capture = Capture::single(Box::new(source), engine);
+    while capture.pump(far_future())? != Pumped::Finished {}
+    let done = capture.finish()?;
+    let engine = &done.engines[0];
     let snapshot = engine.snapshot(&HostNames { live: false });
     print_snapshot(&snapshot, json, &[], &mut std::io::stdout().lock())?;
     Ok(0)
@@ -294,34 +210,24 @@ fn top_batch(capture: &CaptureArgs, iterations: Option<u64>, delay: f64, json: b
     }
     let opened = backend::open(capture)?;
     let backend_name = opened.source.name().to_string();
-    stop_on_interrupt();
-    let readers = Readers::spawn(vec![opened.source]);
-    let mut engine = Engine::new(&backend_name, None);
-    let rx = readers.receiver().clone();
+    let mut capture =
+        Capture::single(opened.source, Engine::new(&backend_name, None)).stop_on_signals()?;
     let names = HostNames { live: true };
     let mut attributor = Attributor::host();
     let mut done = 0u64;
     let mut stdout = std::io::stdout().lock();
-    while !INTERRUPTED.load(Ordering::SeqCst) && iterations.is_none_or(|n| done < n) {
+    while iterations.is_none_or(|n| done < n) {
         let deadline = Instant::now() + Duration::from_secs_f64(delay);
-        while Instant::now() < deadline && !INTERRUPTED.load(Ordering::SeqCst) {
-            match rx.recv_timeout(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(50)),
-            ) {
-                Ok(m) => handle(&mut engine, m, None)?,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => bail!("the event reader stopped"),
-            }
-            engine.advance(Some(monotonic_ns()));
+        if capture.pump(deadline)? == Pumped::Stopped {
+            break;
         }
+        let engine = capture.engine_mut();
         let mut snapshot = engine.snapshot(&names);
         attribute(&mut snapshot, &mut attributor);
         print_snapshot(&snapshot, json, &opened.fidelity_notes, &mut stdout)?;
         engine.reset_interval();
         done += 1;
     }
-    readers.stop(|_| {});
+    drop(capture);
     Ok(0)
 }

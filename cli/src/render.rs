@@ -193,12 +193,10 @@ pub fn ebpf_blocker(r: &DetectReport) -> Option<String> {
     None
 }
 
+/// `tcp_close_stats  degraded: why`: for people only (scripts read the typed statuses or
+/// `--json`).
 pub fn signal_line(s: &SignalStatus) -> String {
-    match &s.status {
-        Fidelity::Full => format!("{:<16} full", s.signal),
-        Fidelity::Degraded(why) => format!("{:<16} degraded: {why}", s.signal),
-        Fidelity::Unavailable(why) => format!("{:<16} unavailable: {why}", s.signal),
-    }
+    s.line()
 }
 
 pub fn detect(r: &DetectReport, backend: &str, reason: &str, kmod: Option<&str>) -> String {

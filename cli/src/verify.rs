@@ -7,12 +7,10 @@ use crate::cgroup::{StatCgroup, spawn_in};
 use anyhow::{Context, Result, ensure};
 use ksight_engine::names::HostNames;
 use ksight_engine::parity::{RecordLog, compare_logs, compare_snapshots};
-use ksight_engine::{Engine, EventSource, RawBatch, Scope, monotonic_ns};
+use ksight_engine::{Capture, Engine, EventSource, Scope, monotonic_ns};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Records this close to the start or end of the capture may be seen by one backend only.
-const EDGE_NS: u64 = 50_000_000;
 
 pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
     // eBPF first: from the moment the module starts, both see everything.
@@ -20,7 +18,7 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
         .context("ksight verify needs the eBPF backend")?;
     let kmod = backend::open_kmod().context("ksight verify needs the kernel-module backend")?;
     let names = ("kmod", "ebpf");
-    let mut sources: Vec<Box<dyn EventSource>> = vec![kmod.source, ebpf.source];
+    let sources: Vec<Box<dyn EventSource>> = vec![kmod.source, ebpf.source];
     let started = monotonic_ns();
 
     let cgroup = StatCgroup::create().context("verify runs its workload in a cgroup of its own")?;
@@ -39,55 +37,44 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
     let mut scope = Scope::default();
     scope.cgroups.insert(cgroup.id);
     scope.pids.insert(child.id());
-    let mut engines = [
+    let engines = vec![
         Engine::new(names.0, Some(scope.clone())),
         Engine::new(names.1, Some(scope)),
     ];
-    let mut logs = [RecordLog::default(), RecordLog::default()];
-    let mut batch = RawBatch::new();
-    let mut pump = |timeout: Duration| -> Result<usize> {
-        let mut n = 0;
-        for (i, source) in sources.iter_mut().enumerate() {
-            batch.clear();
-            source.poll(&mut batch, timeout)?;
-            n += batch.len();
-            logs[i].add(&batch, started);
-            engines[i].ingest(&batch);
-            engines[i].set_counters(source.counters());
-            engines[i].advance(Some(monotonic_ns()));
-        }
-        Ok(n)
-    };
+    let logs = Arc::new(Mutex::new([RecordLog::default(), RecordLog::default()]));
+    let tap_logs = logs.clone();
+    let mut capture = Capture::start(sources, engines).tapped(Box::new(move |i, batch| {
+        // Everything is logged; the window is applied to pairs when comparing.
+        tap_logs.lock().expect("record log")[i].add(batch, 0);
+    }));
     let status = loop {
-        pump(Duration::from_millis(5))?;
+        capture.pump(Instant::now() + Duration::from_millis(20))?;
         if let Some(status) = child.try_wait()? {
             break status;
         }
     };
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        pump(Duration::from_millis(5))?;
-    }
-    let stopped = monotonic_ns();
-    while pump(Duration::ZERO)? > 0 {}
+    // What the kernel finishes after the workload exits (softirq TCP transitions,
+    // completions) belongs to the comparison too.
+    capture.pump(Instant::now() + Duration::from_millis(500))?;
+    // Both backends deliver everything stamped before the stop: the comparison window
+    // is exact, from the moment both were attached to the stop.
+    let mut done = capture.finish()?;
+    ensure!(
+        done.drained,
+        "a backend did not deliver its records within the drain timeout"
+    );
+    let stopped = done.stopped_at_ns;
     if let Err(e) = cgroup.remove() {
         eprintln!("ksight: warning: {e:#}");
     }
     ensure!(status.success(), "the built-in workload failed ({status})");
+    let logs = logs.lock().expect("record log");
 
-    let records = compare_logs(
-        &logs[0],
-        &logs[1],
-        names,
-        started + EDGE_NS,
-        stopped.saturating_sub(EDGE_NS),
-    );
-    let snapshots: Vec<serde_json::Value> = engines
+    let records = compare_logs(&logs[0], &logs[1], names, started, stopped);
+    let snapshots: Vec<serde_json::Value> = done
+        .engines
         .iter_mut()
-        .map(|e| {
-            e.flush();
-            serde_json::to_value(e.snapshot(&HostNames { live: true }))
-        })
+        .map(|e| serde_json::to_value(e.snapshot(&HostNames { live: true })))
         .collect::<Result<_, _>>()?;
     let metrics = compare_snapshots(&snapshots[0], &snapshots[1], names, records.skew_ns);
     let agree = metrics.different.is_empty() && records.only_a == 0 && records.only_b == 0;

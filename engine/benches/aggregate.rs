@@ -16,7 +16,7 @@ fn full_aggregation(c: &mut Criterion) {
         b.iter(|| {
             let mut engine = Engine::new("bench", None);
             engine.ingest(black_box(&batch));
-            engine.advance(None);
+            engine.advance();
             engine.flush();
             black_box(engine.records)
         })

@@ -267,8 +267,10 @@ impl Aggregator {
             return;
         }
         let ignored = &self.ignored;
-        self.processes.retain(|_, p| !ignored.contains(&p.cgroup_id));
-        self.open.retain(|_, c| !ignored.contains(&c.sock_cgroup_id));
+        self.processes
+            .retain(|_, p| !ignored.contains(&p.cgroup_id));
+        self.open
+            .retain(|_, c| !ignored.contains(&c.sock_cgroup_id));
         for bios in self.pending.values_mut() {
             bios.retain(|_, b| !ignored.contains(&b.cgroup_id));
         }

@@ -9,8 +9,14 @@
 //! offset 16  L bytes   bincode CaptureHeader
 //! then frames, to the end of the file:
 //!            u32       length N of the frame
-//!            N bytes   bincode Frame (records of one batch, or the source's counters)
+//!            N bytes   bincode Frame (records of one batch, the source's counters,
+//!                      or a completeness mark)
 //! ```
+//!
+//! Versions: 1 counters {lost_per_cpu, malformed}; 2 the same, followed by `filtered`
+//! when it was not 0; 3 counters always with `filtered`, and `Complete` frames (the
+//! source's completeness marks, so a replay releases events exactly when the recording
+//! run did). Every earlier version still reads; each version's frames have a type here.
 //!
 //! bincode is version 1.3 with its default wire format (fixed-width little-endian
 //! integers, u64 lengths), so `bincode::serialize`/`deserialize` read and write the same
@@ -35,11 +41,10 @@ use crate::source::{EventSource, Poll, RawBatch, SourceCounters, SourceError};
 
 /// The first bytes of every capture file.
 pub const MAGIC: [u8; 8] = *b"KSIGHTCP";
-/// The file-format version this code writes. 2: counters frames may end with the count
-/// of records the kernel filtered (version 1 files read with none).
-pub const FORMAT_VERSION: u32 = 2;
+/// The file-format version this code writes (see the module's notes for each version).
+pub const FORMAT_VERSION: u32 = 3;
 /// The file-format versions this code reads.
-pub const SUPPORTED_FORMAT_VERSIONS: &[u32] = &[1, 2];
+pub const SUPPORTED_FORMAT_VERSIONS: &[u32] = &[1, 2, 3];
 /// Largest frame accepted (and written); a longer length prefix is corruption.
 pub const MAX_FRAME_LEN: u32 = 64 << 20;
 /// Largest capture header accepted (and written).
@@ -125,6 +130,60 @@ pub enum Frame {
     },
     /// The source's cumulative counters at this point of the recording.
     Counters(SourceCounters),
+    /// The source's completeness mark ([`RawBatch::mark_complete`]) for the records
+    /// before it.
+    Complete(u64),
+}
+
+/// A frame as format versions 1 and 2 wrote it.
+#[derive(Deserialize)]
+enum FrameV1 {
+    Records {
+        #[serde(with = "byte_buf")]
+        bytes: Vec<u8>,
+        ends: Vec<u32>,
+    },
+    Counters(CountersV1),
+}
+
+/// Counters before `filtered` existed (version 1; version 2 with nothing filtered).
+#[derive(Deserialize)]
+struct CountersV1 {
+    lost_per_cpu: Vec<u64>,
+    malformed: u64,
+}
+
+impl From<FrameV1> for Frame {
+    fn from(frame: FrameV1) -> Self {
+        match frame {
+            FrameV1::Records { bytes, ends } => Frame::Records { bytes, ends },
+            FrameV1::Counters(c) => Frame::Counters(SourceCounters {
+                lost_per_cpu: c.lost_per_cpu,
+                malformed: c.malformed,
+                filtered: 0,
+            }),
+        }
+    }
+}
+
+/// Decodes one frame of a file of `version`.
+fn decode_frame(version: u32, bytes: &[u8]) -> bincode::Result<Frame> {
+    let wire = wire().with_limit(MAX_FRAME_LEN.into());
+    match version {
+        1 => wire.deserialize::<FrameV1>(bytes).map(Frame::from),
+        // Version 2 wrote `filtered` only when it was not 0: with it, the frame reads as
+        // today's (it has no `Complete`); without it, as version 1's.
+        2 => wire
+            .deserialize::<Frame>(bytes)
+            .and_then(|f| match f {
+                Frame::Complete(_) => Err(Box::new(bincode::ErrorKind::Custom(
+                    "a completeness mark in a version 2 file".into(),
+                ))),
+                f => Ok(f),
+            })
+            .or_else(|_| wire.deserialize::<FrameV1>(bytes).map(Frame::from)),
+        _ => wire.deserialize::<Frame>(bytes),
+    }
 }
 
 /// `Vec<u8>` read in one piece rather than byte by byte (same bytes on the wire as a
@@ -170,6 +229,7 @@ enum FrameRef<'a> {
         ends: BatchEnds<'a>,
     },
     Counters(&'a SourceCounters),
+    Complete(u64),
 }
 
 /// A batch's record bytes, end to end.
@@ -408,11 +468,19 @@ impl<W: Write> CaptureWriter<W> {
         Ok(writer)
     }
 
-    /// Writes one frame with the batch's records; an empty batch writes nothing.
+    /// Writes one frame with the batch's records (none for an empty batch), then one
+    /// with its completeness mark if it has one.
     pub fn write_batch(&mut self, batch: &RawBatch) -> Result<(), CaptureError> {
-        if batch.is_empty() {
-            return Ok(());
+        if !batch.is_empty() {
+            self.write_records(batch)?;
         }
+        match batch.complete_before() {
+            Some(ts) => self.put_frame("frame", MAX_FRAME_LEN, &FrameRef::Complete(ts)),
+            None => Ok(()),
+        }
+    }
+
+    fn write_records(&mut self, batch: &RawBatch) -> Result<(), CaptureError> {
         let total: usize = batch.iter().map(<[u8]>::len).sum();
         if total > MAX_FRAME_LEN as usize {
             return Err(CaptureError::TooLarge {
@@ -665,15 +733,14 @@ impl ReplaySource {
         else {
             return Ok(None);
         };
-        let frame: Frame = wire()
-            .with_limit(MAX_FRAME_LEN.into())
-            .deserialize(&self.buf)
-            .map_err(|source| CaptureError::Undecodable {
+        let frame = decode_frame(self.header.format_version, &self.buf).map_err(|source| {
+            CaptureError::Undecodable {
                 path: self.path.clone(),
                 offset,
                 what: "frame",
                 source,
-            })?;
+            }
+        })?;
         if let Frame::Records { bytes, ends } = &frame
             && let Some(detail) = ends_problem(bytes.len(), ends)
         {
@@ -736,6 +803,10 @@ impl EventSource for ReplaySource {
                     return Ok(Poll::Finished);
                 }
                 Ok(Some(Frame::Counters(counters))) => self.counters = counters,
+                Ok(Some(Frame::Complete(ts))) => {
+                    out.mark_complete(ts);
+                    return Ok(Poll::Ready);
+                }
                 Ok(Some(Frame::Records { bytes, ends })) => {
                     if ends.is_empty() {
                         continue;
@@ -1087,7 +1158,7 @@ mod tests {
         let sample = Sample::new();
         let b = &sample.bytes;
         assert_eq!(&b[..8], b"KSIGHTCP");
-        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 2);
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3);
         let len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
         let h: CaptureHeader = bincode::deserialize(&b[16..16 + len]).unwrap();
         assert_eq!(h, header());
@@ -1151,6 +1222,9 @@ mod tests {
                 let i = i as u64;
                 let expect = if i < VERSION_OFFSET {
                     Some("bad magic at byte 0")
+                } else if i == VERSION_OFFSET && mask == 0x01 {
+                    // 3 ^ 1 = 2, a version this reads: the header's own version disagrees.
+                    Some("capture header at byte 16 is inconsistent")
                 } else if i < HEADER_OFFSET {
                     Some("unsupported capture format version")
                 } else if (HEADER_FORMAT_VERSION_OFFSET..HEADER_ABI_MAJOR_OFFSET).contains(&i) {
@@ -1222,20 +1296,20 @@ mod tests {
     fn unsupported_format_version() {
         let file = TempFile::new("version");
         let mut bytes = Sample::new().bytes;
-        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
         file.write(&bytes);
         let e = ReplaySource::open(&file.0).err().unwrap();
         assert!(matches!(
             e,
             CaptureError::UnsupportedVersion {
-                found: 3,
+                found: 4,
                 offset: 8,
                 ..
             }
         ));
         let message = e.to_string();
         assert!(
-            message.contains("version 3 at byte 8; this ksight reads version(s) 1, 2"),
+            message.contains("version 4 at byte 8; this ksight reads version(s) 1, 2, 3"),
             "{message}"
         );
     }
@@ -1422,5 +1496,103 @@ mod tests {
         );
         assert!(!h.kernel_release.is_empty());
         assert!(h.started_monotonic_ns > 0 && h.started_unix_ns > 0);
+    }
+
+    /// Counters frames as each format version wrote them.
+    #[derive(Serialize)]
+    enum OldFrame {
+        #[allow(dead_code)]
+        Records {
+            bytes: Vec<u8>,
+            ends: Vec<u32>,
+        },
+        Counters(OldCounters),
+    }
+    #[derive(Serialize)]
+    struct OldCounters {
+        lost_per_cpu: Vec<u64>,
+        malformed: u64,
+    }
+    #[derive(Serialize)]
+    enum V2Frame {
+        #[allow(dead_code)]
+        Records {
+            bytes: Vec<u8>,
+            ends: Vec<u32>,
+        },
+        Counters(OldCounters, u64),
+    }
+
+    #[test]
+    fn every_format_version_reads_its_counters() {
+        let v1 = wire()
+            .serialize(&OldFrame::Counters(OldCounters {
+                lost_per_cpu: vec![1, 2],
+                malformed: 3,
+            }))
+            .unwrap();
+        let want = |filtered| {
+            Frame::Counters(SourceCounters {
+                lost_per_cpu: vec![1, 2],
+                malformed: 3,
+                filtered,
+            })
+        };
+        assert_eq!(decode_frame(1, &v1).unwrap(), want(0));
+        // Version 2: the same bytes when nothing was filtered, else `filtered` after them.
+        assert_eq!(decode_frame(2, &v1).unwrap(), want(0));
+        let v2 = wire()
+            .serialize(&V2Frame::Counters(
+                OldCounters {
+                    lost_per_cpu: vec![1, 2],
+                    malformed: 3,
+                },
+                77,
+            ))
+            .unwrap();
+        assert_eq!(decode_frame(2, &v2).unwrap(), want(77));
+        // Version 1 has no `filtered`: the bytes after its counters are corruption.
+        assert!(decode_frame(1, &v2).is_err());
+        // Version 3 always writes it: a frame without it is cut short.
+        assert!(decode_frame(3, &v1).is_err());
+        assert_eq!(decode_frame(3, &v2).unwrap(), want(77));
+        let mark = wire().serialize(&Frame::Complete(5)).unwrap();
+        assert_eq!(decode_frame(3, &mark).unwrap(), Frame::Complete(5));
+        assert!(decode_frame(2, &mark).is_err() && decode_frame(1, &mark).is_err());
+    }
+
+    #[test]
+    fn completeness_marks_replay_where_they_were_recorded() {
+        let file = TempFile::new("marks");
+        let mut w = CaptureWriter::create(&file.0, header()).unwrap();
+        let mut first = batch(1, 2);
+        first.mark_complete(1_000);
+        w.write_batch(&first).unwrap();
+        let mut idle = RawBatch::new();
+        idle.mark_complete(2_000);
+        w.write_batch(&idle).unwrap();
+        w.write_batch(&batch(2, 1)).unwrap();
+        w.finish().unwrap();
+
+        let mut source = ReplaySource::open(&file.0).unwrap();
+        let mut seen = vec![];
+        loop {
+            let mut out = RawBatch::new();
+            let poll = source.poll(&mut out, Duration::ZERO).unwrap();
+            seen.push((out.len(), out.complete_before()));
+            if poll == Poll::Finished {
+                break;
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                (2, None),
+                (0, Some(1_000)),
+                (0, Some(2_000)),
+                (1, None),
+                (0, None)
+            ]
+        );
     }
 }

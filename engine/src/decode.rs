@@ -2,7 +2,7 @@
 //! equal to both the frame length and the kind's record size) before it is trusted.
 
 use core::mem::size_of;
-use core::ptr::read_unaligned;
+use event_abi::zerocopy::{FromBytes, Immutable, IntoBytes};
 use event_abi::{
     BlockEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent, kind,
     record_size,
@@ -76,19 +76,21 @@ pub enum DecodeError {
     },
 }
 
-/// Reads a `T` from the start of `bytes`; the caller has checked the length.
-fn read<T: Copy>(bytes: &[u8]) -> T {
-    debug_assert!(bytes.len() >= size_of::<T>());
-    // SAFETY: length checked by `decode`; every T here is a repr(C) record of integers, valid
-    // for any bit pattern; read_unaligned because batch buffers carry no alignment promise.
-    unsafe { read_unaligned(bytes.as_ptr().cast::<T>()) }
+/// Reads a whole record from `bytes` (a copy: batch buffers carry no alignment promise).
+/// `decode` has checked the length against the kind, so this cannot fail.
+fn read<T: FromBytes>(bytes: &[u8], header: &EventHeader) -> Result<T, DecodeError> {
+    T::read_from_bytes(bytes).map_err(|_| DecodeError::BadSize {
+        kind: header.kind,
+        header_size: header.size,
+        frame_len: bytes.len(),
+        expected: size_of::<T>(),
+    })
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    if bytes.len() < size_of::<EventHeader>() {
+    let Ok((header, _)) = EventHeader::read_from_prefix(bytes) else {
         return Err(DecodeError::TooShort { len: bytes.len() });
-    }
-    let header: EventHeader = read(bytes);
+    };
     let expected =
         record_size(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
     if header.size as usize != expected || bytes.len() != expected {
@@ -99,25 +101,28 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             expected,
         });
     }
+    let h = &header;
     Ok(match header.kind {
-        kind::EXEC => Event::Exec(Box::new(read(bytes))),
-        kind::FORK => Event::Fork(read(bytes)),
-        kind::EXIT => Event::Exit(read(bytes)),
-        kind::TCP_STATE => Event::TcpState(read(bytes)),
+        kind::EXEC => Event::Exec(Box::new(read(bytes, h)?)),
+        kind::FORK => Event::Fork(read(bytes, h)?),
+        kind::EXIT => Event::Exit(read(bytes, h)?),
+        kind::TCP_STATE => Event::TcpState(read(bytes, h)?),
         kind::TCP_RETRANSMIT | kind::TCP_RESET_SENT | kind::TCP_RESET_RECEIVED => {
-            Event::Tcp(read(bytes))
+            Event::Tcp(read(bytes, h)?)
         }
-        kind::BLOCK_QUEUE | kind::BLOCK_ISSUE | kind::BLOCK_COMPLETE => Event::Block(read(bytes)),
+        kind::BLOCK_QUEUE | kind::BLOCK_ISSUE | kind::BLOCK_COMPLETE => {
+            Event::Block(read(bytes, h)?)
+        }
         // record_size() accepted the kind, so it is one of the above.
         other => return Err(DecodeError::UnknownKind { kind: other }),
     })
 }
 
 /// The bytes of a record as a backend would emit them (tests, benchmarks, synthetic sources).
-pub fn encode<T: Copy>(record: &T) -> &[u8] {
-    // SAFETY: records are repr(C) integer structs with explicit padding: every byte is
-    // initialised.
-    unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+/// Only for types whose every byte is initialised: `IntoBytes` is derived only where there
+/// is no padding.
+pub fn encode<T: IntoBytes + Immutable>(record: &T) -> &[u8] {
+    record.as_bytes()
 }
 
 /// A NUL-terminated kernel string field as text (lossy).

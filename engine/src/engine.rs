@@ -7,18 +7,12 @@ use crate::reorder::Reorder;
 use crate::snapshot::Snapshot;
 use crate::source::{RawBatch, SourceCounters};
 
-/// How long an event waits for older events from other CPUs before it is aggregated.
-pub const DEFAULT_REORDER_WINDOW_NS: u64 = 20_000_000;
-/// How long a live capture waits, with no newer event arriving, before it aggregates
-/// what it holds anyway.
-pub const IDLE_FLUSH_NS: u64 = 250_000_000;
-
 pub struct Engine {
     backend: String,
     reorder: Reorder,
     aggregator: Aggregator,
-    window_ns: u64,
-    newest_ts: u64,
+    /// See [`Engine::keep_kinds`].
+    wanted: Option<Box<dyn Fn(u16) -> bool + Send>>,
     counters: SourceCounters,
     /// Lost events per CPU already reported at the last interval reset.
     lost_at_reset: Vec<u64>,
@@ -34,8 +28,7 @@ impl Engine {
             backend: backend.to_string(),
             reorder: Reorder::new(),
             aggregator: scope.map_or_else(Aggregator::new, Aggregator::scoped),
-            window_ns: DEFAULT_REORDER_WINDOW_NS,
-            newest_ts: 0,
+            wanted: None,
             counters: SourceCounters::default(),
             lost_at_reset: Vec::new(),
             malformed: 0,
@@ -45,38 +38,41 @@ impl Engine {
         }
     }
 
-    pub fn with_window(mut self, window_ns: u64) -> Self {
-        self.window_ns = window_ns;
-        self
-    }
-
-    /// Decodes a batch; malformed records are counted and skipped.
+    /// Decodes a batch (malformed records are counted and skipped) and takes its
+    /// completeness mark.
     pub fn ingest(&mut self, batch: &RawBatch) {
         for bytes in batch.iter() {
+            if let Some(wanted) = &self.wanted
+                && let Some(kind) = record_kind(bytes)
+                && !wanted(kind)
+            {
+                continue;
+            }
             match decode(bytes) {
                 Ok(event) => {
                     self.records += 1;
-                    self.newest_ts = self.newest_ts.max(event.ts_ns());
                     self.reorder.push(event);
                 }
                 Err(_) => self.malformed += 1,
             }
         }
+        if let Some(ts) = batch.complete_before() {
+            self.reorder.mark_complete(ts);
+        }
     }
 
-    /// Aggregates events older than the reorder window, measured from the newest event
-    /// seen. Per-CPU buffers are drained together, so what was stamped before the newest
-    /// record read was already buffered when it was read; the wall clock (`now_ns`, live
-    /// captures) only moves the watermark once the stream has been quiet for
-    /// [`IDLE_FLUSH_NS`]. Measuring from the wall clock alone let a slow drain (a loaded
-    /// or emulated machine) release a close before the open that preceded it.
-    pub fn advance(&mut self, now_ns: Option<u64>) {
-        let mut watermark = self.newest_ts.saturating_sub(self.window_ns);
-        if let Some(now) = now_ns {
-            watermark = watermark.max(now.saturating_sub(IDLE_FLUSH_NS));
-        }
+    /// Drops, before decoding, the records whose kind `wanted` refuses (signals the user
+    /// turned off); `None` keeps every kind. Records too short to name a kind are kept,
+    /// so they are counted as malformed.
+    pub fn keep_kinds(&mut self, wanted: Option<Box<dyn Fn(u16) -> bool + Send>>) {
+        self.wanted = wanted;
+    }
+
+    /// Aggregates every event that no missing one can precede: the exact per-CPU merge
+    /// of [`crate::reorder`], which needs neither a window nor the wall clock.
+    pub fn advance(&mut self) {
         let agg = &mut self.aggregator;
-        self.reorder.release(watermark, |e| agg.apply(&e));
+        self.reorder.release(|e| agg.apply(&e));
     }
 
     /// Aggregates everything still waiting (end of capture).
@@ -86,6 +82,8 @@ impl Engine {
     }
 
     pub fn set_counters(&mut self, counters: SourceCounters) {
+        // The source's per-CPU counters say how many CPU streams to wait for.
+        self.reorder.set_cpus(counters.lost_per_cpu.len());
         self.counters = counters;
     }
 
@@ -103,6 +101,7 @@ impl Engine {
         self.aggregator.ignored_events
     }
 
+    /// Events that arrived after newer ones had been aggregated (see [`crate::reorder`]).
     pub fn late_events(&self) -> u64 {
         self.reorder.late
     }
@@ -143,6 +142,14 @@ impl Engine {
         self.malformed_at_reset = self.malformed + self.counters.malformed;
         self.records_at_reset = self.records;
     }
+}
+
+/// The kind field of a raw record's header, if the record is long enough to have one.
+fn record_kind(bytes: &[u8]) -> Option<u16> {
+    const AT: usize = std::mem::offset_of!(event_abi::EventHeader, kind);
+    bytes
+        .get(AT..AT + 2)
+        .map(|k| u16::from_ne_bytes([k[0], k[1]]))
 }
 
 /// CLOCK_MONOTONIC now, in the clock event timestamps use.

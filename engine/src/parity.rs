@@ -32,21 +32,22 @@ impl RecordLog {
         }
     }
 
-    fn window(&self, from: u64, to: u64) -> HashMap<&Vec<u8>, Vec<u64>> {
+    /// Each key's timestamps, sorted.
+    fn sorted(&self) -> HashMap<&Vec<u8>, Vec<u64>> {
         self.by_key
             .iter()
-            .filter_map(|(k, v)| {
-                let mut ts: Vec<u64> = v
-                    .iter()
-                    .copied()
-                    .filter(|t| (from..=to).contains(t))
-                    .collect();
+            .map(|(k, v)| {
+                let mut ts = v.clone();
                 ts.sort_unstable();
-                (!ts.is_empty()).then_some((k, ts))
+                (k, ts)
             })
             .collect()
     }
 }
+
+/// Two stamps of the same content this close are one event seen by both backends: their
+/// probes run one after the other in the same tracepoint call.
+pub const PAIR_NS: u64 = 10_000_000;
 
 /// How two record logs compare within a time window.
 #[derive(Debug, Default)]
@@ -61,7 +62,11 @@ pub struct RecordComparison {
     pub unmatched: Vec<String>,
 }
 
-/// Pairs the records of both logs stamped within `from..=to`, by content and order.
+/// Pairs the records of both logs by content, and within one content by time (stamps
+/// at most [`PAIR_NS`] apart). A pair counts when either of its stamps lies in
+/// `from..=to` — the two backends stamp an event microseconds apart, so an event at the
+/// window's edge may have one stamp on each side — and a record without a partner
+/// counts when its own stamp does.
 pub fn compare_logs(
     a: &RecordLog,
     b: &RecordLog,
@@ -69,28 +74,46 @@ pub fn compare_logs(
     from: u64,
     to: u64,
 ) -> RecordComparison {
-    let (wa, wb) = (a.window(from, to), b.window(from, to));
+    let (sa, sb) = (a.sorted(), b.sorted());
+    let inside = |t: u64| (from..=to).contains(&t);
     let (mut matched, mut only_a, mut only_b, mut skew) = (0u64, 0u64, 0u64, 0u64);
     let mut unmatched = Vec::new();
     let at = core::mem::offset_of!(event_abi::EventHeader, kind);
     let kind_of = |k: &[u8]| u16::from_ne_bytes([k[at], k[at + 1]]);
-    let mut keys: Vec<&Vec<u8>> = wa.keys().chain(wb.keys()).copied().collect();
+    let mut keys: Vec<&Vec<u8>> = sa.keys().chain(sb.keys()).copied().collect();
     keys.sort_unstable();
     keys.dedup();
     for k in keys {
-        let ta = wa.get(k).map(Vec::as_slice).unwrap_or(&[]);
-        let tb = wb.get(k).map(Vec::as_slice).unwrap_or(&[]);
-        let n = ta.len().min(tb.len());
-        for (x, y) in ta.iter().zip(tb) {
-            skew = skew.max(x.abs_diff(*y));
+        let ta = sa.get(k).map(Vec::as_slice).unwrap_or(&[]);
+        let tb = sb.get(k).map(Vec::as_slice).unwrap_or(&[]);
+        let (mut i, mut j) = (0, 0);
+        let (mut extra_a, mut extra_b) = (0u64, 0u64);
+        while i < ta.len() || j < tb.len() {
+            match (ta.get(i), tb.get(j)) {
+                (Some(&x), Some(&y)) if x.abs_diff(y) <= PAIR_NS => {
+                    if inside(x) || inside(y) {
+                        matched += 1;
+                        skew = skew.max(x.abs_diff(y));
+                    }
+                    (i, j) = (i + 1, j + 1);
+                }
+                (Some(&x), y) if y.is_none_or(|&y| x < y) => {
+                    extra_a += u64::from(inside(x));
+                    i += 1;
+                }
+                (_, Some(&y)) => {
+                    extra_b += u64::from(inside(y));
+                    j += 1;
+                }
+                _ => unreachable!("one side has a stamp left"),
+            }
         }
-        matched += n as u64;
         for (extra, only, name) in [
-            (ta.len() - n, &mut only_a, names.0),
-            (tb.len() - n, &mut only_b, names.1),
+            (extra_a, &mut only_a, names.0),
+            (extra_b, &mut only_b, names.1),
         ] {
             if extra > 0 {
-                *only += extra as u64;
+                *only += extra;
                 unmatched.push(format!("{name}-only kind {} x{extra}", kind_of(k)));
             }
         }
@@ -350,6 +373,28 @@ mod tests {
         let mut lines = c.unmatched.clone();
         lines.sort();
         assert_eq!(lines, ["ebpf-only kind 3 x1", "kmod-only kind 2 x1"]);
+    }
+
+    #[test]
+    fn an_event_stamped_on_both_sides_of_the_window_edge_is_one_pair() {
+        let (mut a, mut b) = (Synth::new(), Synth::new());
+        a.exec(10, 1, 7, "/bin/true");
+        b.ts += 300;
+        b.exec(10, 1, 7, "/bin/true");
+        let edge = a.ts + 100; // a's stamp before the window, b's inside
+        a.ts += 50_000_000;
+        b.ts += 50_000_000;
+        a.exec(10, 1, 7, "/bin/true"); // the same content again, much later: a second pair
+        b.exec(10, 1, 7, "/bin/true");
+        a.exec(12, 1, 7, "/bin/sh"); // only in a, inside
+        let (mut la, mut lb) = (RecordLog::default(), RecordLog::default());
+        la.add(&a.batch, 0);
+        lb.add(&b.batch, 0);
+        let c = compare_logs(&la, &lb, ("kmod", "ebpf"), edge, u64::MAX);
+        assert_eq!((c.matched, c.only_a, c.only_b), (2, 1, 0));
+        // Before the window's start and unpaired: not counted.
+        let c = compare_logs(&la, &RecordLog::default(), ("kmod", "ebpf"), edge, u64::MAX);
+        assert_eq!((c.matched, c.only_a), (0, 2));
     }
 
     #[test]

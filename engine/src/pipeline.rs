@@ -98,16 +98,8 @@ fn read_loop(
             POLL_TIMEOUT
         };
         let result = source.poll(&mut batch, timeout);
-        if !batch.is_empty()
-            && tx
-                .send(Message::Batch {
-                    source: index,
-                    batch,
-                })
-                .is_err()
-        {
-            break;
-        }
+        // Counters first: the first message tells the engine (and a recording) how many
+        // CPU streams there are before any of their records arrive.
         let counters = source.counters();
         if counters != last_counters {
             last_counters = counters.clone();
@@ -120,6 +112,16 @@ fn read_loop(
             {
                 break;
             }
+        }
+        if !batch.is_void()
+            && tx
+                .send(Message::Batch {
+                    source: index,
+                    batch,
+                })
+                .is_err()
+        {
+            break;
         }
         match result {
             Ok(Poll::Ready) if !stopping => {}

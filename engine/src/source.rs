@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct RawBatch {
     bytes: Vec<u8>,
     ends: Vec<u32>,
+    /// See [`RawBatch::mark_complete`].
+    complete_before: Option<u64>,
 }
 
 impl RawBatch {
@@ -33,6 +35,26 @@ impl RawBatch {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+        self.complete_before = None;
+    }
+
+    /// Says that every record stamped (CLOCK_MONOTONIC) before `ts_ns` is in this batch
+    /// or an earlier one. A live source sets it when a drain that started at `ts_ns`
+    /// found every buffer empty: it is what lets the engine release events while some
+    /// CPUs are idle ([`crate::reorder`]). Records still being written at that instant
+    /// are the one exception; they arrive later and are counted as late.
+    pub fn mark_complete(&mut self, ts_ns: u64) {
+        self.complete_before = Some(self.complete_before.map_or(ts_ns, |t| t.max(ts_ns)));
+    }
+
+    /// The mark set by [`Self::mark_complete`], if any.
+    pub fn complete_before(&self) -> Option<u64> {
+        self.complete_before
+    }
+
+    /// Whether the batch carries nothing: no records and no mark.
+    pub fn is_void(&self) -> bool {
+        self.ends.is_empty() && self.complete_before.is_none()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
@@ -54,7 +76,11 @@ impl RawBatch {
             }
             prev = end;
         }
-        Some(Self { bytes, ends })
+        Some(Self {
+            bytes,
+            ends,
+            complete_before: None,
+        })
     }
 
     pub fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
@@ -64,13 +90,9 @@ impl RawBatch {
 
 /// Counters a source keeps about itself; all cumulative since the source started.
 ///
-/// Serialized into capture files (bincode, which is not self-describing): `filtered` is
-/// written only when it is not 0, and a counters frame that ends before it (every file
-/// written before the field existed) reads as 0. So old files stay readable, and a new
-/// file that filtered nothing has exactly the bytes an old reader expects. That relies on
-/// the counters being the last thing in their frame (`capture::Frame::Counters`): keep
-/// them last in any fixed-layout encoding.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// Capture files and the agent's socket protocol carry them in their current shape;
+/// their version numbers say which shape a reader gets (see `capture::FORMAT_VERSION`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceCounters {
     /// Records the kernel side could not deliver (buffer full), per CPU.
     pub lost_per_cpu: Vec<u64>,
@@ -79,67 +101,7 @@ pub struct SourceCounters {
     pub malformed: u64,
     /// Records the kernel dropped on purpose because their cgroup is in the ignore set
     /// ([`CgroupFilter`]), summed over CPUs. Not a loss: nobody wanted them.
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub filtered: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-impl<'de> serde::Deserialize<'de> for SourceCounters {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
-        const FIELDS: &[&str] = &["lost_per_cpu", "malformed", "filtered"];
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SourceCounters;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("source counters")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SourceCounters, A::Error> {
-                let lost_per_cpu = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
-                let malformed = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
-                // A fixed-layout format (bincode) has no way to say "no more fields" but
-                // the end of the input: a frame written before `filtered` existed, or with
-                // nothing filtered, ends here. Anything else left over is still rejected
-                // by the caller's trailing-bytes check.
-                let filtered = seq.next_element().ok().flatten().unwrap_or(0);
-                Ok(SourceCounters {
-                    lost_per_cpu,
-                    malformed,
-                    filtered,
-                })
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SourceCounters, A::Error> {
-                let (mut lost_per_cpu, mut malformed, mut filtered) = (None, None, None);
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "lost_per_cpu" => lost_per_cpu = Some(map.next_value()?),
-                        "malformed" => malformed = Some(map.next_value()?),
-                        "filtered" => filtered = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(SourceCounters {
-                    lost_per_cpu: lost_per_cpu
-                        .ok_or_else(|| A::Error::missing_field("lost_per_cpu"))?,
-                    malformed: malformed.ok_or_else(|| A::Error::missing_field("malformed"))?,
-                    filtered: filtered.unwrap_or(0),
-                })
-            }
-        }
-        d.deserialize_struct("SourceCounters", FIELDS, V)
-    }
 }
 
 impl SourceCounters {
@@ -211,92 +173,6 @@ pub trait CgroupFilter: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bincode::Options as _;
-
-    /// The capture files' encoding (capture.rs).
-    fn wire() -> impl bincode::Options + Copy {
-        bincode::DefaultOptions::new()
-            .with_fixint_encoding()
-            .with_little_endian()
-            .reject_trailing_bytes()
-    }
-
-    /// `SourceCounters` as it was before `filtered` existed.
-    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
-    struct OldCounters {
-        lost_per_cpu: Vec<u64>,
-        malformed: u64,
-    }
-
-    #[test]
-    fn counters_written_before_filtered_existed_read_as_zero_filtered() {
-        let old = wire()
-            .serialize(&OldCounters {
-                lost_per_cpu: vec![1, 2],
-                malformed: 3,
-            })
-            .unwrap();
-        let read: SourceCounters = wire().deserialize(&old).unwrap();
-        assert_eq!(
-            read,
-            SourceCounters {
-                lost_per_cpu: vec![1, 2],
-                malformed: 3,
-                filtered: 0
-            }
-        );
-    }
-
-    #[test]
-    fn counters_with_nothing_filtered_have_the_old_bytes() {
-        let new = SourceCounters {
-            lost_per_cpu: vec![4],
-            malformed: 5,
-            filtered: 0,
-        };
-        let bytes = wire().serialize(&new).unwrap();
-        let old: OldCounters = wire().deserialize(&bytes).unwrap();
-        assert_eq!(
-            old,
-            OldCounters {
-                lost_per_cpu: vec![4],
-                malformed: 5
-            }
-        );
-        assert_eq!(wire().deserialize::<SourceCounters>(&bytes).unwrap(), new);
-    }
-
-    #[test]
-    fn filtered_round_trips_and_garbage_after_it_is_rejected() {
-        let c = SourceCounters {
-            lost_per_cpu: vec![0, 7],
-            malformed: 1,
-            filtered: 123_456,
-        };
-        let mut bytes = wire().serialize(&c).unwrap();
-        assert_eq!(bytes.len(), 8 + 16 + 8 + 8);
-        assert_eq!(wire().deserialize::<SourceCounters>(&bytes).unwrap(), c);
-        // A partial `filtered` (3 bytes) is not silently read as 0.
-        bytes.truncate(bytes.len() - 5);
-        assert!(wire().deserialize::<SourceCounters>(&bytes).is_err());
-        // Nor is a missing `malformed`.
-        assert!(
-            wire()
-                .deserialize::<SourceCounters>(&bytes[..8 + 16])
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn self_describing_formats_default_filtered_too() {
-        let c: SourceCounters =
-            serde_json::from_str(r#"{"lost_per_cpu":[1],"malformed":2}"#).unwrap();
-        assert_eq!(c.filtered, 0);
-        let c: SourceCounters =
-            serde_json::from_str(r#"{"lost_per_cpu":[],"malformed":0,"filtered":9}"#).unwrap();
-        assert_eq!(c.filtered, 9);
-        assert!(serde_json::from_str::<SourceCounters>(r#"{"malformed":0}"#).is_err());
-    }
 
     #[test]
     fn sources_have_no_filter_unless_they_say_so() {

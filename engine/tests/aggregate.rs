@@ -178,12 +178,21 @@ fn ignored_cgroups_drop_their_events_by_owner_cgroup() {
     // The other cgroup's exec, its connection's 10 state changes (by socket cgroup), its
     // retransmit and its queued block request; never block issue/complete records.
     assert_eq!(engine.ignored_events(), 1 + 10 + 1 + 1);
-    assert!(snap.cgroups.iter().all(|c| c.cgroup_id != OTHER_CG), "{:?}", snap.cgroups);
+    assert!(
+        snap.cgroups.iter().all(|c| c.cgroup_id != OTHER_CG),
+        "{:?}",
+        snap.cgroups
+    );
     let scoped = run(&workload(), Some(scope()));
     assert_eq!(snap.process.execs, scoped.process.execs);
     assert_eq!(snap.process.exit_codes, scoped.process.exit_codes);
     assert_eq!(
-        (snap.tcp.connects, snap.tcp.closes, snap.tcp.bytes_sent, snap.tcp.retransmits),
+        (
+            snap.tcp.connects,
+            snap.tcp.closes,
+            snap.tcp.bytes_sent,
+            snap.tcp.retransmits
+        ),
         (1, 2, 13_000, 0)
     );
     // The device saw all three requests; only two are attributed to a queueing cgroup.
@@ -198,7 +207,13 @@ fn ignored_cgroups_drop_their_events_by_owner_cgroup() {
     engine.ingest(&workload());
     engine.flush();
     assert_eq!(engine.ignored_events(), 0);
-    assert!(engine.snapshot(&NoNames).cgroups.iter().any(|c| c.cgroup_id == OTHER_CG));
+    assert!(
+        engine
+            .snapshot(&NoNames)
+            .cgroups
+            .iter()
+            .any(|c| c.cgroup_id == OTHER_CG)
+    );
 }
 
 #[test]

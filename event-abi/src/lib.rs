@@ -2,14 +2,23 @@
 //!
 //! Rules (the C header `kmod-c/ksight_abi.h` follows them and a test checks it
 //! against these definitions field by field):
-//! - `#[repr(C)]`, fixed-width integers only, explicit padding fields, every
-//!   record a multiple of 8 bytes, and a compile-time size assertion each;
+//! - `#[repr(C)]`, fixed-width integers only, explicit padding fields (the `zerocopy`
+//!   derives refuse to compile a record with implicit padding), every record a multiple
+//!   of 8 bytes, and a compile-time size assertion each;
 //! - every record starts with [`EventHeader`];
 //! - a change that moves or resizes a field bumps [`ABI_VERSION_MAJOR`]; adding a
 //!   record kind or giving meaning to a padding field bumps the minor version.
 #![no_std]
 
 use core::mem::size_of;
+
+pub mod kinds;
+pub use kinds::{KINDS, KindDef, SIGNALS, Signal};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The zero-copy traits every record derives (`IntoBytes` proves at compile time that a
+/// record has no implicit padding), re-exported so readers use the same version.
+pub use zerocopy;
 
 pub const ABI_VERSION_MAJOR: u16 = 1;
 pub const ABI_VERSION_MINOR: u16 = 0;
@@ -34,7 +43,9 @@ pub mod kind {
 
 /// The header every record starts with.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, IntoBytes, FromBytes, Immutable, KnownLayout,
+)]
 pub struct EventHeader {
     /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns()` / `ktime_get_ns()`).
     pub ts_ns: u64,
@@ -57,7 +68,7 @@ pub const FILENAME_LEN: usize = 256;
 
 /// `sched:sched_process_exec`. Header pid/tid are the task after exec.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct ExecEvent {
     pub header: EventHeader,
     /// tgid of the real parent.
@@ -71,7 +82,7 @@ pub struct ExecEvent {
 
 /// `sched:sched_process_fork`: a new task (thread or process). The header is the parent's.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct ForkEvent {
     pub header: EventHeader,
     pub parent_pid: u32,
@@ -83,7 +94,7 @@ pub struct ForkEvent {
 
 /// `sched:sched_process_exit`, for every exiting thread. The header is the exiting task's.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct ExitEvent {
     pub header: EventHeader,
     /// The task's `exit_code`, in wait(2) status encoding (`code << 8 | signal`).
@@ -99,7 +110,9 @@ pub const AF_INET6: u16 = 10;
 /// A TCP 4-tuple. IPv4 addresses use the first 4 bytes of each address array.
 /// Ports are in host byte order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, IntoBytes, FromBytes, Immutable, KnownLayout,
+)]
 pub struct TcpTuple {
     pub family: u16,
     pub sport: u16,
@@ -140,7 +153,7 @@ pub mod tcp_stats {
 /// `sock:inet_sock_set_state` for IPPROTO_TCP. The header is whatever task the kernel ran
 /// the transition in (possibly softirq); `sock_cgroup_id` is the socket's owner.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct TcpStateEvent {
     pub header: EventHeader,
     /// Kernel address of the socket: stable for the connection's lifetime.
@@ -167,7 +180,7 @@ pub struct TcpStateEvent {
 
 /// `tcp:tcp_retransmit_skb`, `tcp:tcp_send_reset`, `tcp:tcp_receive_reset`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct TcpEvent {
     pub header: EventHeader,
     /// 0 when the kernel had no socket (a reset answering a segment for no socket).
@@ -190,7 +203,7 @@ pub mod block_op {
 /// `block:block_bio_queue` (submitter context), `block:block_rq_issue`,
 /// `block:block_rq_complete`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, IntoBytes, FromBytes, Immutable, KnownLayout)]
 pub struct BlockEvent {
     pub header: EventHeader,
     pub sector: u64,

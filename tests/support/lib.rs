@@ -150,13 +150,13 @@ impl Drop for LoopDevice {
     }
 }
 
-/// Installs, between fork and exec, a seccomp filter that fails `bpf()` with EPERM
-/// (x86_64 numbering; other architectures are let through).
-#[cfg(target_arch = "x86_64")]
+/// Installs, between fork and exec, a seccomp filter that fails `bpf()` with EPERM, on
+/// every architecture: the number is this target's `SYS_bpf`. The filter does not look at
+/// `seccomp_data.arch`: the child is a native binary, and a call of another ABI that
+/// happens to carry the same number failing too is harmless in a test.
 pub fn deny_bpf(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    const NR_BPF: u32 = 321;
+    const NR_BPF: u32 = libc::SYS_bpf as u32;
     // SAFETY: only prctl between fork and exec; the filter outlives the call (it is copied
     // into the kernel).
     unsafe {
@@ -179,11 +179,8 @@ pub fn deny_bpf(cmd: &mut std::process::Command) {
                 jf: 0,
                 k,
             };
-            // seccomp_data: nr at 0, arch at 4.
+            // seccomp_data: nr at 0.
             let filter = [
-                ld(4),
-                jeq(AUDIT_ARCH_X86_64, 1, 0),
-                ret(libc::SECCOMP_RET_ALLOW),
                 ld(0),
                 jeq(NR_BPF, 0, 1),
                 ret(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
@@ -200,5 +197,85 @@ pub fn deny_bpf(cmd: &mut std::process::Command) {
             }
             Ok(())
         });
+    }
+}
+
+/// A cgroup v2 child of this process's own cgroup, removed on drop: what a test runs in
+/// it is told apart from everything else on the host (other tests included) by its id.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    /// The cgroup id records carry (the directory's inode number).
+    pub id: u64,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let mount = ksight_engine::attribution::cgroups::cgroup2_mount()
+            .expect("a cgroup v2 hierarchy (tests that watch the host run in one)");
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 entry in /proc/self/cgroup")
+            .trim_start_matches('/');
+        let path = mount
+            .join(own)
+            .join(format!("ksight-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        let id = std::fs::metadata(&path).expect("cgroup dir").ino();
+        Self { path, id }
+    }
+
+    /// `program args`, to be started inside this cgroup.
+    pub fn command(&self, program: &std::path::Path, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args);
+        ksight_engine::attribution::cgroups::join_before_exec(&mut cmd, &self.path)
+            .expect("join the cgroup");
+        cmd
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The last exits may still be leaving the cgroup.
+        for _ in 0..500 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// The kernel's count of retransmitted TCP segments, host-wide (`/proc/net/snmp`,
+/// `Tcp: RetransSegs`).
+pub fn tcp_retrans_segs() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/snmp").expect("/proc/net/snmp");
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (
+        tcp.next().expect("Tcp names"),
+        tcp.next().expect("Tcp values"),
+    );
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "RetransSegs")
+        .expect("RetransSegs");
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// ksight counts one retransmit per retransmitted packet (`tcp:tcp_retransmit_skb`); the
+/// kernel counts segments, host-wide: with no segment retransmitted on the host there is
+/// none to report, and otherwise no more than the kernel's count.
+pub fn check_retransmits(reported: u64, kernel_segments: u64) -> Result<(), String> {
+    if (kernel_segments == 0 && reported == 0)
+        || (reported <= kernel_segments && kernel_segments > 0)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "retransmits: ksight reports {reported}, the kernel retransmitted {kernel_segments} segments meanwhile"
+        ))
     }
 }

@@ -121,6 +121,8 @@ fn setup(extra_packages: &[(&str, &str)]) -> Result<()> {
         ("setpriv", "util-linux"),
         ("cc", "gcc"),
         ("tmux", "tmux"),
+        // The agent tests check that stopping detaches every program.
+        ("bpftool", "bpftool"),
     ];
     packages.extend_from_slice(extra_packages);
     apt_install(&packages)?;
@@ -295,9 +297,11 @@ fn bench(which: &[String]) -> Result<()> {
             "filter-cost",
         ])?;
         let root = workspace();
-        run(Command::new(root.join("target/release/examples/filter-cost"))
-            .arg(root.join("target/release/ksight"))
-            .args(["5", "500", "1000"]))?;
+        run(
+            Command::new(root.join("target/release/examples/filter-cost"))
+                .arg(root.join("target/release/ksight"))
+                .args(["5", "500", "1000"]),
+        )?;
     }
     Ok(())
 }

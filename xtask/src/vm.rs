@@ -30,10 +30,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Flip to true once `ksight stat --backend kmod` is wired in the CLI: the guest then
-/// checks the ground truth through the CLI as well as through `kmod-vm`.
-const CLI_WIRED: bool = true;
-
 /// The kernel series tested by default, as (label, image package regex, headers package
 /// prefix).
 const SERIES: [(&str, &str); 2] = [
@@ -485,10 +481,6 @@ fn base_initramfs(work: &Path, busybox: &Path) -> Result<PathBuf> {
     let init = root.join("init");
     std::fs::copy(ws.join("tests/vm/guest-init.sh"), &init)?;
     set_executable(&init)?;
-    std::fs::write(
-        root.join("etc/ksight-vm/cli-wired"),
-        if CLI_WIRED { "1\n" } else { "0\n" },
-    )?;
     let bins = [
         ws.join("target/release/ksight"),
         ws.join("target/release/ksight-workload"),

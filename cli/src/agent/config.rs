@@ -327,7 +327,9 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX>
     }
 }
 
-/// A duration written like "500ms", "30s", "5m", "1h", "7d", in `MIN_MS..=MAX_MS`.
+/// A duration in `MIN_MS..=MAX_MS`, written in the CLI's grammar (`crate::args::parse_duration`):
+/// "500ms", "30s", "5m", "1h30m", "7d", or a bare number of seconds — as a string or a
+/// TOML number (`connection_window = 90`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurationIn<const MIN_MS: u64, const MAX_MS: u64>(pub Duration);
 
@@ -342,35 +344,37 @@ fn show_ms(ms: u64) -> String {
     }
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("\"{text}\" is not a duration like \"500ms\", \"30s\", \"5m\", \"1h\" or \"7d\"")
-    })?;
-    let ms = match unit {
-        "ms" => value,
-        "s" => value * 1e3,
-        "m" => value * 60e3,
-        "h" => value * 3600e3,
-        "d" => value * 86400e3,
-        _ => {
-            return Err(format!("\"{text}\" needs a unit: ms, s, m, h or d"));
-        }
-    };
-    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
-        return Err(format!("\"{text}\" is out of range"));
+/// The text of a duration, a string or a TOML number of seconds.
+struct DurationText;
+
+impl de::Visitor<'_> for DurationText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(r#"a duration like "500ms", "30s", "5m", "1h" or "7d", or a number of seconds"#)
     }
-    Ok(Duration::from_micros((ms * 1000.0).round() as u64))
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
 }
 
 impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de> for DurationIn<MIN_MS, MAX_MS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let duration = parse_duration(&text).map_err(de::Error::custom)?;
+        let text = d.deserialize_any(DurationText)?;
+        let duration = crate::args::parse_duration(&text).map_err(de::Error::custom)?;
         let ms = duration.as_millis();
         if ms < u128::from(MIN_MS) || ms > u128::from(MAX_MS) || (duration.is_zero() && MIN_MS > 0)
         {
@@ -485,6 +489,52 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// Where the running configuration came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    /// No `--config` and no file at the default path: `Config::default()`, the values of
+    /// packaging/ksight.toml.
+    BuiltIn,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::BuiltIn => write!(
+                f,
+                "the built-in defaults (no --config given and no {DEFAULT_PATH})"
+            ),
+        }
+    }
+}
+
+/// The configuration `ksight agent` runs on: the file named with `--config` (an error when
+/// it is missing), else /etc/ksight/ksight.toml when it exists, else the built-in defaults.
+pub fn load_agent(explicit: Option<&Path>) -> Result<(Config, Origin), ConfigError> {
+    load_or_default(explicit, Path::new(DEFAULT_PATH))
+}
+
+fn load_or_default(
+    explicit: Option<&Path>,
+    default: &Path,
+) -> Result<(Config, Origin), ConfigError> {
+    let path = explicit.unwrap_or(default);
+    match load(path) {
+        Ok(config) => Ok((config, Origin::File(path.to_path_buf()))),
+        Err(_)
+            if explicit.is_none()
+                && default
+                    .symlink_metadata()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            Ok((Config::default(), Origin::BuiltIn))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Config {
     pub fn export_settings(&self) -> ExportSettings {
         ExportSettings {
@@ -520,10 +570,58 @@ mod tests {
         parse(text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// packaging/ksight.toml spells out every key (but `cgroup_root`, unset by default)
+    /// with the built-in default's value.
     #[test]
     fn the_packaged_default_is_the_built_in_default() {
         assert_eq!(ok(DEFAULT_TOML), Config::default());
         assert_eq!(ok(""), Config::default());
+        let table: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        let keys = |t: &toml::Table| {
+            let mut k = t.keys().cloned().collect::<Vec<_>>();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&table),
+            [
+                "backend",
+                "filters",
+                "kubernetes",
+                "log_level",
+                "prometheus",
+                "signals",
+                "socket",
+                "transport"
+            ]
+        );
+        let section = |name: &str| keys(table[name].as_table().unwrap());
+        assert_eq!(section("signals"), ["block", "process", "tcp"]);
+        assert_eq!(
+            section("filters"),
+            [
+                "cgroups",
+                "containers",
+                "exclude_cgroups",
+                "exclude_containers",
+                "exclude_devices"
+            ]
+        );
+        assert_eq!(
+            section("prometheus"),
+            [
+                "cgroup_grace_period",
+                "connection_window",
+                "enabled",
+                "listen",
+                "top_connections"
+            ]
+        );
+        assert_eq!(
+            section("kubernetes"),
+            ["api_server", "enabled", "node_name"]
+        );
+        assert_eq!(section("socket"), ["enabled", "path"]);
     }
 
     #[test]
@@ -686,7 +784,7 @@ api_server = "https://10.0.0.1:6443"
         let e = err("[prometheus]\ncgroup_grace_period = \"8d\"\n");
         assert!(e.message.contains("out of range 0s..=7d"), "{e}");
         let e = err("[prometheus]\ncgroup_grace_period = \"5 fortnights\"\n");
-        assert!(e.message.contains("needs a unit"), "{e}");
+        assert!(e.message.contains("is not a duration"), "{e}");
         let e = err("backend = \"bpf\"\n");
         assert_eq!(e.key, "backend");
         assert!(e.message.contains(r#""auto", "ebpf" or "kmod""#), "{e}");
@@ -713,12 +811,134 @@ api_server = "https://10.0.0.1:6443"
         assert!(e.to_string().contains("cannot read"), "{e}");
     }
 
+    /// One grammar for `ksight record --duration`, `ksight top --delay` and the file's
+    /// durations: what one accepts the other accepts, with the same value.
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("10").is_err());
+    fn durations_read_the_same_in_the_file_and_on_the_command_line() {
+        use crate::args::{Args, Command};
+        use clap::Parser;
+        let cli = |text: &str| match Args::try_parse_from([
+            "ksight",
+            "record",
+            "-o",
+            "x.ksc",
+            "--duration",
+            text,
+        ]) {
+            Ok(Args {
+                command: Command::Record { duration, .. },
+            }) => Some(duration.expect("given")),
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => None,
+        };
+        let delay = |text: &str| match Args::try_parse_from(["ksight", "top", "--delay", text]) {
+            Ok(Args {
+                command: Command::Top { delay, .. },
+            }) => Some(Duration::from_secs_f64(delay)),
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => None,
+        };
+        let file = |value: &str| {
+            parse(
+                &format!("[prometheus]\ncgroup_grace_period = {value}\n"),
+                Path::new("t.toml"),
+            )
+            .ok()
+            .map(|c| c.prometheus.cgroup_grace_period.0)
+        };
+        let accepted = [
+            ("10", 10_000),
+            ("1.5", 1_500),
+            ("500ms", 500),
+            ("1.5s", 1_500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("1h 30m", 5_400_000),
+            ("1m30s", 90_000),
+            ("2d", 172_800_000),
+            (" 7s ", 7_000),
+        ];
+        for (text, ms) in accepted {
+            let want = Some(Duration::from_millis(ms));
+            assert_eq!(cli(text), want, "--duration {text:?}");
+            assert_eq!(delay(text), want, "--delay {text:?}");
+            assert_eq!(file(&format!("\"{text}\"")), want, "\"{text}\" in the file");
+        }
+        // A TOML number is a number of seconds too.
+        assert_eq!(file("10"), Some(Duration::from_secs(10)));
+        assert_eq!(file("1.5"), Some(Duration::from_millis(1500)));
+        for text in [
+            "",
+            "s",
+            "ms",
+            "ten",
+            "5 fortnights",
+            "-3",
+            "-3s",
+            "1.2.3",
+            "10x",
+            "s10",
+        ] {
+            assert_eq!(cli(text), None, "--duration {text:?}");
+            assert_eq!(delay(text), None, "--delay {text:?}");
+            assert_eq!(file(&format!("\"{text}\"")), None, "\"{text}\" in the file");
+        }
+        assert_eq!(file("-3"), None);
+        // Zero is grammatical; whether it is allowed is the setting's range.
+        assert_eq!(file("\"0s\""), Some(Duration::ZERO));
+        assert_eq!(file("0"), Some(Duration::ZERO));
+        assert_eq!(cli("0s"), None, "a recording of no time");
+        let e = err("[prometheus]\nconnection_window = 0\n");
+        assert!(e.message.contains("out of range 1s..=1d"), "{e}");
+        let e = err("[prometheus]\ncgroup_grace_period = \"5 fortnights\"\n");
+        assert_eq!(e.key, "prometheus.cgroup_grace_period");
+        assert!(
+            e.message.contains("\"5 fortnights\" is not a duration"),
+            "{e}"
+        );
+        let e = err("[prometheus]\ncgroup_grace_period = true\n");
+        assert!(e.message.contains("a number of seconds"), "{e}");
+    }
+
+    /// No `--config` and nothing at the default path: the built-in defaults. A missing
+    /// file named with `--config` is an error naming it; so is a default path that exists
+    /// but cannot be read as a configuration.
+    #[test]
+    fn without_a_file_the_agent_runs_on_the_built_in_defaults() {
+        let dir = std::env::temp_dir().join(format!("ksight-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let default = dir.join("ksight.toml");
+        let _ = std::fs::remove_file(&default);
+        assert_eq!(
+            load_or_default(None, &default).unwrap(),
+            (Config::default(), Origin::BuiltIn)
+        );
+        assert!(Origin::BuiltIn.to_string().contains("built-in defaults"));
+        let missing = dir.join("missing.toml");
+        let e = load_or_default(Some(&missing), &default).unwrap_err();
+        assert_eq!(e.path, missing);
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}: cannot read the configuration",
+                missing.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&default, "backend = \"kmod\"\n").unwrap();
+        let (c, origin) = load_or_default(None, &default).unwrap();
+        assert_eq!(
+            (c.backend, origin),
+            (BackendChoice::Kmod, Origin::File(default.clone()))
+        );
+        std::fs::write(&default, "backend = 3\n").unwrap();
+        assert_eq!(load_or_default(None, &default).unwrap_err().key, "backend");
+        std::fs::remove_file(&default).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), &default).unwrap();
+        assert!(
+            load_or_default(None, &default).is_err(),
+            "a dangling link is no absence"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,58 +1,169 @@
-//! Logging to standard error, which systemd hands to the journal. Under the journal each
-//! line carries its syslog priority as a `<N>` prefix (journald's `SyslogLevelPrefix`);
-//! on a terminal it reads `ksight agent: warning: …`.
+//! The agent's logging: `tracing` events — ksight's own and those of the libraries it uses
+//! (kube-runtime's watcher, say) — written to standard error, which systemd hands to the
+//! journal. Plain lines, never colours. Under the journal (`JOURNAL_STREAM` set) each line
+//! carries its syslog priority as a `<N>` prefix (journald's `SyslogLevelPrefix`); on a
+//! terminal it reads `ksight agent: warning: …`. Events of other crates name their target.
+//!
+//! `log_level` applies to ksight and kube events; every other library logs warnings and
+//! errors only, so `debug` does not drown the journal in HTTP/TLS chatter.
 
 use super::config::LogLevel;
 use std::fmt;
-use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::reload;
+use tracing_subscriber::{Registry, prelude::*};
 
-static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+pub(crate) use tracing::{debug, error, info, warn as warning};
 
+static RELOAD: OnceLock<reload::Handle<Targets, Registry>> = OnceLock::new();
+
+fn filter(level: LogLevel) -> Targets {
+    let level = match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+    };
+    Targets::new()
+        .with_default(LevelFilter::WARN.min(level))
+        .with_target("ksight", level)
+        .with_target("ksight_engine", level)
+        .with_target("ksight_backend_ebpf", level)
+        .with_target("ksight_backend_kmod", level)
+        .with_target("kube", level)
+        .with_target("kube_runtime", level)
+        .with_target("kube_client", level)
+}
+
+/// Installs the subscriber at `level` (once; later calls only change the level).
 pub fn set_level(level: LogLevel) {
-    LEVEL.store(level as u8, Ordering::Relaxed);
-}
-
-pub fn enabled(level: LogLevel) -> bool {
-    level as u8 <= LEVEL.load(Ordering::Relaxed)
-}
-
-pub fn log(level: LogLevel, args: fmt::Arguments) {
-    if !enabled(level) {
+    if let Some(handle) = RELOAD.get() {
+        let _ = handle.reload(filter(level));
         return;
     }
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let line = if journal {
-        let priority = match level {
-            LogLevel::Error => 3,
-            LogLevel::Warn => 4,
-            LogLevel::Info => 6,
-            LogLevel::Debug => 7,
-        };
-        format!("<{priority}>{args}\n")
-    } else {
-        let word = match level {
-            LogLevel::Error => "error: ",
-            LogLevel::Warn => "warning: ",
-            LogLevel::Info => "",
-            LogLevel::Debug => "debug: ",
-        };
-        format!("ksight agent: {word}{args}\n")
-    };
-    // One write per line, so lines of different threads never interleave.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let (levels, handle) = reload::Layer::new(filter(level));
+    let lines = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .event_format(Line {
+            journal: std::env::var_os("JOURNAL_STREAM").is_some(),
+        });
+    if tracing_subscriber::registry()
+        .with(levels)
+        .with(lines)
+        .try_init()
+        .is_ok()
+    {
+        let _ = RELOAD.set(handle);
+    }
 }
 
-macro_rules! error {
-    ($($t:tt)*) => { $crate::agent::log::log($crate::agent::config::LogLevel::Error, format_args!($($t)*)) };
+/// One line per event: priority or `ksight agent:` prefix, the target when it is not
+/// ksight, the message and its fields.
+struct Line {
+    journal: bool,
 }
-macro_rules! warning {
-    ($($t:tt)*) => { $crate::agent::log::log($crate::agent::config::LogLevel::Warn, format_args!($($t)*)) };
+
+impl<S, N> FormatEvent<S, N> for Line
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let level = *event.metadata().level();
+        if self.journal {
+            let priority = match level {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                Level::DEBUG | Level::TRACE => 7,
+            };
+            write!(writer, "<{priority}>")?;
+        } else {
+            let word = match level {
+                Level::ERROR => "error: ",
+                Level::WARN => "warning: ",
+                Level::INFO => "",
+                Level::DEBUG | Level::TRACE => "debug: ",
+            };
+            write!(writer, "ksight agent: {word}")?;
+        }
+        let target = event.metadata().target();
+        if !target.starts_with("ksight") {
+            write!(writer, "{target}: ")?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
-macro_rules! info {
-    ($($t:tt)*) => { $crate::agent::log::log($crate::agent::config::LogLevel::Info, format_args!($($t)*)) };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Lines as the journal and a terminal get them, levels filtered, and a library's
+    /// event (kube-runtime's, as it names its target) passed through with its target.
+    #[test]
+    fn lines_for_the_journal_and_the_terminal() {
+        let capture = |journal: bool, level: LogLevel| {
+            let buffer = Buffer::default();
+            let out = buffer.clone();
+            let lines = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || out.clone())
+                .event_format(Line { journal });
+            let subscriber = tracing_subscriber::registry()
+                .with(filter(level))
+                .with(lines);
+            tracing::subscriber::with_default(subscriber, || {
+                error!("cannot listen on 127.0.0.1:1: in use");
+                warning!(pods = 3, "slow");
+                info!("running");
+                debug!("details");
+                tracing::warn!(target: "kube_runtime::watcher", "watch failed");
+                tracing::info!(target: "hyper::client", "chatter");
+            });
+            String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+        };
+        assert_eq!(
+            capture(true, LogLevel::Info),
+            "<3>cannot listen on 127.0.0.1:1: in use\n<4>slow pods=3\n<6>running\n\
+             <4>kube_runtime::watcher: watch failed\n"
+        );
+        assert_eq!(
+            capture(false, LogLevel::Debug),
+            "ksight agent: error: cannot listen on 127.0.0.1:1: in use\n\
+             ksight agent: warning: slow pods=3\nksight agent: running\n\
+             ksight agent: debug: details\n\
+             ksight agent: warning: kube_runtime::watcher: watch failed\n"
+        );
+        assert_eq!(
+            capture(false, LogLevel::Error),
+            "ksight agent: error: cannot listen on 127.0.0.1:1: in use\n"
+        );
+    }
 }
-macro_rules! debug {
-    ($($t:tt)*) => { $crate::agent::log::log($crate::agent::config::LogLevel::Debug, format_args!($($t)*)) };
-}
-pub(crate) use {debug, error, info, warning};

@@ -22,21 +22,18 @@ mod log;
 pub mod probe;
 mod socket;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use config::Config;
-use crossbeam_channel::RecvTimeoutError;
-use event_abi::EventHeader;
 use ksight_engine::attribution::cgroups::{CgroupPaths, cgroup2_mount, check_cgroup2_root};
 use ksight_engine::attribution::kube::{self, KubeMetadata, KubeSettings};
 use ksight_engine::attribution::{Attributor, attribute};
 use ksight_engine::export::protocol::AgentSnapshot;
 use ksight_engine::export::{AgentMeta, ExportSettings, ExportView, Exporter, MetadataStatus};
 use ksight_engine::names::HostNames;
-use ksight_engine::pipeline::{Message, Readers};
 use ksight_engine::source::CgroupFilter;
-use ksight_engine::{Engine, RawBatch, monotonic_ns};
+use ksight_engine::{Capture, Engine, Pumped};
 use log::{debug, error, info, warning};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -44,9 +41,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// `ksight agent [--config PATH]`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// Configuration file (TOML; see packaging/ksight.toml for every key).
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// Configuration file (TOML; see packaging/ksight.toml for every key). Without it:
+    /// /etc/ksight/ksight.toml when it exists, else the built-in defaults (the values of
+    /// packaging/ksight.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 /// How often aggregates are published to scrapes and socket clients.
@@ -80,70 +79,44 @@ impl Shared {
     }
 }
 
-static RELOAD: AtomicBool = AtomicBool::new(false);
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_hup(_: libc::c_int) {
-    RELOAD.store(true, Ordering::SeqCst);
-}
-
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    // SAFETY: the handlers only store to atomics, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGHUP, on_hup as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
-    }
+/// SIGHUP asks for a reload (SIGINT and SIGTERM stop the capture: [`Capture::stop_on_signals`]).
+fn reload_on_hup() -> Result<Arc<AtomicBool>> {
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
+    Ok(reload)
 }
 
 /// Tells systemd (`Type=notify`) about our state; nothing when not started by it.
-fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        sock.send_to(state.as_bytes(), Path::new(&path))
-    };
-    if let Err(e) = sent {
-        debug!("sd_notify {state}: {e}");
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        debug!("sd_notify {state:?}: {e}");
     }
 }
 
-/// Drops the records of disabled signals before the engine sees them.
-fn filter_batch(batch: &RawBatch, signals: &ksight_engine::export::Signals) -> RawBatch {
-    const KIND: usize = std::mem::offset_of!(EventHeader, kind);
-    let mut out = RawBatch::new();
-    for record in batch.iter() {
-        let keep = record
-            .get(KIND..KIND + 2)
-            .is_none_or(|k| signals.wants_kind(u16::from_le_bytes([k[0], k[1]])));
-        if keep {
-            out.push(record);
-        }
+/// `RELOADING=1` with the `MONOTONIC_USEC=` systemd 253 and later expect beside it.
+fn notify_reloading() {
+    use sd_notify::NotifyState;
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
     }
-    out
+}
+
+/// The engine's record filter for the enabled signals: records of disabled ones are
+/// dropped before they are decoded.
+fn kind_filter(signals: ksight_engine::export::Signals) -> Option<Box<dyn Fn(u16) -> bool + Send>> {
+    (!signals.all()).then(|| Box::new(move |kind| signals.wants_kind(kind)) as Box<_>)
 }
 
 struct Agent {
-    config_path: PathBuf,
+    /// `--config`; None: the default path or the built-in defaults, decided at each load.
+    config_path: Option<PathBuf>,
     config: Config,
     settings: ExportSettings,
     shared: Arc<Shared>,
     http: Option<http::HttpServer>,
     socket: Option<socket::SocketServer>,
-    engine: Engine,
+    capture: Capture,
     exporter: Exporter,
     names: HostNames,
     attributor: Attributor,
@@ -158,6 +131,7 @@ struct Agent {
     backend: String,
     backend_reason: String,
     fidelity_notes: Vec<String>,
+    signals: Vec<ksight_engine::signals::SignalStatus>,
     started_unix_s: f64,
     started: Instant,
     last_tick: Instant,
@@ -205,22 +179,23 @@ fn start_socket(c: &Config, shared: &Arc<Shared>) -> Result<Option<socket::Socke
         .transpose()
 }
 
-pub fn run(config_path: &Path) -> Result<u8> {
-    let config = config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+/// `config_path`: the file named with `--config`; without it, the default path when that
+/// file exists, else the built-in defaults.
+pub fn run(config_path: &Option<PathBuf>) -> Result<u8> {
+    let (config, origin) =
+        config::load_agent(config_path.as_deref()).map_err(|e| anyhow!("{e}"))?;
     if let Some(root) = &config.cgroup_root {
-        check_cgroup2_root(&root.0)
-            .map_err(|e| anyhow!("{}: key `cgroup_root`: {e}", config_path.display()))?;
+        check_cgroup2_root(&root.0).map_err(|e| anyhow!("{origin}: key `cgroup_root`: {e}"))?;
     }
     log::set_level(config.log_level);
-    install_signal_handlers();
+    let reload = reload_on_hup()?;
     let started = Instant::now();
     let started_unix_s = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     info!(
-        "ksight {} starting with {}",
-        env!("CARGO_PKG_VERSION"),
-        config_path.display()
+        "ksight {} starting with {origin}",
+        env!("CARGO_PKG_VERSION")
     );
 
     // Listeners first: a port in use fails the start before any probe is loaded.
@@ -277,15 +252,17 @@ pub fn run(config_path: &Path) -> Result<u8> {
         info!("signal {note}");
     }
     let backend = opened.source.name().to_string();
-    let readers = Readers::spawn(vec![opened.source]);
     let settings = config.export_settings();
+    let mut engine = Engine::new(&backend, None);
+    engine.keep_kinds(kind_filter(settings.signals));
+    let capture = Capture::single(opened.source, engine).stop_on_signals()?;
     let mut agent = Agent {
-        config_path: config_path.to_path_buf(),
+        config_path: config_path.clone(),
         settings,
         shared,
         http,
         socket,
-        engine: Engine::new(&backend, None),
+        capture,
         exporter: Exporter::new(),
         names: HostNames { live: true },
         attributor,
@@ -296,6 +273,7 @@ pub fn run(config_path: &Path) -> Result<u8> {
         ignored: Vec::new(),
         backend,
         backend_reason: chosen.reason,
+        signals: opened.signals.clone(),
         fidelity_notes: opened
             .fidelity_notes
             .iter()
@@ -318,47 +296,46 @@ pub fn run(config_path: &Path) -> Result<u8> {
     if let Some(s) = &agent.socket {
         info!("serving snapshots on {}", s.path.display());
     }
-    notify("READY=1");
+    notify(&[sd_notify::NotifyState::Ready]);
     info!(
         "running; backend attached {} ms after start",
         started.elapsed().as_millis()
     );
 
-    let rx = readers.receiver().clone();
     let mut failure = None;
-    while !STOP.load(Ordering::SeqCst) {
-        if RELOAD.swap(false, Ordering::SeqCst) {
-            notify("RELOADING=1");
+    loop {
+        if reload.swap(false, Ordering::SeqCst) {
+            notify_reloading();
             agent.reload();
-            notify("READY=1");
+            notify(&[sd_notify::NotifyState::Ready]);
         }
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(m) => {
-                if let Err(e) = agent.handle(m) {
-                    failure = Some(e);
-                    break;
-                }
+        let until = agent
+            .next_tick
+            .min(Instant::now() + Duration::from_millis(50));
+        match agent.capture.pump(until) {
+            Ok(Pumped::Deadline) => {}
+            Ok(Pumped::Stopped) => break,
+            Ok(Pumped::Finished) => {
+                failure = Some(anyhow!(
+                    "the {} backend stopped delivering events",
+                    agent.backend
+                ));
+                break;
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                failure = Some(anyhow!("the event readers stopped"));
+            Err(e) => {
+                failure = Some(e.into());
                 break;
             }
         }
-        agent.engine.advance(Some(monotonic_ns()));
         if Instant::now() >= agent.next_tick {
             agent.tick();
         }
     }
-    notify("STOPPING=1");
+    notify(&[sd_notify::NotifyState::Stopping]);
     info!("stopping: detaching the probes");
-    // Dropping the sources detaches every program (eBPF) or closes the device (module).
-    let sources = readers.stop(|m| {
-        let _ = agent.handle(m);
-    });
-    drop(sources);
-    drop(agent.http.take());
-    drop(agent.socket.take());
+    // Dropping the capture stops the readers and drops the sources, which detaches every
+    // program (eBPF) or closes the device (module); then the listeners close.
+    drop(agent);
     if let Some(e) = failure {
         error!("{e:#}");
         return Err(e);
@@ -368,25 +345,6 @@ pub fn run(config_path: &Path) -> Result<u8> {
 }
 
 impl Agent {
-    fn handle(&mut self, m: Message) -> Result<()> {
-        match m {
-            Message::Batch { batch, .. } => {
-                if self.settings.signals.all() {
-                    self.engine.ingest(&batch);
-                } else {
-                    self.engine
-                        .ingest(&filter_batch(&batch, &self.settings.signals));
-                }
-            }
-            Message::Counters { counters, .. } => self.engine.set_counters(counters),
-            Message::Finished { .. } => {
-                bail!("the {} backend stopped delivering events", self.backend)
-            }
-            Message::Failed { error, .. } => return Err(error.into()),
-        }
-        Ok(())
-    }
-
     /// Re-reads the cgroup tree now and then, so removed cgroups are noticed (new ones are
     /// read on the first event that names them).
     fn refresh_tree(&mut self) {
@@ -409,7 +367,9 @@ impl Agent {
             return;
         }
         debug!("{} cgroups ignored", ids.len());
-        self.engine.set_ignored_cgroups(ids.iter().copied());
+        self.capture
+            .engine_mut()
+            .set_ignored_cgroups(ids.iter().copied());
         if let Some(filter) = &self.kernel_filter
             && let Err(e) = filter.set_ignored(&ids)
         {
@@ -443,10 +403,10 @@ impl Agent {
     fn tick(&mut self) {
         let elapsed = self.last_tick.elapsed().as_secs_f64();
         self.last_tick = Instant::now();
-        let eager = self.engine.records == 0 && self.started.elapsed() < EAGER_FOR;
+        let eager = self.capture.engine().records == 0 && self.started.elapsed() < EAGER_FOR;
         self.next_tick = self.last_tick + if eager { EAGER_TICK } else { TICK };
-        let mut snapshot = self.engine.snapshot(&self.names);
-        self.engine.forget_finished();
+        let mut snapshot = self.capture.engine_mut().snapshot(&self.names);
+        self.capture.engine_mut().forget_finished();
         self.refresh_tree();
         attribute(&mut snapshot, &mut self.attributor);
         self.attributor.sweep();
@@ -456,16 +416,12 @@ impl Agent {
             .iter()
             .filter(|c| c.attribution.as_ref().is_some_and(|a| a.pending))
             .count() as u64;
-        let records = self.engine.records;
+        let records = self.capture.engine().records;
         let meta = AgentMeta {
             version: env!("CARGO_PKG_VERSION").to_string(),
             backend: self.backend.clone(),
             backend_reason: self.backend_reason.clone(),
-            signals: probe::signal_modes(
-                &probe::SIGNALS,
-                &self.fidelity_notes,
-                &self.settings.signals,
-            ),
+            signals: probe::modes(&self.signals, &self.settings.signals),
             start_time_s: self.started_unix_s,
             events: records,
             events_per_second: if elapsed > 0.0 {
@@ -473,14 +429,14 @@ impl Agent {
             } else {
                 0.0
             },
-            late_events: self.engine.late_events(),
+            late_events: self.capture.engine().late_events(),
             reloads_succeeded: self.reloads_succeeded,
             reloads_failed: self.reloads_failed,
             kubernetes: self.metadata_status(),
             pending_cgroups,
             ignored_cgroups: self.ignored.len() as u64,
-            ignored_events_kernel: self.engine.counters().filtered,
-            ignored_events_engine: self.engine.ignored_events(),
+            ignored_events_kernel: self.capture.engine().counters().filtered,
+            ignored_events_engine: self.capture.engine().ignored_events(),
         };
         self.records_at_tick = records;
         let now_ms = self.started.elapsed().as_millis() as u64;
@@ -496,7 +452,7 @@ impl Agent {
                 "forgetting {} cgroups gone for the grace period",
                 expired.len()
             );
-            self.engine.forget_cgroups(&expired);
+            self.capture.engine_mut().forget_cgroups(&expired);
         }
         let agent = AgentSnapshot {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -514,8 +470,8 @@ impl Agent {
     /// SIGHUP: a valid configuration replaces the running one (listeners restarted only
     /// when their address changed); an invalid one is refused and the old one kept.
     fn reload(&mut self) {
-        let new = match config::load(&self.config_path) {
-            Ok(c) => c,
+        let (new, origin) = match config::load_agent(self.config_path.as_deref()) {
+            Ok(loaded) => loaded,
             Err(e) => {
                 self.reloads_failed += 1;
                 error!("reload refused, the running configuration stays: {e}");
@@ -583,10 +539,13 @@ impl Agent {
             new.cgroup_root = self.config.cgroup_root.clone();
         }
         self.settings = new.export_settings();
+        self.capture
+            .engine_mut()
+            .keep_kinds(kind_filter(self.settings.signals));
         self.config = new;
         if applied {
             self.reloads_succeeded += 1;
-            info!("configuration reloaded from {}", self.config_path.display());
+            info!("configuration reloaded from {origin}");
         } else {
             self.reloads_failed += 1;
         }
@@ -613,12 +572,11 @@ mod tests {
             tcp: true,
             block: false,
         };
-        let out = filter_batch(&s.batch, &only_tcp);
-        // The retransmit, and the short garbage record (left for the engine to count).
-        assert_eq!(out.len(), 2);
-        assert_eq!(
-            filter_batch(&s.batch, &Signals::default()).len(),
-            s.batch.len()
-        );
+        let mut engine = Engine::new("test", None);
+        engine.keep_kinds(kind_filter(only_tcp));
+        engine.ingest(&s.batch);
+        // The retransmit, and the short garbage record (counted as malformed).
+        assert_eq!((engine.records, engine.malformed), (1, 1));
+        assert!(kind_filter(Signals::default()).is_none());
     }
 }

@@ -4,6 +4,8 @@
 use super::choose::{BpfCallError, EbpfFacts, Probe};
 use crate::args::{BackendChoice, CaptureArgs, TransportChoice};
 use crate::backend::Opened;
+use ksight_engine::export::Signals;
+use ksight_engine::signals::{Mode, Signal, SignalStatus};
 use std::process::Command;
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -14,16 +16,6 @@ const CAP_BPF: u32 = 39;
 /// and every tracepoint format (~200 ms) only for `open` to do it again.
 #[derive(Default)]
 pub struct HostProbe;
-
-/// The signals the backends report fidelity for (`ksight_backend_ebpf`'s list).
-pub const SIGNALS: [&str; 6] = [
-    "process",
-    "tcp",
-    "tcp_close_stats",
-    "tcp_retransmits",
-    "tcp_resets",
-    "block",
-];
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -156,51 +148,16 @@ impl Probe for HostProbe {
     }
 }
 
-/// Each signal's mode ("full", "degraded", "unavailable", or "disabled" by the
-/// configuration), from the notes `backend::open` returns — one `render::signal_line` per
-/// signal that is not full; a signal named there but missing from `names` is added.
-pub fn signal_modes(
-    names: &[&str],
-    notes: &[String],
-    enabled: &ksight_engine::export::Signals,
-) -> Vec<(String, String)> {
-    let mut all: Vec<&str> = names.to_vec();
-    for note in notes {
-        if let Some(name) = note.split_whitespace().next()
-            && !all.contains(&name)
-            && note
-                .split_whitespace()
-                .nth(1)
-                .is_some_and(|m| m == "degraded:" || m == "unavailable:")
-        {
-            all.push(name);
-        }
-    }
-    all.iter()
-        .map(|&name| {
-            let mode = if !enabled.wants_signal(name) {
-                "disabled"
-            } else {
-                notes
-                    .iter()
-                    .find_map(|n| {
-                        let mut words = n.split_whitespace();
-                        (words.next() == Some(name))
-                            .then(|| words.next().unwrap_or("").trim_end_matches(':'))
-                    })
-                    .filter(|m| ["degraded", "unavailable"].contains(m))
-                    .unwrap_or("full")
-            };
-            (name.to_string(), mode.to_string())
-        })
-        .collect()
+/// Each signal's mode (full, degraded, unavailable, or disabled by the configuration),
+/// from the typed statuses of the backend that runs (`backend::Opened::signals`).
+pub fn modes(statuses: &[SignalStatus], enabled: &Signals) -> Vec<(Signal, Mode)> {
+    ksight_engine::signals::modes(statuses, enabled)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ksight_backend_ebpf::{Fidelity, SignalStatus};
-    use ksight_engine::export::Signals;
+    use ksight_engine::signals::Fidelity;
 
     #[test]
     fn lockdown_modes() {
@@ -215,32 +172,34 @@ mod tests {
         assert_eq!(lockdown_mode(""), None);
     }
 
-    #[test]
-    fn signal_modes_read_the_notes_render_writes() {
-        let status = |signal, status| SignalStatus {
+    fn status(signal: Signal, status: Fidelity) -> SignalStatus {
+        SignalStatus {
             signal,
             tracepoints: vec![],
             status,
-        };
-        let notes = vec![
-            crate::render::signal_line(&status(
-                "tcp_close_stats",
-                Fidelity::Degraded("no BTF".into()),
-            )),
-            crate::render::signal_line(&status("block", Fidelity::Unavailable("gone".into()))),
+        }
+    }
+
+    #[test]
+    fn modes_come_from_the_typed_statuses() {
+        let statuses = [
+            status(Signal::Process, Fidelity::Full),
+            status(Signal::Tcp, Fidelity::Full),
+            status(Signal::TcpCloseStats, Fidelity::Degraded("no BTF".into())),
+            status(Signal::TcpRetransmits, Fidelity::Full),
+            status(Signal::TcpResets, Fidelity::Full),
+            status(Signal::Block, Fidelity::Unavailable("gone".into())),
         ];
-        let names = ["process", "tcp", "tcp_close_stats", "block"];
-        let modes = signal_modes(&names, &notes, &Signals::default());
-        let modes: Vec<(&str, &str)> = modes
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
+        let got = modes(&statuses, &Signals::default());
+        let got: Vec<(&str, &str)> = got.iter().map(|(s, m)| (s.name(), m.as_str())).collect();
         assert_eq!(
-            modes,
+            got,
             [
                 ("process", "full"),
                 ("tcp", "full"),
                 ("tcp_close_stats", "degraded"),
+                ("tcp_retransmits", "full"),
+                ("tcp_resets", "full"),
                 ("block", "unavailable")
             ]
         );
@@ -248,9 +207,9 @@ mod tests {
             tcp: false,
             ..Default::default()
         };
-        let modes = signal_modes(&names, &notes, &off);
-        assert_eq!(modes[1].1, "disabled");
-        assert_eq!(modes[2].1, "disabled");
+        let got = modes(&statuses, &off);
+        assert_eq!(got[1].1, Mode::Disabled);
+        assert_eq!(got[2].1, Mode::Disabled);
     }
 
     #[test]
@@ -258,24 +217,88 @@ mod tests {
         let names: Vec<&str> = ksight_backend_ebpf::detect()
             .signals
             .iter()
-            .map(|s| s.signal)
+            .map(|s| s.name())
             .collect();
-        assert_eq!(names, SIGNALS);
-        // A signal only the notes know of is still reported.
-        let notes = vec!["sched            unavailable: no tracepoint".to_string()];
-        let modes = signal_modes(&SIGNALS, &notes, &Signals::default());
+        let table: Vec<&str> = event_abi::SIGNALS.iter().map(|s| s.name).collect();
+        assert_eq!(names, table);
         assert_eq!(
-            modes.last().unwrap(),
-            &("sched".to_string(), "unavailable".to_string())
+            table,
+            [
+                "process",
+                "tcp",
+                "tcp_close_stats",
+                "tcp_retransmits",
+                "tcp_resets",
+                "block"
+            ]
         );
     }
 
+    /// With CAP_BPF or CAP_SYS_ADMIN (the tests run as root) the probe succeeds; without,
+    /// it is EPERM unless the host lets unprivileged users create maps. And a thread under
+    /// a seccomp filter that denies bpf() gets EPERM (filters are per thread).
     #[test]
     fn the_bpf_probe_answers_here() {
-        // Root or not, the call returns: success or an errno, never a crash.
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let caps = u64::from_str_radix(&status_field(&status, "CapEff:").unwrap(), 16).unwrap();
+        let privileged = caps & (1 << 39 | 1 << 21) != 0; // CAP_BPF, CAP_SYS_ADMIN
+        let unprivileged_ok = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+            .is_ok_and(|v| v.trim() == "0");
         match bpf_call() {
-            Ok(()) => {}
-            Err(e) => assert!(e.errno > 0, "{e:?}"),
+            Ok(()) => assert!(
+                privileged || unprivileged_ok,
+                "bpf() allowed without CAP_BPF"
+            ),
+            Err(e) => {
+                assert!(!privileged, "bpf() fails with CAP_BPF: {e:?}");
+                assert_eq!(e.errno, libc::EPERM, "{e:?}");
+            }
         }
+        let denied = std::thread::spawn(|| {
+            let stmt = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+                code: code as u16,
+                jt,
+                jf,
+                k,
+            };
+            // seccomp_data.nr at offset 0; bpf() → EPERM, everything else allowed.
+            let filter = [
+                stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+                stmt(
+                    libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                    libc::SYS_bpf as u32,
+                    0,
+                    1,
+                ),
+                stmt(
+                    libc::BPF_RET | libc::BPF_K,
+                    libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                    0,
+                    0,
+                ),
+                stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            // SAFETY: both calls affect this thread only (no SECCOMP_FILTER_FLAG_TSYNC);
+            // the kernel copies the filter.
+            unsafe {
+                assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+                assert_eq!(
+                    libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog),
+                    0
+                );
+            }
+            bpf_call()
+        })
+        .join()
+        .unwrap();
+        let e = denied.expect_err("bpf() under a seccomp filter denying it");
+        assert_eq!(
+            (e.errno, e.message.as_str()),
+            (libc::EPERM, "Operation not permitted")
+        );
     }
 }

@@ -17,15 +17,14 @@ mod fmt;
 mod rates;
 mod terminal;
 
-use crate::args::{BackendChoice, CaptureArgs};
+use crate::args::CaptureArgs;
 use crate::backend;
 use anyhow::{Result, bail};
-use app::{Action, App, Mode, SignalInfo, SignalState};
+use app::{Action, App, Mode};
 use collection::Collector;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use event::Event;
-use ksight_backend_ebpf::Fidelity;
-use ksight_engine::pipeline::Readers;
+use ksight_engine::{Capture, Engine};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
@@ -55,22 +54,15 @@ pub fn run(capture: &CaptureArgs, connect: Option<&Path>, delay: f64) -> Result<
             (app, collector)
         }
         None => {
-            let signals = signal_report();
             let opened = backend::open(capture)?;
             let mut app = App::new(Mode::Live, interval);
-            app.signals = signals;
-            app.notes = opened.fidelity_notes;
-            app.backend_reason = match capture.backend {
-                BackendChoice::Auto => {
-                    "chosen automatically: the eBPF programs load and attach here"
-                }
-                BackendChoice::Ebpf => "asked for with --backend ebpf",
-                BackendChoice::Kmod => "asked for with --backend kmod",
-            }
-            .into();
+            // The backend that runs says how it observes each signal and why it runs
+            // (after a fallback: the module's report and eBPF's failure).
+            app.signals = opened.signals;
+            app.backend_reason = opened.reason;
             let name = opened.source.name().to_string();
-            let readers = Readers::spawn(vec![opened.source]);
-            let collector = collection::live(readers, name, interval, start, tx.clone())?;
+            let capture = Capture::single(opened.source, Engine::new(&name, None));
+            let collector = collection::live(capture, interval, start, tx.clone())?;
             (app, collector)
         }
     };
@@ -78,23 +70,6 @@ pub fn run(capture: &CaptureArgs, connect: Option<&Path>, delay: f64) -> Result<
     // The terminal is already restored; tearing capture down may take a moment.
     collector.stop();
     result.map(|()| 0)
-}
-
-/// Each signal and the tracepoints it comes from, as the eBPF backend's checks see them.
-fn signal_report() -> Vec<SignalInfo> {
-    ksight_backend_ebpf::detect()
-        .signals
-        .into_iter()
-        .map(|s| SignalInfo {
-            name: s.signal.to_string(),
-            tracepoints: s.tracepoints,
-            status: match s.status {
-                Fidelity::Full => SignalState::Full,
-                Fidelity::Degraded(why) => SignalState::Degraded(why),
-                Fidelity::Unavailable(why) => SignalState::Unavailable(why),
-            },
-        })
-        .collect()
 }
 
 /// The main loop: the only place state changes. Draws after each batch of events.

@@ -120,11 +120,13 @@ pub fn group_by_owner(rows: &[crate::snapshot::CgroupRow]) -> Vec<crate::snapsho
             ..CgroupLabels::default()
         });
         let name = labels.display_name();
-        let group = groups.entry(name).or_insert_with(|| crate::snapshot::CgroupRow {
-            cgroup_id: row.cgroup_id,
-            attribution: Some(labels.clone()),
-            ..Default::default()
-        });
+        let group = groups
+            .entry(name)
+            .or_insert_with(|| crate::snapshot::CgroupRow {
+                cgroup_id: row.cgroup_id,
+                attribution: Some(labels.clone()),
+                ..Default::default()
+            });
         group.add(row);
         let outer = group.attribution.as_ref().is_some_and(|g| {
             !labels.path.is_empty() && (g.path.is_empty() || labels.path.len() < g.path.len())
@@ -193,10 +195,16 @@ mod tests {
             .iter()
             .map(|g| g.attribution.as_ref().unwrap().display_name())
             .collect();
-        assert_eq!(names, ["(unknown cgroup)", "shop/web-1/sidecar", "shop/web-1/web"]);
+        assert_eq!(
+            names,
+            ["(unknown cgroup)", "shop/web-1/sidecar", "shop/web-1/web"]
+        );
         assert_eq!(groups[2].execs, 5);
         assert_eq!(groups[2].exit_codes["0"], 5);
-        assert_eq!(groups[2].cgroup_id, 10, "the outermost cgroup names the group");
+        assert_eq!(
+            groups[2].cgroup_id, 10,
+            "the outermost cgroup names the group"
+        );
         assert_eq!(groups[1].execs, 5);
         assert_eq!(groups[0].execs, 7);
     }
@@ -204,7 +212,10 @@ mod tests {
     #[test]
     fn bad_patterns_are_named() {
         let e = Filters::new(&["ok".into()], &["a(".into()]).unwrap_err();
-        assert!(e.starts_with("exclude pattern \"a(\" is not a valid regex"), "{e}");
+        assert!(
+            e.starts_with("exclude pattern \"a(\" is not a valid regex"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -248,7 +248,10 @@ impl Collector for ViewCollector {
             v.meta
                 .signals
                 .iter()
-                .map(|(s, m)| (l([("signal", s.clone()), ("mode", m.clone())]), 1u64)),
+                .map(|(s, m)| {
+                    let labels = l([("signal", s.name().to_string()), ("mode", m.to_string())]);
+                    (labels, 1u64)
+                }),
         )?;
         f.gauge(
             "ksight_agent_start_time",
@@ -612,6 +615,7 @@ mod tests {
     use super::*;
     use crate::export::view::{AgentMeta, CgroupTree, ExportSettings, Exporter, Signals};
     use crate::names::NoNames;
+    use crate::signals::{Mode, Signal};
     use crate::synthetic::Synth;
     use crate::{Engine, RawBatch};
     use event_abi::{block_op, kind};
@@ -667,8 +671,8 @@ mod tests {
             backend: "ebpf".into(),
             backend_reason: "bpf \"works\"".into(),
             signals: vec![
-                ("process".into(), "full".into()),
-                ("block".into(), "degraded".into()),
+                (Signal::Process, Mode::Full),
+                (Signal::Block, Mode::Degraded),
             ],
             events: engine.records,
             ..Default::default()

@@ -13,8 +13,9 @@
 //!   any time without touching the aggregates.
 
 pub use crate::attribution::cgroups::CgroupTree;
+use crate::signals::{Family, Mode, Signal};
 use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Snapshot};
-use event_abi::kind;
+use event_abi::kinds;
 use std::collections::HashMap;
 
 /// Which signals are captured and exported.
@@ -43,33 +44,32 @@ impl Signals {
         self.process && self.tcp && self.block
     }
 
-    /// Whether records of this event-abi kind belong to an enabled signal. Unknown kinds
-    /// pass, so the engine still counts them as malformed.
-    pub fn wants_kind(&self, k: u16) -> bool {
-        match k {
-            kind::EXEC | kind::FORK | kind::EXIT => self.process,
-            kind::TCP_STATE
-            | kind::TCP_RETRANSMIT
-            | kind::TCP_RESET_SENT
-            | kind::TCP_RESET_RECEIVED => self.tcp,
-            kind::BLOCK_QUEUE | kind::BLOCK_ISSUE | kind::BLOCK_COMPLETE => self.block,
-            _ => true,
+    /// Whether the configuration switch of this family is on.
+    pub fn wants_family(&self, family: Family) -> bool {
+        match family {
+            Family::Process => self.process,
+            Family::Tcp => self.tcp,
+            Family::Block => self.block,
         }
     }
 
-    /// Whether the backend's signal of this name (as fidelity reports name them:
-    /// "process", "tcp", "tcp_close_stats", "tcp_retransmits", "tcp_resets", "block") is
-    /// enabled.
+    /// Whether this signal is enabled (its family's switch, from the table of kinds).
+    pub fn wants(&self, signal: Signal) -> bool {
+        self.wants_family(signal.family())
+    }
+
+    /// Whether records of this event-abi kind belong to an enabled signal (the kind's row
+    /// in `event_abi::kinds::KINDS` says which). Unknown kinds pass, so the engine still
+    /// counts them as malformed.
+    pub fn wants_kind(&self, k: u16) -> bool {
+        kinds::signal(k).is_none_or(|s| self.wants(s))
+    }
+
+    /// Whether the signal of this name (as fidelity reports name them: "process", "tcp",
+    /// "tcp_close_stats", "tcp_retransmits", "tcp_resets", "block") is enabled. Names not in
+    /// the table pass.
     pub fn wants_signal(&self, signal: &str) -> bool {
-        if signal == "process" {
-            self.process
-        } else if signal.starts_with("tcp") {
-            self.tcp
-        } else if signal == "block" {
-            self.block
-        } else {
-            true
-        }
+        Signal::from_name(signal).is_none_or(|s| self.wants(s))
     }
 }
 
@@ -140,8 +140,9 @@ pub struct AgentMeta {
     pub backend: String,
     /// Why that backend (the auto-detection's verdict, or "configured").
     pub backend_reason: String,
-    /// (signal, mode) with mode one of "full", "degraded", "unavailable", "disabled".
-    pub signals: Vec<(String, String)>,
+    /// Each signal's mode (full, degraded, unavailable, or disabled by the configuration),
+    /// from the backend's typed fidelity (`crate::signals::modes`).
+    pub signals: Vec<(Signal, Mode)>,
     /// Unix time the agent started, in seconds.
     pub start_time_s: f64,
     /// Records decoded since start.
@@ -343,6 +344,7 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use event_abi::kind;
 
     fn tree(ids: &[(u64, &str)]) -> CgroupTree {
         CgroupTree {
@@ -529,6 +531,12 @@ mod tests {
         assert!(!s.wants_kind(kind::BLOCK_COMPLETE));
         assert!(s.wants_kind(999));
         assert!(s.wants_signal("tcp_close_stats") && !s.wants_signal("block"));
+        assert!(s.wants_signal("tcp_resets") && !s.wants_signal("process"));
+        assert!(s.wants_signal("sched"));
+        // Every kind of the table belongs to exactly the family its signal names.
+        for k in &event_abi::KINDS {
+            assert_eq!(s.wants_kind(k.kind), s.wants(k.signal), "{}", k.name);
+        }
         assert!(!s.all() && Signals::default().all());
     }
 }

@@ -8,6 +8,7 @@ pub mod rows;
 use crate::tui::event::{Event, SourceStatus};
 use columns::{CgroupCol, ConnCol, DiskCol, ProcCol, SortBy};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ksight_engine::signals::SignalStatus;
 use model::Model;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,21 +53,6 @@ pub enum Mode {
     Live,
     /// A running `ksight agent`, through its socket.
     Attached(PathBuf),
-}
-
-/// One signal's status, for the Health view.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SignalInfo {
-    pub name: String,
-    pub tracepoints: Vec<String>,
-    pub status: SignalState,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum SignalState {
-    Full,
-    Degraded(String),
-    Unavailable(String),
 }
 
 /// What the main loop must do after an event, beyond drawing.
@@ -114,8 +100,8 @@ pub fn step_interval(current: Duration, longer: bool) -> Duration {
 
 pub struct App {
     pub mode: Mode,
-    /// Each signal's status (live mode: from the running backend's checks).
-    pub signals: Vec<SignalInfo>,
+    /// Each signal's status (live mode: as the backend that runs observes it).
+    pub signals: Vec<SignalStatus>,
     /// Fidelity notes the opened backend (or the agent) reported.
     pub notes: Vec<String>,
     /// Why this backend runs.

@@ -3,11 +3,12 @@
 //! `KSIGHT_UPDATE_SNAPSHOTS=1 cargo test -p ksight tui::canvas` and review the diff.
 
 use super::draw;
-use crate::tui::app::{Action, App, Mode, SignalInfo, SignalState, View};
+use crate::tui::app::{Action, App, Mode, View};
 use crate::tui::event::{Event, Sample, SourceStatus};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ksight_engine::Snapshot;
 use ksight_engine::attribution::CgroupLabels;
+use ksight_engine::signals::{Fidelity, Signal, SignalStatus};
 use ksight_engine::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Latency, ProcessRow};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -113,10 +114,10 @@ fn fixture() -> App {
         ),
     ]
     .iter()
-    .map(|(name, tps)| SignalInfo {
-        name: name.to_string(),
+    .map(|(name, tps)| SignalStatus {
+        signal: Signal::from_name(name).unwrap(),
         tracepoints: tps.split(' ').map(String::from).collect(),
-        status: SignalState::Full,
+        status: Fidelity::Full,
     })
     .collect();
     app.backend_reason = "chosen automatically: the eBPF programs load and attach here".into();
@@ -371,6 +372,54 @@ fn health_80x24() {
     let mut app = fixture();
     view(&mut app, View::Health);
     check("health_80x24", &render(&app, 80, 24));
+}
+
+/// After a fallback to the module, Health shows the module's own report and the real
+/// reason, not eBPF's.
+#[test]
+fn health_shows_the_backend_that_runs() {
+    let mut app = fixture();
+    app.backend_reason = "chosen automatically: the eBPF backend cannot run here \
+                          (permission denied); the ksight module is loaded"
+        .into();
+    app.signals = ksight_backend_kmod::signal_status(&ksight_backend_kmod::KmodStats {
+        available: 0b111_1111_1110 & !(1 << event_abi::kind::BLOCK_ISSUE),
+        attached: 0b111_1111_1110 & !(1 << event_abi::kind::BLOCK_ISSUE),
+        enabled: 0b111_1111_1110,
+        capturing: 1,
+        ..Default::default()
+    });
+    app.handle(Event::Sample(Box::new(Sample {
+        snapshot: Snapshot {
+            backend: "kmod".into(),
+            ..Default::default()
+        },
+        interval: Duration::from_secs(1),
+        at: Duration::from_secs(3),
+        cgroup_labels: vec![],
+    })));
+    view(&mut app, View::Health);
+    let screen = render(&app, 160, 40);
+    assert!(
+        screen.contains("live capture by this process, kmod backend"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("the eBPF backend cannot run here (permission denied)"),
+        "{screen}"
+    );
+    let block = rows_with(&screen, "block ");
+    assert!(
+        block
+            .iter()
+            .any(|r| r
+                .contains("degraded: block:block_rq_issue: the module found no such tracepoint")),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("the eBPF programs load and attach here"),
+        "{screen}"
+    );
 }
 
 #[test]

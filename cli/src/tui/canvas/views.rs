@@ -3,9 +3,10 @@
 use super::{DIM, HEADER, WARN, table};
 use crate::tui::app::columns::Column;
 use crate::tui::app::rows::{self, filter_sort};
-use crate::tui::app::{App, Mode, SignalState, View};
+use crate::tui::app::{App, Mode, View};
 use crate::tui::event::SourceStatus;
 use crate::tui::fmt;
+use ksight_engine::signals::Fidelity;
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -332,12 +333,12 @@ pub fn health(f: &mut Frame, area: Rect, app: &App) {
     }
     for s in &app.signals {
         let (text, style) = match &s.status {
-            SignalState::Full => ("full".to_string(), Style::new()),
-            SignalState::Degraded(why) => (format!("degraded: {why}"), WARN),
-            SignalState::Unavailable(why) => (format!("unavailable: {why}"), WARN),
+            Fidelity::Full => ("full".to_string(), Style::new()),
+            Fidelity::Degraded(why) => (format!("degraded: {why}"), WARN),
+            Fidelity::Unavailable(why) => (format!("unavailable: {why}"), WARN),
         };
         lines.push(Line::from(vec![
-            Span::raw(format!("   {:<16}", s.name)),
+            Span::raw(format!("   {:<16}", s.signal)),
             Span::styled(format!("{text:<5}"), style),
             Span::styled(format!(" {}", s.tracepoints.join(" ")), DIM),
         ]));

@@ -10,8 +10,7 @@ use anyhow::{Context, Result};
 use cgroups::CgroupOwners;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use ksight_engine::names::HostNames;
-use ksight_engine::pipeline::{Message, Readers};
-use ksight_engine::{Engine, Snapshot, monotonic_ns};
+use ksight_engine::{Capture, Snapshot};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,68 +78,46 @@ fn sleep_until(control: &Receiver<Control>, interval: &mut Duration, until: Inst
 /// Live mode: the reader threads of an opened backend feed an engine here; every interval
 /// its snapshot goes to the main loop and its counters restart.
 pub fn live(
-    readers: Readers,
-    backend: String,
+    capture: Capture,
     interval: Duration,
     start: Instant,
     events: Sender<Event>,
 ) -> Result<Collector> {
     spawn("ksight-top-live", move |control| {
-        live_loop(readers, &backend, interval, start, &events, &control)
+        live_loop(capture, interval, start, &events, &control)
     })
 }
 
 fn live_loop(
-    readers: Readers,
-    backend: &str,
+    mut capture: Capture,
     mut interval: Duration,
     start: Instant,
     events: &Sender<Event>,
     control: &Receiver<Control>,
 ) {
-    let mut engine = Engine::new(backend, None);
     let names = HostNames { live: true };
     let mut cgroup_owners = CgroupOwners::new();
-    let rx = readers.receiver().clone();
     let mut last = Instant::now();
     'capture: loop {
         loop {
             if !poll_control(control, &mut interval) {
                 break 'capture;
             }
-            let now = Instant::now();
-            let deadline = last + interval;
-            if now >= deadline {
+            // Short pumps, so control messages (pause, interval) are seen promptly.
+            let deadline = (last + interval).min(Instant::now() + Duration::from_millis(50));
+            if let Err(error) = capture.pump(deadline) {
+                let _ = events.send(Event::Source(SourceStatus::Failed(format!(
+                    "{:#}",
+                    anyhow::Error::from(error)
+                ))));
+                break 'capture;
+            }
+            if Instant::now() >= last + interval {
                 break;
             }
-            let message = match rx.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => {
-                    engine.advance(Some(monotonic_ns()));
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = events.send(Event::Source(SourceStatus::Failed(
-                        "the event reader stopped".into(),
-                    )));
-                    break 'capture;
-                }
-            };
-            match message {
-                Message::Batch { batch, .. } => engine.ingest(&batch),
-                Message::Counters { counters, .. } => engine.set_counters(counters),
-                Message::Finished { .. } => {}
-                Message::Failed { error, .. } => {
-                    let _ = events.send(Event::Source(SourceStatus::Failed(format!(
-                        "{:#}",
-                        anyhow::Error::from(error)
-                    ))));
-                    break 'capture;
-                }
-            }
-            engine.advance(Some(monotonic_ns()));
         }
         let now = Instant::now();
+        let engine = capture.engine_mut();
         let snapshot = engine.snapshot(&names);
         engine.reset_interval();
         let sample = Sample {
@@ -154,7 +131,6 @@ fn live_loop(
             break;
         }
     }
-    readers.stop(|_| {});
 }
 
 /// What one request to an agent brings back.
