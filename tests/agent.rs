@@ -235,65 +235,9 @@ impl Drop for Agent {
     }
 }
 
-/// A cgroup v2 child of ours for the workload; removed on drop.
-struct Cgroup {
-    path: PathBuf,
-    id: u64,
-}
-
-/// Our own cgroup v2 directory.
-fn own_cgroup_dir() -> PathBuf {
-    let mount = cgroup_mount();
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let own = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("a cgroup v2 entry in /proc/self/cgroup")
-        .trim_start_matches('/')
-        .to_string();
-    mount.join(own)
-}
-
-impl Cgroup {
-    fn new(tag: &str) -> Self {
-        let path = own_cgroup_dir().join(format!("ksight-{tag}-{}", std::process::id()));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        let id = std::fs::metadata(&path).unwrap().ino();
-        Self { path, id }
-    }
-
-    /// Runs `program args` inside this cgroup to completion, with a time limit.
-    fn run(&self, program: &Path, args: &[&str]) {
-        run_in_cgroup(&self.path, program, args);
-    }
-
-    fn remove(&self) {
-        wait_for("the cgroup to empty", Duration::from_secs(10), || {
-            std::fs::remove_dir(&self.path).ok()
-        });
-    }
-}
-
-/// Runs `program args` inside the cgroup at `dir` to completion, with a time limit.
-fn run_in_cgroup(dir: &Path, program: &Path, args: &[&str]) {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    ksight_engine::attribution::cgroups::join_before_exec(&mut cmd, dir).unwrap();
-    let mut child = cmd.spawn().expect("start the workload");
-    let status = wait_for("the workload", Duration::from_secs(60), || {
-        child.try_wait().ok().flatten()
-    });
-    assert!(status.success(), "workload: {status}");
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
-
 /// The workload's truth, per cgroup, as the agent must export it.
-fn assert_workload_metrics(m: &str, cg: u64, device: &LoopDevice) {
+/// `retrans_segs`: segments the kernel retransmitted (host-wide) while the workload ran.
+fn assert_workload_metrics(m: &str, cg: u64, device: &LoopDevice, retrans_segs: u64) {
     let c = format!("cgroup_id=\"{cg}\"");
     let v = |name: &str, extra: &str| sample(m, &format!("{name}{{{c}{extra}}}"));
     // The workload itself, 3× true, false, 2× sh; six children; seven exits.
@@ -323,7 +267,10 @@ fn assert_workload_metrics(m: &str, cg: u64, device: &LoopDevice) {
         v("ksight_tcp_resets_total", ",direction=\"received\""),
         Some(1.0)
     );
-    assert_eq!(v("ksight_tcp_retransmits_total", ""), Some(0.0));
+    let retransmits = v("ksight_tcp_retransmits_total", "").expect("retransmits") as u64;
+    if let Err(e) = check_retransmits(retransmits, retrans_segs) {
+        panic!("{e}");
+    }
     // O_DIRECT on the loop device. The cgroup's reads also include whatever its execs
     // read from disk (binaries not in the page cache); it writes nothing else.
     let (w, r) = ((4 * 65536 + 3 * 4096) as f64, (2 * 131072 + 5 * 512) as f64);
@@ -372,7 +319,10 @@ fn assert_workload_metrics(m: &str, cg: u64, device: &LoopDevice) {
 }
 
 /// Runs the workload in a fresh cgroup and waits until the agent has it all.
-fn run_workload(agent: &Agent, cgroup: &Cgroup, device: &LoopDevice) -> String {
+/// Runs the ground-truth workload in `cgroup`; the agent's metrics once it has all of
+/// it, and the segments the kernel retransmitted meanwhile.
+fn run_workload(agent: &Agent, cgroup: &TestCgroup, device: &LoopDevice) -> (String, u64) {
+    let retrans_before = tcp_retrans_segs().expect("/proc/net/snmp");
     cgroup.run(
         &workload_bin(),
         &[
@@ -386,7 +336,8 @@ fn run_workload(agent: &Agent, cgroup: &Cgroup, device: &LoopDevice) -> String {
     let exits = format!("ksight_process_exits_total{{{c},code=\"0\"}}");
     let writes = format!("ksight_block_cgroup_ops_total{{{c},op=\"write\"}}");
     let closes = format!("ksight_tcp_closes_total{{{c}}}");
-    wait_for("the workload's metrics", Duration::from_secs(15), || {
+    let retrans_segs = tcp_retrans_segs().expect("/proc/net/snmp") - retrans_before;
+    let m = wait_for("the workload's metrics", Duration::from_secs(15), || {
         let m = agent.metrics();
         // The cgroup is named once the agent has walked the tree for it (the counters
         // may come first: nothing waits for names).
@@ -395,7 +346,8 @@ fn run_workload(agent: &Agent, cgroup: &Cgroup, device: &LoopDevice) -> String {
             && sample(&m, &closes) == Some(4.0)
             && m.contains(&format!("\nksight_cgroup_info{{{c},"));
         complete.then_some(m)
-    })
+    });
+    (m, retrans_segs)
 }
 
 #[test]
@@ -404,9 +356,9 @@ fn the_agent_exports_the_workload_ground_truth_by_cgroup() {
     let _serial = serial();
     let agent = Agent::start("");
     let device = LoopDevice::new(16 << 20);
-    let cgroup = Cgroup::new("agent-truth");
-    let m = run_workload(&agent, &cgroup, &device);
-    assert_workload_metrics(&m, cgroup.id, &device);
+    let cgroup = TestCgroup::new("agent-truth");
+    let (m, retrans_segs) = run_workload(&agent, &cgroup, &device);
+    assert_workload_metrics(&m, cgroup.id, &device, retrans_segs);
     // The agent's own figures.
     assert!(
         m.contains("ksight_backend_info{backend=\"ebpf\",reason=\"configured"),
@@ -575,7 +527,7 @@ fn a_real_prometheus_server_scrapes_the_agent() {
     ensure_prometheus();
     let agent = Agent::start("");
     let device = LoopDevice::new(16 << 20);
-    let cgroup = Cgroup::new("agent-prom");
+    let cgroup = TestCgroup::new("agent-prom");
     let prometheus = PrometheusServer::start(agent.port);
     run_workload(&agent, &cgroup, &device);
     let execs = format!("ksight_process_execs_total{{cgroup_id=\"{}\"}}", cgroup.id);
@@ -600,8 +552,8 @@ fn reloads_keep_the_aggregates_and_refuse_bad_configurations() {
     let _serial = serial();
     let agent = Agent::start("");
     let device = LoopDevice::new(16 << 20);
-    let cgroup = Cgroup::new("agent-reload");
-    run_workload(&agent, &cgroup, &device);
+    let cgroup = TestCgroup::new("agent-reload");
+    let (_, retrans_segs) = run_workload(&agent, &cgroup, &device);
     let execs = format!("ksight_process_execs_total{{cgroup_id=\"{}\"}}", cgroup.id);
 
     // An unknown key: refused with key and line, the running configuration stays.
@@ -653,7 +605,7 @@ fn reloads_keep_the_aggregates_and_refuse_bad_configurations() {
         (sample(&m, "ksight_agent_config_reloads_total{result=\"success\"}") == Some(2.0))
             .then_some(m)
     });
-    assert_workload_metrics(&m, cgroup.id, &device);
+    assert_workload_metrics(&m, cgroup.id, &device, retrans_segs);
 
     // Scrapes during a burst of reloads are all answered.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -950,7 +902,7 @@ fn the_socket_serves_top_and_shrugs_off_bad_clients() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "root only");
     let device = LoopDevice::new(16 << 20);
-    let cgroup = Cgroup::new("agent-socket");
+    let cgroup = TestCgroup::new("agent-socket");
     run_workload(&agent, &cgroup, &device);
 
     for how in ["garbage", "half header", "huge length"] {
@@ -991,17 +943,18 @@ fn the_socket_serves_top_and_shrugs_off_bad_clients() {
         .map(|l| serde_json::from_str(l).expect("one JSON snapshot per line"))
         .collect();
     assert_eq!(lines.len(), 2);
-    let ours = lines[1]["cgroups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["cgroup_id"] == cgroup.id)
-        .unwrap_or_else(|| panic!("no cgroup {} in {}", cgroup.id, lines[1]["cgroups"]));
-    assert_eq!(ours["execs"], 7);
-    assert_eq!(ours["tcp_bytes_sent"], SENT + RECEIVED);
     assert_eq!(lines[1]["backend"], "ebpf");
-    // Cumulative: the host never un-execs.
-    assert!(lines[1]["process"]["execs"].as_u64() >= lines[0]["process"]["execs"].as_u64());
+    // Intervals, not totals: the workload ran before `top` started.
+    for l in &lines {
+        assert!(
+            !l["cgroups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["cgroup_id"] == cgroup.id),
+            "{l}"
+        );
+    }
     // The text view too.
     let text = ksight(&[
         "top",
@@ -1475,12 +1428,6 @@ fn pods_are_named_from_the_api_server_and_ignored_pods_cost_nothing() {
     );
 }
 
-/// The cgroup v2 mount (the agent's paths are relative to it).
-fn cgroup_mount() -> PathBuf {
-    ksight_engine::attribution::cgroups::cgroup2_mount()
-        .expect("a cgroup v2 hierarchy (these tests attribute by cgroup)")
-}
-
 #[test]
 fn an_unreachable_api_server_leaves_capture_running_and_shows_the_gap() {
     require_root();
@@ -1528,4 +1475,93 @@ fn an_unreachable_api_server_leaves_capture_running_and_shows_the_gap() {
         },
     );
     assert_eq!(sample(&m, "ksight_attribution_pending_cgroups"), Some(0.0));
+}
+
+/// `top --batch --connect` prints intervals, as `top --batch` does on its own: a workload
+/// run in its own cgroup between two intervals shows, whole, in the next one, and in none
+/// after it (the agent's snapshots are cumulative; the client takes differences).
+#[test]
+fn top_batch_connect_prints_each_interval_once() {
+    use std::io::{BufRead, BufReader};
+    require_root();
+    let _serial = serial();
+    let agent = Agent::start("");
+    let device = LoopDevice::new(16 << 20);
+    let cgroup = TestCgroup::new("agent-intervals");
+    // Intervals of 4 s against the agent's 1 s tick: a workload that starts right after
+    // an interval ends is published by the agent well before the next one ends.
+    let mut top = Command::new(ksight_bin())
+        .args([
+            "top",
+            "--batch",
+            "--json",
+            "-n",
+            "4",
+            "--delay",
+            "4",
+            "--connect",
+        ])
+        .arg(&agent.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ksight top");
+    let mut out = BufReader::new(top.stdout.take().unwrap());
+    let mut next_interval = |top: &mut Child| -> Value {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let mut err = String::new();
+            top.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("top ended early ({:?}): {err}", top.wait());
+        }
+        serde_json::from_str(&line).expect("one JSON snapshot per line")
+    };
+    let mut intervals = vec![next_interval(&mut top)];
+    cgroup.run(
+        &workload_bin(),
+        &[
+            "all",
+            &SENT.to_string(),
+            &RECEIVED.to_string(),
+            &device.device,
+        ],
+    );
+    for _ in 0..3 {
+        intervals.push(next_interval(&mut top));
+    }
+    assert!(top.wait().unwrap().success());
+    let ours: Vec<Option<&Value>> = intervals
+        .iter()
+        .map(|i| {
+            i["cgroups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["cgroup_id"] == cgroup.id)
+        })
+        .collect();
+    let listed: Vec<bool> = ours.iter().map(Option::is_some).collect();
+    assert_eq!(
+        listed,
+        [false, true, false, false],
+        "the cgroup in exactly the interval it ran in: {intervals:#?}"
+    );
+    let row = ours[1].unwrap();
+    assert_eq!(row["execs"], 7, "{row}");
+    assert_eq!(row["exits"], 7, "{row}");
+    assert_eq!(row["exit_codes"]["0"], 4, "{row}");
+    assert_eq!(row["tcp_connections"], 4, "{row}");
+    assert_eq!(row["tcp_bytes_sent"], SENT + RECEIVED, "{row}");
+    assert_eq!(row["block_writes"], 7, "{row}");
+    // Host-wide counts are per interval too, and the agent itself still counts from its
+    // start.
+    let execs = |i: &Value| i["process"]["execs"].as_u64().unwrap();
+    assert!(execs(&intervals[1]) >= 7, "{:#}", intervals[1]["process"]);
+    let cumulative = agent.metrics();
+    let c = format!("cgroup_id=\"{}\"", cgroup.id);
+    assert_eq!(
+        sample(&cumulative, &format!("ksight_process_execs_total{{{c}}}")),
+        Some(7.0)
+    );
+    assert_eq!(intervals[0]["backend"], "ebpf");
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use aya::maps::MapType;
 
-use ksight_engine::signals::SignalStatus;
+use ksight_source::signals::SignalStatus;
 
 use crate::{
     fidelity,

@@ -1,9 +1,9 @@
 //! The per-signal fidelity report: what this kernel lets the backend observe.
 //!
 //! The signals and their tracepoints come from `event_abi::kinds`; the verdicts are
-//! `ksight_engine::signals` values.
+//! `ksight_source::signals` values.
 
-use ksight_engine::signals::{Fidelity, Hooked, Signal, SignalStatus, combine};
+use ksight_source::signals::{Fidelity, Hooked, Signal, SignalStatus, combine};
 
 use crate::resolve::{BtfOffsets, TCP_STATS_SLOTS, TpResolution, btf_field_name};
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap, MapData};
-use ksight_engine::{SourceError, source::CgroupFilter};
+use ksight_source::{CgroupFilter, SourceError};
 
 use crate::{EbpfError, layout};
 

@@ -5,7 +5,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use ksight_backend_ebpf::{EbpfOptions, EbpfSource};
-//! use ksight_engine::{EventSource, RawBatch};
+//! use ksight_source::{EventSource, RawBatch};
 //!
 //! let mut source = EbpfSource::open(EbpfOptions::default())?;
 //! for signal in source.fidelity() {
@@ -45,13 +45,11 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use event_abi::{counter, kind};
-use ksight_engine::{
-    EventSource, Poll, RawBatch, SourceCounters, SourceError, source::CgroupFilter,
-};
+use ksight_source::{CgroupFilter, EventSource, Poll, RawBatch, SourceCounters, SourceError};
 
 pub use detect::{BtfFieldReport, DetectReport, TracepointReport, detect};
 pub use error::EbpfError;
-pub use ksight_engine::signals::{Fidelity, Signal, SignalStatus};
+pub use ksight_source::signals::{Fidelity, Signal, SignalStatus};
 
 use crate::{
     error::{is_permission_error, permission_denied},

@@ -12,7 +12,7 @@ use aya::maps::{
     perf::{PerfEvent, PerfEventArrayBuffer},
 };
 use event_abi::EventHeader;
-use ksight_engine::RawBatch;
+use ksight_source::RawBatch;
 
 /// How many ring buffer records to take between two looks at the clock.
 const RING_CHUNK: usize = 512;
@@ -40,7 +40,7 @@ impl Reader {
     /// started ([`RawBatch::mark_complete`]): a record stamped before then was in a
     /// buffer before the drain looked, unless a program was still writing it.
     pub fn drain(&mut self, out: &mut RawBatch, deadline: Instant) -> usize {
-        let started = ksight_engine::monotonic_ns();
+        let started = ksight_source::monotonic_ns();
         match self {
             Reader::Ring(ring) => {
                 let mut n = 0;

@@ -8,10 +8,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
-    os::unix::fs::MetadataExt as _,
-    path::PathBuf,
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -23,12 +20,8 @@ use std::{
 use event_abi::zerocopy::FromBytes;
 use event_abi::{EventHeader, TcpEvent, TcpStateEvent, filter::FilterKey, kind, record_size};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Transport};
-use ksight_engine::attribution::cgroups::{cgroup2_mount, join_before_exec};
 use ksight_engine::{EventSource, RawBatch};
-
-#[path = "../../cli/src/workload.rs"]
-#[allow(dead_code)]
-mod workload;
+use ksight_testkit::{TestCgroup, workload};
 
 /// Set in the child that runs the workload: this test binary, re-executed with only
 /// `ignored_cgroup_filter_over_ringbuf_and_perf_array` selected, which then runs the
@@ -41,59 +34,33 @@ const RECEIVED: usize = 7_000;
 /// orderly loopback connection with known bytes and one the client aborts, a reset each
 /// way), in the re-executed child.
 fn workload_child() {
-    workload::run(&["procs-tcp".into(), SENT.to_string(), RECEIVED.to_string()]);
+    workload::run(&["procs-tcp".into(), SENT.to_string(), RECEIVED.to_string()])
+        .expect("the workload's arguments");
 }
 
-/// A cgroup v2 directory made for the test, removed on drop.
-struct Cgroup {
-    path: PathBuf,
-    id: u64,
-}
-
-impl Cgroup {
-    fn new(tag: &str) -> Self {
-        let mount = cgroup2_mount()
-            .expect("no cgroup2 mount in /proc/self/mountinfo: the filter test needs cgroup v2");
-        let path = mount.join(format!("ksight-filter-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir(&path);
-        fs::create_dir(&path)
-            .unwrap_or_else(|e| panic!("creating {} (needs root): {e}", path.display()));
-        // A cgroup v2 id is the inode number of its directory.
-        let id = fs::metadata(&path).expect("stat cgroup").ino();
-        Self { path, id }
-    }
-
-    /// Runs the workload in this cgroup and waits for it.
-    fn run_workload(&self) {
-        let mut cmd = Command::new(std::env::current_exe().expect("test executable"));
-        cmd.args([
-            "--exact",
-            "ignored_cgroup_filter_over_ringbuf_and_perf_array",
-            "--test-threads=1",
-            "--nocapture",
-            "-q",
-        ])
+/// Runs the workload in `cg` and waits for it.
+fn run_workload(cg: &TestCgroup) {
+    let exe = std::env::current_exe().expect("test executable");
+    let status = cg
+        .command(
+            &exe,
+            &[
+                "--exact",
+                "ignored_cgroup_filter_over_ringbuf_and_perf_array",
+                "--test-threads=1",
+                "--nocapture",
+                "-q",
+            ],
+        )
         .env(CHILD_ENV, "1")
-        .stdout(Stdio::null());
-        join_before_exec(&mut cmd, &self.path).expect("cgroup path");
-        let status = cmd.status().expect("running the workload");
-        assert!(
-            status.success(),
-            "workload in {}: {status}",
-            self.path.display()
-        );
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..200 {
-            if fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
+        .stdout(Stdio::null())
+        .status()
+        .expect("running the workload");
+    assert!(
+        status.success(),
+        "workload in {}: {status}",
+        cg.path.display()
+    );
 }
 
 /// What the test needs of a record: its kind and the two cgroup ids.
@@ -207,10 +174,10 @@ impl Polled {
 
     /// Runs `cg`'s workload, waits for its last records (softirq, late closes), and
     /// returns everything read meanwhile.
-    fn phase(&self, cgroups: &[&Cgroup]) -> Vec<Rec> {
+    fn phase(&self, cgroups: &[&TestCgroup]) -> Vec<Rec> {
         self.recs.lock().unwrap().clear();
         for cg in cgroups {
-            cg.run_workload();
+            run_workload(cg);
         }
         thread::sleep(Duration::from_millis(600));
         std::mem::take(&mut *self.recs.lock().unwrap())
@@ -261,8 +228,8 @@ fn ignored_cgroup_costs_nothing_and_comes_back(transport: Transport) {
     let filter = source
         .cgroup_filter()
         .expect("the eBPF source has a cgroup filter");
-    let a = Cgroup::new("a");
-    let b = Cgroup::new("b");
+    let a = TestCgroup::new("filter-a");
+    let b = TestCgroup::new("filter-b");
     let polled = Polled::start(source);
 
     // 1. Nothing ignored: what A's workload produces.
@@ -394,7 +361,7 @@ fn ignored_cgroup_costs_nothing_and_comes_back(transport: Transport) {
 #[test]
 fn ignored_cgroup_filter_over_ringbuf_and_perf_array() {
     if std::env::var_os(CHILD_ENV).is_some() {
-        // Not the test: its workload, in the cgroup `Cgroup::run_workload` made.
+        // Not the test: its workload, in the cgroup `run_workload` started it in.
         return workload_child();
     }
     ignored_cgroup_costs_nothing_and_comes_back(Transport::RingBuf);

@@ -10,7 +10,6 @@ use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
-    path::PathBuf,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -25,6 +24,7 @@ use ksight_backend_ebpf::{
     EbpfOptions, EbpfSource, Fidelity, Transport, detect, enable_run_time_stats,
 };
 use ksight_engine::{EventSource, RawBatch};
+use ksight_testkit::own_cgroup_id;
 
 const WAIT: Duration = Duration::from_secs(2);
 
@@ -128,34 +128,6 @@ fn collect(source: &mut EbpfSource, mut done: impl FnMut(&[Rec]) -> bool) -> Vec
 fn c_str(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end]
-}
-
-/// The inode number of this process's cgroup v2 directory, i.e. its cgroup id.
-fn own_cgroup_id() -> u64 {
-    let cgroups = fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
-    let path = cgroups
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("no cgroup v2 entry in /proc/self/cgroup");
-    let mounts = fs::read_to_string("/proc/self/mounts").expect("/proc/self/mounts");
-    let mut roots: Vec<PathBuf> = mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        })
-        .collect();
-    roots.extend(["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].map(PathBuf::from));
-    for root in roots {
-        let dir = root.join(path.trim_start_matches('/'));
-        if let Ok(meta) = fs::metadata(&dir)
-            && fs::metadata(root.join("cgroup.controllers")).is_ok()
-        {
-            return meta.ino();
-        }
-    }
-    panic!("cannot find the cgroup v2 directory of {path}");
 }
 
 fn process_lifecycle(transport: Transport) {

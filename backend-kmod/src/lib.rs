@@ -9,7 +9,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use ksight_backend_kmod::{KmodOptions, KmodSource};
-//! use ksight_engine::{EventSource, RawBatch};
+//! use ksight_source::{EventSource, RawBatch};
 //!
 //! let mut source = KmodSource::open(KmodOptions::default())?;
 //! let mut batch = RawBatch::new();
@@ -24,9 +24,9 @@
 pub mod ring;
 pub mod uapi;
 
-use ksight_engine::signals::{self, Hooked, Signal, SignalStatus};
-use ksight_engine::source::CgroupFilter;
-use ksight_engine::{EventSource, Poll, RawBatch, SourceCounters, SourceError};
+use ksight_source::CgroupFilter;
+use ksight_source::signals::{self, Hooked, Signal, SignalStatus};
+use ksight_source::{EventSource, Poll, RawBatch, SourceCounters, SourceError};
 use ring::{Ring, RingMemory};
 use std::ffi::CString;
 use std::io;
@@ -421,7 +421,7 @@ impl KmodSource {
         // Read before any ring's head: a record stamped earlier was published before
         // its ring's head was read (but for one still being written), so if every ring
         // drains to that head, everything stamped before `started` is in `out`.
-        let started = ksight_engine::monotonic_ns();
+        let started = ksight_source::monotonic_ns();
         let mut complete = true;
         let n = self
             .rings
@@ -662,7 +662,7 @@ mod tests {
         );
         assert_eq!(
             uapi::IGNORED_CGROUPS_MAX as usize,
-            ksight_engine::source::MAX_IGNORED_CGROUPS
+            ksight_source::MAX_IGNORED_CGROUPS
         );
     }
 
@@ -704,7 +704,7 @@ mod tests {
     #[test]
     fn signal_status_reflects_each_probe_the_module_registered() {
         use event_abi::kind;
-        use ksight_engine::signals::Fidelity;
+        use ksight_source::signals::Fidelity;
         let all: u32 = (1..kind::END).map(|k| 1u32 << k).sum();
         let mut st = KmodStats {
             available: all & !(1 << kind::TCP_RESET_RECEIVED),

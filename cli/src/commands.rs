@@ -31,10 +31,13 @@ pub fn run(args: Args) -> Result<u8> {
         } => record(&capture, &output, duration, json),
         Command::Replay { file, json } => replay(&file, json),
         Command::Verify { device, json } => crate::verify::verify(device.as_deref(), json),
-        Command::Workload { args } => {
-            crate::workload::run(&args);
-            Ok(0)
-        }
+        Command::Workload { args } => Ok(match ksight_testkit::workload::run(&args) {
+            Ok(()) => 0,
+            Err(usage) => {
+                eprintln!("{usage}");
+                2
+            }
+        }),
         Command::Agent(args) => crate::agent::run(&args.config),
         Command::Install(args) => crate::install::run(&args),
         Command::Top {
@@ -130,12 +133,9 @@ fn stat(
         scope.cgroups.insert(cg.id);
     }
     let mut capture = Capture::single(opened.source, Engine::new(&backend_name, Some(scope)));
-    let status = loop {
-        capture.pump(Instant::now() + Duration::from_millis(20))?;
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-    };
+    let status = capture
+        .pump_while_running(&mut child)?
+        .expect("no stop flag: stat waits for its command");
     // Everything the command did was stamped before its exit was reaped.
     let done = capture.finish()?;
     let engine = &done.engines[0];

@@ -10,7 +10,6 @@ mod install;
 mod render;
 mod tui;
 mod verify;
-mod workload;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -158,8 +158,8 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
     }
     let _ = writeln!(
         o,
-        "\n  lost events {}  malformed records {}",
-        s.lost_events, s.malformed_records
+        "\n  lost events {}  malformed records {}  late events {}",
+        s.lost_events, s.malformed_records, s.late_events
     );
     for note in notes {
         let _ = writeln!(o, "  note: {note}");

@@ -47,12 +47,9 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
         // Everything is logged; the window is applied to pairs when comparing.
         tap_logs.lock().expect("record log")[i].add(batch, 0);
     }));
-    let status = loop {
-        capture.pump(Instant::now() + Duration::from_millis(20))?;
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-    };
+    let status = capture
+        .pump_while_running(&mut child)?
+        .expect("no stop flag: verify waits for its workload");
     // What the kernel finishes after the workload exits (softirq TCP transitions,
     // completions) belongs to the comparison too.
     capture.pump(Instant::now() + Duration::from_millis(500))?;

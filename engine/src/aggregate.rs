@@ -800,6 +800,7 @@ impl Aggregator {
             lost_events,
             lost_events_per_cpu: Vec::new(),
             malformed_records: malformed,
+            late_events: 0,
             process: ProcessSummary {
                 execs: t.execs,
                 forks: t.forks,

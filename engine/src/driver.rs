@@ -29,6 +29,8 @@ pub enum DriverError {
     Record(#[from] CaptureError),
     #[error("the event reader threads stopped")]
     ReadersGone,
+    #[error("waiting for the command: {0}")]
+    Wait(#[source] std::io::Error),
 }
 
 /// What [`Capture::pump`] ended on.
@@ -164,6 +166,23 @@ impl Capture {
             }
             for engine in &mut self.engines {
                 engine.advance();
+            }
+        }
+    }
+
+    /// Feeds the engines while `child` runs; its exit status once it has exited (the
+    /// stop flag ends the wait early with `None`).
+    pub fn pump_while_running(
+        &mut self,
+        child: &mut std::process::Child,
+    ) -> Result<Option<std::process::ExitStatus>, DriverError> {
+        loop {
+            let pumped = self.pump(Instant::now() + Duration::from_millis(20))?;
+            if let Some(status) = child.try_wait().map_err(DriverError::Wait)? {
+                return Ok(Some(status));
+            }
+            if pumped == Pumped::Stopped {
+                return Ok(None);
             }
         }
     }

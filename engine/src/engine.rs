@@ -20,6 +20,7 @@ pub struct Engine {
     malformed_at_reset: u64,
     pub records: u64,
     records_at_reset: u64,
+    late_at_reset: u64,
 }
 
 impl Engine {
@@ -35,6 +36,7 @@ impl Engine {
             malformed_at_reset: 0,
             records: 0,
             records_at_reset: 0,
+            late_at_reset: 0,
         }
     }
 
@@ -122,6 +124,7 @@ impl Engine {
         );
         snapshot.lost_events_per_cpu = lost;
         snapshot.events = self.records - self.records_at_reset;
+        snapshot.late_events = self.reorder.late - self.late_at_reset;
         snapshot
     }
 
@@ -141,6 +144,7 @@ impl Engine {
         self.lost_at_reset = self.counters.lost_per_cpu.clone();
         self.malformed_at_reset = self.malformed + self.counters.malformed;
         self.records_at_reset = self.records;
+        self.late_at_reset = self.reorder.late;
     }
 }
 
@@ -152,13 +156,4 @@ fn record_kind(bytes: &[u8]) -> Option<u16> {
         .map(|k| u16::from_ne_bytes([k[0], k[1]]))
 }
 
-/// CLOCK_MONOTONIC now, in the clock event timestamps use.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use ksight_source::monotonic_ns;

@@ -11,7 +11,8 @@ pub mod names;
 pub mod parity;
 pub mod pipeline;
 pub mod reorder;
-pub mod signals;
+/// Typed fidelity: the backend contract's types (`ksight-source`).
+pub use ksight_source::signals;
 pub mod snapshot;
 pub mod source;
 pub mod synthetic;

@@ -43,6 +43,10 @@ pub struct Snapshot {
     pub lost_events_per_cpu: Vec<u64>,
     /// Records that failed validation (bad kind or size) and were skipped.
     pub malformed_records: u64,
+    /// Records that arrived after newer ones had been aggregated (see the README's
+    /// "Order of events"); aggregated anyway, counted here.
+    #[serde(default)]
+    pub late_events: u64,
     pub process: ProcessSummary,
     pub tcp: TcpSummary,
     pub block: BlockSummary,
@@ -200,7 +204,7 @@ pub struct CgroupRow {
     pub block_writes: u64,
     /// Who the cgroup belongs to (container, pod, unit, path), when resolved.
     #[serde(default)]
-    pub attribution: Option<crate::attribution::CgroupLabels>,
+    pub attribution: Option<CgroupLabels>,
 }
 
 impl CgroupRow {
@@ -225,5 +229,127 @@ impl CgroupRow {
         self.tcp_resets_received += o.tcp_resets_received;
         self.block_reads += o.block_reads;
         self.block_writes += o.block_writes;
+    }
+
+    /// What this row counted since `earlier`, a cumulative row of the same cgroup
+    /// (saturating: a counter that went back counted nothing). Keeps this row's id and
+    /// attribution.
+    pub fn since(&self, earlier: &CgroupRow) -> CgroupRow {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        CgroupRow {
+            cgroup_id: self.cgroup_id,
+            execs: d(self.execs, earlier.execs),
+            forks: d(self.forks, earlier.forks),
+            exits: d(self.exits, earlier.exits),
+            tcp_connections: d(self.tcp_connections, earlier.tcp_connections),
+            tcp_bytes_sent: d(self.tcp_bytes_sent, earlier.tcp_bytes_sent),
+            tcp_bytes_received: d(self.tcp_bytes_received, earlier.tcp_bytes_received),
+            block_read_bytes: d(self.block_read_bytes, earlier.block_read_bytes),
+            block_write_bytes: d(self.block_write_bytes, earlier.block_write_bytes),
+            exit_codes: counts_since(&self.exit_codes, &earlier.exit_codes),
+            tcp_connects: d(self.tcp_connects, earlier.tcp_connects),
+            tcp_connect_failures: d(self.tcp_connect_failures, earlier.tcp_connect_failures),
+            tcp_accepts: d(self.tcp_accepts, earlier.tcp_accepts),
+            tcp_retransmits: d(self.tcp_retransmits, earlier.tcp_retransmits),
+            tcp_resets_sent: d(self.tcp_resets_sent, earlier.tcp_resets_sent),
+            tcp_resets_received: d(self.tcp_resets_received, earlier.tcp_resets_received),
+            block_reads: d(self.block_reads, earlier.block_reads),
+            block_writes: d(self.block_writes, earlier.block_writes),
+            attribution: self.attribution.clone(),
+        }
+    }
+
+    /// Whether every counter is zero.
+    pub fn is_quiet(&self) -> bool {
+        *self
+            == CgroupRow {
+                cgroup_id: self.cgroup_id,
+                attribution: self.attribution.clone(),
+                ..CgroupRow::default()
+            }
+    }
+}
+
+/// The growth of each count of a map of counts (exit code → processes) since `earlier`;
+/// codes that did not grow are left out.
+pub fn counts_since(
+    now: &BTreeMap<String, u64>,
+    earlier: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    now.iter()
+        .map(|(k, &n)| {
+            (
+                k.clone(),
+                n.saturating_sub(earlier.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Who a cgroup belongs to. Empty strings are unknown or not applicable. Defined here,
+/// with the rows that carry it; `crate::attribution` resolves it (and re-exports it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupLabels {
+    /// Path under the cgroup v2 mount; empty when the cgroup was gone before it was seen.
+    #[serde(default)]
+    pub path: String,
+    /// "docker", "containerd", "cri-o", "podman".
+    #[serde(default)]
+    pub runtime: String,
+    #[serde(default)]
+    pub container_id: String,
+    /// Innermost systemd unit ("nginx.service", "session-3.scope").
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub pod: String,
+    #[serde(default)]
+    pub pod_uid: String,
+    /// Container name in the pod spec; empty for the pod's own cgroup and its sandbox.
+    #[serde(default)]
+    pub container: String,
+    /// "Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob", "ReplicaSet".
+    #[serde(default)]
+    pub workload_kind: String,
+    #[serde(default)]
+    pub workload: String,
+    /// Dropped by the filters or the `ksight.io/ignore` annotation.
+    #[serde(default)]
+    pub ignored: bool,
+    /// A Kubernetes pod by its cgroup path, whose metadata has not arrived (yet).
+    #[serde(default)]
+    pub pending: bool,
+}
+
+impl CgroupLabels {
+    /// The most specific name there is: `namespace/pod/container`, `runtime:id`, the
+    /// systemd unit, or the path.
+    pub fn display_name(&self) -> String {
+        if !self.pod.is_empty() {
+            let mut name = format!("{}/{}", self.namespace, self.pod);
+            if !self.container.is_empty() {
+                name.push('/');
+                name.push_str(&self.container);
+            }
+            name
+        } else if !self.container_id.is_empty() {
+            let short: String = self.container_id.chars().take(12).collect();
+            if self.pod_uid.is_empty() {
+                format!("{}:{short}", self.runtime)
+            } else {
+                format!("pod {}:{}:{short}", self.pod_uid, self.runtime)
+            }
+        } else if !self.pod_uid.is_empty() {
+            format!("pod {}", self.pod_uid)
+        } else if !self.unit.is_empty() {
+            self.unit.clone()
+        } else if !self.path.is_empty() {
+            self.path.clone()
+        } else {
+            "(unknown cgroup)".to_string()
+        }
     }
 }

@@ -1,7 +1,11 @@
 //! Helpers for ksight's integration tests: the binaries under test, root checks that fail
-//! loudly, and a loop device for block I/O with known sizes.
+//! loudly, and a loop device for block I/O with known sizes. What they share with other
+//! crates' tests and the VM guest tool (the workload, its ground truth, test cgroups) is
+//! the test kit, re-exported here.
 
 pub mod fake_apiserver;
+
+pub use ksight_testkit::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -136,11 +140,7 @@ impl LoopDevice {
 
     /// "major:minor" of the device, as ksight reports it.
     pub fn dev(&self) -> String {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(&self.device)
-            .expect("stat loop device")
-            .rdev();
-        format!("{}:{}", libc::major(rdev), libc::minor(rdev))
+        block_dev(&self.device).expect("stat loop device")
     }
 }
 
@@ -197,85 +197,5 @@ pub fn deny_bpf(cmd: &mut std::process::Command) {
             }
             Ok(())
         });
-    }
-}
-
-/// A cgroup v2 child of this process's own cgroup, removed on drop: what a test runs in
-/// it is told apart from everything else on the host (other tests included) by its id.
-pub struct TestCgroup {
-    pub path: PathBuf,
-    /// The cgroup id records carry (the directory's inode number).
-    pub id: u64,
-}
-
-impl TestCgroup {
-    pub fn new(tag: &str) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        let mount = ksight_engine::attribution::cgroups::cgroup2_mount()
-            .expect("a cgroup v2 hierarchy (tests that watch the host run in one)");
-        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
-        let own = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .expect("a cgroup v2 entry in /proc/self/cgroup")
-            .trim_start_matches('/');
-        let path = mount
-            .join(own)
-            .join(format!("ksight-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        let id = std::fs::metadata(&path).expect("cgroup dir").ino();
-        Self { path, id }
-    }
-
-    /// `program args`, to be started inside this cgroup.
-    pub fn command(&self, program: &std::path::Path, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(args);
-        ksight_engine::attribution::cgroups::join_before_exec(&mut cmd, &self.path)
-            .expect("join the cgroup");
-        cmd
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // The last exits may still be leaving the cgroup.
-        for _ in 0..500 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    }
-}
-
-/// The kernel's count of retransmitted TCP segments, host-wide (`/proc/net/snmp`,
-/// `Tcp: RetransSegs`).
-pub fn tcp_retrans_segs() -> u64 {
-    let text = std::fs::read_to_string("/proc/net/snmp").expect("/proc/net/snmp");
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (
-        tcp.next().expect("Tcp names"),
-        tcp.next().expect("Tcp values"),
-    );
-    let at = names
-        .split_whitespace()
-        .position(|n| n == "RetransSegs")
-        .expect("RetransSegs");
-    values.split_whitespace().nth(at).unwrap().parse().unwrap()
-}
-
-/// ksight counts one retransmit per retransmitted packet (`tcp:tcp_retransmit_skb`); the
-/// kernel counts segments, host-wide: with no segment retransmitted on the host there is
-/// none to report, and otherwise no more than the kernel's count.
-pub fn check_retransmits(reported: u64, kernel_segments: u64) -> Result<(), String> {
-    if (kernel_segments == 0 && reported == 0)
-        || (reported <= kernel_segments && kernel_segments > 0)
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "retransmits: ksight reports {reported}, the kernel retransmitted {kernel_segments} segments meanwhile"
-        ))
     }
 }

@@ -1,11 +1,9 @@
-//! `ksight-workload`: the ground-truth workload as a binary of its own, so tests can run
-//! it under any tracer. The workload itself lives with `ksight verify`, which runs it too.
+//! `ksight-workload`: the ground-truth workload (`ksight_testkit::workload`, which
+//! `ksight workload` runs too) as a binary of its own, so tests can run it under any
+//! tracer. Cargo builds it for this package's tests (`workload_bin()`).
 //!
 //! One test-only mode besides the workload's: `ksight-workload deny-bpf CMD [ARGS]` runs
 //! CMD with a seccomp filter that fails `bpf()` (the VM tests' fallback check).
-
-#[path = "../../cli/src/workload.rs"]
-mod workload;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,5 +16,8 @@ fn main() {
         eprintln!("ksight-workload deny-bpf: cannot run {}: {err}", args[1]);
         std::process::exit(127);
     }
-    workload::run(&args);
+    if let Err(usage) = ksight_testkit::workload::run(&args) {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    }
 }

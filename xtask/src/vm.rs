@@ -15,8 +15,9 @@
 //!    `/var/cache/ksight-vm`, never the repository), unpacks the uncompressed `vmlinux`
 //!    (qemu boots it directly, PVH) and the loop driver, once;
 //! 4. builds `ksight.ko` per kernel (`make -C /usr/src/linux-headers-<ver> M=...`), and
-//!    once `ksight`, `ksight-workload` and the in-guest tool `kmod-vm` (release; their
-//!    shared libraries go into the initramfs as `ldd` lists them);
+//!    once `ksight`, `ksight-workload` and the in-guest tool `kmod-vm`
+//!    (`tests/vm/guest-tool`) (release; their shared libraries go into the initramfs as
+//!    `ldd` lists them);
 //! 5. boots each kernel (`-accel tcg -smp 2`), streams the console, and reads the
 //!    results; fails when any test failed, the guest crashed or timed out
 //!    (`KSIGHT_VM_TIMEOUT`, seconds per kernel, default 480).
@@ -67,14 +68,7 @@ pub fn vm(args: &[String]) -> Result<()> {
 
     // 4 (once). Userland for the guest.
     super::build_release_binaries()?;
-    super::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "ksight-backend-kmod",
-        "--example",
-        "kmod-vm",
-    ])?;
+    super::cargo(&["build", "--release", "-p", "ksight-vm-guest"])?;
     let busybox = busybox(&cache)?;
     let base = base_initramfs(&work, &busybox)?;
     eprintln!("xtask vm: userland ready after {:.0?}", started.elapsed());
@@ -484,7 +478,7 @@ fn base_initramfs(work: &Path, busybox: &Path) -> Result<PathBuf> {
     let bins = [
         ws.join("target/release/ksight"),
         ws.join("target/release/ksight-workload"),
-        ws.join("target/release/examples/kmod-vm"),
+        ws.join("target/release/kmod-vm"),
     ];
     let mut libs = BTreeSet::new();
     for bin in &bins {

@@ -2,47 +2,62 @@
 //! without loading a second set of probes.
 
 use anyhow::{Context, Result, bail};
-use ksight_engine::export::protocol;
+use ksight_engine::export::interval::Intervals;
+use ksight_engine::export::protocol::{self, AgentSnapshot};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Prints the agent's cumulative snapshot every `delay` seconds, `iterations` times (or
-/// until interrupted): text like `top --batch`, or one JSON snapshot per line.
+/// Prints what the agent saw in each interval of `delay` seconds, `iterations` times (or
+/// until interrupted), as `top --batch` does with a capture of its own: text, or one JSON
+/// snapshot per line. The agent serves cumulative snapshots, so the first request only
+/// primes; each interval is the difference from the previous one
+/// ([`ksight_engine::export::interval`]).
 pub fn top_batch(path: &Path, iterations: Option<u64>, delay: f64, json: bool) -> Result<u8> {
     if !(delay.is_finite() && delay >= 0.05) {
         bail!("--delay {delay}: must be at least 0.05 seconds");
     }
+    let delay = Duration::from_secs_f64(delay);
+    let fetch = || {
+        protocol::fetch(path, TIMEOUT)
+            .with_context(|| format!("asking the agent at {}", path.display()))
+    };
+    let mut intervals = Intervals::default();
+    let mut asked = Instant::now();
+    intervals.push(asked, fetch()?.snapshot);
     let mut stdout = std::io::stdout().lock();
     let mut done = 0u64;
     while iterations.is_none_or(|n| done < n) {
-        let started = Instant::now();
-        let reply = protocol::fetch(path, TIMEOUT)
-            .with_context(|| format!("asking the agent at {}", path.display()))?;
+        std::thread::sleep(delay.saturating_sub(asked.elapsed()));
+        asked = Instant::now();
+        let AgentSnapshot {
+            agent_version,
+            backend,
+            backend_reason,
+            fidelity_notes,
+            snapshot,
+        } = fetch()?;
+        let (_, snapshot) = intervals
+            .push(asked, snapshot)
+            .expect("primed by the first request");
         if json {
-            writeln!(stdout, "{}", serde_json::to_string(&reply.snapshot)?)?;
+            writeln!(stdout, "{}", serde_json::to_string(&snapshot)?)?;
         } else {
             writeln!(
                 stdout,
-                "agent {} at {}: {} backend ({})",
-                reply.agent_version,
+                "agent {agent_version} at {}: {backend} backend ({backend_reason})",
                 path.display(),
-                reply.backend,
-                reply.backend_reason
             )?;
             write!(
                 stdout,
                 "{}",
-                crate::render::snapshot(&reply.snapshot, &reply.fidelity_notes)
+                crate::render::snapshot(&snapshot, &fidelity_notes)
             )?;
         }
         stdout.flush()?;
         done += 1;
-        if iterations.is_none_or(|n| done < n) {
-            std::thread::sleep(Duration::from_secs_f64(delay).saturating_sub(started.elapsed()));
-        }
     }
     Ok(0)
 }

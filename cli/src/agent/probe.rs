@@ -151,7 +151,7 @@ impl Probe for HostProbe {
 /// Each signal's mode (full, degraded, unavailable, or disabled by the configuration),
 /// from the typed statuses of the backend that runs (`backend::Opened::signals`).
 pub fn modes(statuses: &[SignalStatus], enabled: &Signals) -> Vec<(Signal, Mode)> {
-    ksight_engine::signals::modes(statuses, enabled)
+    enabled.modes(statuses)
 }
 
 #[cfg(test)]

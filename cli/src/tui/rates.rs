@@ -10,13 +10,6 @@ pub fn per_second(count: u64, interval: Duration) -> Option<f64> {
     (secs > 0.0).then(|| count as f64 / secs)
 }
 
-/// Growth of a monotonic counter between two readings. A counter that went backwards (the
-/// source restarted, or a reconnect reached another agent) counts as no growth rather than
-/// wrapping to an absurd number.
-pub fn delta(previous: u64, current: u64) -> u64 {
-    current.saturating_sub(previous)
-}
-
 /// Average throughput of a connection over its lifetime: `bytes` over `duration_us`.
 /// `None` when either is unknown or the duration is zero.
 pub fn bytes_per_second_over(bytes: Option<u64>, duration_us: u64) -> Option<f64> {
@@ -51,7 +44,6 @@ mod tests {
     #[test]
     fn a_zero_interval_has_no_rate() {
         assert_eq!(per_second(10, Duration::ZERO), None);
-        assert_eq!(per_second(delta(1, 5), Duration::ZERO), None);
         assert_eq!(bytes_per_second_over(Some(100), 0), None);
     }
 
@@ -60,22 +52,13 @@ mod tests {
         assert_eq!(per_second(10, Duration::from_secs(2)), Some(5.0));
         assert_eq!(per_second(0, Duration::from_millis(500)), Some(0.0));
         assert_eq!(per_second(3, Duration::from_millis(250)), Some(12.0));
-        assert_eq!(
-            per_second(delta(100, 160), Duration::from_secs(3)),
-            Some(20.0)
-        );
+        assert_eq!(per_second(60, Duration::from_secs(3)), Some(20.0));
         assert_eq!(bytes_per_second_over(Some(4000), 2_000_000), Some(2000.0));
         assert_eq!(bytes_per_second_over(None, 2_000_000), None);
     }
 
     #[test]
     fn counters_going_backwards_do_not_wrap() {
-        assert_eq!(delta(10, 3), 0);
-        assert_eq!(delta(3, 10), 7);
-        assert_eq!(
-            per_second(delta(u64::MAX, 0), Duration::from_secs(1)),
-            Some(0.0)
-        );
         assert_eq!(
             elapsed(Duration::from_secs(5), Duration::from_secs(2)),
             Duration::ZERO

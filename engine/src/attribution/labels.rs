@@ -1,77 +1,16 @@
 //! The labels users group by — path, container runtime and id, systemd unit, Kubernetes
 //! namespace/pod/container/workload — the filters over them, and grouping by owner.
+//!
+//! [`CgroupLabels`] itself is defined with the snapshot that carries it
+//! ([`crate::snapshot`]), so the snapshot does not depend on attribution; attribution
+//! fills it in.
 
+pub use crate::snapshot::CgroupLabels;
+use crate::snapshot::CgroupRow;
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 
 /// Pod or namespace annotation that drops a pod's events (value `"true"`).
 pub const IGNORE_ANNOTATION: &str = "ksight.io/ignore";
-
-/// Who a cgroup belongs to. Empty strings are unknown or not applicable.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CgroupLabels {
-    /// Path under the cgroup v2 mount; empty when the cgroup was gone before it was seen.
-    #[serde(default)]
-    pub path: String,
-    /// "docker", "containerd", "cri-o", "podman".
-    #[serde(default)]
-    pub runtime: String,
-    #[serde(default)]
-    pub container_id: String,
-    /// Innermost systemd unit ("nginx.service", "session-3.scope").
-    #[serde(default)]
-    pub unit: String,
-    #[serde(default)]
-    pub namespace: String,
-    #[serde(default)]
-    pub pod: String,
-    #[serde(default)]
-    pub pod_uid: String,
-    /// Container name in the pod spec; empty for the pod's own cgroup and its sandbox.
-    #[serde(default)]
-    pub container: String,
-    /// "Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob", "ReplicaSet".
-    #[serde(default)]
-    pub workload_kind: String,
-    #[serde(default)]
-    pub workload: String,
-    /// Dropped by the filters or the `ksight.io/ignore` annotation.
-    #[serde(default)]
-    pub ignored: bool,
-    /// A Kubernetes pod by its cgroup path, whose metadata has not arrived (yet).
-    #[serde(default)]
-    pub pending: bool,
-}
-
-impl CgroupLabels {
-    /// The most specific name there is: `namespace/pod/container`, `runtime:id`, the
-    /// systemd unit, or the path.
-    pub fn display_name(&self) -> String {
-        if !self.pod.is_empty() {
-            let mut name = format!("{}/{}", self.namespace, self.pod);
-            if !self.container.is_empty() {
-                name.push('/');
-                name.push_str(&self.container);
-            }
-            name
-        } else if !self.container_id.is_empty() {
-            let short: String = self.container_id.chars().take(12).collect();
-            if self.pod_uid.is_empty() {
-                format!("{}:{short}", self.runtime)
-            } else {
-                format!("pod {}:{}:{short}", self.pod_uid, self.runtime)
-            }
-        } else if !self.pod_uid.is_empty() {
-            format!("pod {}", self.pod_uid)
-        } else if !self.unit.is_empty() {
-            self.unit.clone()
-        } else if !self.path.is_empty() {
-            self.path.clone()
-        } else {
-            "(unknown cgroup)".to_string()
-        }
-    }
-}
 
 /// Include/exclude regexes over `namespace/pod/container`, matched whole. They apply to
 /// Kubernetes containers; other cgroups are selected by path (the export settings).
@@ -111,8 +50,8 @@ impl Filters {
 
 /// Sums rows by owner ([`CgroupLabels::display_name`]): a container's sub-cgroups count
 /// as the container. Rows keep the labels of the owner's outermost cgroup. Sorted by name.
-pub fn group_by_owner(rows: &[crate::snapshot::CgroupRow]) -> Vec<crate::snapshot::CgroupRow> {
-    let mut groups: std::collections::BTreeMap<String, crate::snapshot::CgroupRow> =
+pub fn group_by_owner(rows: &[CgroupRow]) -> Vec<CgroupRow> {
+    let mut groups: std::collections::BTreeMap<String, CgroupRow> =
         std::collections::BTreeMap::new();
     for row in rows {
         let labels = row.attribution.clone().unwrap_or_else(|| CgroupLabels {
@@ -120,13 +59,11 @@ pub fn group_by_owner(rows: &[crate::snapshot::CgroupRow]) -> Vec<crate::snapsho
             ..CgroupLabels::default()
         });
         let name = labels.display_name();
-        let group = groups
-            .entry(name)
-            .or_insert_with(|| crate::snapshot::CgroupRow {
-                cgroup_id: row.cgroup_id,
-                attribution: Some(labels.clone()),
-                ..Default::default()
-            });
+        let group = groups.entry(name).or_insert_with(|| CgroupRow {
+            cgroup_id: row.cgroup_id,
+            attribution: Some(labels.clone()),
+            ..Default::default()
+        });
         group.add(row);
         let outer = group.attribution.as_ref().is_some_and(|g| {
             !labels.path.is_empty() && (g.path.is_empty() || labels.path.len() < g.path.len())
@@ -172,7 +109,6 @@ mod tests {
 
     #[test]
     fn rows_group_by_owner_with_sub_cgroups_summed() {
-        use crate::snapshot::CgroupRow;
         let row = |id: u64, execs: u64, labels: CgroupLabels| CgroupRow {
             cgroup_id: id,
             execs,

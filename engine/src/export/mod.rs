@@ -5,11 +5,14 @@
 //!   connections of a sliding window;
 //! - [`prometheus`]: that view in the Prometheus/OpenMetrics text exposition format;
 //! - [`protocol`]: the versioned, length-prefixed bincode frames the agent's unix socket
-//!   serves snapshots with (`ksight top --connect`).
+//!   serves snapshots with (`ksight top --connect`), each version with its own wire types;
+//! - [`interval`]: from two of the agent's cumulative snapshots to the interval between
+//!   them, as `top` shows (`--connect`, batch and interactive).
 //!
 //! Nothing here knows a backend or touches the host: time, the cgroup tree and the
 //! agent's own resource usage are handed in, so all of it is testable without root.
 
+pub mod interval;
 pub mod prometheus;
 pub mod protocol;
 pub mod view;

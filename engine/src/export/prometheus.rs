@@ -8,7 +8,7 @@
 //! `workload_kind` and systemd `unit` where known; `ksight_cgroup_info` adds path, runtime
 //! and container id), device, exit code, CPU — never by pid — and per-connection series are limited to the configured top N.
 
-use super::view::ExportView;
+use super::view::{AgentMeta, CgroupSeries, ExportView, MetadataStatus};
 use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -180,7 +180,7 @@ fn l<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
 /// The labels of every per-cgroup series: the id, and who owns the cgroup, so PromQL can
 /// sum by pod, container or workload. Unknown or inapplicable labels are left out (which
 /// Prometheus reads as empty).
-fn owner(c: &super::view::CgroupSeries) -> Labels {
+fn owner(c: &CgroupSeries) -> Labels {
     let a = c.row.attribution.clone().unwrap_or_default();
     let labels = vec![
         ("cgroup_id", c.row.cgroup_id.to_string()),
@@ -194,13 +194,42 @@ fn owner(c: &super::view::CgroupSeries) -> Labels {
     labels.into_iter().filter(|(_, v)| !v.is_empty()).collect()
 }
 
+/// A family of one series without labels.
+fn one<V>(value: V) -> [(Labels, V); 1] {
+    [(Labels::new(), value)]
+}
+
+/// One series per cgroup, labelled by its owner.
+fn by_cgroup(
+    cgroups: &[CgroupSeries],
+    get: CgroupCounter,
+) -> impl Iterator<Item = (Labels, u64)> + '_ {
+    cgroups.iter().map(move |c| (owner(c), get(&c.row)))
+}
+
+/// Two series per cgroup, told apart by one more label (`op`: read and write;
+/// `direction`: sent and received).
+fn by_cgroup_split<'a>(
+    cgroups: &'a [CgroupSeries],
+    label: &'static str,
+    values: [&'static str; 2],
+    get: fn(&CgroupRow) -> [u64; 2],
+) -> impl Iterator<Item = (Labels, u64)> + 'a {
+    cgroups.iter().flat_map(move |c| {
+        values
+            .into_iter()
+            .zip(get(&c.row))
+            .map(move |(value, n)| (with(owner(c), (label, value.into())), n))
+    })
+}
+
 fn with(mut labels: Labels, pair: (&'static str, String)) -> Labels {
     labels.push(pair);
     labels
 }
 
 /// `ksight_cgroup_info`: everything known about a cgroup, one series per cgroup.
-fn cgroup_info(c: &super::view::CgroupSeries, path: &str) -> Labels {
+fn cgroup_info(c: &CgroupSeries, path: &str) -> Labels {
     let a = c.row.attribution.clone().unwrap_or_default();
     let mut labels = owner(c);
     labels.extend([
@@ -226,384 +255,402 @@ impl Collector for ViewCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let v = &*self.view;
         let mut f = Families { enc: &mut enc };
-
-        // The agent itself.
-        f.info(
-            "ksight_backend",
-            "The kernel backend the agent captures with, and why it was chosen",
-            [l([
-                ("backend", v.meta.backend.clone()),
-                ("reason", v.meta.backend_reason.clone()),
-            ])],
-        )?;
-        f.info(
-            "ksight_build",
-            "The ksight version",
-            [l([("version", v.meta.version.clone())])],
-        )?;
-        f.gauge(
-            "ksight_signal_status",
-            "How completely each signal is observed on this kernel (mode: full, degraded, unavailable, disabled); always 1",
-            None,
-            v.meta
-                .signals
-                .iter()
-                .map(|(s, m)| {
-                    let labels = l([("signal", s.name().to_string()), ("mode", m.to_string())]);
-                    (labels, 1u64)
-                }),
-        )?;
-        f.gauge(
-            "ksight_agent_start_time",
-            "Unix time the agent started",
-            Some(Unit::Seconds),
-            [(Labels::new(), v.meta.start_time_s)],
-        )?;
-        f.counter_f64(
-            "ksight_agent_cpu",
-            "CPU time (user and system) the agent has used",
-            Some(Unit::Seconds),
-            self.usage.cpu_seconds,
-        )?;
-        f.gauge(
-            "ksight_agent_resident_memory",
-            "Resident memory of the agent",
-            Some(Unit::Bytes),
-            [(Labels::new(), self.usage.resident_bytes)],
-        )?;
-        f.gauge(
-            "ksight_agent_events_per_second",
-            "Records decoded per second over the last tick",
-            None,
-            [(Labels::new(), v.meta.events_per_second)],
-        )?;
-        f.counter(
-            "ksight_agent_config_reloads",
-            "Configuration reloads (SIGHUP) by result",
-            None,
-            [
-                (l([("result", "success".into())]), v.meta.reloads_succeeded),
-                (l([("result", "failure".into())]), v.meta.reloads_failed),
-            ],
-        )?;
-
-        // The pipeline.
-        let t = &v.totals;
-        f.counter(
-            "ksight_events",
-            "Records decoded since the agent started",
-            None,
-            [(Labels::new(), v.meta.events)],
-        )?;
-        f.counter(
-            "ksight_lost_events",
-            "Records the kernel side dropped because its buffers were full, by CPU",
-            None,
-            t.lost_events_per_cpu
-                .iter()
-                .enumerate()
-                .map(|(cpu, &n)| (l([("cpu", cpu.to_string())]), n)),
-        )?;
-        f.counter(
-            "ksight_malformed_records",
-            "Records that failed validation and were skipped",
-            None,
-            [(Labels::new(), t.malformed_records)],
-        )?;
-        f.counter(
-            "ksight_late_events",
-            "Records that arrived after the reorder window had passed them",
-            None,
-            [(Labels::new(), v.meta.late_events)],
-        )?;
+        agent(&mut f, &v.meta, self.usage)?;
+        pipeline(&mut f, v)?;
         if let Some(k) = &v.meta.kubernetes {
-            f.gauge(
-                "ksight_kubernetes_metadata_up",
-                "1 while the watch of this node's pods on the Kubernetes API server is healthy",
-                None,
-                [(Labels::new(), u64::from(k.connected))],
-            )?;
-            f.gauge(
-                "ksight_kubernetes_metadata_synced",
-                "1 once the first list of this node's pods has completed",
-                None,
-                [(Labels::new(), u64::from(k.synced))],
-            )?;
-            f.gauge(
-                "ksight_kubernetes_pods",
-                "Pods of this node known from the Kubernetes API",
-                None,
-                [(Labels::new(), k.pods)],
-            )?;
-            f.counter(
-                "ksight_kubernetes_metadata_errors",
-                "Failed requests and broken watches to the Kubernetes API server",
-                None,
-                [(Labels::new(), k.errors)],
-            )?;
-            f.counter(
-                "ksight_kubernetes_relists",
-                "Full relists of watched resources (after a restart or 410 Gone)",
-                None,
-                [(Labels::new(), k.relists)],
-            )?;
-            if let Some(t) = k.last_event_unix_s {
-                f.gauge(
-                    "ksight_kubernetes_metadata_last_event",
-                    "Unix time of the last list or watch event received",
-                    Some(Unit::Seconds),
-                    [(Labels::new(), t)],
-                )?;
-            }
+            kubernetes(&mut f, k)?;
         }
-        f.gauge(
-            "ksight_attribution_pending_cgroups",
-            "Exported cgroups of Kubernetes pods whose metadata has not arrived (labelled by cgroup only until it does)",
-            None,
-            [(Labels::new(), v.meta.pending_cgroups)],
-        )?;
-        f.gauge(
-            "ksight_ignored_cgroups",
-            "cgroups ignored by the filters or the ksight.io/ignore annotation",
-            None,
-            [(Labels::new(), v.meta.ignored_cgroups)],
-        )?;
-        f.counter(
-            "ksight_ignored_events",
-            "Events of ignored cgroups dropped, in the kernel (never delivered) or in the engine",
-            None,
-            [
-                (
-                    l([("where", "kernel".into())]),
-                    v.meta.ignored_events_kernel,
-                ),
-                (
-                    l([("where", "engine".into())]),
-                    v.meta.ignored_events_engine,
-                ),
-            ],
-        )?;
-        f.info(
-            "ksight_cgroup",
-            "Each exported cgroup: its owner, path (under the cgroup v2 mount), container runtime and id",
-            v.cgroups
-                .iter()
-                .filter_map(|c| c.path.as_ref().map(|p| cgroup_info(c, p))),
-        )?;
-
+        attribution(&mut f, v)?;
         if v.signals.process {
-            f.counter(
-                "ksight_process_execs",
-                "Successful execve calls, by cgroup",
-                None,
-                v.cgroups.iter().map(|c| (owner(c), c.row.execs)),
-            )?;
-            f.counter(
-                "ksight_process_forks",
-                "New processes (fork/clone without CLONE_THREAD), by cgroup of the parent",
-                None,
-                v.cgroups.iter().map(|c| (owner(c), c.row.forks)),
-            )?;
-            f.counter(
-                "ksight_process_threads",
-                "New threads, host-wide",
-                None,
-                [(Labels::new(), t.process.threads)],
-            )?;
-            f.counter(
-                "ksight_process_exits",
-                "Processes whose last thread exited, by cgroup and exit code (128+N: killed by signal N)",
-                None,
-                v.cgroups.iter().flat_map(|c| {
-                    c.row
-                        .exit_codes
-                        .iter()
-                        .map(move |(code, &n)| (with(owner(c), ("code", code.clone())), n))
-                }),
-            )?;
+            process(&mut f, v)?;
         }
-
         if v.signals.tcp {
-            let per_cgroup: [(&str, &str, CgroupCounter); 5] = [
-                (
-                    "ksight_tcp_connects",
-                    "Active TCP opens that reached ESTABLISHED, by cgroup of the socket",
-                    |r| r.tcp_connects,
-                ),
-                (
-                    "ksight_tcp_connect_failures",
-                    "Active TCP opens that closed before ESTABLISHED, by cgroup of the socket",
-                    |r| r.tcp_connect_failures,
-                ),
-                (
-                    "ksight_tcp_accepts",
-                    "Passive TCP opens that reached ESTABLISHED, by cgroup of the socket",
-                    |r| r.tcp_accepts,
-                ),
-                (
-                    "ksight_tcp_closes",
-                    "Established TCP connections that closed, by cgroup of the socket",
-                    |r| r.tcp_connections,
-                ),
-                (
-                    "ksight_tcp_retransmits",
-                    "TCP segments retransmitted, by cgroup of the socket",
-                    |r| r.tcp_retransmits,
-                ),
-            ];
-            for (name, help, get) in per_cgroup {
-                f.counter(
-                    name,
-                    help,
-                    None,
-                    v.cgroups.iter().map(|c| (owner(c), get(&c.row))),
-                )?;
-            }
-            f.counter(
-                "ksight_tcp_resets",
-                "TCP resets sent and received, by cgroup of the socket",
-                None,
-                v.cgroups.iter().flat_map(|c| {
-                    [
-                        (
-                            with(owner(c), ("direction", "sent".into())),
-                            c.row.tcp_resets_sent,
-                        ),
-                        (
-                            with(owner(c), ("direction", "received".into())),
-                            c.row.tcp_resets_received,
-                        ),
-                    ]
-                }),
-            )?;
-            f.counter(
-                "ksight_tcp_sent",
-                "Payload bytes sent and acknowledged by closed connections, by cgroup of the socket",
-                Some(Unit::Bytes),
-                v.cgroups.iter().map(|c| (owner(c), c.row.tcp_bytes_sent)),
-            )?;
-            f.counter(
-                "ksight_tcp_received",
-                "Payload bytes received by closed connections, by cgroup of the socket",
-                Some(Unit::Bytes),
-                v.cgroups
-                    .iter()
-                    .map(|c| (owner(c), c.row.tcp_bytes_received)),
-            )?;
-            let conn_labels = |c: &ConnectionRow| {
-                l([
-                    ("cgroup_id", c.cgroup_id.to_string()),
-                    ("role", c.role.clone()),
-                    ("comm", c.comm.clone()),
-                    ("saddr", c.saddr.clone()),
-                    ("sport", c.sport.to_string()),
-                    ("daddr", c.daddr.clone()),
-                    ("dport", c.dport.to_string()),
-                ])
-            };
-            f.gauge(
-                "ksight_tcp_connection_sent",
-                "Payload bytes sent by each of the largest recently closed connections (top N)",
-                Some(Unit::Bytes),
-                v.connections
-                    .iter()
-                    .map(|c| (conn_labels(c), c.bytes_sent.unwrap_or(0))),
-            )?;
-            f.gauge(
-                "ksight_tcp_connection_received",
-                "Payload bytes received by each of the largest recently closed connections (top N)",
-                Some(Unit::Bytes),
-                v.connections
-                    .iter()
-                    .map(|c| (conn_labels(c), c.bytes_received.unwrap_or(0))),
-            )?;
-            f.gauge(
-                "ksight_tcp_connection_duration",
-                "Lifetime of each of the largest recently closed connections (top N)",
-                Some(Unit::Seconds),
-                v.connections
-                    .iter()
-                    .map(|c| (conn_labels(c), c.duration_us as f64 / 1e6)),
-            )?;
+            tcp_by_cgroup(&mut f, &v.cgroups)?;
+            tcp_top_connections(&mut f, &v.connections)?;
         }
-
         if v.signals.block {
-            f.counter(
-                "ksight_block_ops",
-                "Completed block requests, by device and operation",
+            block_by_device(&mut f, &v.devices)?;
+            block_by_cgroup(&mut f, &v.cgroups)?;
+        }
+        Ok(())
+    }
+}
+
+/// The agent itself: backend, build, signal modes, its own usage, reloads.
+fn agent(f: &mut Families, meta: &AgentMeta, usage: OwnUsage) -> fmt::Result {
+    f.info(
+        "ksight_backend",
+        "The kernel backend the agent captures with, and why it was chosen",
+        [l([
+            ("backend", meta.backend.clone()),
+            ("reason", meta.backend_reason.clone()),
+        ])],
+    )?;
+    f.info(
+        "ksight_build",
+        "The ksight version",
+        [l([("version", meta.version.clone())])],
+    )?;
+    f.gauge(
+        "ksight_signal_status",
+        "How completely each signal is observed on this kernel (mode: full, degraded, unavailable, disabled); always 1",
+        None,
+        meta.signals.iter().map(|(s, m)| {
+            let labels = l([("signal", s.name().to_string()), ("mode", m.to_string())]);
+            (labels, 1u64)
+        }),
+    )?;
+    f.gauge(
+        "ksight_agent_start_time",
+        "Unix time the agent started",
+        Some(Unit::Seconds),
+        one(meta.start_time_s),
+    )?;
+    f.counter_f64(
+        "ksight_agent_cpu",
+        "CPU time (user and system) the agent has used",
+        Some(Unit::Seconds),
+        usage.cpu_seconds,
+    )?;
+    f.gauge(
+        "ksight_agent_resident_memory",
+        "Resident memory of the agent",
+        Some(Unit::Bytes),
+        one(usage.resident_bytes),
+    )?;
+    f.gauge(
+        "ksight_agent_events_per_second",
+        "Records decoded per second over the last tick",
+        None,
+        one(meta.events_per_second),
+    )?;
+    f.counter(
+        "ksight_agent_config_reloads",
+        "Configuration reloads (SIGHUP) by result",
+        None,
+        [
+            (l([("result", "success".into())]), meta.reloads_succeeded),
+            (l([("result", "failure".into())]), meta.reloads_failed),
+        ],
+    )
+}
+
+/// The pipeline: records decoded, lost, malformed, late.
+fn pipeline(f: &mut Families, v: &ExportView) -> fmt::Result {
+    f.counter(
+        "ksight_events",
+        "Records decoded since the agent started",
+        None,
+        one(v.meta.events),
+    )?;
+    f.counter(
+        "ksight_lost_events",
+        "Records the kernel side dropped because its buffers were full, by CPU",
+        None,
+        v.totals
+            .lost_events_per_cpu
+            .iter()
+            .enumerate()
+            .map(|(cpu, &n)| (l([("cpu", cpu.to_string())]), n)),
+    )?;
+    f.counter(
+        "ksight_malformed_records",
+        "Records that failed validation and were skipped",
+        None,
+        one(v.totals.malformed_records),
+    )?;
+    f.counter(
+        "ksight_late_events",
+        "Records that arrived after the reorder window had passed them",
+        None,
+        one(v.meta.late_events),
+    )
+}
+
+/// The Kubernetes metadata watch, when the agent runs one.
+fn kubernetes(f: &mut Families, k: &MetadataStatus) -> fmt::Result {
+    f.gauge(
+        "ksight_kubernetes_metadata_up",
+        "1 while the watch of this node's pods on the Kubernetes API server is healthy",
+        None,
+        one(u64::from(k.connected)),
+    )?;
+    f.gauge(
+        "ksight_kubernetes_metadata_synced",
+        "1 once the first list of this node's pods has completed",
+        None,
+        one(u64::from(k.synced)),
+    )?;
+    f.gauge(
+        "ksight_kubernetes_pods",
+        "Pods of this node known from the Kubernetes API",
+        None,
+        one(k.pods),
+    )?;
+    f.counter(
+        "ksight_kubernetes_metadata_errors",
+        "Failed requests and broken watches to the Kubernetes API server",
+        None,
+        one(k.errors),
+    )?;
+    f.counter(
+        "ksight_kubernetes_relists",
+        "Full relists of watched resources (after a restart or 410 Gone)",
+        None,
+        one(k.relists),
+    )?;
+    if let Some(t) = k.last_event_unix_s {
+        f.gauge(
+            "ksight_kubernetes_metadata_last_event",
+            "Unix time of the last list or watch event received",
+            Some(Unit::Seconds),
+            one(t),
+        )?;
+    }
+    Ok(())
+}
+
+/// Attribution: pending and ignored cgroups, and who each exported cgroup belongs to.
+fn attribution(f: &mut Families, v: &ExportView) -> fmt::Result {
+    f.gauge(
+        "ksight_attribution_pending_cgroups",
+        "Exported cgroups of Kubernetes pods whose metadata has not arrived (labelled by cgroup only until it does)",
+        None,
+        one(v.meta.pending_cgroups),
+    )?;
+    f.gauge(
+        "ksight_ignored_cgroups",
+        "cgroups ignored by the filters or the ksight.io/ignore annotation",
+        None,
+        one(v.meta.ignored_cgroups),
+    )?;
+    f.counter(
+        "ksight_ignored_events",
+        "Events of ignored cgroups dropped, in the kernel (never delivered) or in the engine",
+        None,
+        [
+            (
+                l([("where", "kernel".into())]),
+                v.meta.ignored_events_kernel,
+            ),
+            (
+                l([("where", "engine".into())]),
+                v.meta.ignored_events_engine,
+            ),
+        ],
+    )?;
+    f.info(
+        "ksight_cgroup",
+        "Each exported cgroup: its owner, path (under the cgroup v2 mount), container runtime and id",
+        v.cgroups
+            .iter()
+            .filter_map(|c| c.path.as_ref().map(|p| cgroup_info(c, p))),
+    )
+}
+
+/// exec, fork, exit by cgroup; threads host-wide.
+fn process(f: &mut Families, v: &ExportView) -> fmt::Result {
+    f.counter(
+        "ksight_process_execs",
+        "Successful execve calls, by cgroup",
+        None,
+        by_cgroup(&v.cgroups, |r| r.execs),
+    )?;
+    f.counter(
+        "ksight_process_forks",
+        "New processes (fork/clone without CLONE_THREAD), by cgroup of the parent",
+        None,
+        by_cgroup(&v.cgroups, |r| r.forks),
+    )?;
+    f.counter(
+        "ksight_process_threads",
+        "New threads, host-wide",
+        None,
+        one(v.totals.process.threads),
+    )?;
+    f.counter(
+        "ksight_process_exits",
+        "Processes whose last thread exited, by cgroup and exit code (128+N: killed by signal N)",
+        None,
+        v.cgroups.iter().flat_map(|c| {
+            c.row
+                .exit_codes
+                .iter()
+                .map(move |(code, &n)| (with(owner(c), ("code", code.clone())), n))
+        }),
+    )
+}
+
+/// TCP opens, closes, retransmits, resets and bytes by cgroup of the socket.
+fn tcp_by_cgroup(f: &mut Families, cgroups: &[CgroupSeries]) -> fmt::Result {
+    let per_cgroup: [(&str, &str, CgroupCounter); 5] = [
+        (
+            "ksight_tcp_connects",
+            "Active TCP opens that reached ESTABLISHED, by cgroup of the socket",
+            |r| r.tcp_connects,
+        ),
+        (
+            "ksight_tcp_connect_failures",
+            "Active TCP opens that closed before ESTABLISHED, by cgroup of the socket",
+            |r| r.tcp_connect_failures,
+        ),
+        (
+            "ksight_tcp_accepts",
+            "Passive TCP opens that reached ESTABLISHED, by cgroup of the socket",
+            |r| r.tcp_accepts,
+        ),
+        (
+            "ksight_tcp_closes",
+            "Established TCP connections that closed, by cgroup of the socket",
+            |r| r.tcp_connections,
+        ),
+        (
+            "ksight_tcp_retransmits",
+            "TCP segments retransmitted, by cgroup of the socket",
+            |r| r.tcp_retransmits,
+        ),
+    ];
+    for (name, help, get) in per_cgroup {
+        f.counter(name, help, None, by_cgroup(cgroups, get))?;
+    }
+    f.counter(
+        "ksight_tcp_resets",
+        "TCP resets sent and received, by cgroup of the socket",
+        None,
+        by_cgroup_split(cgroups, "direction", ["sent", "received"], |r| {
+            [r.tcp_resets_sent, r.tcp_resets_received]
+        }),
+    )?;
+    f.counter(
+        "ksight_tcp_sent",
+        "Payload bytes sent and acknowledged by closed connections, by cgroup of the socket",
+        Some(Unit::Bytes),
+        by_cgroup(cgroups, |r| r.tcp_bytes_sent),
+    )?;
+    f.counter(
+        "ksight_tcp_received",
+        "Payload bytes received by closed connections, by cgroup of the socket",
+        Some(Unit::Bytes),
+        by_cgroup(cgroups, |r| r.tcp_bytes_received),
+    )
+}
+
+/// The largest recently closed connections, labelled by their tuple (never by pid).
+fn tcp_top_connections(f: &mut Families, connections: &[ConnectionRow]) -> fmt::Result {
+    fn labels(c: &ConnectionRow) -> Labels {
+        l([
+            ("cgroup_id", c.cgroup_id.to_string()),
+            ("role", c.role.clone()),
+            ("comm", c.comm.clone()),
+            ("saddr", c.saddr.clone()),
+            ("sport", c.sport.to_string()),
+            ("daddr", c.daddr.clone()),
+            ("dport", c.dport.to_string()),
+        ])
+    }
+    f.gauge(
+        "ksight_tcp_connection_sent",
+        "Payload bytes sent by each of the largest recently closed connections (top N)",
+        Some(Unit::Bytes),
+        connections
+            .iter()
+            .map(|c| (labels(c), c.bytes_sent.unwrap_or(0))),
+    )?;
+    f.gauge(
+        "ksight_tcp_connection_received",
+        "Payload bytes received by each of the largest recently closed connections (top N)",
+        Some(Unit::Bytes),
+        connections
+            .iter()
+            .map(|c| (labels(c), c.bytes_received.unwrap_or(0))),
+    )?;
+    f.gauge(
+        "ksight_tcp_connection_duration",
+        "Lifetime of each of the largest recently closed connections (top N)",
+        Some(Unit::Seconds),
+        connections
+            .iter()
+            .map(|c| (labels(c), c.duration_us as f64 / 1e6)),
+    )
+}
+
+/// Block requests, bytes, errors and latency by device.
+fn block_by_device(f: &mut Families, devices: &[DeviceRow]) -> fmt::Result {
+    let by_op = |get: fn(&DeviceRow) -> Vec<(&'static str, u64)>| {
+        devices.iter().flat_map(move |d| {
+            get(d)
+                .into_iter()
+                .map(|(op, n)| (with(device_labels(d), ("op", op.into())), n))
+        })
+    };
+    f.counter(
+        "ksight_block_ops",
+        "Completed block requests, by device and operation",
+        None,
+        by_op(|d| vec![("read", d.reads), ("write", d.writes), ("other", d.other)]),
+    )?;
+    f.counter(
+        "ksight_block",
+        "Bytes of completed block requests, by device and operation",
+        Some(Unit::Bytes),
+        by_op(|d| vec![("read", d.read_bytes), ("write", d.write_bytes)]),
+    )?;
+    f.counter(
+        "ksight_block_errors",
+        "Block requests that completed with an error, by device",
+        None,
+        devices.iter().map(|d| (device_labels(d), d.errors)),
+    )?;
+    f.block_latency(devices)
+}
+
+/// Block bytes and requests by cgroup of the task that queued them.
+fn block_by_cgroup(f: &mut Families, cgroups: &[CgroupSeries]) -> fmt::Result {
+    f.counter(
+        "ksight_block_cgroup",
+        "Bytes of completed block requests, by cgroup of the task that queued them and operation",
+        Some(Unit::Bytes),
+        by_cgroup_split(cgroups, "op", ["read", "write"], |r| {
+            [r.block_read_bytes, r.block_write_bytes]
+        }),
+    )?;
+    f.counter(
+        "ksight_block_cgroup_ops",
+        "Completed block requests, by cgroup of the task that queued them and operation",
+        None,
+        by_cgroup_split(cgroups, "op", ["read", "write"], |r| {
+            [r.block_reads, r.block_writes]
+        }),
+    )
+}
+
+impl Families<'_, '_> {
+    /// `ksight_block_latency`: a histogram in seconds per device, from the fixed buckets.
+    fn block_latency(&mut self, devices: &[DeviceRow]) -> fmt::Result {
+        let mut m = self.enc.encode_descriptor(
+            "ksight_block_latency",
+            "Block request latency from queueing to completion, by device",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for d in devices {
+            let labels = device_labels(d);
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_NS
+                .iter()
+                .map(|&ns| ns as f64 / 1e9)
+                .chain([f64::INFINITY])
+                .zip(
+                    d.latency_buckets
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat(0)),
+                )
+                .collect();
+            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                d.latency_sum_ns as f64 / 1e9,
+                d.latency_us.count,
+                &buckets,
                 None,
-                v.devices.iter().flat_map(|d| {
-                    [("read", d.reads), ("write", d.writes), ("other", d.other)].map(|(op, n)| {
-                        let mut labels = device_labels(d);
-                        labels.push(("op", op.into()));
-                        (labels, n)
-                    })
-                }),
-            )?;
-            f.counter(
-                "ksight_block",
-                "Bytes of completed block requests, by device and operation",
-                Some(Unit::Bytes),
-                v.devices.iter().flat_map(|d| {
-                    [("read", d.read_bytes), ("write", d.write_bytes)].map(|(op, n)| {
-                        let mut labels = device_labels(d);
-                        labels.push(("op", op.into()));
-                        (labels, n)
-                    })
-                }),
-            )?;
-            f.counter(
-                "ksight_block_errors",
-                "Block requests that completed with an error, by device",
-                None,
-                v.devices.iter().map(|d| (device_labels(d), d.errors)),
-            )?;
-            let mut m = f.enc.encode_descriptor(
-                "ksight_block_latency",
-                "Block request latency from queueing to completion, by device",
-                Some(&Unit::Seconds),
-                MetricType::Histogram,
-            )?;
-            for d in &v.devices {
-                let labels = device_labels(d);
-                let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_NS
-                    .iter()
-                    .map(|&ns| ns as f64 / 1e9)
-                    .chain([f64::INFINITY])
-                    .zip(
-                        d.latency_buckets
-                            .iter()
-                            .copied()
-                            .chain(std::iter::repeat(0)),
-                    )
-                    .collect();
-                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                    d.latency_sum_ns as f64 / 1e9,
-                    d.latency_us.count,
-                    &buckets,
-                    None,
-                )?;
-            }
-            let by_op = |get: fn(&CgroupRow) -> (u64, u64)| {
-                v.cgroups.iter().flat_map(move |c| {
-                    let (read, write) = get(&c.row);
-                    [
-                        (with(owner(c), ("op", "read".into())), read),
-                        (with(owner(c), ("op", "write".into())), write),
-                    ]
-                })
-            };
-            f.counter(
-                "ksight_block_cgroup",
-                "Bytes of completed block requests, by cgroup of the task that queued them and operation",
-                Some(Unit::Bytes),
-                by_op(|r| (r.block_read_bytes, r.block_write_bytes)),
-            )?;
-            f.counter(
-                "ksight_block_cgroup_ops",
-                "Completed block requests, by cgroup of the task that queued them and operation",
-                None,
-                by_op(|r| (r.block_reads, r.block_writes)),
             )?;
         }
         Ok(())
@@ -685,6 +732,91 @@ mod tests {
                 resident_bytes: 4096,
             },
         )
+    }
+
+    /// Every family, label and line of a full exposition (all signals, Kubernetes
+    /// metadata, an attributed and an unattributed cgroup, top connections), pinned byte
+    /// for byte: refactors of the encoder must not change a scrape. To re-pin after a
+    /// deliberate change: `KSIGHT_PIN_EXPOSITION=1 cargo test -p ksight-engine pinned`.
+    #[test]
+    fn the_full_exposition_is_pinned() {
+        let mut engine = Engine::new("ebpf", None);
+        engine.ingest(&workload());
+        engine.flush();
+        let mut snapshot = engine.snapshot(&NoNames);
+        for row in &mut snapshot.cgroups {
+            if row.cgroup_id == CG {
+                row.attribution = Some(crate::attribution::CgroupLabels {
+                    path: "/kubepods/pod1/c".into(),
+                    runtime: "containerd".into(),
+                    container_id: "ab".repeat(32),
+                    unit: "cri-containerd-ab.scope".into(),
+                    namespace: "shop".into(),
+                    pod: "web-1".into(),
+                    pod_uid: "0f1c6a3e".into(),
+                    container: "web".into(),
+                    workload_kind: "Deployment".into(),
+                    workload: "web".into(),
+                    ..Default::default()
+                });
+            }
+        }
+        let tree = CgroupTree {
+            paths: [(CG, "/kubepods/pod1/c".to_string())].into_iter().collect(),
+            complete: false,
+        };
+        let meta = AgentMeta {
+            version: "0.1.0".into(),
+            backend: "kmod".into(),
+            backend_reason: "configured".into(),
+            signals: vec![
+                (Signal::Process, Mode::Full),
+                (Signal::Block, Mode::Degraded),
+            ],
+            start_time_s: 1_700_000_000.25,
+            events: engine.records,
+            events_per_second: 12.5,
+            late_events: 4,
+            reloads_succeeded: 2,
+            reloads_failed: 1,
+            kubernetes: Some(crate::export::MetadataStatus {
+                connected: true,
+                synced: false,
+                pods: 3,
+                errors: 6,
+                relists: 7,
+                last_event_unix_s: Some(1_700_000_100.5),
+            }),
+            pending_cgroups: 8,
+            ignored_cgroups: 9,
+            ignored_events_kernel: 10,
+            ignored_events_engine: 11,
+        };
+        snapshot.lost_events_per_cpu = vec![0, 5];
+        let settings = ExportSettings {
+            top_connections: 5,
+            ..Default::default()
+        };
+        let (view, _) = Exporter::new().update(&snapshot, &tree, 0, &settings, meta);
+        let text = encode(
+            Arc::new(view),
+            OwnUsage {
+                cpu_seconds: 0.75,
+                resident_bytes: 8192,
+            },
+        );
+        let pinned = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/export/testdata/exposition.txt"
+        );
+        if std::env::var_os("KSIGHT_PIN_EXPOSITION").is_some() {
+            std::fs::write(pinned, &text).unwrap();
+        }
+        let want = std::fs::read_to_string(pinned).unwrap();
+        for (i, (got, want)) in text.lines().zip(want.lines()).enumerate() {
+            assert_eq!(got, want, "line {} of the exposition differs", i + 1);
+        }
+        assert_eq!(text, want);
     }
 
     /// The sample lines (no comments) of the exposition.

@@ -3,23 +3,35 @@
 //! Every message is a frame: a 12-byte header — magic `KSGT`, protocol version (u16 LE),
 //! message kind (u16 LE), payload length (u32 LE) — then the payload. A client sends a
 //! [`kind::SNAPSHOT_REQUEST`] with an empty payload; the agent answers with a
-//! [`kind::SNAPSHOT`] whose payload is an [`AgentSnapshot`] in bincode, or a
-//! [`kind::ERROR`] whose payload is a UTF-8 message (e.g. an unsupported version).
+//! [`kind::SNAPSHOT`] whose payload is the snapshot in that version's wire type, in
+//! bincode, or a [`kind::ERROR`] whose payload is a UTF-8 message (e.g. an unsupported
+//! version).
 //!
-//! Versioning: [`VERSION`] changes whenever the payload's layout does (bincode is not
-//! self-describing, so any field added to [`Snapshot`] is such a change). The agent
-//! answers a request of another version with an error naming both versions.
+//! Versioning: what a reader of version N gets is said by N alone. The payload of a
+//! version-N snapshot is exactly the bincode of `vN::AgentSnapshot` — a wire type of its
+//! own, frozen with its version, with no trailing bytes and no optional tail. The
+//! [`AgentSnapshot`] the agent and `top` work with holds the `--json` contract
+//! ([`Snapshot`]) and converts to and from the wire at the edges ([`serve`], [`request`]),
+//! so a field added to the JSON contract changes nothing on the socket until a new
+//! version carries it. The agent answers a request of each version in [`SUPPORTED`] in
+//! that version (so, once there is more than one, older clients keep working); any other
+//! version gets an error naming the versions it speaks. A client asks in [`VERSION`] and
+//! reads only that.
+
+pub mod v2;
 
 use crate::snapshot::Snapshot;
-use serde::{Deserialize, Serialize};
+use bincode::Options;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 pub const MAGIC: [u8; 4] = *b"KSGT";
-/// Version of the frames and of the [`AgentSnapshot`] layout.
+/// The version this build's clients ask for: the newest it speaks.
 pub const VERSION: u16 = 2;
+/// The versions this build's agent answers in.
+pub const SUPPORTED: &[u16] = &[2];
 pub const HEADER_LEN: usize = 12;
 /// Requests are tiny; anything larger is garbage.
 pub const MAX_REQUEST_BYTES: u32 = 4096;
@@ -32,8 +44,9 @@ pub mod kind {
     pub const ERROR: u16 = 3;
 }
 
-/// What the agent serves: its cumulative aggregates and how it captures them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What the agent serves: its cumulative aggregates and how it captures them. Not itself
+/// on the wire: [`serve`] and [`request`] convert it to and from the version spoken.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AgentSnapshot {
     pub agent_version: String,
     pub backend: String,
@@ -70,12 +83,13 @@ pub struct FrameHeader {
     pub len: u32,
 }
 
-pub fn write_frame(w: &mut impl Write, kind: u16, payload: &[u8]) -> io::Result<()> {
+/// Writes one frame of `version`.
+pub fn write_frame(w: &mut impl Write, version: u16, kind: u16, payload: &[u8]) -> io::Result<()> {
     let len = u32::try_from(payload.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "payload over 4 GiB"))?;
     let mut header = [0u8; HEADER_LEN];
     header[..4].copy_from_slice(&MAGIC);
-    header[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    header[4..6].copy_from_slice(&version.to_le_bytes());
     header[6..8].copy_from_slice(&kind.to_le_bytes());
     header[8..12].copy_from_slice(&len.to_le_bytes());
     w.write_all(&header)?;
@@ -112,39 +126,71 @@ fn read_payload(r: &mut impl Read, len: u32) -> Result<Vec<u8>, ProtocolError> {
     Ok(payload)
 }
 
-/// Agent side: reads one request from `stream` and answers it with `snapshot`.
-/// Garbage, another version or a client that goes away produce an error for the caller
-/// to log; nothing else is affected.
+/// The one bincode configuration of every version: fixed-width little-endian integers,
+/// the whole payload and nothing after it, bounded.
+fn codec() -> impl Options {
+    bincode::options()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .with_limit(u64::from(MAX_REPLY_BYTES))
+}
+
+/// The payload of a snapshot in `version` (one of [`SUPPORTED`]).
+pub fn encode_snapshot(version: u16, snapshot: &AgentSnapshot) -> Result<Vec<u8>, ProtocolError> {
+    match version {
+        2 => Ok(codec().serialize(&v2::AgentSnapshot::from(snapshot))?),
+        got => Err(ProtocolError::Version { got }),
+    }
+}
+
+/// A snapshot from its payload in `version`.
+pub fn decode_snapshot(version: u16, payload: &[u8]) -> Result<AgentSnapshot, ProtocolError> {
+    match version {
+        2 => Ok(codec().deserialize::<v2::AgentSnapshot>(payload)?.into()),
+        got => Err(ProtocolError::Version { got }),
+    }
+}
+
+/// Agent side: reads one request from `stream` and answers it with `snapshot`, in the
+/// version the client asked for. Garbage, an unsupported version or a client that goes
+/// away produce an error for the caller to log; nothing else is affected.
 pub fn serve(
     stream: &mut (impl Read + Write),
     snapshot: &AgentSnapshot,
 ) -> Result<(), ProtocolError> {
     let h = read_header(stream, MAX_REQUEST_BYTES)?;
-    if h.version != VERSION {
+    if !SUPPORTED.contains(&h.version) {
         let message = format!(
-            "protocol version {} is not supported (this agent speaks version {VERSION})",
-            h.version
+            "protocol version {} is not supported (this agent speaks version {})",
+            h.version,
+            SUPPORTED
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        write_frame(stream, kind::ERROR, message.as_bytes())?;
+        write_frame(stream, VERSION, kind::ERROR, message.as_bytes())?;
         return Err(ProtocolError::Version { got: h.version });
     }
     read_payload(stream, h.len)?;
     if h.kind != kind::SNAPSHOT_REQUEST {
         let message = format!("unknown request kind {}", h.kind);
-        write_frame(stream, kind::ERROR, message.as_bytes())?;
+        write_frame(stream, h.version, kind::ERROR, message.as_bytes())?;
         return Err(ProtocolError::Kind {
             got: h.kind,
             expected: kind::SNAPSHOT_REQUEST,
         });
     }
-    let payload = bincode::serialize(snapshot)?;
-    write_frame(stream, kind::SNAPSHOT, &payload)?;
+    let payload = encode_snapshot(h.version, snapshot)?;
+    write_frame(stream, h.version, kind::SNAPSHOT, &payload)?;
     Ok(())
 }
 
-/// Client side over any stream.
+/// Client side over any stream: asks in [`VERSION`], accepts a snapshot of that version
+/// only.
 pub fn request(stream: &mut (impl Read + Write)) -> Result<AgentSnapshot, ProtocolError> {
-    write_frame(stream, kind::SNAPSHOT_REQUEST, &[])?;
+    write_frame(stream, VERSION, kind::SNAPSHOT_REQUEST, &[])?;
     let h = read_header(stream, MAX_REPLY_BYTES)?;
     let payload = read_payload(stream, h.len)?;
     if h.kind == kind::ERROR {
@@ -161,12 +207,7 @@ pub fn request(stream: &mut (impl Read + Write)) -> Result<AgentSnapshot, Protoc
             expected: kind::SNAPSHOT,
         });
     }
-    use bincode::Options;
-    Ok(bincode::options()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(u64::from(MAX_REPLY_BYTES))
-        .deserialize(&payload)?)
+    decode_snapshot(h.version, &payload)
 }
 
 /// Asks the agent listening on `path` for its snapshot, waiting at most `timeout` for
@@ -227,10 +268,143 @@ mod tests {
         }
     }
 
+    /// An `AgentSnapshot` with every field of the v2 layout set (lists and maps of one).
+    pub(super) fn full_sample() -> AgentSnapshot {
+        use crate::snapshot::*;
+        let labels = CgroupLabels {
+            path: "/kubepods/pod1/c".into(),
+            runtime: "containerd".into(),
+            container_id: "ab12".into(),
+            unit: "cri-containerd-ab12.scope".into(),
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "0f1c".into(),
+            container: "web".into(),
+            workload_kind: "Deployment".into(),
+            workload: "web".into(),
+            ignored: true,
+            pending: true,
+        };
+        let cgroup = CgroupRow {
+            cgroup_id: 77,
+            execs: 1,
+            forks: 2,
+            exits: 3,
+            tcp_connections: 4,
+            tcp_bytes_sent: 5,
+            tcp_bytes_received: 6,
+            block_read_bytes: 7,
+            block_write_bytes: 8,
+            exit_codes: [("137".to_string(), 9)].into(),
+            tcp_connects: 10,
+            tcp_connect_failures: 11,
+            tcp_accepts: 12,
+            tcp_retransmits: 13,
+            tcp_resets_sent: 14,
+            tcp_resets_received: 15,
+            block_reads: 16,
+            block_writes: 17,
+            attribution: Some(labels),
+        };
+        let snapshot = Snapshot {
+            backend: "kmod".into(),
+            duration_s: 1.5,
+            events: 100,
+            lost_events: 3,
+            lost_events_per_cpu: vec![1, 2],
+            malformed_records: 4,
+            // Not carried by protocol version 2: the round trip gives it back as 0.
+            late_events: 0,
+            process: ProcessSummary {
+                execs: 5,
+                forks: 6,
+                threads: 7,
+                exits: 8,
+                exit_codes: [("0".to_string(), 4)].into(),
+                processes: vec![ProcessRow {
+                    pid: 42,
+                    ppid: Some(1),
+                    comm: "sh".into(),
+                    filename: Some("/bin/sh".into()),
+                    cgroup_id: 77,
+                    execs: 1,
+                    forks: 2,
+                    exit_code: Some(-1),
+                    tcp_bytes_sent: 3,
+                    tcp_bytes_received: 4,
+                    block_read_bytes: 5,
+                    block_write_bytes: 6,
+                }],
+            },
+            tcp: TcpSummary {
+                connects: 1,
+                connect_failures: 2,
+                accepts: 3,
+                closes: 4,
+                retransmits: 5,
+                resets_sent: 6,
+                resets_received: 7,
+                bytes_sent: 8,
+                bytes_received: 9,
+                connections: vec![ConnectionRow {
+                    saddr: "127.0.0.1".into(),
+                    sport: 40000,
+                    daddr: "::1".into(),
+                    dport: 80,
+                    role: "active".into(),
+                    pid: 42,
+                    comm: "curl".into(),
+                    cgroup_id: 77,
+                    state: "CLOSE".into(),
+                    bytes_sent: Some(10),
+                    bytes_received: Some(11),
+                    segs_in: Some(12),
+                    segs_out: Some(13),
+                    duration_us: 14,
+                    retransmits: 15,
+                    resets_sent: 16,
+                    resets_received: 17,
+                    srtt_us: Some(18),
+                }],
+            },
+            block: BlockSummary {
+                devices: vec![DeviceRow {
+                    dev: "7:0".into(),
+                    name: "loop0".into(),
+                    reads: 1,
+                    writes: 2,
+                    other: 3,
+                    read_bytes: 4,
+                    write_bytes: 5,
+                    errors: 6,
+                    latency_us: Latency {
+                        count: 7,
+                        p50: 8.5,
+                        p99: 9.5,
+                        max: 10.5,
+                    },
+                    latency_sum_ns: 11,
+                    latency_buckets: vec![12, 13],
+                }],
+            },
+            cgroups: vec![cgroup.clone()],
+            containers: vec![CgroupRow {
+                attribution: None,
+                ..cgroup
+            }],
+        };
+        AgentSnapshot {
+            agent_version: "0.1.0".into(),
+            backend: "kmod".into(),
+            backend_reason: "configured".into(),
+            fidelity_notes: vec!["tcp_close_stats degraded".into()],
+            snapshot,
+        }
+    }
+
     fn request_bytes(version: u16, kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        write_frame(&mut v, kind, payload).unwrap();
-        v[4..6].copy_from_slice(&version.to_le_bytes());
+        write_frame(&mut v, version, kind, payload).unwrap();
         v
     }
 
@@ -307,69 +481,89 @@ mod tests {
     #[test]
     fn a_client_refuses_an_undecodable_reply() {
         let mut reply = Vec::new();
-        write_frame(&mut reply, kind::SNAPSHOT, &[0xff; 5]).unwrap();
+        write_frame(&mut reply, VERSION, kind::SNAPSHOT, &[0xff; 5]).unwrap();
         assert!(matches!(
             request(&mut duplex(reply)),
             Err(ProtocolError::Decode(_))
         ));
     }
-}
 
-#[cfg(test)]
-mod layout {
-    use super::*;
-    use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, ProcessRow};
+    const V2_FIXTURE: &[u8] = include_bytes!("testdata/agent-snapshot-v2.bin");
 
-    /// Every field path of an `AgentSnapshot`, with one element in each list and map.
-    fn field_paths() -> Vec<String> {
-        let mut s = AgentSnapshot::default();
-        s.snapshot.process.processes.push(ProcessRow::default());
-        s.snapshot.process.exit_codes.insert("0".into(), 1);
-        s.snapshot.tcp.connections.push(ConnectionRow::default());
-        s.snapshot.block.devices.push(DeviceRow::default());
-        let mut cg = CgroupRow::default();
-        cg.exit_codes.insert("0".into(), 1);
-        cg.attribution = Some(Default::default());
-        s.snapshot.containers.push(cg.clone());
-        s.snapshot.cgroups.push(cg);
-        fn walk(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
-            match v {
-                serde_json::Value::Object(m) => {
-                    for (k, v) in m {
-                        walk(v, format!("{path}.{k}"), out);
-                    }
-                }
-                serde_json::Value::Array(a) => {
-                    for v in a {
-                        walk(v, format!("{path}[]"), out);
-                    }
-                }
-                _ => out.push(path),
-            }
-        }
-        let mut out = Vec::new();
-        walk(&serde_json::to_value(&s).unwrap(), String::new(), &mut out);
-        // JSON maps may or may not keep field order (serde_json's `preserve_order`).
-        out.sort();
-        out
-    }
-
-    /// bincode is not self-describing: a field added to or removed from the snapshot
-    /// changes what clients of this version read. When this fails, bump [`VERSION`] and
-    /// pin the new fingerprint (moving a field changes the layout too, unnoticed here).
+    /// The bytes a version-2 agent sent before the wire type had its own types (written
+    /// then from `full_sample`): the v2 layout may never change.
     #[test]
-    fn the_snapshot_layout_is_pinned_to_the_protocol_version() {
-        let paths = field_paths().join("\n");
-        // FNV-1a.
-        let fingerprint = paths.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        assert_eq!(
-            (VERSION, fingerprint),
-            (2, PINNED_V2),
-            "the AgentSnapshot layout changed: bump protocol::VERSION and pin {fingerprint:#x}; fields:\n{paths}"
-        );
+    fn version_2_is_pinned_byte_for_byte() {
+        assert_eq!(encode_snapshot(2, &full_sample()).unwrap(), V2_FIXTURE);
+        assert_eq!(decode_snapshot(2, V2_FIXTURE).unwrap(), full_sample());
     }
 
-    const PINNED_V2: u64 = 0x5fb7_854c_cc78_1371;
+    #[test]
+    fn trailing_or_missing_bytes_are_refused() {
+        let mut longer = V2_FIXTURE.to_vec();
+        longer.extend_from_slice(&[0; 8]);
+        assert!(matches!(
+            decode_snapshot(2, &longer),
+            Err(ProtocolError::Decode(_))
+        ));
+        assert!(matches!(
+            decode_snapshot(2, &V2_FIXTURE[..V2_FIXTURE.len() - 1]),
+            Err(ProtocolError::Decode(_))
+        ));
+        // Through a whole frame, too.
+        let mut reply = Vec::new();
+        write_frame(&mut reply, VERSION, kind::SNAPSHOT, &longer).unwrap();
+        assert!(matches!(
+            request(&mut duplex(reply)),
+            Err(ProtocolError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn the_agent_answers_in_each_supported_version_and_no_other() {
+        assert!(SUPPORTED.contains(&VERSION));
+        for &version in SUPPORTED {
+            let mut server = duplex(request_bytes(version, kind::SNAPSHOT_REQUEST, &[]));
+            serve(&mut server, &full_sample()).unwrap();
+            let mut reply = Cursor::new(server.output);
+            let h = read_header(&mut reply, MAX_REPLY_BYTES).unwrap();
+            assert_eq!((h.version, h.kind), (version, kind::SNAPSHOT));
+            let payload = read_payload(&mut reply, h.len).unwrap();
+            assert_eq!(decode_snapshot(version, &payload).unwrap(), full_sample());
+        }
+        for version in [0, 1, VERSION + 1, u16::MAX] {
+            if SUPPORTED.contains(&version) {
+                continue;
+            }
+            assert!(matches!(
+                encode_snapshot(version, &full_sample()),
+                Err(ProtocolError::Version { got }) if got == version
+            ));
+            assert!(matches!(
+                decode_snapshot(version, V2_FIXTURE),
+                Err(ProtocolError::Version { got }) if got == version
+            ));
+        }
+    }
+
+    #[test]
+    fn a_client_refuses_a_snapshot_of_another_version() {
+        // A newer agent that answered in its own version instead of ours.
+        let mut reply = Vec::new();
+        write_frame(&mut reply, VERSION + 1, kind::SNAPSHOT, V2_FIXTURE).unwrap();
+        assert!(matches!(
+            request(&mut duplex(reply)),
+            Err(ProtocolError::Version { got }) if got == VERSION + 1
+        ));
+        // And a reply of an unexpected kind.
+        let mut reply = Vec::new();
+        write_frame(&mut reply, VERSION, kind::SNAPSHOT_REQUEST, &[]).unwrap();
+        assert!(matches!(
+            request(&mut duplex(reply)),
+            Err(ProtocolError::Kind {
+                got: kind::SNAPSHOT_REQUEST,
+                ..
+            })
+        ));
+    }
 }

@@ -13,7 +13,7 @@
 //!   any time without touching the aggregates.
 
 pub use crate::attribution::cgroups::CgroupTree;
-use crate::signals::{Family, Mode, Signal};
+use crate::signals::{Family, Mode, Signal, SignalStatus};
 use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Snapshot};
 use event_abi::kinds;
 use std::collections::HashMap;
@@ -56,6 +56,26 @@ impl Signals {
     /// Whether this signal is enabled (its family's switch, from the table of kinds).
     pub fn wants(&self, signal: Signal) -> bool {
         self.wants_family(signal.family())
+    }
+
+    /// Each signal's mode under a configuration: the backend's fidelity, or
+    /// [`Mode::Disabled`] when the configuration turns the signal off. Every signal of the
+    /// table is listed, in report order; one the backend did not report is unavailable.
+    pub fn modes(&self, statuses: &[SignalStatus]) -> Vec<(Signal, Mode)> {
+        Signal::ALL
+            .iter()
+            .map(|&signal| {
+                let mode = if !self.wants(signal) {
+                    Mode::Disabled
+                } else {
+                    statuses
+                        .iter()
+                        .find(|s| s.signal == signal)
+                        .map_or(Mode::Unavailable, |s| s.status.mode())
+                };
+                (signal, mode)
+            })
+            .collect()
     }
 
     /// Whether records of this event-abi kind belong to an enabled signal (the kind's row
@@ -141,7 +161,7 @@ pub struct AgentMeta {
     /// Why that backend (the auto-detection's verdict, or "configured").
     pub backend_reason: String,
     /// Each signal's mode (full, degraded, unavailable, or disabled by the configuration),
-    /// from the backend's typed fidelity (`crate::signals::modes`).
+    /// from the backend's typed fidelity ([`Signals::modes`]).
     pub signals: Vec<(Signal, Mode)>,
     /// Unix time the agent started, in seconds.
     pub start_time_s: f64,
@@ -538,5 +558,27 @@ mod tests {
             assert_eq!(s.wants_kind(k.kind), s.wants(k.signal), "{}", k.name);
         }
         assert!(!s.all() && Signals::default().all());
+    }
+
+    #[test]
+    fn modes_list_every_signal_and_the_disabled_ones() {
+        let statuses = [SignalStatus {
+            signal: Signal::Block,
+            tracepoints: vec![],
+            status: crate::signals::Fidelity::Degraded("x".into()),
+        }];
+        let off = Signals {
+            tcp: false,
+            ..Signals::default()
+        };
+        let m = off.modes(&statuses);
+        assert_eq!(m.len(), Signal::ALL.len());
+        assert_eq!(m[0], (Signal::Process, Mode::Unavailable));
+        assert!(
+            m.iter()
+                .filter(|(s, _)| s.family() == Family::Tcp)
+                .all(|(_, m)| *m == Mode::Disabled)
+        );
+        assert_eq!(m.last(), Some(&(Signal::Block, Mode::Degraded)));
     }
 }

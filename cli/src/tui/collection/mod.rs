@@ -3,12 +3,12 @@
 //! input. Both send on the main loop's one event channel; neither touches UI state.
 
 mod cgroups;
-pub mod cumulative;
 
 use crate::tui::event::{Control, Event, Sample, SourceStatus};
 use anyhow::{Context, Result};
 use cgroups::CgroupOwners;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use ksight_engine::export::interval::Intervals;
 use ksight_engine::names::HostNames;
 use ksight_engine::{Capture, Snapshot};
 use std::path::{Path, PathBuf};
@@ -185,7 +185,7 @@ pub fn attached_loop(
     fetch: impl Fn(&Path) -> Result<AgentReply>,
 ) {
     let mut cgroup_owners = CgroupOwners::new();
-    let mut previous: Option<(Instant, Snapshot)> = None;
+    let mut intervals = Intervals::default();
     let mut failures = 0u32;
     let mut notes: Option<(String, Vec<String>)> = None;
     loop {
@@ -202,13 +202,12 @@ pub fn attached_loop(
                     });
                     notes = Some(info);
                 }
-                let sent = match &previous {
-                    Some((then, before)) => {
-                        let snapshot = cumulative::interval_between(before, &reply.snapshot);
+                let sent = match intervals.push(now, reply.snapshot) {
+                    Some((interval, snapshot)) => {
                         let sample = Sample {
                             cgroup_labels: cgroup_owners.new_labels(&snapshot),
                             snapshot,
-                            interval: now - *then,
+                            interval,
                             at: now - start,
                         };
                         events.send(Event::Sample(Box::new(sample)))
@@ -218,12 +217,11 @@ pub fn attached_loop(
                 if sent.is_err() {
                     return;
                 }
-                previous = Some((now, reply.snapshot));
                 asked + interval
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                previous = None;
+                intervals.reset();
                 let retry_in = backoff(failures).min(interval.max(Duration::from_millis(250)));
                 let status = SourceStatus::Reconnecting {
                     error: format!("{e:#}"),

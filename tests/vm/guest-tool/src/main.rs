@@ -1,4 +1,5 @@
-//! The VM tests' probe inside the guest (`cargo xtask vm` builds it and boots it).
+//! The VM tests' tool inside the guest, `kmod-vm` (`cargo xtask vm` builds it, copies it
+//! into the guest and boots it; tests/vm/guest-init.sh runs it).
 //!
 //! ```text
 //! kmod-vm stat --backend kmod|ebpf|both [--costs] [-o FILE] -- CMD ARGS...
@@ -8,9 +9,11 @@
 //!     measured timestamp skew plus histogram bucket precision) and the record-level
 //!     comparison (records byte-identical but for the timestamp); exits 1 on any
 //!     difference. `--costs` also prints per-kind kernel-side cost of each backend.
-//! kmod-vm truth FILE DEVICE SENT RECEIVED
-//!     Checks a snapshot against the ground-truth workload's exact values (the same
-//!     checks as tests/host_ebpf.rs).
+//! kmod-vm truth FILE DEVICE SENT RECEIVED [RETRANSMITTED_SEGMENTS]
+//!     Checks a snapshot against the ground-truth workload's exact values: the test
+//!     kit's `truth::check`, which tests/host_ebpf.rs runs too (here no block device
+//!     but DEVICE may appear). The kernel's retransmitted segments come from FILE
+//!     (`kernel_tcp_retrans_segs`, written by `stat`) or the last argument.
 //! kmod-vm flood [SECONDS]
 //!     With the module loaded with tiny rings: floods it without reading, then drains;
 //!     checks lost > 0, delivered == emitted per ring, no malformed record, timestamps
@@ -37,14 +40,14 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use event_abi::{EventHeader, kind};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource};
 use ksight_backend_kmod::{KmodError, KmodOptions, KmodSource, uapi};
-use ksight_engine::attribution::cgroups::join_before_exec;
 use ksight_engine::decode::decode;
 use ksight_engine::names::HostNames;
 use ksight_engine::parity::{RecordComparison, RecordLog, compare_logs, compare_snapshots};
 use ksight_engine::{Engine, EventSource, RawBatch, Scope, Snapshot, monotonic_ns};
+use ksight_testkit::TestCgroup;
+use ksight_testkit::truth::{self, OtherDevices, Truth, tcp_retrans_segs};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,45 +109,6 @@ impl Source {
     }
 }
 
-/// The cgroup the command runs in: attribution as `ksight stat` does it.
-struct Cgroup {
-    path: PathBuf,
-    id: u64,
-}
-
-impl Cgroup {
-    fn create() -> Result<Self> {
-        Self::create_named(&format!("kmod-vm-{}", std::process::id()))
-    }
-
-    fn create_named(name: &str) -> Result<Self> {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-        let mount = mounts
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                (right.split_whitespace().next()? == "cgroup2")
-                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-            })
-            .ok_or_else(|| anyhow!("no cgroup2 mount"))?;
-        let path = mount.join(name);
-        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        let id = std::fs::metadata(&path)?.ino();
-        Ok(Self { path, id })
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
 struct Capture {
     names: Vec<&'static str>,
     snapshots: Vec<Snapshot>,
@@ -187,12 +151,13 @@ fn stat(args: &[String]) -> Result<i32> {
     }
     let command = &args[i..];
     ensure!(!command.is_empty(), "no command after --");
-    let retrans_before = tcp_retrans_segs()?;
+    let retrans_before = tcp_retrans_segs().context("/proc/net/snmp")?;
     let cap = capture(&backend, costs, command)?;
     let value = if cap.snapshots.len() == 1 {
         let mut v = serde_json::to_value(&cap.snapshots[0])?;
         // The kernel's own count, for `truth`: nothing else uses TCP in the guest.
-        v["kernel_tcp_retrans_segs"] = json!(tcp_retrans_segs()? - retrans_before);
+        v["kernel_tcp_retrans_segs"] =
+            json!(tcp_retrans_segs().context("/proc/net/snmp")? - retrans_before);
         v
     } else {
         json!({ cap.names[0]: cap.snapshots[0], cap.names[1]: cap.snapshots[1] })
@@ -275,12 +240,17 @@ fn capture(backend: &str, costs: bool, command: &[String]) -> Result<Capture> {
     shared.reverse();
     let started = monotonic_ns();
 
-    let cgroup = Cgroup::create().ok();
-    let mut cmd = std::process::Command::new(&command[0]);
-    cmd.args(&command[1..]);
-    if let Some(cg) = &cgroup {
-        join_before_exec(&mut cmd, &cg.path)?;
-    }
+    // The command's cgroup: attribution as `ksight stat` does it.
+    let cgroup = TestCgroup::create("kmod-vm").ok();
+    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    let mut cmd = match &cgroup {
+        Some(cg) => cg.command(&command[0], &args),
+        None => {
+            let mut cmd = std::process::Command::new(&command[0]);
+            cmd.args(&args);
+            cmd
+        }
+    };
     let mut child = cmd
         .spawn()
         .with_context(|| format!("running {}", command[0]))?;
@@ -438,36 +408,8 @@ fn cost_table(sources: &[std::sync::MutexGuard<'_, Source>]) -> Result<Vec<Strin
 }
 
 // ---------------------------------------------------------------------------------------
-// Ground truth (the same values tests/host_ebpf.rs checks)
+// Ground truth (the test kit's, which tests/host_ebpf.rs checks too)
 // ---------------------------------------------------------------------------------------
-
-fn dev_of(device: &str) -> Result<String> {
-    let meta = std::fs::metadata(device).with_context(|| format!("stat {device}"))?;
-    ensure!(
-        meta.file_type().is_block_device(),
-        "{device} is not a block device"
-    );
-    let rdev = meta.rdev();
-    Ok(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
-}
-
-/// Retransmitted TCP segments, as the kernel counts them (`/proc/net/snmp`).
-fn tcp_retrans_segs() -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/net/snmp")?;
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
-        bail!("no Tcp lines in /proc/net/snmp");
-    };
-    let at = names
-        .split_whitespace()
-        .position(|n| n == "RetransSegs")
-        .ok_or_else(|| anyhow!("no RetransSegs in /proc/net/snmp"))?;
-    Ok(values
-        .split_whitespace()
-        .nth(at)
-        .ok_or_else(|| anyhow!("short Tcp line"))?
-        .parse()?)
-}
 
 /// `retrans_segs`: the kernel's count while the workload ran, when FILE (written by
 /// `ksight stat`) does not carry it (`kmod-vm stat` writes it as `kernel_tcp_retrans_segs`).
@@ -479,39 +421,7 @@ fn truth(
     retrans_segs: Option<u64>,
 ) -> Result<i32> {
     let m: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
-    let failures = std::cell::RefCell::new(Vec::new());
-    let check = |what: &str, got: &Value, want: Value| {
-        if *got != want {
-            failures
-                .borrow_mut()
-                .push(format!("{what}: got {got}, want {want}"));
-        }
-    };
-    let p = &m["process"];
-    check("execs", &p["execs"], json!(7));
-    check("forks", &p["forks"], json!(6));
-    check("exits", &p["exits"], json!(7));
-    check(
-        "exit_codes",
-        &p["exit_codes"],
-        json!({"0": 4, "1": 1, "3": 2}),
-    );
-    check("threads", &p["threads"], json!(1));
-    let t = &m["tcp"];
-    check("connects", &t["connects"], json!(2));
-    check("accepts", &t["accepts"], json!(2));
-    check("closes", &t["closes"], json!(4));
-    check("bytes_sent", &t["bytes_sent"], json!(sent + received));
-    check(
-        "bytes_received",
-        &t["bytes_received"],
-        json!(sent + received),
-    );
-    check("resets_sent", &t["resets_sent"], json!(1));
-    check("resets_received", &t["resets_received"], json!(1));
-    // One retransmit per retransmitted packet; the kernel counts segments. Under TCG a
-    // loopback segment can really be retransmitted: the kernel's count is the truth.
-    let kernel = retrans_segs
+    let kernel_retrans_segs = retrans_segs
         .or_else(|| m["kernel_tcp_retrans_segs"].as_u64())
         .ok_or_else(|| {
             anyhow!(
@@ -519,100 +429,17 @@ fn truth(
                 file.display()
             )
         })?;
-    let reported = t["retransmits"].as_u64().unwrap_or(u64::MAX);
-    if (kernel == 0 && reported != 0) || reported > kernel {
-        check(
-            "retransmits",
-            &t["retransmits"],
-            json!(format!(
-                "at most {kernel}, the segments the kernel retransmitted"
-            )),
-        );
-    }
-    let empty = Vec::new();
-    let conns = t["connections"].as_array().unwrap_or(&empty);
-    check("connections", &json!(conns.len()), json!(4));
-    let orderly: Vec<&Value> = conns
-        .iter()
-        .filter(|c| c["bytes_sent"].as_u64().unwrap_or(0) > 0)
-        .collect();
-    check("orderly connections", &json!(orderly.len()), json!(2));
-    let client = orderly.iter().find(|c| c["role"] == "active");
-    let server = orderly.iter().find(|c| c["role"] == "passive");
-    match (client, server) {
-        (Some(c), Some(s)) => {
-            check(
-                "client bytes",
-                &json!([c["bytes_sent"], c["bytes_received"]]),
-                json!([sent, received]),
-            );
-            check(
-                "server bytes",
-                &json!([s["bytes_sent"], s["bytes_received"]]),
-                json!([received, sent]),
-            );
-            check("client daddr", &c["daddr"], json!("127.0.0.1"));
-            check(
-                "ports",
-                &json!([c["dport"], c["sport"]]),
-                json!([s["sport"], s["dport"]]),
-            );
-            for x in [c, s] {
-                check("comm", &x["comm"], json!("ksight-workload"));
-                if x["pid"].as_u64().unwrap_or(0) == 0 {
-                    failures
-                        .borrow_mut()
-                        .push(format!("connection without pid: {x}"));
-                }
-                if x["srtt_us"].as_u64().is_none() {
-                    failures
-                        .borrow_mut()
-                        .push(format!("connection without srtt: {x}"));
-                }
-            }
-        }
-        _ => failures
-            .borrow_mut()
-            .push(format!("no client/server pair in {conns:?}")),
-    }
-    let devices = m["block"]["devices"].as_array().unwrap_or(&empty);
-    let dev = dev_of(device)?;
-    match devices.iter().find(|d| d["dev"] == dev.as_str()) {
-        Some(d) => {
-            check(
-                "device name",
-                &d["name"],
-                json!(device.trim_start_matches("/dev/")),
-            );
-            check("writes", &d["writes"], json!(7));
-            check(
-                "write_bytes",
-                &d["write_bytes"],
-                json!(4 * 65536 + 3 * 4096),
-            );
-            check("reads", &d["reads"], json!(7));
-            check("read_bytes", &d["read_bytes"], json!(2 * 131072 + 5 * 512));
-            let lat = &d["latency_us"];
-            check("latency count", &lat["count"], json!(14));
-            let (p50, p99, max) = (
-                lat["p50"].as_f64().unwrap_or(0.0),
-                lat["p99"].as_f64().unwrap_or(0.0),
-                lat["max"].as_f64().unwrap_or(0.0),
-            );
-            if !(p50 > 0.0 && p50 <= p99 && p99 <= max) {
-                failures
-                    .borrow_mut()
-                    .push(format!("latency percentiles out of order: {lat}"));
-            }
-        }
-        None => failures
-            .borrow_mut()
-            .push(format!("no {dev} in {devices:?}")),
-    }
-    check("devices", &json!(devices.len()), json!(1));
-    check("lost_events", &m["lost_events"], json!(0));
-    check("malformed_records", &m["malformed_records"], json!(0));
-    let failures = failures.into_inner();
+    let failures = truth::check(
+        &m,
+        &Truth {
+            sent,
+            received,
+            device,
+            kernel_retrans_segs,
+            // The guest's only disk is the loop device.
+            other_devices: OtherDevices::Absent,
+        },
+    );
     if failures.is_empty() {
         println!("truth: all ground-truth values exact ({})", m["backend"]);
         Ok(0)
@@ -628,12 +455,11 @@ fn truth(
 // The cgroup ignore filter, both backends at once
 // ---------------------------------------------------------------------------------------
 
-/// Runs `command` with its first process moved into `cg` before exec; waits for it.
-fn run_in(cg: &Cgroup, command: &[&str]) -> Result<std::process::Child> {
-    let mut cmd = std::process::Command::new(command[0]);
-    cmd.args(&command[1..]).stdout(std::process::Stdio::null());
-    join_before_exec(&mut cmd, &cg.path)?;
-    cmd.spawn()
+/// Starts `command` with its first process moved into `cg` before exec.
+fn run_in(cg: &TestCgroup, command: &[&str]) -> Result<std::process::Child> {
+    cg.command(command[0], &command[1..])
+        .stdout(std::process::Stdio::null())
+        .spawn()
         .with_context(|| format!("running {}", command[0]))
 }
 
@@ -761,9 +587,8 @@ fn filter(sent: &str, received: &str) -> Result<i32> {
         .cgroup_filter()
         .ok_or_else(|| anyhow!("the module has no cgroup filter (device interface < 1.1)"))?;
     let mut sources = [Source::Kmod(kmod), Source::Ebpf(Box::new(ebpf))];
-    let pid = std::process::id();
-    let a = Cgroup::create_named(&format!("kmod-vm-filter-a-{pid}"))?;
-    let b = Cgroup::create_named(&format!("kmod-vm-filter-b-{pid}"))?;
+    let a = TestCgroup::create("kmod-vm-filter-a")?;
+    let b = TestCgroup::create("kmod-vm-filter-b")?;
     let workload = ["ksight-workload", "procs-tcp", sent, received];
     let mut failures: Vec<String> = Vec::new();
     let mut batch = RawBatch::new();
@@ -771,7 +596,7 @@ fn filter(sent: &str, received: &str) -> Result<i32> {
     // Runs `command` in each cgroup in turn while both sources are read; returns each
     // backend's records (kmod, ebpf).
     let mut phase = |sources: &mut [Source; 2],
-                     cgroups: &[&Cgroup],
+                     cgroups: &[&TestCgroup],
                      command: &[&str]|
      -> Result<[Vec<Vec<u8>>; 2]> {
         let mut recs: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];

@@ -1,6 +1,8 @@
 //! A workload whose kernel-visible activity is exactly what its arguments say, so ksight's
-//! numbers can be compared with the truth: `ksight verify` runs it under both backends,
-//! and the tests run it as `ksight-workload` (tests/support/workload_main.rs).
+//! numbers can be compared with the truth ([`crate::truth`] derives its expected values
+//! from the constants below): `ksight verify` runs it under both backends as
+//! `ksight workload`, and the tests run it as `ksight-workload`
+//! (tests/support/workload_main.rs) or in a re-executed test binary.
 //!
 //! `ksight-workload procs`: runs /bin/true ×3, /bin/false ×1, `/bin/sh -c "exit 3"` ×2.
 //! `ksight-workload tcp SENT RECEIVED`: one loopback connection; the client sends SENT
@@ -17,18 +19,24 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
-use std::process::{Command, exit};
+use std::process::Command;
+
+/// What `procs` runs, one after the other: program, arguments, exit code.
+pub const PROC_RUNS: [(&str, &[&str], i32); 6] = [
+    ("/bin/true", &[], 0),
+    ("/bin/true", &[], 0),
+    ("/bin/true", &[], 0),
+    ("/bin/false", &[], 1),
+    ("/bin/sh", &["-c", "exit 3"], 3),
+    ("/bin/sh", &["-c", "exit 3"], 3),
+];
+
+/// What `block` writes, then reads, from offset 0 on: (how many, bytes each), in order.
+pub const BLOCK_WRITES: [(usize, usize); 2] = [(4, 65536), (3, 4096)];
+pub const BLOCK_READS: [(usize, usize); 2] = [(2, 131072), (5, 512)];
 
 fn procs() {
-    let runs: [(&str, &[&str], i32); 6] = [
-        ("/bin/true", &[], 0),
-        ("/bin/true", &[], 0),
-        ("/bin/true", &[], 0),
-        ("/bin/false", &[], 1),
-        ("/bin/sh", &["-c", "exit 3"], 3),
-        ("/bin/sh", &["-c", "exit 3"], 3),
-    ];
-    for (program, args, expected) in runs {
+    for (program, args, expected) in PROC_RUNS {
         let status = Command::new(program).args(args).status().expect("spawn");
         assert_eq!(status.code(), Some(expected), "{program}");
     }
@@ -116,19 +124,13 @@ fn block(device: &str) {
         );
         *offset += len as i64;
     };
-    let mut offset = 0;
-    for _ in 0..4 {
-        io(&mut offset, 65536, true);
-    }
-    for _ in 0..3 {
-        io(&mut offset, 4096, true);
-    }
-    let mut offset = 0;
-    for _ in 0..2 {
-        io(&mut offset, 131072, false);
-    }
-    for _ in 0..5 {
-        io(&mut offset, 512, false);
+    for (ops, write) in [(BLOCK_WRITES, true), (BLOCK_READS, false)] {
+        let mut offset = 0;
+        for (n, len) in ops {
+            for _ in 0..n {
+                io(&mut offset, len, write);
+            }
+        }
     }
 }
 
@@ -154,34 +156,35 @@ fn connect_loop(n: usize) {
     server.join().expect("server thread");
 }
 
-/// Runs the workload that `args` (without the program name) describe.
-pub fn run(args: &[String]) {
-    let num = |i: usize| -> usize {
-        args.get(i)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| usage())
+/// What [`run`] answers to arguments that describe no workload; callers print it and
+/// exit with status 2.
+pub const USAGE: &str = "usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE | procs-tcp SENT RECEIVED | connect-loop N";
+
+/// Runs the workload that `args` (without the program name) describe, or answers
+/// [`USAGE`]. A workload that does not go as specified (a spawn, a connection or an I/O
+/// failing) panics: the process running it exits non-zero.
+pub fn run(args: &[String]) -> Result<(), &'static str> {
+    let num = |i: usize| -> Result<usize, &'static str> {
+        args.get(i).and_then(|s| s.parse().ok()).ok_or(USAGE)
     };
+    let arg = |i: usize| args.get(i).ok_or(USAGE);
     match args.first().map(String::as_str) {
         Some("procs") => procs(),
-        Some("tcp") => tcp(num(1), num(2)),
-        Some("connect-loop") => connect_loop(num(1)),
+        Some("tcp") => tcp(num(1)?, num(2)?),
+        Some("connect-loop") => connect_loop(num(1)?),
         Some("procs-tcp") => {
+            let (sent, received) = (num(1)?, num(2)?);
             procs();
-            tcp(num(1), num(2));
+            tcp(sent, received);
         }
-        Some("block") => block(args.get(1).unwrap_or_else(|| usage())),
+        Some("block") => block(arg(1)?),
         Some("all") => {
+            let (sent, received, device) = (num(1)?, num(2)?, arg(3)?);
             procs();
-            tcp(num(1), num(2));
-            block(args.get(3).unwrap_or_else(|| usage()));
+            tcp(sent, received);
+            block(device);
         }
-        _ => usage(),
+        _ => return Err(USAGE),
     }
-}
-
-fn usage() -> ! {
-    eprintln!(
-        "usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE | procs-tcp SENT RECEIVED | connect-loop N"
-    );
-    exit(2)
+    Ok(())
 }

@@ -147,30 +147,9 @@ pub fn combine(
     }
 }
 
-/// Each signal's mode under a configuration: the backend's fidelity, or
-/// [`Mode::Disabled`] when the configuration turns the signal off. Every signal of the
-/// table is listed, in report order; one the backend did not report is unavailable.
-pub fn modes(statuses: &[SignalStatus], enabled: &crate::export::Signals) -> Vec<(Signal, Mode)> {
-    Signal::ALL
-        .iter()
-        .map(|&signal| {
-            let mode = if !enabled.wants(signal) {
-                Mode::Disabled
-            } else {
-                statuses
-                    .iter()
-                    .find(|s| s.signal == signal)
-                    .map_or(Mode::Unavailable, |s| s.status.mode())
-            };
-            (signal, mode)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::Signals;
 
     #[test]
     fn combine_reports_missing_and_degraded_tracepoints() {
@@ -210,27 +189,5 @@ mod tests {
             serde_json::to_string(&s).unwrap(),
             r#"{"signal":"tcp_close_stats","tracepoints":["sock:inet_sock_set_state"],"status":{"Degraded":"no BTF"}}"#
         );
-    }
-
-    #[test]
-    fn modes_list_every_signal_and_the_disabled_ones() {
-        let statuses = [SignalStatus {
-            signal: Signal::Block,
-            tracepoints: vec![],
-            status: Fidelity::Degraded("x".into()),
-        }];
-        let off = Signals {
-            tcp: false,
-            ..Signals::default()
-        };
-        let m = modes(&statuses, &off);
-        assert_eq!(m.len(), Signal::ALL.len());
-        assert_eq!(m[0], (Signal::Process, Mode::Unavailable));
-        assert!(
-            m.iter()
-                .filter(|(s, _)| s.family() == Family::Tcp)
-                .all(|(_, m)| *m == Mode::Disabled)
-        );
-        assert_eq!(m.last(), Some(&(Signal::Block, Mode::Degraded)));
     }
 }

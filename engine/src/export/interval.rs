@@ -1,15 +1,50 @@
-//! The agent serves cumulative snapshots (counters since it started); the TUI works in
-//! intervals. `interval_between` turns two successive cumulative snapshots into the
-//! snapshot of the interval between them: counters become differences (saturating, so
-//! an agent that restarted reads as a quiet interval, never as a huge one), and what the
-//! agent lists as finished is reported once even when two requests fall in one agent tick.
+//! The agent serves cumulative snapshots (counters since it started); `top` works in
+//! intervals, like a capture of its own that resets its counters each interval.
+//! [`interval_between`] turns two successive cumulative snapshots into the snapshot of the
+//! interval between them: counters become differences (saturating, so an agent that
+//! restarted reads as a quiet interval, never as a huge one); cgroups and devices with
+//! nothing in the interval are left out, as a resetting capture leaves them out; and what
+//! the agent lists as finished is reported once even when two requests fall in one agent
+//! tick. [`Intervals`] keeps the previous snapshot for the next difference.
 
-use crate::tui::rates::delta;
-use ksight_engine::Snapshot;
-use ksight_engine::snapshot::{
-    CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS, Latency, ProcessRow,
+use crate::attribution::group_by_owner;
+use crate::snapshot::{
+    CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS, Latency, ProcessRow, Snapshot,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// A counter's growth; a counter that went back (the agent restarted) grew by nothing.
+fn delta(previous: u64, current: u64) -> u64 {
+    current.saturating_sub(previous)
+}
+
+/// Successive cumulative snapshots in, intervals out. The first snapshot (and the first
+/// after [`Intervals::reset`], e.g. once the agent was lost) only primes the next one.
+#[derive(Debug, Default)]
+pub struct Intervals {
+    previous: Option<(Instant, Snapshot)>,
+}
+
+impl Intervals {
+    /// The interval from the previous snapshot to `cumulative`, taken at `at`: how long it
+    /// lasted and what happened in it. None for the first.
+    pub fn push(&mut self, at: Instant, cumulative: Snapshot) -> Option<(Duration, Snapshot)> {
+        let interval = self.previous.as_ref().map(|(then, before)| {
+            (
+                at.saturating_duration_since(*then),
+                interval_between(before, &cumulative),
+            )
+        });
+        self.previous = Some((at, cumulative));
+        interval
+    }
+
+    /// Forgets the previous snapshot: the next one primes again.
+    pub fn reset(&mut self) {
+        self.previous = None;
+    }
+}
 
 type ConnKey<'a> = (
     &'a str,
@@ -48,6 +83,7 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
             .map(|(i, &n)| delta(prev.lost_events_per_cpu.get(i).copied().unwrap_or(0), n))
             .collect(),
         malformed_records: delta(prev.malformed_records, cur.malformed_records),
+        late_events: delta(prev.late_events, cur.late_events),
         ..Snapshot::default()
     };
 
@@ -57,17 +93,7 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
     p.forks = delta(pp.forks, cp.forks);
     p.threads = delta(pp.threads, cp.threads);
     p.exits = delta(pp.exits, cp.exits);
-    p.exit_codes = cp
-        .exit_codes
-        .iter()
-        .map(|(code, &n)| {
-            (
-                code.clone(),
-                delta(pp.exit_codes.get(code).copied().unwrap_or(0), n),
-            )
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect::<BTreeMap<_, _>>();
+    p.exit_codes = crate::snapshot::counts_since(&cp.exit_codes, &pp.exit_codes);
     let before: HashMap<u32, &ProcessRow> = pp.processes.iter().map(|r| (r.pid, r)).collect();
     p.processes = cp
         .processes
@@ -127,6 +153,7 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
             Some(old) => device_delta(old, d),
             None => d.clone(),
         })
+        .filter(|d| d.reads + d.writes + d.other + d.errors + d.latency_us.count > 0)
         .collect();
 
     let cgroups_before: HashMap<u64, &CgroupRow> =
@@ -135,20 +162,15 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
         .cgroups
         .iter()
         .map(|c| match cgroups_before.get(&c.cgroup_id) {
-            Some(old) => CgroupRow {
-                execs: delta(old.execs, c.execs),
-                forks: delta(old.forks, c.forks),
-                exits: delta(old.exits, c.exits),
-                tcp_connections: delta(old.tcp_connections, c.tcp_connections),
-                tcp_bytes_sent: delta(old.tcp_bytes_sent, c.tcp_bytes_sent),
-                tcp_bytes_received: delta(old.tcp_bytes_received, c.tcp_bytes_received),
-                block_read_bytes: delta(old.block_read_bytes, c.block_read_bytes),
-                block_write_bytes: delta(old.block_write_bytes, c.block_write_bytes),
-                ..c.clone()
-            },
+            Some(old) => c.since(old),
             None => c.clone(),
         })
+        .filter(|c| !c.is_quiet())
         .collect();
+    if !cur.containers.is_empty() {
+        // The agent attributed its rows: group this interval's the same way.
+        out.containers = group_by_owner(&out.cgroups);
+    }
     out
 }
 
@@ -309,5 +331,93 @@ mod tests {
         assert_eq!(d.reads, 2);
         assert_eq!(d.latency_us.count, 2);
         assert_eq!(d.latency_us.p99, 50.0);
+    }
+
+    #[test]
+    fn intervals_prime_then_difference_and_reset() {
+        let at = Instant::now();
+        let snap = |events| Snapshot {
+            events,
+            ..Default::default()
+        };
+        let mut i = Intervals::default();
+        assert!(i.push(at, snap(10)).is_none(), "the first only primes");
+        let (took, d) = i.push(at + Duration::from_secs(2), snap(25)).unwrap();
+        assert_eq!((took, d.events), (Duration::from_secs(2), 15));
+        i.reset();
+        assert!(i.push(at + Duration::from_secs(3), snap(40)).is_none());
+        assert_eq!(
+            i.push(at + Duration::from_secs(4), snap(41))
+                .unwrap()
+                .1
+                .events,
+            1
+        );
+    }
+
+    #[test]
+    fn every_cgroup_counter_is_a_difference_and_quiet_rows_go() {
+        use crate::snapshot::CgroupLabels;
+        let labels = CgroupLabels {
+            unit: "w.service".into(),
+            path: "/system.slice/w.service".into(),
+            ..Default::default()
+        };
+        let row = |id: u64, n: u64| CgroupRow {
+            cgroup_id: id,
+            execs: n,
+            forks: n,
+            exits: n,
+            tcp_connections: n,
+            tcp_bytes_sent: n,
+            tcp_bytes_received: n,
+            block_read_bytes: n,
+            block_write_bytes: n,
+            exit_codes: [("0".to_string(), n)].into(),
+            tcp_connects: n,
+            tcp_connect_failures: n,
+            tcp_accepts: n,
+            tcp_retransmits: n,
+            tcp_resets_sent: n,
+            tcp_resets_received: n,
+            block_reads: n,
+            block_writes: n,
+            attribution: Some(labels.clone()),
+        };
+        let device = |reads| DeviceRow {
+            dev: "7:0".into(),
+            reads,
+            ..Default::default()
+        };
+        let a = Snapshot {
+            cgroups: vec![row(1, 3), row(2, 5)],
+            containers: vec![row(1, 8)],
+            block: crate::snapshot::BlockSummary {
+                devices: vec![device(4)],
+            },
+            ..Default::default()
+        };
+        let b = Snapshot {
+            cgroups: vec![row(1, 3), row(2, 7), row(3, 1)],
+            containers: vec![row(1, 11)],
+            block: crate::snapshot::BlockSummary {
+                devices: vec![device(4)],
+            },
+            ..Default::default()
+        };
+        let d = interval_between(&a, &b);
+        // cgroup 1 did nothing: gone, as from a capture that resets each interval.
+        assert_eq!(d.cgroups, [row(2, 2), row(3, 1)]);
+        assert!(d.block.devices.is_empty());
+        // Grouped again from the interval's rows (both are the same owner here).
+        assert_eq!(d.containers.len(), 1);
+        assert_eq!(d.containers[0].execs, 3);
+        assert_eq!(d.containers[0].exit_codes["0"], 3);
+        // Nothing attributed, nothing grouped.
+        let plain = Snapshot {
+            containers: vec![],
+            ..b.clone()
+        };
+        assert!(interval_between(&a, &plain).containers.is_empty());
     }
 }
