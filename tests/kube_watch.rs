@@ -1,8 +1,8 @@
-//! The Kubernetes metadata watcher (engine `attribution::kube`) against a fake API server
+//! The Kubernetes metadata watcher (`ksight_attribution::kube`) against a fake API server
 //! on 127.0.0.1: list then watch, workload resolution, ignore annotations, relists after
 //! 410 Gone, and an API server that is down, slow or answers garbage. No root, no cluster.
 
-use ksight_engine::attribution::kube::{self, KubeMetadata, KubeSettings, Workload};
+use ksight_attribution::kube::{self, KubeMetadata, KubeSettings, Workload};
 use ksight_integration_tests::fake_apiserver::{
     FakeApiServer, Fault, On, PodBuilder, container_id, namespace, owned_object, unused_port,
     wait_for,

@@ -5,8 +5,8 @@
 //!
 //! usage: filter-cost KSIGHT_BIN [ROUNDS] [EXECS] [CONNECTS]
 
+use ksight_attribution::cgroups::{cgroup2_mount, join_before_exec};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource, ProgramStats, enable_run_time_stats};
-use ksight_engine::attribution::cgroups::{cgroup2_mount, join_before_exec};
 use ksight_engine::{EventSource, RawBatch};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

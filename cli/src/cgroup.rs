@@ -13,7 +13,7 @@ pub struct StatCgroup {
     pub id: u64,
 }
 
-pub use ksight_engine::attribution::cgroups::cgroup2_mount;
+pub use ksight_attribution::cgroups::cgroup2_mount;
 
 /// This process's cgroup v2 path, relative to the mount.
 fn own_cgroup() -> Option<String> {
@@ -70,7 +70,7 @@ pub fn spawn_in(command: &[String], cgroup: Option<&StatCgroup>) -> Result<std::
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if let Some(cg) = cgroup {
-        ksight_engine::attribution::cgroups::join_before_exec(&mut cmd, &cg.path)?;
+        ksight_attribution::cgroups::join_before_exec(&mut cmd, &cg.path)?;
     }
     // SAFETY: between fork and exec only async-signal-safe calls: signal.
     unsafe {

@@ -5,7 +5,7 @@ use crate::backend;
 use crate::cgroup::StatCgroup;
 use crate::render;
 use anyhow::{Context, Result, bail};
-use ksight_engine::attribution::{Attributor, attribute};
+use ksight_attribution::{Attributor, attribute};
 use ksight_engine::capture::{CaptureHeader, CaptureWriter, ReplaySource};
 use ksight_engine::names::HostNames;
 use ksight_engine::{Capture, Engine, Pumped, Scope, Snapshot};

@@ -1,12 +1,10 @@
 //! ksight's backend-agnostic engine: event sources, decoding, reordering, aggregation,
 //! snapshots and capture files. It knows no backend.
 pub mod aggregate;
-pub mod attribution;
 pub mod capture;
 pub mod decode;
 pub mod driver;
 pub mod engine;
-pub mod export;
 pub mod names;
 pub mod parity;
 pub mod pipeline;

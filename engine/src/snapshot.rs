@@ -288,7 +288,7 @@ pub fn counts_since(
 }
 
 /// Who a cgroup belongs to. Empty strings are unknown or not applicable. Defined here,
-/// with the rows that carry it; `crate::attribution` resolves it (and re-exports it).
+/// with the rows that carry it; `ksight-attribution` resolves it (and re-exports it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupLabels {
     /// Path under the cgroup v2 mount; empty when the cgroup was gone before it was seen.

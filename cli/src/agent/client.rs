@@ -2,8 +2,8 @@
 //! without loading a second set of probes.
 
 use anyhow::{Context, Result, bail};
-use ksight_engine::export::interval::Intervals;
-use ksight_engine::export::protocol::{self, AgentSnapshot};
+use ksight_export::interval::Intervals;
+use ksight_export::protocol::{self, AgentSnapshot};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// until interrupted), as `top --batch` does with a capture of its own: text, or one JSON
 /// snapshot per line. The agent serves cumulative snapshots, so the first request only
 /// primes; each interval is the difference from the previous one
-/// ([`ksight_engine::export::interval`]).
+/// ([`ksight_export::interval`]).
 pub fn top_batch(path: &Path, iterations: Option<u64>, delay: f64, json: bool) -> Result<u8> {
     if !(delay.is_finite() && delay >= 0.05) {
         bail!("--delay {delay}: must be at least 0.05 seconds");

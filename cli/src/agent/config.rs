@@ -3,7 +3,7 @@
 //! `packaging/ksight.toml` is the documented default.
 
 use crate::args::{BackendChoice, TransportChoice};
-use ksight_engine::export::{ExportSettings, Signals};
+use ksight_export::{ExportSettings, Signals};
 use serde::{Deserialize, Deserializer, de};
 use std::fmt;
 use std::net::SocketAddr;
@@ -152,9 +152,9 @@ pub struct Filters {
 
 impl Filters {
     /// The container filters, compiled (validated when the file was parsed).
-    pub fn containers(&self) -> ksight_engine::attribution::Filters {
+    pub fn containers(&self) -> ksight_attribution::Filters {
         let strings = |v: &[Pattern]| v.iter().map(|p| p.0.clone()).collect::<Vec<_>>();
-        ksight_engine::attribution::Filters::new(
+        ksight_attribution::Filters::new(
             &strings(&self.containers),
             &strings(&self.exclude_containers),
         )
@@ -169,7 +169,7 @@ pub struct Pattern(pub String);
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        ksight_engine::attribution::Filters::new(std::slice::from_ref(&text), &[])
+        ksight_attribution::Filters::new(std::slice::from_ref(&text), &[])
             .map_err(de::Error::custom)?;
         Ok(Self(text))
     }
@@ -678,13 +678,12 @@ api_server = "https://10.0.0.1:6443"
         assert_eq!(c.kubernetes.node().as_deref(), Some("node-1"));
         assert!(c.kubernetes.wanted(false));
         let f = c.filters.containers();
-        let labels =
-            |ns: &str, pod: &str, container: &str| ksight_engine::attribution::CgroupLabels {
-                namespace: ns.into(),
-                pod: pod.into(),
-                container: container.into(),
-                ..Default::default()
-            };
+        let labels = |ns: &str, pod: &str, container: &str| ksight_attribution::CgroupLabels {
+            namespace: ns.into(),
+            pod: pod.into(),
+            container: container.into(),
+            ..Default::default()
+        };
         assert!(f.wants(&labels("shop", "web-1", "web")));
         assert!(!f.wants(&labels("shop", "web-1", "istio-proxy")));
         assert!(!f.wants(&labels("kube-system", "dns", "coredns")));

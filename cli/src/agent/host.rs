@@ -1,6 +1,6 @@
 //! What the agent reads about itself: its own CPU time and resident memory.
 
-use ksight_engine::export::prometheus::OwnUsage;
+use ksight_export::prometheus::OwnUsage;
 
 /// CPU seconds (user + system) and resident bytes of this process.
 pub fn own_usage() -> OwnUsage {

@@ -4,7 +4,7 @@
 use super::Shared;
 use super::log::{debug, warning};
 use anyhow::{Result, anyhow};
-use ksight_engine::export::prometheus;
+use ksight_export::prometheus;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -24,14 +24,14 @@ mod socket;
 
 use anyhow::{Result, anyhow};
 use config::Config;
-use ksight_engine::attribution::cgroups::{CgroupPaths, cgroup2_mount, check_cgroup2_root};
-use ksight_engine::attribution::kube::{self, KubeMetadata, KubeSettings};
-use ksight_engine::attribution::{Attributor, attribute};
-use ksight_engine::export::protocol::AgentSnapshot;
-use ksight_engine::export::{AgentMeta, ExportSettings, ExportView, Exporter, MetadataStatus};
+use ksight_attribution::cgroups::{CgroupPaths, cgroup2_mount, check_cgroup2_root};
+use ksight_attribution::kube::{self, KubeMetadata, KubeSettings};
+use ksight_attribution::{Attributor, attribute};
 use ksight_engine::names::HostNames;
 use ksight_engine::source::CgroupFilter;
 use ksight_engine::{Capture, Engine, Pumped};
+use ksight_export::protocol::AgentSnapshot;
+use ksight_export::{AgentMeta, ExportSettings, ExportView, Exporter, MetadataStatus};
 use log::{debug, error, info, warning};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,7 +104,7 @@ fn notify_reloading() {
 
 /// The engine's record filter for the enabled signals: records of disabled ones are
 /// dropped before they are decoded.
-fn kind_filter(signals: ksight_engine::export::Signals) -> Option<Box<dyn Fn(u16) -> bool + Send>> {
+fn kind_filter(signals: ksight_export::Signals) -> Option<Box<dyn Fn(u16) -> bool + Send>> {
     (!signals.all()).then(|| Box::new(move |kind| signals.wants_kind(kind)) as Box<_>)
 }
 
@@ -557,8 +557,8 @@ impl Agent {
 mod tests {
     use super::*;
     use event_abi::kind;
-    use ksight_engine::export::Signals;
     use ksight_engine::synthetic::Synth;
+    use ksight_export::Signals;
 
     #[test]
     fn disabled_signals_are_filtered_before_the_engine() {

@@ -4,8 +4,8 @@
 use super::choose::{BpfCallError, EbpfFacts, Probe};
 use crate::args::{BackendChoice, CaptureArgs, TransportChoice};
 use crate::backend::Opened;
-use ksight_engine::export::Signals;
 use ksight_engine::signals::{Mode, Signal, SignalStatus};
+use ksight_export::Signals;
 use std::process::Command;
 
 const CAP_SYS_ADMIN: u32 = 21;

@@ -1,5 +1,5 @@
 //! The unix socket serving snapshots to `ksight top --connect` (protocol:
-//! `ksight_engine::export::protocol`). Root only: the socket is created with mode 0600.
+//! `ksight_export::protocol`). Root only: the socket is created with mode 0600.
 //! Each client gets its own short-lived thread with I/O timeouts, and at most
 //! `MAX_CLIENTS` at once: clients that send garbage, stall or vanish only lose their own
 //! connection.
@@ -7,7 +7,7 @@
 use super::Shared;
 use super::log::{debug, warning};
 use anyhow::{Context, Result, bail};
-use ksight_engine::export::protocol;
+use ksight_export::protocol;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};

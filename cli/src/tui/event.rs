@@ -1,8 +1,8 @@
 //! What travels on the TUI's one event channel, and what the main loop tells collection.
 
 use crossterm::event::KeyEvent;
+use ksight_attribution::CgroupLabels;
 use ksight_engine::Snapshot;
-use ksight_engine::attribution::CgroupLabels;
 use std::sync::Arc;
 use std::time::Duration;
 

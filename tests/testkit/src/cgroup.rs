@@ -2,7 +2,7 @@
 //! runs in it is told apart from everything else on the host (other tests included) by
 //! the cgroup's id, which records carry.
 
-use ksight_engine::attribution::cgroups::{cgroup2_mount, join_before_exec};
+use ksight_attribution::cgroups::{cgroup2_mount, join_before_exec};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,7 +4,7 @@
 
 use crate::tui::event::Sample;
 use crate::tui::rates::{accumulate, accumulate_per_cpu, elapsed, per_second};
-use ksight_engine::attribution::CgroupLabels;
+use ksight_attribution::CgroupLabels;
 use ksight_engine::snapshot::{ConnectionRow, Latency};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;

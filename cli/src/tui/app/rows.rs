@@ -601,7 +601,7 @@ pub fn io_processes<'a>(model: &'a Model, filter: &str) -> Vec<&'a Proc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ksight_engine::attribution::CgroupLabels;
+    use ksight_attribution::CgroupLabels;
     use std::sync::Arc;
 
     fn model_with_pids(pids: &[(u32, &str, u64)]) -> Model {

@@ -3,8 +3,8 @@
 //! the owner's name and groups. An agent's snapshot comes attributed already (with
 //! Kubernetes names); a live capture is attributed here from the cgroup tree.
 
+use ksight_attribution::{Attributor, CgroupLabels};
 use ksight_engine::Snapshot;
-use ksight_engine::attribution::{Attributor, CgroupLabels};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 

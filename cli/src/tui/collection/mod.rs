@@ -8,9 +8,9 @@ use crate::tui::event::{Control, Event, Sample, SourceStatus};
 use anyhow::{Context, Result};
 use cgroups::CgroupOwners;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
-use ksight_engine::export::interval::Intervals;
 use ksight_engine::names::HostNames;
 use ksight_engine::{Capture, Snapshot};
+use ksight_export::interval::Intervals;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,10 +145,10 @@ pub struct AgentReply {
 const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Asks the agent at `path` for its snapshot: the one place that knows the agent's
-/// protocol (`ksight_engine::export::protocol`).
+/// protocol (`ksight_export::protocol`).
 pub fn fetch_from_agent(path: &Path) -> Result<AgentReply> {
     // The path is on screen already; the error says what went wrong with it.
-    let reply = ksight_engine::export::protocol::fetch(path, AGENT_TIMEOUT)?;
+    let reply = ksight_export::protocol::fetch(path, AGENT_TIMEOUT)?;
     Ok(AgentReply {
         snapshot: reply.snapshot,
         backend_reason: reply.backend_reason,
@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn fetches_from_an_agent_socket() {
-        use ksight_engine::export::protocol::{AgentSnapshot, serve};
+        use ksight_export::protocol::{AgentSnapshot, serve};
         use std::os::unix::net::UnixListener;
         let dir = std::env::temp_dir().join(format!("ksight-top-fetch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -2,9 +2,9 @@
 //! lookup once cached (what each published snapshot pays per cgroup row).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ksight_engine::attribution::cgroups::CgroupPaths;
-use ksight_engine::attribution::container::classify;
-use ksight_engine::attribution::{Attributor, Filters};
+use ksight_attribution::cgroups::CgroupPaths;
+use ksight_attribution::container::classify;
+use ksight_attribution::{Attributor, Filters};
 use std::hint::black_box;
 use std::os::unix::fs::MetadataExt;
 

@@ -1,13 +1,13 @@
 //! Version 2 of the socket's snapshot payload: its own types, frozen with the version.
 //!
-//! These mirror the `--json` contract types ([`crate::snapshot`]) as they were when version
+//! These mirror the `--json` contract types ([`ksight_engine::snapshot`]) as they were when version
 //! 2 was defined, field for field and in that order (bincode is not self-describing: the
 //! order *is* the layout). They never change: a field the JSON contract gains later is not
 //! carried by version 2 and reads as its default on the client; carrying it is a new
 //! version (a `v3` module beside this one, served to clients that ask for it).
 //! `testdata/agent-snapshot-v2.bin` pins the bytes.
 
-use crate::snapshot;
+use ksight_engine::snapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //!
 //! The agent's engine never resets its counters; each tick it takes a snapshot, hands it
 //! to [`Exporter::update`], and forgets the processes and connections that snapshot listed
-//! as finished ([`crate::Engine::forget_finished`]). The exporter then:
+//! as finished ([`ksight_engine::Engine::forget_finished`]). The exporter then:
 //!
 //! - keeps series by cgroup, never by pid, and drops those of cgroups that no longer exist
 //!   once they have been gone for the grace period (and tells the caller, so the engine
@@ -12,10 +12,10 @@
 //! - applies the signals and filters of the configuration, which a reload may change at
 //!   any time without touching the aggregates.
 
-pub use crate::attribution::cgroups::CgroupTree;
-use crate::signals::{Family, Mode, Signal, SignalStatus};
-use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Snapshot};
 use event_abi::kinds;
+pub use ksight_attribution::cgroups::CgroupTree;
+use ksight_engine::signals::{Family, Mode, Signal, SignalStatus};
+use ksight_engine::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Snapshot};
 use std::collections::HashMap;
 
 /// Which signals are captured and exported.
@@ -565,7 +565,7 @@ mod tests {
         let statuses = [SignalStatus {
             signal: Signal::Block,
             tracepoints: vec![],
-            status: crate::signals::Fidelity::Degraded("x".into()),
+            status: ksight_engine::signals::Fidelity::Degraded("x".into()),
         }];
         let off = Signals {
             tcp: false,

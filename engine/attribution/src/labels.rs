@@ -2,11 +2,11 @@
 //! namespace/pod/container/workload — the filters over them, and grouping by owner.
 //!
 //! [`CgroupLabels`] itself is defined with the snapshot that carries it
-//! ([`crate::snapshot`]), so the snapshot does not depend on attribution; attribution
+//! ([`ksight_engine::snapshot`]), so the snapshot does not depend on attribution; attribution
 //! fills it in.
 
-pub use crate::snapshot::CgroupLabels;
-use crate::snapshot::CgroupRow;
+pub use ksight_engine::snapshot::CgroupLabels;
+use ksight_engine::snapshot::CgroupRow;
 use regex::Regex;
 
 /// Pod or namespace annotation that drops a pod's events (value `"true"`).

@@ -247,7 +247,7 @@ impl Attributor {
 
 /// Fills each cgroup row's attribution and the owner grouping of `snapshot`, and the
 /// cgroup of each process and connection is unchanged (ids join them to the rows).
-pub fn attribute(snapshot: &mut crate::Snapshot, attributor: &mut Attributor) {
+pub fn attribute(snapshot: &mut ksight_engine::Snapshot, attributor: &mut Attributor) {
     for row in &mut snapshot.cgroups {
         row.attribution = Some((*attributor.labels(row.cgroup_id)).clone());
     }
@@ -257,7 +257,7 @@ pub fn attribute(snapshot: &mut crate::Snapshot, attributor: &mut Attributor) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::kube::{PodMeta, Workload};
+    use crate::kube::{PodMeta, Workload};
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 

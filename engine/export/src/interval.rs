@@ -7,8 +7,8 @@
 //! the agent lists as finished is reported once even when two requests fall in one agent
 //! tick. [`Intervals`] keeps the previous snapshot for the next difference.
 
-use crate::attribution::group_by_owner;
-use crate::snapshot::{
+use ksight_attribution::group_by_owner;
+use ksight_engine::snapshot::{
     CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS, Latency, ProcessRow, Snapshot,
 };
 use std::collections::{HashMap, HashSet};
@@ -93,7 +93,7 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
     p.forks = delta(pp.forks, cp.forks);
     p.threads = delta(pp.threads, cp.threads);
     p.exits = delta(pp.exits, cp.exits);
-    p.exit_codes = crate::snapshot::counts_since(&cp.exit_codes, &pp.exit_codes);
+    p.exit_codes = ksight_engine::snapshot::counts_since(&cp.exit_codes, &pp.exit_codes);
     let before: HashMap<u32, &ProcessRow> = pp.processes.iter().map(|r| (r.pid, r)).collect();
     p.processes = cp
         .processes
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn every_cgroup_counter_is_a_difference_and_quiet_rows_go() {
-        use crate::snapshot::CgroupLabels;
+        use ksight_engine::snapshot::CgroupLabels;
         let labels = CgroupLabels {
             unit: "w.service".into(),
             path: "/system.slice/w.service".into(),
@@ -392,7 +392,7 @@ mod tests {
         let a = Snapshot {
             cgroups: vec![row(1, 3), row(2, 5)],
             containers: vec![row(1, 8)],
-            block: crate::snapshot::BlockSummary {
+            block: ksight_engine::snapshot::BlockSummary {
                 devices: vec![device(4)],
             },
             ..Default::default()
@@ -400,7 +400,7 @@ mod tests {
         let b = Snapshot {
             cgroups: vec![row(1, 3), row(2, 7), row(3, 1)],
             containers: vec![row(1, 11)],
-            block: crate::snapshot::BlockSummary {
+            block: ksight_engine::snapshot::BlockSummary {
                 devices: vec![device(4)],
             },
             ..Default::default()

@@ -9,7 +9,7 @@
 //! and container id), device, exit code, CPU — never by pid — and per-connection series are limited to the configured top N.
 
 use super::view::{AgentMeta, CgroupSeries, ExportView, MetadataStatus};
-use crate::snapshot::{CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS};
+use ksight_engine::snapshot::{CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -660,12 +660,12 @@ impl Families<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::view::{AgentMeta, CgroupTree, ExportSettings, Exporter, Signals};
-    use crate::names::NoNames;
-    use crate::signals::{Mode, Signal};
-    use crate::synthetic::Synth;
-    use crate::{Engine, RawBatch};
+    use crate::view::{AgentMeta, CgroupTree, ExportSettings, Exporter, Signals};
     use event_abi::{block_op, kind};
+    use ksight_engine::names::NoNames;
+    use ksight_engine::signals::{Mode, Signal};
+    use ksight_engine::synthetic::Synth;
+    use ksight_engine::{Engine, RawBatch};
 
     const CG: u64 = 77;
     const OTHER: u64 = 5;
@@ -746,7 +746,7 @@ mod tests {
         let mut snapshot = engine.snapshot(&NoNames);
         for row in &mut snapshot.cgroups {
             if row.cgroup_id == CG {
-                row.attribution = Some(crate::attribution::CgroupLabels {
+                row.attribution = Some(ksight_attribution::CgroupLabels {
                     path: "/kubepods/pod1/c".into(),
                     runtime: "containerd".into(),
                     container_id: "ab".repeat(32),
@@ -779,7 +779,7 @@ mod tests {
             late_events: 4,
             reloads_succeeded: 2,
             reloads_failed: 1,
-            kubernetes: Some(crate::export::MetadataStatus {
+            kubernetes: Some(crate::MetadataStatus {
                 connected: true,
                 synced: false,
                 pods: 3,
@@ -805,10 +805,7 @@ mod tests {
                 resident_bytes: 8192,
             },
         );
-        let pinned = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/export/testdata/exposition.txt"
-        );
+        let pinned = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/exposition.txt");
         if std::env::var_os("KSIGHT_PIN_EXPOSITION").is_some() {
             std::fs::write(pinned, &text).unwrap();
         }
@@ -837,7 +834,7 @@ mod tests {
         let odd = "/odd \"quoted\" \\ back\nslash";
         for row in &mut snapshot.cgroups {
             row.attribution = Some(if row.cgroup_id == CG {
-                crate::attribution::CgroupLabels {
+                ksight_attribution::CgroupLabels {
                     path: "/kubepods/pod1/c".into(),
                     runtime: "containerd".into(),
                     container_id: "ab".repeat(32),
@@ -850,7 +847,7 @@ mod tests {
                     ..Default::default()
                 }
             } else {
-                crate::attribution::CgroupLabels {
+                ksight_attribution::CgroupLabels {
                     path: odd.into(),
                     ..Default::default()
                 }

@@ -20,8 +20,8 @@
 
 pub mod v2;
 
-use crate::snapshot::Snapshot;
 use bincode::Options;
+use ksight_engine::snapshot::Snapshot;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -270,7 +270,7 @@ mod tests {
 
     /// An `AgentSnapshot` with every field of the v2 layout set (lists and maps of one).
     pub(super) fn full_sample() -> AgentSnapshot {
-        use crate::snapshot::*;
+        use ksight_engine::snapshot::*;
         let labels = CgroupLabels {
             path: "/kubepods/pod1/c".into(),
             runtime: "containerd".into(),
