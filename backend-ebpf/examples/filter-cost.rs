@@ -5,12 +5,10 @@
 //!
 //! usage: filter-cost KSIGHT_BIN [ROUNDS] [EXECS] [CONNECTS]
 
-use ksight_attribution::cgroups::{cgroup2_mount, join_before_exec};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource, ProgramStats, enable_run_time_stats};
-use ksight_engine::{EventSource, RawBatch};
+use ksight_source::{EventSource, RawBatch};
+use ksight_testkit::TestCgroup;
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,10 +53,8 @@ fn main() {
     };
     let (rounds, execs, connects) = (num(1, 5), num(2, 500), num(3, 1000));
 
-    let mount = cgroup2_mount().expect("a cgroup v2 hierarchy");
-    let dir = mount.join(format!("ksight-filter-cost-{}", std::process::id()));
-    std::fs::create_dir(&dir).expect("creating the workload's cgroup (needs root)");
-    let id = std::fs::metadata(&dir).unwrap().ino();
+    let cgroup = TestCgroup::new("filter-cost");
+    let id = cgroup.id;
 
     let _stats = enable_run_time_stats().expect("BPF run-time statistics");
     let mut source = EbpfSource::open(EbpfOptions::default()).expect("the eBPF backend");
@@ -83,9 +79,7 @@ fn main() {
         let script = format!(
             "i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done; {ksight} workload connect-loop {connects}"
         );
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", &script]);
-        join_before_exec(&mut cmd, &dir).unwrap();
+        let mut cmd = cgroup.command("/bin/sh", &["-c", &script]);
         assert!(cmd.status().expect("the workload").success());
     };
 
@@ -121,5 +115,4 @@ fn main() {
     }
     println!("records filtered in the kernel: {filtered}");
     drop(source);
-    let _ = std::fs::remove_dir(&dir);
 }

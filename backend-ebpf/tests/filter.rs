@@ -20,7 +20,7 @@ use std::{
 use event_abi::zerocopy::FromBytes;
 use event_abi::{EventHeader, TcpEvent, TcpStateEvent, filter::FilterKey, kind, record_size};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Transport};
-use ksight_engine::{EventSource, RawBatch};
+use ksight_source::{EventSource, RawBatch};
 use ksight_testkit::{TestCgroup, workload};
 
 /// Set in the child that runs the workload: this test binary, re-executed with only
@@ -300,7 +300,7 @@ fn ignored_cgroup_costs_nothing_and_comes_back(transport: Transport) {
     // 3. A replaced by B in a full set (B and 16383 ids of no cgroup), at run time: A's
     // records are back and B's are filtered, exactly.
     let mut full: Vec<u64> = (1u64 << 40..)
-        .take(ksight_engine::source::MAX_IGNORED_CGROUPS - 1)
+        .take(ksight_source::MAX_IGNORED_CGROUPS - 1)
         .collect();
     full.push(b.id);
     filter

@@ -23,7 +23,7 @@ use event_abi::{
 use ksight_backend_ebpf::{
     EbpfOptions, EbpfSource, Fidelity, Transport, detect, enable_run_time_stats,
 };
-use ksight_engine::{EventSource, RawBatch};
+use ksight_source::{EventSource, RawBatch};
 use ksight_testkit::own_cgroup_id;
 
 const WAIT: Duration = Duration::from_secs(2);
