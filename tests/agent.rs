@@ -185,10 +185,16 @@ impl Agent {
     }
 
     fn wait_ready(&mut self) {
+        self.wait_serving("ebpf");
+    }
+
+    /// Waits until the agent serves /metrics captured with `backend`; fails if it exits.
+    fn wait_serving(&mut self, backend: &str) {
         let port = self.port;
         let mut exited = None;
+        let info = format!("ksight_backend_info{{backend=\"{backend}\"");
         wait_for(
-            "the agent to serve /metrics",
+            &format!("the agent to serve /metrics from {backend}"),
             Duration::from_secs(30),
             || {
                 if let Ok(Some(status)) = self.child.try_wait() {
@@ -196,8 +202,7 @@ impl Agent {
                     return Some(());
                 }
                 let r = http_get(port, "/metrics", "*/*").ok()?;
-                (r.status == 200 && r.body.contains("ksight_backend_info{backend=\"ebpf\""))
-                    .then_some(())
+                (r.status == 200 && r.body.contains(&info)).then_some(())
             },
         );
         assert!(
@@ -1120,26 +1125,7 @@ fn auto_names_a_seccomp_filter_that_denies_bpf() {
             .status()
             .is_ok_and(|s| s.success());
     if module {
-        let mut exited = None;
-        wait_for(
-            "the agent to serve /metrics from the module",
-            Duration::from_secs(30),
-            || {
-                if let Ok(Some(status)) = agent.child.try_wait() {
-                    exited = Some(status);
-                    return Some(());
-                }
-                let r = http_get(port, "/metrics", "*/*").ok()?;
-                r.body
-                    .contains("ksight_backend_info{backend=\"kmod\"")
-                    .then_some(())
-            },
-        );
-        assert!(
-            exited.is_none(),
-            "the agent exited ({exited:?}):\n{}",
-            agent.log()
-        );
+        agent.wait_serving("kmod");
         let log = agent.log();
         assert!(
             log.contains("backend kmod") && log.contains("bpf() is denied by a seccomp filter"),
