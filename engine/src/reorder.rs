@@ -1,6 +1,6 @@
 //! Per-CPU streams interleave out of timestamp order. Stateful matching (exec before exit,
 //! queue before complete, connect before close) needs them in order, so events wait here
-//! in one queue per CPU and leave in an exact merge of those queues.
+//! and leave in an exact merge of the per-CPU streams.
 //!
 //! Each CPU's stream arrives in order (a probe runs to completion on its CPU before the
 //! next one starts there), so once every CPU has been heard from up to time T, nothing
@@ -18,41 +18,46 @@
 //! their time (a CPU that stopped being heard from) and anything older arriving after
 //! them is counted as late.
 
-use std::collections::VecDeque;
-
 use crate::decode::Event;
 
 /// Events held at most; beyond it the oldest are released early.
 pub const MAX_PENDING: usize = 1 << 18;
-/// CPU numbers at or above this share the last queue (ordered by insertion there), so a
-/// corrupt CPU field cannot allocate without bound. Linux's NR_CPUS is at most 8192.
+/// CPU numbers at or above this count as the last one, so a corrupt CPU field cannot
+/// allocate without bound. Linux's NR_CPUS is at most 8192.
 const MAX_CPUS: usize = 8192;
 
 #[derive(Default)]
-struct CpuQueue {
-    events: VecDeque<Event>,
-    /// Timestamp of the newest event this CPU delivered.
-    newest: u64,
-}
-
-#[derive(Default)]
 pub struct Reorder {
-    cpus: Vec<CpuQueue>,
+    /// Held events in arrival order until a release sorts them.
+    pending: Vec<Event>,
+    /// Whether `pending` is known to be in release order (timestamp, then CPU).
+    sorted: bool,
+    /// The release-order key of the last event in `pending`.
+    last_key: (u64, u32),
+    /// Per CPU: the timestamp of the newest event it delivered.
+    newest: Vec<u64>,
     /// CPUs the source says exist (its per-CPU counters); CPUs seen in events add to it.
     known_cpus: usize,
     /// Every record stamped before this has been delivered (the source's latest mark).
     complete_before: u64,
-    pending: usize,
     /// Events released out of order: they arrived after newer events had been released.
     pub late: u64,
     released_up_to: u64,
-    /// Scratch for one release: the merged events.
-    merged: Vec<Event>,
+}
+
+/// Release order: by timestamp, equal timestamps by CPU; within one CPU, arrival order
+/// (the sort is stable).
+#[inline]
+fn key(e: &Event) -> (u64, u32) {
+    (e.ts_ns(), e.header().cpu)
 }
 
 impl Reorder {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            sorted: true,
+            ..Self::default()
+        }
     }
 
     /// The number of CPUs the source has (possible CPUs); until every one of them is
@@ -61,23 +66,17 @@ impl Reorder {
         self.known_cpus = self.known_cpus.max(cpus.min(MAX_CPUS));
     }
 
+    #[inline]
     pub fn push(&mut self, event: Event) {
-        let cpu = (event.header().cpu as usize).min(MAX_CPUS - 1);
-        if cpu >= self.cpus.len() {
-            self.cpus.resize_with(cpu + 1, CpuQueue::default);
+        let key = key(&event);
+        let cpu = (key.1 as usize).min(MAX_CPUS - 1);
+        if cpu >= self.newest.len() {
+            self.newest.resize(cpu + 1, 0);
         }
-        let queue = &mut self.cpus[cpu];
-        let ts = event.ts_ns();
-        if ts >= queue.newest {
-            queue.newest = ts;
-            queue.events.push_back(event);
-        } else {
-            // Out of order within one CPU (a probe nested in another's interrupt): keep
-            // the queue sorted; equal timestamps keep their arrival order.
-            let at = queue.events.partition_point(|e| e.ts_ns() <= ts);
-            queue.events.insert(at, event);
-        }
-        self.pending += 1;
+        self.newest[cpu] = self.newest[cpu].max(key.0);
+        self.sorted &= self.pending.is_empty() || self.last_key <= key;
+        self.last_key = key;
+        self.pending.push(event);
     }
 
     /// The source's completeness mark: every record stamped before `ts` has been pushed.
@@ -86,18 +85,18 @@ impl Reorder {
     }
 
     pub fn len(&self) -> usize {
-        self.pending
+        self.pending.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending == 0
+        self.pending.is_empty()
     }
 
     /// Up to where every CPU has been heard from.
     fn watermark(&self) -> u64 {
-        let cpus = self.known_cpus.max(self.cpus.len());
+        let cpus = self.known_cpus.max(self.newest.len());
         let slowest = (0..cpus)
-            .map(|c| self.cpus.get(c).map_or(0, |q| q.newest))
+            .map(|c| self.newest.get(c).copied().unwrap_or(0))
             .min()
             .unwrap_or(0);
         // Everything stamped before the mark is here: events at the mark may still come.
@@ -106,44 +105,37 @@ impl Reorder {
 
     /// Hands every event that can no longer be preceded by a missing one to `sink`,
     /// oldest first (ties: by CPU, then arrival). Then, if more than [`MAX_PENDING`] are
-    /// still held, the oldest of them too.
+    /// still held, the oldest of them too, until a quarter of the bound is free.
     pub fn release(&mut self, sink: impl FnMut(Event)) {
+        self.sort();
         let watermark = self.watermark();
-        let mut limit = watermark;
-        if self.pending > MAX_PENDING {
-            // Release the oldest until a quarter of the bound is free.
-            let keep = MAX_PENDING * 3 / 4;
-            let mut heads: Vec<u64> = self
-                .cpus
-                .iter()
-                .flat_map(|q| q.events.iter().map(Event::ts_ns))
-                .collect();
-            let cut = heads.len() - keep;
-            heads.select_nth_unstable(cut - 1);
-            limit = limit.max(heads[cut - 1]);
+        let mut cut = self.pending.partition_point(|e| e.ts_ns() <= watermark);
+        let keep = MAX_PENDING * 3 / 4;
+        if self.pending.len() - cut > MAX_PENDING {
+            cut = self.pending.len() - keep;
         }
-        self.release_up_to(limit, sink);
+        self.release_first(cut, sink);
     }
 
     /// Releases everything (end of capture).
     pub fn flush(&mut self, sink: impl FnMut(Event)) {
-        self.release_up_to(u64::MAX, sink);
+        self.sort();
+        self.release_first(self.pending.len(), sink);
     }
 
-    fn release_up_to(&mut self, limit: u64, mut sink: impl FnMut(Event)) {
-        if self.pending == 0 {
-            return;
+    /// The held events in release order: an exact merge of the per-CPU streams, each of
+    /// which arrived in order (a disordered one is sorted too). Nearly sorted input, the
+    /// common case, costs a linear pass.
+    fn sort(&mut self) {
+        if !self.sorted {
+            self.pending.sort_by_key(key);
+            self.sorted = true;
+            self.last_key = self.pending.last().map_or((0, 0), key);
         }
-        let mut merged = std::mem::take(&mut self.merged);
-        for queue in &mut self.cpus {
-            let cut = queue.events.partition_point(|e| e.ts_ns() <= limit);
-            merged.extend(queue.events.drain(..cut));
-        }
-        self.pending -= merged.len();
-        // The queues were appended CPU by CPU, each sorted: a stable sort merges those
-        // runs, and equal timestamps stay in CPU order.
-        merged.sort_by_key(Event::ts_ns);
-        for event in merged.drain(..) {
+    }
+
+    fn release_first(&mut self, n: usize, mut sink: impl FnMut(Event)) {
+        for event in self.pending.drain(..n) {
             let ts = event.ts_ns();
             if ts < self.released_up_to {
                 self.late += 1;
@@ -152,7 +144,6 @@ impl Reorder {
             }
             sink(event);
         }
-        self.merged = merged;
     }
 }
 
@@ -263,7 +254,7 @@ mod tests {
         let mut r = Reorder::new();
         r.push(ev(u32::MAX, 2));
         r.push(ev(9000, 1));
-        assert_eq!(r.cpus.len(), MAX_CPUS);
+        assert_eq!(r.newest.len(), MAX_CPUS);
         let mut out = vec![];
         r.flush(|e| out.push(e.ts_ns()));
         assert_eq!(out, [1, 2]);
