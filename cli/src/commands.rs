@@ -196,7 +196,8 @@ fn replay(file: &Path, json: bool) -> Result<u8> {
     let source = ReplaySource::open(file)?;
     let engine = Engine::new(&source.header().backend.clone(), None);
     let mut capture = Capture::single(Box::new(source), engine);
-    while capture.pump(far_future())? != Pumped::Finished {}
+    // Until the end of the file.
+    capture.pump(far_future())?;
     let done = capture.finish()?;
     let engine = &done.engines[0];
     let snapshot = engine.snapshot(&HostNames { live: false });

@@ -55,7 +55,7 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
     capture.pump(Instant::now() + Duration::from_millis(500))?;
     // Both backends deliver everything stamped before the stop: the comparison window
     // is exact, from the moment both were attached to the stop.
-    let mut done = capture.finish()?;
+    let done = capture.finish()?;
     ensure!(
         done.drained,
         "a backend did not deliver its records within the drain timeout"
@@ -70,7 +70,7 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
     let records = compare_logs(&logs[0], &logs[1], names, started, stopped);
     let snapshots: Vec<serde_json::Value> = done
         .engines
-        .iter_mut()
+        .iter()
         .map(|e| serde_json::to_value(e.snapshot(&HostNames { live: true })))
         .collect::<Result<_, _>>()?;
     let metrics = compare_snapshots(&snapshots[0], &snapshots[1], names, records.skew_ns);

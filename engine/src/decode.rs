@@ -87,6 +87,15 @@ fn read<T: FromBytes>(bytes: &[u8], header: &EventHeader) -> Result<T, DecodeErr
     })
 }
 
+/// The kind field of a raw record's header, without validating anything else; `None` for
+/// a record too short to have one.
+pub fn record_kind(bytes: &[u8]) -> Option<u16> {
+    const AT: usize = core::mem::offset_of!(EventHeader, kind);
+    bytes
+        .get(AT..AT + 2)
+        .map(|k| u16::from_ne_bytes([k[0], k[1]]))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let Ok((header, _)) = EventHeader::read_from_prefix(bytes) else {
         return Err(DecodeError::TooShort { len: bytes.len() });

@@ -130,14 +130,6 @@ impl Capture {
         &mut self.engines[0]
     }
 
-    pub fn engines(&self) -> &[Engine] {
-        &self.engines
-    }
-
-    pub fn engines_mut(&mut self) -> &mut [Engine] {
-        &mut self.engines
-    }
-
     /// Feeds the engines until `until`, the stop flag, or the end of every source, and
     /// aggregates what can be.
     pub fn pump(&mut self, until: Instant) -> Result<Pumped, DriverError> {

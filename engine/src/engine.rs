@@ -1,7 +1,7 @@
 //! Decode → reorder → aggregate, fed by batches from any number of sources.
 
 use crate::aggregate::{Aggregator, Scope};
-use crate::decode::decode;
+use crate::decode::{decode, record_kind};
 use crate::names::Names;
 use crate::reorder::Reorder;
 use crate::snapshot::Snapshot;
@@ -146,14 +146,6 @@ impl Engine {
         self.records_at_reset = self.records;
         self.late_at_reset = self.reorder.late;
     }
-}
-
-/// The kind field of a raw record's header, if the record is long enough to have one.
-fn record_kind(bytes: &[u8]) -> Option<u16> {
-    const AT: usize = std::mem::offset_of!(event_abi::EventHeader, kind);
-    bytes
-        .get(AT..AT + 2)
-        .map(|k| u16::from_ne_bytes([k[0], k[1]]))
 }
 
 pub use ksight_source::monotonic_ns;

@@ -5,7 +5,7 @@
 //! aggregates (every exact value equal; values derived from timestamps within the
 //! measured skew between the two backends' probes plus histogram bucket precision).
 
-use crate::decode::decode;
+use crate::decode::{decode, record_kind};
 use crate::source::RawBatch;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -78,8 +78,6 @@ pub fn compare_logs(
     let inside = |t: u64| (from..=to).contains(&t);
     let (mut matched, mut only_a, mut only_b, mut skew) = (0u64, 0u64, 0u64, 0u64);
     let mut unmatched = Vec::new();
-    let at = core::mem::offset_of!(event_abi::EventHeader, kind);
-    let kind_of = |k: &[u8]| u16::from_ne_bytes([k[at], k[at + 1]]);
     let mut keys: Vec<&Vec<u8>> = sa.keys().chain(sb.keys()).copied().collect();
     keys.sort_unstable();
     keys.dedup();
@@ -114,7 +112,10 @@ pub fn compare_logs(
         ] {
             if extra > 0 {
                 *only += extra;
-                unmatched.push(format!("{name}-only kind {} x{extra}", kind_of(k)));
+                unmatched.push(format!(
+                    "{name}-only kind {} x{extra}",
+                    record_kind(k).unwrap_or(0)
+                ));
             }
         }
     }

@@ -288,7 +288,7 @@ fn capture(backend: &str, costs: bool, command: &[String]) -> Result<Capture> {
     // What the kernel finishes after the command exits (softirq TCP transitions,
     // completions) is part of the comparison too.
     capture.pump(Instant::now() + Duration::from_millis(500))?;
-    let mut done = capture.finish()?;
+    let done = capture.finish()?;
     ensure!(
         done.drained,
         "a backend did not deliver its records within the drain timeout"
@@ -302,7 +302,7 @@ fn capture(backend: &str, costs: bool, command: &[String]) -> Result<Capture> {
     }
     let snapshots = done
         .engines
-        .iter_mut()
+        .iter()
         .map(|e| e.snapshot(&HostNames { live: true }))
         .collect();
     let logs = std::mem::take(&mut *logs.lock().expect("record log"));
