@@ -12,6 +12,8 @@ pub(crate) enum Expect {
     Int(usize),
     /// A pointer.
     Ptr,
+    /// A struct or union of this many bytes (e.g. `struct in6_addr`).
+    Sized(usize),
 }
 
 pub(crate) struct KernelBtf {
@@ -60,6 +62,7 @@ impl KernelBtf {
             (Expect::Ptr, Type::Ptr(_)) => true,
             (Expect::Int(n), Type::Int(i)) => i.size() == n,
             (Expect::Int(n), Type::Enum(e)) => e.size() == n,
+            (Expect::Sized(n), Type::Struct(s) | Type::Union(s)) => s.size() == n,
             _ => false,
         };
         if !ok {

@@ -48,6 +48,9 @@ pub enum EbpfError {
     #[error("perf buffer page count {pages} is not a power of two")]
     InvalidPerfPages { pages: usize },
 
+    #[error("snaplen {bytes} is outside 1..={max}", max = event_abi::MAX_SNAPLEN)]
+    InvalidSnaplen { bytes: u32 },
+
     #[error("loading the eBPF object")]
     Load(#[source] aya::EbpfError),
 

@@ -17,8 +17,10 @@ pub(crate) fn compute(
         .iter()
         .map(|&signal| {
             let close_stats = signal == Signal::TcpCloseStats;
-            let hooks = signal.kinds().filter_map(|row| {
-                let (r, outcome) = outcomes.iter().find(|(r, _)| r.def.kind() == row.kind)?;
+            let hooks = signal.kinds().flat_map(|row| {
+                outcomes.iter().filter(move |(r, _)| r.def.kind() == row.kind)
+            });
+            let hooks = hooks.map(|(r, outcome)| {
                 let hooked = match outcome {
                     // The close counters are their own signal: "tcp" is about the
                     // transitions themselves, and the counters' notes are the BTF's.
@@ -28,7 +30,7 @@ pub(crate) fn compute(
                     },
                     Err(why) => Hooked::Missing(why.clone()),
                 };
-                Some((r.def.full_name(), hooked))
+                (r.def.full_name(), hooked)
             });
             let mut status = combine(signal, hooks);
             if close_stats && status.status == Fidelity::Full {
@@ -97,10 +99,17 @@ mod tests {
                 "tcp_close_stats",
                 "tcp_retransmits",
                 "tcp_resets",
-                "block"
+                "block",
+                "socket_io"
             ]
         );
         assert_eq!(got[0].status, Fidelity::Full);
+        // Both of socket I/O's hooks: the exit that records and the entry that times.
+        assert_eq!(
+            got[6].tracepoints,
+            ["raw_syscalls:sys_exit", "raw_syscalls:sys_enter"]
+        );
+        assert_eq!(got[6].status, Fidelity::Full);
         assert_eq!(
             got[0].tracepoints,
             [

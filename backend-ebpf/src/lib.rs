@@ -105,6 +105,11 @@ pub struct EbpfOptions {
     pub ring_bytes: u32,
     /// Pages per CPU for the perf array: a power of two.
     pub perf_pages: usize,
+    /// Record kinds to capture: bit `1 << kind` (`event_abi::kind`); `None` for all. The
+    /// programs of the others are not attached, so they cost nothing.
+    pub kinds: Option<u32>,
+    /// Payload bytes copied per socket call: 1 ..= `event_abi::MAX_SNAPLEN`.
+    pub snaplen: u32,
 }
 
 impl Default for EbpfOptions {
@@ -113,6 +118,8 @@ impl Default for EbpfOptions {
             transport: Transport::Auto,
             ring_bytes: layout::DEFAULT_RING_BYTES,
             perf_pages: 64,
+            kinds: None,
+            snaplen: event_abi::DEFAULT_SNAPLEN as u32,
         }
     }
 }
@@ -177,6 +184,11 @@ impl EbpfSource {
                 pages: opts.perf_pages,
             });
         }
+        if opts.snaplen == 0 || opts.snaplen as usize > event_abi::MAX_SNAPLEN {
+            return Err(EbpfError::InvalidSnaplen {
+                bytes: opts.snaplen,
+            });
+        }
         raise_memlock_limit();
         // Creating a map first tells us early (and clearly) when bpf() is not allowed.
         let ringbuf = ringbuf_supported()?;
@@ -202,6 +214,7 @@ impl EbpfSource {
             .override_global(layout::G_OUTPUT_MODE, &output_mode, true)
             .override_global(layout::G_WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(layout::G_BTF, &btf.offsets, true)
+            .override_global(layout::G_SNAPLEN, &opts.snaplen, true)
             // The unused transport keeps a minimal ring.
             .map_max_entries(
                 layout::maps::RING,
@@ -246,11 +259,23 @@ impl EbpfSource {
 
         let mut outcomes: Vec<(&TpResolution, Result<(), String>)> = Vec::new();
         let mut attached = Vec::new();
+        let wanted = |k: u16| opts.kinds.is_none_or(|mask| mask & (1 << k) != 0);
         for r in &resolutions {
-            let outcome = if r.blocking.is_empty() {
-                attach(&mut ebpf, r.def)?
-            } else {
+            if !wanted(r.def.kind()) {
+                outcomes.push((r, Err("not requested (signal disabled)".into())));
+                continue;
+            }
+            // An entry hook only times what its kind's main hook records.
+            let main_attached = r.def.entry.is_none()
+                || attached
+                    .iter()
+                    .any(|d: &&TpDef| d.kind() == r.def.kind() && d.entry.is_none());
+            let outcome = if !r.blocking.is_empty() {
                 Err(r.blocking.join(", "))
+            } else if !main_attached {
+                Err("the hook that emits its records is not attached".into())
+            } else {
+                attach(&mut ebpf, r.def)?
             };
             if outcome.is_ok() {
                 attached.push(r.def);

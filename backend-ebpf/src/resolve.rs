@@ -5,7 +5,7 @@ use std::{path::Path, sync::LazyLock};
 
 use event_abi::{
     kind,
-    kinds::{KINDS, KindDef},
+    kinds::{EntryHook, KINDS, KindDef, Tracepoint},
 };
 
 use crate::{
@@ -18,12 +18,14 @@ use crate::{
 
 pub(crate) use event_abi::kinds::Attach;
 
-/// One program and the tracepoint it serves: a row of `event_abi::kinds::KINDS` and the
-/// offsets global the loader fills for it.
+/// One program and the tracepoint it serves: a row of `event_abi::kinds::KINDS` (its
+/// main hook, or with `entry` its entry hook) and the offsets global the loader fills for it.
 #[derive(Debug)]
 pub(crate) struct TpDef {
     /// The record kind's row: program name, tracepoint, attach type.
     pub row: &'static KindDef,
+    /// The row's entry hook rather than its main one (which emits the records).
+    pub entry: Option<&'static EntryHook>,
     /// Name of its offsets global and that global's length (0: none).
     pub global: &'static str,
     pub global_len: usize,
@@ -32,28 +34,32 @@ pub(crate) struct TpDef {
 impl TpDef {
     /// Program (function) name in the object.
     pub fn program(&self) -> &'static str {
-        self.row.ebpf_program
+        self.entry.map_or(self.row.ebpf_program, |e| e.ebpf_program)
+    }
+
+    fn tracepoint(&self) -> Tracepoint {
+        self.entry.map_or(self.row.tracepoint, |e| e.tracepoint)
     }
 
     pub fn category(&self) -> &'static str {
-        self.row.tracepoint.category
+        self.tracepoint().category
     }
 
     pub fn name(&self) -> &'static str {
-        self.row.tracepoint.name
+        self.tracepoint().name
     }
 
     pub fn attach(&self) -> Attach {
-        self.row.ebpf_attach
+        self.entry.map_or(self.row.ebpf_attach, |e| e.ebpf_attach)
     }
 
-    /// Record kind the program emits.
+    /// Record kind the program emits (for an entry hook, the kind it times).
     pub fn kind(&self) -> u16 {
         self.row.kind
     }
 
     pub fn full_name(&self) -> String {
-        self.row.tracepoint.to_string()
+        self.tracepoint().to_string()
     }
 }
 
@@ -75,17 +81,26 @@ const fn offsets_global(k: u16) -> (&'static str, usize) {
     }
 }
 
-/// Every program, in kind order: one per row of `event_abi::kinds::KINDS`.
+/// Every program, in kind order: one per row of `event_abi::kinds::KINDS`, followed by
+/// the row's entry hook where it has one.
 pub(crate) static TRACEPOINTS: LazyLock<Vec<TpDef>> = LazyLock::new(|| {
     KINDS
         .iter()
-        .map(|row| {
+        .flat_map(|row| {
             let (global, global_len) = offsets_global(row.kind);
-            TpDef {
+            let main = TpDef {
                 row,
+                entry: None,
                 global,
                 global_len,
-            }
+            };
+            let entry = row.entry.as_ref().map(|e| TpDef {
+                row,
+                entry: Some(e),
+                global: "",
+                global_len: 0,
+            });
+            std::iter::once(main).chain(entry)
         })
         .collect()
 });
@@ -148,6 +163,57 @@ pub(crate) const BTF_FIELDS: [(usize, &str, &[&str], Expect); btf::LEN] = [
         Expect::Int(4),
     ),
     (btf::TCP_SRTT_US, "tcp_sock", &["srtt_us"], Expect::Int(4)),
+    (btf::TASK_FILES, "task_struct", &["files"], Expect::Ptr),
+    (btf::FILES_FDT, "files_struct", &["fdt"], Expect::Ptr),
+    (btf::FDT_MAX_FDS, "fdtable", &["max_fds"], Expect::Int(4)),
+    (btf::FDT_FD, "fdtable", &["fd"], Expect::Ptr),
+    (btf::FILE_INODE, "file", &["f_inode"], Expect::Ptr),
+    (btf::INODE_MODE, "inode", &["i_mode"], Expect::Int(2)),
+    (btf::FILE_PRIVATE, "file", &["private_data"], Expect::Ptr),
+    (btf::SOCKET_SK, "socket", &["sk"], Expect::Ptr),
+    (btf::SOCK_FAMILY, "sock", &["__sk_common", "skc_family"], Expect::Int(2)),
+    (btf::SOCK_NUM, "sock", &["__sk_common", "skc_num"], Expect::Int(2)),
+    (btf::SOCK_DPORT, "sock", &["__sk_common", "skc_dport"], Expect::Int(2)),
+    (btf::SOCK_RCV_SADDR, "sock", &["__sk_common", "skc_rcv_saddr"], Expect::Int(4)),
+    (btf::SOCK_DADDR, "sock", &["__sk_common", "skc_daddr"], Expect::Int(4)),
+    (btf::SOCK_V6_RCV_SADDR, "sock", &["__sk_common", "skc_v6_rcv_saddr"], Expect::Sized(16)),
+    (btf::SOCK_V6_DADDR, "sock", &["__sk_common", "skc_v6_daddr"], Expect::Sized(16)),
+    (btf::SOCK_PROTOCOL, "sock", &["sk_protocol"], Expect::Int(2)),
+    (btf::REGS_ORIG_AX, "pt_regs", &["orig_ax"], Expect::Int(8)),
+    (btf::REGS_DI, "pt_regs", &["di"], Expect::Int(8)),
+    (btf::REGS_SI, "pt_regs", &["si"], Expect::Int(8)),
+    (btf::REGS_DX, "pt_regs", &["dx"], Expect::Int(8)),
+    (btf::REGS_R10, "pt_regs", &["r10"], Expect::Int(8)),
+    (btf::REGS_R8, "pt_regs", &["r8"], Expect::Int(8)),
+    (btf::REGS_R9, "pt_regs", &["r9"], Expect::Int(8)),
+];
+
+/// What the socket I/O programs cannot do without: finding the socket behind a file
+/// descriptor, its identity and tuple, and the system call's number and arguments.
+pub(crate) const SOCK_IO_SLOTS: [usize; 23] = [
+    btf::TASK_FILES,
+    btf::FILES_FDT,
+    btf::FDT_MAX_FDS,
+    btf::FDT_FD,
+    btf::FILE_INODE,
+    btf::INODE_MODE,
+    btf::FILE_PRIVATE,
+    btf::SOCKET_SK,
+    btf::SOCK_FAMILY,
+    btf::SOCK_NUM,
+    btf::SOCK_DPORT,
+    btf::SOCK_RCV_SADDR,
+    btf::SOCK_DADDR,
+    btf::SOCK_V6_RCV_SADDR,
+    btf::SOCK_V6_DADDR,
+    btf::SOCK_PROTOCOL,
+    btf::REGS_ORIG_AX,
+    btf::REGS_DI,
+    btf::REGS_SI,
+    btf::REGS_DX,
+    btf::REGS_R10,
+    btf::REGS_R8,
+    btf::REGS_R9,
 ];
 
 /// The TCP close counters, in `tcp_stats` bit order.
@@ -272,13 +338,34 @@ fn field(
 }
 
 fn resolve_raw(r: &mut TpResolution, btf: &BtfOffsets) {
-    // sched_process_fork: the child's pid and tgid are the record's whole point.
-    if r.def.kind() == kind::FORK {
-        btf.need(
-            &[btf::TASK_PID, btf::TASK_TGID],
-            "fork pids",
-            &mut r.blocking,
-        );
+    match r.def.kind() {
+        // sched_process_fork: the child's pid and tgid are the record's whole point.
+        kind::FORK => {
+            btf.need(
+                &[btf::TASK_PID, btf::TASK_TGID],
+                "fork pids",
+                &mut r.blocking,
+            );
+        }
+        // The exit program finds the socket and the call's arguments through these; the
+        // entry program needs only the system call number its tracepoint passes.
+        kind::SOCK_IO if r.def.entry.is_none() => {
+            if !cfg!(target_arch = "x86_64") {
+                r.blocking
+                    .push("socket I/O reads x86-64 system call registers".into());
+            } else if btf.need(&SOCK_IO_SLOTS, "socket I/O", &mut r.blocking) {
+                for slot in &SOCK_IO_SLOTS[SOCK_IO_SLOTS.len() - 7..] {
+                    if btf.offsets[*slot] as usize + 8 > crate::layout::REGS_COPY_LEN {
+                        r.blocking.push(format!(
+                            "{} lies past the {} bytes of pt_regs copied",
+                            btf_field_name(*slot),
+                            crate::layout::REGS_COPY_LEN
+                        ));
+                    }
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
 };
 
 use event_abi::zerocopy::FromBytes;
-use event_abi::{EventHeader, TcpEvent, TcpStateEvent, filter::FilterKey, kind, record_size};
+use event_abi::{EventHeader, TcpEvent, TcpStateEvent, filter::FilterKey, kind, size_ok};
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource, Transport};
 use ksight_source::{EventSource, RawBatch};
 use ksight_testkit::{TestCgroup, workload};
@@ -75,7 +75,7 @@ impl Rec {
     fn parse(bytes: &[u8]) -> Self {
         assert!(bytes.len() >= size_of::<EventHeader>(), "short record");
         let (h, _) = EventHeader::read_from_prefix(bytes).expect("header");
-        assert_eq!(record_size(h.kind), Some(bytes.len()), "{h:?}");
+        assert!(size_ok(h.kind, bytes.len()), "{h:?}");
         let sock_cgroup = match h.kind {
             kind::TCP_STATE => {
                 let e = TcpStateEvent::read_from_bytes(bytes).expect("size checked");
@@ -119,12 +119,37 @@ fn show(c: &Counts) -> String {
 }
 
 /// Page-ins of the workload's binaries queue block I/O in its cgroup only when the page
-/// cache is cold: not reproducible, so block queue counts are reported, not compared.
+/// cache is cold, and a retransmit on loopback happens only when a segment meets a busy
+/// moment (seen once in a run: a FIN retransmitted under load): neither is reproducible,
+/// so their counts are reported, not compared.
 fn comparable(c: &Counts) -> Counts {
     c.iter()
-        .filter(|(k, _)| **k != kind::BLOCK_QUEUE)
+        .filter(|(k, _)| **k != kind::BLOCK_QUEUE && **k != kind::TCP_RETRANSMIT)
         .map(|(k, n)| (*k, *n))
         .collect()
+}
+
+/// What the kernel counted as filtered is what the ignored workload produces. Socket I/O
+/// is filtered before the descriptor is known to be a socket (nothing is looked up for an
+/// ignored cgroup), so its count also holds the workload's file and pipe calls.
+fn assert_filtered_is(filtered: &Counts, truth: &Counts, who: &str) {
+    let without_sock_io = |c: &Counts| {
+        let mut c = comparable(c);
+        c.remove(&kind::SOCK_IO);
+        c
+    };
+    assert_eq!(
+        show(&without_sock_io(filtered)),
+        show(&without_sock_io(truth)),
+        "kernel-filtered records vs what {who} produces"
+    );
+    let sock_io = |c: &Counts| c.get(&kind::SOCK_IO).copied().unwrap_or(0);
+    assert!(
+        sock_io(truth) > 0 && sock_io(filtered) >= sock_io(truth),
+        "socket calls filtered {} vs {who}'s socket records {}",
+        sock_io(filtered),
+        sock_io(truth)
+    );
 }
 
 /// Per kind, the records whose filter key is `id`.
@@ -284,11 +309,7 @@ fn ignored_cgroup_costs_nothing_and_comes_back(transport: Transport) {
         show(&comparable(&truth)),
         "B vs A's truth"
     );
-    assert_eq!(
-        show(&comparable(&filtered)),
-        show(&comparable(&truth)),
-        "kernel-filtered records vs what A produces"
-    );
+    assert_filtered_is(&filtered, &truth, "A");
     assert_eq!(
         t1 - t0,
         filtered.values().sum::<u64>(),
@@ -326,11 +347,7 @@ fn ignored_cgroup_costs_nothing_and_comes_back(transport: Transport) {
         show(&comparable(&truth)),
         "A is back"
     );
-    assert_eq!(
-        show(&comparable(&filtered)),
-        show(&comparable(&truth)),
-        "kernel-filtered records vs what B produces"
-    );
+    assert_filtered_is(&filtered, &truth, "B");
     let (f1, t1) = (f2, t2);
 
     // 4. The set cleared at run time, from another thread: A's records are back, and

@@ -18,7 +18,7 @@ use std::{
 use event_abi::zerocopy::FromBytes;
 use event_abi::{
     AF_INET, BlockEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent,
-    block_op, kind, record_size, tcp_state, tcp_stats,
+    block_op, kind, size_ok, tcp_state, tcp_stats,
 };
 use ksight_backend_ebpf::{
     EbpfOptions, EbpfSource, Fidelity, Transport, detect, enable_run_time_stats,
@@ -64,6 +64,7 @@ enum Rec {
     TcpState(TcpStateEvent),
     Tcp(TcpEvent),
     Block(BlockEvent),
+    SockIo,
 }
 
 fn read<T: FromBytes>(bytes: &[u8]) -> T {
@@ -83,12 +84,7 @@ fn decode(bytes: &[u8]) -> Rec {
         bytes.len(),
         "header size vs record length: {h:?}"
     );
-    assert_eq!(
-        record_size(h.kind),
-        Some(bytes.len()),
-        "size of kind {}",
-        h.kind
-    );
+    assert!(size_ok(h.kind, bytes.len()), "size of kind {}", h.kind);
     match h.kind {
         kind::EXEC => Rec::Exec(read(bytes)),
         kind::FORK => Rec::Fork(read(bytes)),
@@ -98,6 +94,8 @@ fn decode(bytes: &[u8]) -> Rec {
             Rec::Tcp(read(bytes))
         }
         kind::BLOCK_QUEUE | kind::BLOCK_ISSUE | kind::BLOCK_COMPLETE => Rec::Block(read(bytes)),
+        // Checked by tests/sockio.rs.
+        kind::SOCK_IO => Rec::SockIo,
         k => panic!("unknown kind {k}"),
     }
 }
@@ -318,7 +316,8 @@ fn every_signal_is_fully_observed_on_this_host() {
             "tcp_close_stats",
             "tcp_retransmits",
             "tcp_resets",
-            "block"
+            "block",
+            "socket_io"
         ]
     );
     for s in &fidelity {
@@ -391,7 +390,8 @@ fn program_stats_count_runs_while_enabled() {
         .poll(&mut batch, Duration::from_millis(100))
         .expect("poll");
     let stats = source.program_stats();
-    assert_eq!(stats.len(), 10, "{stats:?}");
+    // One program per kind, and socket I/O's entry program.
+    assert_eq!(stats.len(), event_abi::KINDS.len() + 1, "{stats:?}");
     let exec = stats
         .iter()
         .find(|s| s.name == "ks_exec")

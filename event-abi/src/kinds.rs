@@ -13,7 +13,9 @@
 use core::fmt;
 use core::mem::size_of;
 
-use crate::{BlockEvent, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent, kind};
+use crate::{
+    BlockEvent, ExecEvent, ExitEvent, ForkEvent, SockIoEvent, TcpEvent, TcpStateEvent, kind,
+};
 
 /// What ksight reports on, as fidelity reports, `ksight_signal_status` and the JSON name
 /// them ([`Signal::name`]).
@@ -30,6 +32,9 @@ pub enum Signal {
     TcpResets,
     /// Block I/O: count, bytes, latency.
     Block,
+    /// Completed send/receive calls on TCP and UDP sockets, with payload: live TCP bytes,
+    /// UDP flows, DNS.
+    SocketIo,
 }
 
 /// The configuration switch (`signals.process`, `signals.tcp`, `signals.block`) that
@@ -39,6 +44,7 @@ pub enum Family {
     Process,
     Tcp,
     Block,
+    SocketIo,
 }
 
 /// A kernel version, `major.minor`.
@@ -112,6 +118,16 @@ impl fmt::Display for Tracepoint {
     }
 }
 
+/// A second hook a kind needs besides the one that emits its records: the entry of the
+/// system call whose exit emits them (to time it). It records nothing itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryHook {
+    pub tracepoint: Tracepoint,
+    pub ebpf_program: &'static str,
+    pub ebpf_attach: Attach,
+    pub kmod_probe: &'static str,
+}
+
 /// One record kind: a row of [`KINDS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KindDef {
@@ -136,9 +152,31 @@ pub struct KindDef {
     pub kmod_probe: &'static str,
     /// The first kernel with the tracepoint (the design's floor for the signal).
     pub min_kernel: Kernel,
+    /// The hook at the start of what the record completes, if any.
+    pub entry: Option<EntryHook>,
 }
 
 impl KindDef {
+    /// With an entry hook: tracepoint (category, name), eBPF program and attach, the
+    /// module's probe.
+    const fn with_entry(
+        mut self,
+        tracepoint: (&'static str, &'static str),
+        ebpf: (&'static str, Attach),
+        kmod_probe: &'static str,
+    ) -> Self {
+        self.entry = Some(EntryHook {
+            tracepoint: Tracepoint {
+                category: tracepoint.0,
+                name: tracepoint.1,
+            },
+            ebpf_program: ebpf.0,
+            ebpf_attach: ebpf.1,
+            kmod_probe,
+        });
+        self
+    }
+
     /// The first kernel the eBPF program can run on: the tracepoint's and its program
     /// type's floor (the object as a whole may need more, e.g. for its helpers).
     pub const fn ebpf_min_kernel(&self) -> Kernel {
@@ -176,6 +214,7 @@ const fn row(
         ebpf_attach: ebpf.1,
         kmod_probe,
         min_kernel: Kernel::new(min_kernel.0, min_kernel.1),
+        entry: None,
     }
 }
 
@@ -219,6 +258,10 @@ pub const KINDS: [KindDef; COUNT] = {
         row(kind::BLOCK_COMPLETE, "block_complete", "BlockEvent", size_of::<BlockEvent>(),
             Block, ("block", "block_rq_complete"), ("ks_blk_complete", Classic),
             "ks_probe_rq_complete", (4, 14)),
+        row(kind::SOCK_IO, "sock_io", "SockIoEvent", size_of::<SockIoEvent>(), SocketIo,
+            ("raw_syscalls", "sys_exit"), ("ks_sys_exit", Raw), "ks_probe_sys_exit", (4, 17))
+            .with_entry(("raw_syscalls", "sys_enter"), ("ks_sys_enter", Raw),
+                "ks_probe_sys_enter"),
     ]
 };
 
@@ -236,7 +279,7 @@ pub struct SignalDef {
 }
 
 /// Every signal, in report order.
-pub const SIGNALS: [SignalDef; 6] = [
+pub const SIGNALS: [SignalDef; 7] = [
     SignalDef {
         signal: Signal::Process,
         name: "process",
@@ -273,6 +316,12 @@ pub const SIGNALS: [SignalDef; 6] = [
         family: Family::Block,
         records_of: Signal::Block,
     },
+    SignalDef {
+        signal: Signal::SocketIo,
+        name: "socket_io",
+        family: Family::SocketIo,
+        records_of: Signal::SocketIo,
+    },
 ];
 
 impl Signal {
@@ -293,7 +342,8 @@ impl Signal {
         &all[self as usize]
     }
 
-    /// "process", "tcp", "tcp_close_stats", "tcp_retransmits", "tcp_resets", "block".
+    /// "process", "tcp", "tcp_close_stats", "tcp_retransmits", "tcp_resets", "block",
+    /// "socket_io".
     pub const fn name(self) -> &'static str {
         self.def().name
     }
@@ -388,6 +438,9 @@ const _: () = {
             None => panic!("a KINDS row has no record_size"),
         }
         assert!(k.ebpf_program.len() < 16, "eBPF program name too long");
+        if let Some(e) = k.entry {
+            assert!(e.ebpf_program.len() < 16, "eBPF program name too long");
+        }
         let mut j = 0;
         while j < i {
             assert!(!same_str(KINDS[j].name, k.name), "two kinds with one name");

@@ -21,7 +21,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub use zerocopy;
 
 pub const ABI_VERSION_MAJOR: u16 = 1;
-pub const ABI_VERSION_MINOR: u16 = 0;
+pub const ABI_VERSION_MINOR: u16 = 1;
 /// Both halves in one word, as backends report it: `major << 16 | minor`.
 pub const ABI_VERSION: u32 = ((ABI_VERSION_MAJOR as u32) << 16) | ABI_VERSION_MINOR as u32;
 
@@ -37,8 +37,10 @@ pub mod kind {
     pub const BLOCK_QUEUE: u16 = 8;
     pub const BLOCK_ISSUE: u16 = 9;
     pub const BLOCK_COMPLETE: u16 = 10;
+    /// A completed send or receive call on a TCP or UDP socket (ABI 1.1).
+    pub const SOCK_IO: u16 = 11;
     /// One past the largest kind; kinds are dense from 1.
-    pub const END: u16 = 11;
+    pub const END: u16 = 12;
 }
 
 /// The header every record starts with.
@@ -216,8 +218,103 @@ pub struct BlockEvent {
     pub error: i32,
 }
 
+/// Socket I/O direction ([`SockIoEvent::direction`]).
+pub mod sock_dir {
+    pub const SEND: u8 = 1;
+    pub const RECV: u8 = 2;
+}
+
+/// The system call a [`SockIoEvent`] completes ([`SockIoEvent::call`]). `send`/`recv`
+/// are library calls over `sendto`/`recvfrom` on the kernels ksight supports.
+pub mod sock_call {
+    pub const READ: u16 = 1;
+    pub const WRITE: u16 = 2;
+    pub const READV: u16 = 3;
+    pub const WRITEV: u16 = 4;
+    pub const SENDTO: u16 = 5;
+    pub const RECVFROM: u16 = 6;
+    pub const SENDMSG: u16 = 7;
+    pub const RECVMSG: u16 = 8;
+    pub const SENDMMSG: u16 = 9;
+    pub const RECVMMSG: u16 = 10;
+    /// `sendfile` into a socket: bytes only, the payload comes from a file.
+    pub const SENDFILE: u16 = 11;
+    /// `splice` to or from a socket: bytes only, the other end is a pipe.
+    pub const SPLICE: u16 = 12;
+}
+
+/// Bits of [`SockIoEvent::flags`].
+pub mod sock_flags {
+    /// The peer in the tuple comes from the call's address argument (`sendto`'s
+    /// `dest_addr`, `recvfrom`'s `src_addr`, `msg_name`), not from the socket.
+    pub const PEER_FROM_CALL: u16 = 1 << 0;
+    /// The call's entry was not seen (it started before capture, or the entry table
+    /// was full): `duration_ns` is 0.
+    pub const NO_ENTRY: u16 = 1 << 1;
+    /// Reading the payload from user memory failed: `payload_len` is 0.
+    pub const PAYLOAD_FAULT: u16 = 1 << 2;
+}
+
+/// Longest payload a [`SockIoEvent`] carries (the ceiling of the configurable snaplen).
+pub const MAX_SNAPLEN: usize = 4096;
+/// Payload bytes copied per call unless configured otherwise: a whole classic DNS message
+/// over UDP (RFC 1035's 512 bytes) and the request line and usual headers of HTTP.
+pub const DEFAULT_SNAPLEN: usize = 512;
+/// Most messages of one `sendmmsg`/`recvmmsg` reported as records of their own; the rest
+/// are counted in the last record's `unreported_msgs`.
+pub const MAX_MMSG: usize = 16;
+
+/// A completed `read`, `write`, `readv`, `writev`, `sendto`, `recvfrom`, `sendmsg`,
+/// `recvmsg`, `sendmmsg`/`recvmmsg` (one record per message), `sendfile` or `splice` on a
+/// TCP or UDP socket (IPv4 or IPv6) that moved at least one byte (UDP: any datagram).
+/// Hooked at `raw_syscalls:sys_exit`, timed from `raw_syscalls:sys_enter`; the header is
+/// the calling task's.
+///
+/// Variable size: `payload_len` bytes of payload follow the fixed part, zero-padded to a
+/// multiple of 8; `header.size` is the whole record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, IntoBytes, FromBytes, Immutable, KnownLayout)]
+pub struct SockIoEvent {
+    pub header: EventHeader,
+    /// Kernel address of the `struct sock`, as [`TcpStateEvent::sock_id`].
+    pub sock_id: u64,
+    /// Bytes the call returned (for `sendmmsg`/`recvmmsg`, this message's `msg_len`).
+    pub bytes: u64,
+    /// Entry to exit of the call, ns; 0 with [`sock_flags::NO_ENTRY`].
+    pub duration_ns: u64,
+    /// Local address and port as `saddr`/`sport`, the peer as `daddr`/`dport`.
+    pub tuple: TcpTuple,
+    /// The file descriptor the call used (for `splice`, the socket's).
+    pub fd: u32,
+    /// One of [`sock_call`].
+    pub call: u16,
+    /// One of [`sock_dir`].
+    pub direction: u8,
+    /// `IPPROTO_TCP` (6) or `IPPROTO_UDP` (17).
+    pub protocol: u8,
+    /// Bits of [`sock_flags`].
+    pub flags: u16,
+    /// Payload bytes that follow the fixed part: `min(bytes, snaplen)`, from the first
+    /// buffer (`iov[0]`) for vectored calls; 0 for `sendfile` and `splice`.
+    pub payload_len: u16,
+    /// Index of the message within a `sendmmsg`/`recvmmsg`, else 0.
+    pub msg_index: u16,
+    pub _pad: u16,
+    /// Messages of this `sendmmsg`/`recvmmsg` past [`MAX_MMSG`] that have no record (set
+    /// on the last record of the call).
+    pub unreported_msgs: u32,
+    pub _pad2: u32,
+}
+
+/// The size of a socket I/O record with `payload_len` bytes of payload.
+pub const fn sock_io_size(payload_len: usize) -> usize {
+    size_of::<SockIoEvent>() + payload_len.next_multiple_of(8)
+}
+
 /// Largest record; backends size their scratch buffers from it.
-pub const MAX_RECORD_SIZE: usize = size_of::<ExecEvent>();
+pub const MAX_RECORD_SIZE: usize = sock_io_size(MAX_SNAPLEN);
+const _: () = assert!(MAX_RECORD_SIZE >= size_of::<ExecEvent>());
+const _: () = assert!(MAX_RECORD_SIZE <= u16::MAX as usize);
 
 const _: () = assert!(size_of::<EventHeader>() == 32);
 const _: () = assert!(size_of::<ExecEvent>() == 312);
@@ -227,8 +324,10 @@ const _: () = assert!(size_of::<TcpTuple>() == 40);
 const _: () = assert!(size_of::<TcpStateEvent>() == 136);
 const _: () = assert!(size_of::<TcpEvent>() == 96);
 const _: () = assert!(size_of::<BlockEvent>() == 56);
+const _: () = assert!(size_of::<SockIoEvent>() == 120);
 
-/// The record size a kind must have; `None` for an unknown kind.
+/// The fixed size of a kind's record (for the variable-size socket I/O record, without
+/// payload); `None` for an unknown kind. [`size_ok`] says whether a record's size fits.
 pub const fn record_size(kind: u16) -> Option<usize> {
     Some(match kind {
         kind::EXEC => size_of::<ExecEvent>(),
@@ -239,8 +338,21 @@ pub const fn record_size(kind: u16) -> Option<usize> {
             size_of::<TcpEvent>()
         }
         kind::BLOCK_QUEUE | kind::BLOCK_ISSUE | kind::BLOCK_COMPLETE => size_of::<BlockEvent>(),
+        kind::SOCK_IO => size_of::<SockIoEvent>(),
         _ => return None,
     })
+}
+
+/// True when a record of `kind` may be `size` bytes: its fixed size, or for the
+/// variable-size kinds any multiple of 8 from the fixed size to the largest payload.
+pub const fn size_ok(kind: u16, size: usize) -> bool {
+    match record_size(kind) {
+        None => false,
+        Some(fixed) if kind == kind::SOCK_IO => {
+            size >= fixed && size <= sock_io_size(MAX_SNAPLEN) && size.is_multiple_of(8)
+        }
+        Some(fixed) => size == fixed,
+    }
 }
 
 /// Per-program counters kept in a per-CPU BPF array (and per-CPU in the module), indexed by
@@ -261,8 +373,9 @@ pub mod counter {
 /// The in-kernel cgroup ignore filter, the same in both backends.
 ///
 /// Which cgroup id a record kind is checked against:
-/// - exec, fork, exit, block queue: the header's `cgroup_id` (the current task's cgroup v2
-///   id), checked before the record is built;
+/// - exec, fork, exit, block queue, socket I/O: the header's `cgroup_id` (the current
+///   task's cgroup v2 id), checked before the record is built (for socket I/O, before the
+///   socket is looked up or any payload copied);
 /// - TCP state, retransmit and resets: the record's `sock_cgroup_id` (they may run in
 ///   softirq, where the current task is unrelated);
 /// - block issue and complete: never filtered (irq or other tasks' context).
@@ -289,7 +402,9 @@ pub mod filter {
     /// The id the filter checks for records of `k`.
     pub const fn key(k: u16) -> FilterKey {
         match k {
-            kind::EXEC | kind::FORK | kind::EXIT | kind::BLOCK_QUEUE => FilterKey::HeaderCgroup,
+            kind::EXEC | kind::FORK | kind::EXIT | kind::BLOCK_QUEUE | kind::SOCK_IO => {
+                FilterKey::HeaderCgroup
+            }
             kind::TCP_STATE
             | kind::TCP_RETRANSMIT
             | kind::TCP_RESET_SENT

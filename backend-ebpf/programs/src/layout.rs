@@ -73,8 +73,75 @@ pub mod btf {
     pub const TCP_TOTAL_RETRANS: usize = 14;
     /// `tcp_sock.srtt_us`
     pub const TCP_SRTT_US: usize = 15;
-    pub const LEN: usize = 16;
+    /// `task_struct.files`
+    pub const TASK_FILES: usize = 16;
+    /// `files_struct.fdt`
+    pub const FILES_FDT: usize = 17;
+    /// `fdtable.max_fds`
+    pub const FDT_MAX_FDS: usize = 18;
+    /// `fdtable.fd`
+    pub const FDT_FD: usize = 19;
+    /// `file.f_inode`
+    pub const FILE_INODE: usize = 20;
+    /// `inode.i_mode`
+    pub const INODE_MODE: usize = 21;
+    /// `file.private_data` (a socket file's `struct socket`)
+    pub const FILE_PRIVATE: usize = 22;
+    /// `socket.sk`
+    pub const SOCKET_SK: usize = 23;
+    /// `sock.__sk_common.skc_family`
+    pub const SOCK_FAMILY: usize = 24;
+    /// `sock.__sk_common.skc_num` (local port, host order)
+    pub const SOCK_NUM: usize = 25;
+    /// `sock.__sk_common.skc_dport` (peer port, network order)
+    pub const SOCK_DPORT: usize = 26;
+    /// `sock.__sk_common.skc_rcv_saddr`
+    pub const SOCK_RCV_SADDR: usize = 27;
+    /// `sock.__sk_common.skc_daddr`
+    pub const SOCK_DADDR: usize = 28;
+    /// `sock.__sk_common.skc_v6_rcv_saddr`
+    pub const SOCK_V6_RCV_SADDR: usize = 29;
+    /// `sock.__sk_common.skc_v6_daddr`
+    pub const SOCK_V6_DADDR: usize = 30;
+    /// `sock.sk_protocol`
+    pub const SOCK_PROTOCOL: usize = 31;
+    /// `pt_regs` members holding a system call's number and arguments (x86-64 names);
+    /// the loader fills them only on x86-64.
+    pub const REGS_ORIG_AX: usize = 32;
+    pub const REGS_DI: usize = 33;
+    pub const REGS_SI: usize = 34;
+    pub const REGS_DX: usize = 35;
+    pub const REGS_R10: usize = 36;
+    pub const REGS_R8: usize = 37;
+    pub const REGS_R9: usize = 38;
+    pub const LEN: usize = 39;
 }
+
+/// x86-64 system call numbers of the calls socket I/O completes (`asm/unistd_64.h`).
+pub mod sys_nr {
+    pub const READ: u64 = 0;
+    pub const WRITE: u64 = 1;
+    pub const READV: u64 = 19;
+    pub const WRITEV: u64 = 20;
+    pub const SENDFILE: u64 = 40;
+    pub const SENDTO: u64 = 44;
+    pub const RECVFROM: u64 = 45;
+    pub const SENDMSG: u64 = 46;
+    pub const RECVMSG: u64 = 47;
+    pub const SPLICE: u64 = 275;
+    pub const RECVMMSG: u64 = 299;
+    pub const SENDMMSG: u64 = 307;
+}
+
+/// Bytes of `pt_regs` the exit program copies at once (x86-64's is 168); the loader
+/// reports socket I/O unavailable when a register it needs lies past this.
+pub const REGS_COPY_LEN: usize = 168;
+
+/// Global: payload bytes copied per socket call (1..=`event_abi::MAX_SNAPLEN`).
+pub const G_SNAPLEN: &str = "SNAPLEN";
+
+/// System calls in flight whose entry time the entry program keeps (per thread).
+pub const MAX_SYSCALLS_IN_FLIGHT: u32 = 65536;
 
 /// Globals holding tracepoint field offsets, one per classic tracepoint.
 pub const G_TP_EXEC: &str = "TP_EXEC";
@@ -148,6 +215,7 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     pub const IGNORED_CGROUPS: &str = "IGNORED_CGROUPS";
     pub const FILTER_ON: &str = "FILTER_ON";
+    pub const SYSCALL_ENTRY: &str = "SYSCALL_ENTRY";
 }
 
 /// Default ring buffer size in the object (the loader overrides it).

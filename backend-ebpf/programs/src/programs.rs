@@ -7,8 +7,8 @@ use core::{
 };
 
 use crate::layout::{
-    MISSING, OUTPUT_PERF, RWBS_MAX, TP_COPY_LEN, btf, tp_block, tp_exec, tp_exit, tp_tcp,
-    tuple_layout,
+    MAX_SYSCALLS_IN_FLIGHT, MISSING, OUTPUT_PERF, REGS_COPY_LEN, RWBS_MAX, TP_COPY_LEN, btf,
+    sys_nr, tp_block, tp_exec, tp_exit, tp_tcp, tuple_layout,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -18,13 +18,13 @@ use aya_ebpf::{
         generated as gen_helpers,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, PerfEventByteArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventByteArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
 use event_abi::{
     AF_INET, AF_INET6, BlockEvent, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MAX_RECORD_SIZE, TcpEvent, TcpStateEvent, TcpTuple, block_op, counter, kind, tcp_state,
-    tcp_stats,
+    MAX_MMSG, MAX_RECORD_SIZE, MAX_SNAPLEN, SockIoEvent, TcpEvent, TcpStateEvent, TcpTuple,
+    block_op, counter, kind, sock_call, sock_dir, sock_flags, tcp_state, tcp_stats,
 };
 
 /// The event ABI these programs emit, in a section of its own that the loader reads and
@@ -235,7 +235,12 @@ fn fill_header(h: *mut EventHeader, kind: u16, size: usize, cgroup: u64) {
 /// Sends the finished record to the selected map and counts the outcome.
 #[inline(always)]
 fn emit<C: EbpfContext, T>(ctx: &C, kind: u16, record: *const T) {
-    let size = size_of::<T>() as u64;
+    emit_sized(ctx, kind, record, size_of::<T>() as u64);
+}
+
+/// [`emit`] for a variable-size record: the first `size` bytes at `record`.
+#[inline(always)]
+fn emit_sized<C: EbpfContext, T>(ctx: &C, kind: u16, record: *const T, size: u64) {
     let data = record.cast_mut().cast::<c_void>();
     // SAFETY: the map pointers are the map definitions in this object; `data` is a map
     // value of at least `size` bytes.
@@ -744,6 +749,453 @@ fn ks_blk_issue(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "block", name = "block_rq_complete")]
 fn ks_blk_complete(ctx: TracePointContext) -> u32 {
     verdict(try_block(&ctx, kind::BLOCK_COMPLETE, &TP_BLOCK_RQ_COMPLETE))
+}
+
+// ---------------------------------------------------------------------------------------
+// Socket I/O
+// ---------------------------------------------------------------------------------------
+
+const IPPROTO_UDP: u16 = 17;
+const S_IFMT: u16 = 0o170_000;
+const S_IFSOCK: u16 = 0o140_000;
+
+/// Payload bytes copied per call; the loader sets it (1 ..= MAX_SNAPLEN).
+#[unsafe(no_mangle)]
+static SNAPLEN: u32 = event_abi::DEFAULT_SNAPLEN as u32;
+
+/// When a thread entered the system call it is in, and which call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SyscallEntry {
+    ts: u64,
+    nr: u64,
+}
+
+/// Thread id -> its socket-capable system call in flight. LRU: a thread killed inside a
+/// call never exits it, and its slot is reused rather than leaked.
+#[map(name = "SYSCALL_ENTRY")]
+static SYSCALL_ENTRY: LruHashMap<u32, SyscallEntry> =
+    LruHashMap::with_max_entries(MAX_SYSCALLS_IN_FLIGHT, 0);
+
+/// What the exit program knows of the call it is recording, built once per call and
+/// read for each of its messages (the BPF stack is too small to carry it around).
+#[repr(C)]
+struct SockCall {
+    /// Copy of the exiting call's `pt_regs`.
+    regs: [u64; REGS_COPY_LEN / 8],
+    /// The socket's tuple (local, peer); each message may replace the peer.
+    tuple: TcpTuple,
+    cgroup: u64,
+    sk: u64,
+    duration: u64,
+    /// `sock_flags::NO_ENTRY` or 0.
+    flags: u16,
+    call: u16,
+    direction: u8,
+    protocol: u8,
+    _pad: u16,
+    fd: u32,
+    /// Messages of a `sendmmsg`/`recvmmsg` past MAX_MMSG.
+    unreported: u32,
+}
+
+#[map(name = "SOCK_CALL")]
+static SOCK_CALL: PerCpuArray<SockCall> = PerCpuArray::with_max_entries(1, 0);
+
+/// The `sock_call` a system call number completes, if it can move socket data.
+#[inline(always)]
+fn sock_call_of(nr: u64) -> Option<u16> {
+    Some(match nr {
+        sys_nr::READ => sock_call::READ,
+        sys_nr::WRITE => sock_call::WRITE,
+        sys_nr::READV => sock_call::READV,
+        sys_nr::WRITEV => sock_call::WRITEV,
+        sys_nr::SENDTO => sock_call::SENDTO,
+        sys_nr::RECVFROM => sock_call::RECVFROM,
+        sys_nr::SENDMSG => sock_call::SENDMSG,
+        sys_nr::RECVMSG => sock_call::RECVMSG,
+        sys_nr::SENDMMSG => sock_call::SENDMMSG,
+        sys_nr::RECVMMSG => sock_call::RECVMMSG,
+        sys_nr::SENDFILE => sock_call::SENDFILE,
+        sys_nr::SPLICE => sock_call::SPLICE,
+        _ => return None,
+    })
+}
+
+/// `raw_syscalls:sys_enter` (4.17 as a raw tracepoint): notes when a thread enters a
+/// call that may move socket data, so its exit can tell the call's duration. `args[1]`
+/// is the system call number.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+fn ks_sys_enter(ctx: RawTracePointContext) -> u32 {
+    let nr: u64 = ctx.arg(1);
+    if sock_call_of(nr).is_none() {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let entry = SyscallEntry {
+        // SAFETY: a helper without arguments.
+        ts: unsafe { gen_helpers::bpf_ktime_get_ns() },
+        nr,
+    };
+    // A full map evicts the least recently used entry; nothing to count here, the exit
+    // flags a call whose entry it cannot find.
+    let _ = SYSCALL_ENTRY.insert(&tid, &entry, 0);
+    0
+}
+
+/// Reads a `T` from user memory.
+#[inline(always)]
+fn uread<T>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_user tolerates any address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+/// The `struct sock` behind file descriptor `fd` of the current task, if it is a socket:
+/// `current->files->fdt->fd[fd]`, a socket inode, `file->private_data->sk`.
+#[inline(always)]
+fn fd_sock(fd: u64) -> Option<u64> {
+    const KIND: u16 = kind::SOCK_IO;
+    // SAFETY: a helper without arguments.
+    let task = unsafe { gen_helpers::bpf_get_current_task() };
+    let files = kread::<u64>(KIND, task, btf_off(btf::TASK_FILES))?;
+    let fdt = kread::<u64>(KIND, files, btf_off(btf::FILES_FDT))?;
+    let max_fds = kread::<u32>(KIND, fdt, btf_off(btf::FDT_MAX_FDS))?;
+    if fd >= u64::from(max_fds) {
+        return None;
+    }
+    let fds = kread::<u64>(KIND, fdt, btf_off(btf::FDT_FD))?;
+    let file = kread::<u64>(KIND, fds.wrapping_add(fd * 8), 0)?;
+    let inode = kread::<u64>(KIND, file, btf_off(btf::FILE_INODE))?;
+    let mode = kread::<u16>(KIND, inode, btf_off(btf::INODE_MODE))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket = kread::<u64>(KIND, file, btf_off(btf::FILE_PRIVATE))?;
+    kread::<u64>(KIND, socket, btf_off(btf::SOCKET_SK))
+}
+
+/// A TCP or UDP socket's protocol and tuple (local as source, peer as destination);
+/// `None` for any other socket.
+#[inline(always)]
+fn sock_tuple(sk: u64, out: &mut TcpTuple) -> Option<u16> {
+    const KIND: u16 = kind::SOCK_IO;
+    let family = kread::<u16>(KIND, sk, btf_off(btf::SOCK_FAMILY))?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let protocol = kread::<u16>(KIND, sk, btf_off(btf::SOCK_PROTOCOL))?;
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return None;
+    }
+    out.family = family;
+    out.sport = kread::<u16>(KIND, sk, btf_off(btf::SOCK_NUM)).unwrap_or(0);
+    out.dport = u16::from_be(kread::<u16>(KIND, sk, btf_off(btf::SOCK_DPORT)).unwrap_or(0));
+    if family == AF_INET {
+        let s = kread::<[u8; 4]>(KIND, sk, btf_off(btf::SOCK_RCV_SADDR)).unwrap_or([0; 4]);
+        let d = kread::<[u8; 4]>(KIND, sk, btf_off(btf::SOCK_DADDR)).unwrap_or([0; 4]);
+        out.saddr[..4].copy_from_slice(&s);
+        out.daddr[..4].copy_from_slice(&d);
+    } else {
+        out.saddr = kread::<[u8; 16]>(KIND, sk, btf_off(btf::SOCK_V6_RCV_SADDR)).unwrap_or([0; 16]);
+        out.daddr = kread::<[u8; 16]>(KIND, sk, btf_off(btf::SOCK_V6_DADDR)).unwrap_or([0; 16]);
+    }
+    Some(protocol)
+}
+
+/// Replaces the peer with the call's address argument when there is one of the socket's
+/// family, at least a whole `sockaddr_in`/`sockaddr_in6` long. True when it did.
+#[inline(always)]
+fn peer_from_call(tuple: &mut TcpTuple, addr: u64, len: u32) -> bool {
+    if addr == 0 {
+        return false;
+    }
+    if tuple.family == AF_INET {
+        // struct sockaddr_in: family, port (network order), address.
+        if len < 16 {
+            return false;
+        }
+        let Some(sa) = uread::<[u8; 16]>(addr) else {
+            return false;
+        };
+        if u16::from_ne_bytes([sa[0], sa[1]]) != AF_INET {
+            return false;
+        }
+        tuple.dport = u16::from_be_bytes([sa[2], sa[3]]);
+        tuple.daddr = [0; 16];
+        tuple.daddr[..4].copy_from_slice(&sa[4..8]);
+    } else {
+        // struct sockaddr_in6: family, port, flowinfo, address, scope id.
+        if len < 28 {
+            return false;
+        }
+        let Some(sa) = uread::<[u8; 28]>(addr) else {
+            return false;
+        };
+        if u16::from_ne_bytes([sa[0], sa[1]]) != AF_INET6 {
+            return false;
+        }
+        tuple.dport = u16::from_be_bytes([sa[2], sa[3]]);
+        tuple.daddr.copy_from_slice(&sa[8..24]);
+    }
+    true
+}
+
+/// Where one message's data and peer are: a buffer of `len` bytes and an optional
+/// address argument (`name`, `namelen`).
+#[derive(Clone, Copy)]
+struct Message {
+    bytes: u64,
+    buf: u64,
+    buf_len: u64,
+    name: u64,
+    namelen: u32,
+}
+
+/// The first buffer of an iovec array: (base, length).
+#[inline(always)]
+fn first_iov(iov: u64) -> (u64, u64) {
+    uread::<[u64; 2]>(iov).map_or((0, 0), |v| (v[0], v[1]))
+}
+
+/// A user `struct msghdr` (x86-64 layout): name, namelen, first iov buffer.
+#[inline(always)]
+fn msghdr(addr: u64, bytes: u64) -> Message {
+    let (name, namelen, iov) = match uread::<[u64; 3]>(addr) {
+        Some(h) => (h[0], h[1] as u32, h[2]),
+        None => (0, 0, 0),
+    };
+    let (buf, buf_len) = first_iov(iov);
+    Message {
+        bytes,
+        buf,
+        buf_len,
+        name,
+        namelen,
+    }
+}
+
+/// Fills and sends the socket I/O record of one message of the call in `c`. A function
+/// of its own (not inlined) so that the messages of `sendmmsg`/`recvmmsg` share one copy.
+#[inline(never)]
+fn emit_sock_io(ctx: &RawTracePointContext, c: *const SockCall, msg: &Message, msg_index: u32) {
+    const KIND: u16 = kind::SOCK_IO;
+    let Ok((ev, _)) = scratch::<SockIoEvent>(KIND) else {
+        return;
+    };
+    // SAFETY: `c` is this CPU's SOCK_CALL slot, `ev` its zeroed scratch record of
+    // MAX_RECORD_SIZE bytes: the fixed part plus MAX_SNAPLEN bytes of payload.
+    unsafe {
+        let mut flags = (*c).flags;
+        (*ev).tuple = (*c).tuple;
+        if peer_from_call(&mut (*ev).tuple, msg.name, msg.namelen) {
+            flags |= sock_flags::PEER_FROM_CALL;
+        }
+        let snaplen = u64::from(ptr::read_volatile(&SNAPLEN));
+        let mut len = msg.bytes;
+        if msg.buf_len < len {
+            len = msg.buf_len;
+        }
+        if snaplen < len {
+            len = snaplen;
+        }
+        if len > MAX_SNAPLEN as u64 {
+            len = MAX_SNAPLEN as u64;
+        }
+        if msg.buf == 0 {
+            len = 0;
+        }
+        let payload = ev.cast::<u8>().add(size_of::<SockIoEvent>());
+        if len > 0 {
+            // The payload's last word first, so its bytes past `len` are zero.
+            let last = (len - 1) & !7;
+            ptr::write_volatile(payload.add(last as usize).cast::<u64>(), 0);
+            let ret =
+                gen_helpers::bpf_probe_read_user(payload.cast(), len as u32, msg.buf as *const _);
+            if ret != 0 {
+                flags |= sock_flags::PAYLOAD_FAULT;
+                len = 0;
+            }
+        }
+        let size = size_of::<SockIoEvent>() as u64 + ((len + 7) & !7);
+        fill_header(ev.cast(), KIND, size as usize, (*c).cgroup);
+        (*ev).sock_id = (*c).sk;
+        (*ev).bytes = msg.bytes;
+        (*ev).duration_ns = (*c).duration;
+        (*ev).fd = (*c).fd;
+        (*ev).call = (*c).call;
+        (*ev).direction = (*c).direction;
+        (*ev).protocol = (*c).protocol;
+        (*ev).flags = flags;
+        (*ev).payload_len = len as u16;
+        (*ev).msg_index = msg_index as u16;
+        let last = msg_index + 1 == MAX_MMSG as u32;
+        (*ev).unreported_msgs = if last { (*c).unreported } else { 0 };
+        emit_sized(ctx, KIND, ev, size);
+    }
+}
+
+/// `raw_syscalls:sys_exit` (4.17 as a raw tracepoint): a completed call that moved data
+/// on a TCP or UDP socket becomes a socket I/O record (one per message for
+/// `sendmmsg`/`recvmmsg`). `args[0]` is the `pt_regs` (whose argument registers still
+/// hold the call's arguments), `args[1]` the return value.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+fn ks_sys_exit(ctx: RawTracePointContext) -> u32 {
+    verdict(try_sys_exit(&ctx))
+}
+
+/// Argument register `slot` (a `btf::REGS_*` slot) of the copied `pt_regs`.
+#[inline(always)]
+fn reg(c: *const SockCall, slot: usize) -> u64 {
+    let off = btf_off(slot) as usize;
+    if off + 8 > REGS_COPY_LEN {
+        return 0;
+    }
+    // SAFETY: in bounds of the copy (checked above).
+    unsafe { ptr::read_unaligned(addr_of!((*c).regs).cast::<u8>().add(off).cast::<u64>()) }
+}
+
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
+    const KIND: u16 = kind::SOCK_IO;
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        return Err(Skip::Filtered);
+    }
+    let regs_ptr: u64 = ctx.arg(0);
+    let nr = kread::<u64>(KIND, regs_ptr, btf_off(btf::REGS_ORIG_AX)).ok_or(Skip::Filtered)?;
+    let call = sock_call_of(nr).ok_or(Skip::Filtered)?;
+    // Before anything is looked up or copied.
+    let cgroup = current_cgroup_unless_ignored(KIND)?;
+
+    let c = SOCK_CALL.get_ptr_mut(0).ok_or(Skip::Failed)?;
+    // SAFETY: `c` is this CPU's slot; REGS_COPY_LEN bytes of `pt_regs` fit its `regs`.
+    let copied = unsafe {
+        gen_helpers::bpf_probe_read_kernel(
+            addr_of!((*c).regs).cast_mut().cast(),
+            REGS_COPY_LEN as u32,
+            regs_ptr as *const _,
+        )
+    };
+    if copied != 0 {
+        count(KIND, counter::READ_ERRORS);
+        return Err(Skip::Failed);
+    }
+    let a0 = reg(c, btf::REGS_DI);
+    let a1 = reg(c, btf::REGS_SI);
+
+    // Which descriptor is the socket, and which way the data went.
+    let (fd, direction, sk) = if call == sock_call::SPLICE {
+        let fd_out = reg(c, btf::REGS_DX) as u32;
+        match fd_sock(u64::from(fd_out)) {
+            Some(sk) => (fd_out, sock_dir::SEND, sk),
+            None => {
+                let fd_in = a0 as u32;
+                let sk = fd_sock(u64::from(fd_in)).ok_or(Skip::Filtered)?;
+                (fd_in, sock_dir::RECV, sk)
+            }
+        }
+    } else {
+        let fd = a0 as u32;
+        let direction = match call {
+            sock_call::WRITE
+            | sock_call::WRITEV
+            | sock_call::SENDTO
+            | sock_call::SENDMSG
+            | sock_call::SENDMMSG
+            | sock_call::SENDFILE => sock_dir::SEND,
+            _ => sock_dir::RECV,
+        };
+        (fd, direction, fd_sock(u64::from(fd)).ok_or(Skip::Filtered)?)
+    };
+    // SAFETY: `c` is this CPU's slot.
+    let protocol = sock_tuple(sk, unsafe { &mut (*c).tuple }).ok_or(Skip::Filtered)?;
+    // A TCP read of 0 bytes is end of file; a UDP datagram may be empty.
+    if ret == 0 && protocol == IPPROTO_TCP {
+        return Err(Skip::Filtered);
+    }
+
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: a helper without arguments.
+    let now = unsafe { gen_helpers::bpf_ktime_get_ns() };
+    let bytes = ret as u64;
+    // SAFETY: `c` is this CPU's slot; the entry is copied out at once.
+    unsafe {
+        match SYSCALL_ENTRY.get(&tid) {
+            Some(e) if e.nr == nr && e.ts <= now => {
+                (*c).duration = now - e.ts;
+                (*c).flags = 0;
+            }
+            _ => {
+                (*c).duration = 0;
+                (*c).flags = sock_flags::NO_ENTRY;
+            }
+        }
+        (*c).cgroup = cgroup;
+        (*c).sk = sk;
+        (*c).fd = fd;
+        (*c).call = call;
+        (*c).direction = direction;
+        (*c).protocol = protocol as u8;
+        (*c).unreported = 0;
+    }
+
+    let mut msg = Message {
+        bytes,
+        buf: 0,
+        buf_len: 0,
+        name: 0,
+        namelen: 0,
+    };
+    match call {
+        sock_call::READ | sock_call::WRITE => {
+            msg.buf = a1;
+            msg.buf_len = bytes;
+        }
+        sock_call::READV | sock_call::WRITEV => {
+            (msg.buf, msg.buf_len) = first_iov(a1);
+        }
+        sock_call::SENDTO => {
+            msg.buf = a1;
+            msg.buf_len = bytes;
+            msg.name = reg(c, btf::REGS_R8);
+            msg.namelen = reg(c, btf::REGS_R9) as u32;
+        }
+        sock_call::RECVFROM => {
+            msg.buf = a1;
+            msg.buf_len = bytes;
+            msg.name = reg(c, btf::REGS_R8);
+            // The kernel wrote the address's real length back through `addrlen`.
+            if msg.name != 0 {
+                msg.namelen = uread::<u32>(reg(c, btf::REGS_R9)).unwrap_or(0);
+            }
+        }
+        sock_call::SENDMSG | sock_call::RECVMSG => msg = msghdr(a1, bytes),
+        sock_call::SENDMMSG | sock_call::RECVMMSG => {
+            // `ret` messages of `struct mmsghdr` (a msghdr and its `msg_len`, 64 bytes).
+            if bytes > MAX_MMSG as u64 {
+                // SAFETY: `c` is this CPU's slot.
+                unsafe { (*c).unreported = (bytes - MAX_MMSG as u64) as u32 };
+            }
+            let mut i: u32 = 0;
+            while i < MAX_MMSG as u32 {
+                if u64::from(i) >= bytes {
+                    break;
+                }
+                let hdr = a1.wrapping_add(u64::from(i) * 64);
+                let msg_len = uread::<u32>(hdr + 56).unwrap_or(0);
+                let m = msghdr(hdr, u64::from(msg_len));
+                emit_sock_io(ctx, c, &m, i);
+                i += 1;
+            }
+            return Ok(());
+        }
+        // sendfile and splice: the data comes from a file or a pipe, never copied.
+        _ => {}
+    }
+    emit_sock_io(ctx, c, &msg, 0);
+    Ok(())
 }
 
 #[cfg(not(test))]
