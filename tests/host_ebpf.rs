@@ -297,7 +297,11 @@ fn top_batch_prints_one_snapshot_per_interval() {
     let ours: Vec<&Value> = lines
         .iter()
         .flat_map(|l| l["tcp"]["connections"].as_array().unwrap())
-        .filter(|c| c["cgroup_id"] == cg.id && c["bytes_sent"].as_u64().unwrap_or(0) > 0)
+        .filter(|c| {
+            c["cgroup_id"] == cg.id
+                && c["state"] == "CLOSE"
+                && c["bytes_sent"].as_u64().unwrap_or(0) > 0
+        })
         .collect();
     assert_eq!(ours.len(), 2, "{ours:?}");
     let cgroup_total = |field: &str| -> u64 {

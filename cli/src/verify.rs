@@ -31,7 +31,7 @@ pub fn verify(device: Option<&Path>, json: bool) -> Result<u8> {
             "30000".into(),
             dev.to_string_lossy().into_owned(),
         ]),
-        None => command.extend(["procs-tcp".into(), "100000".into(), "30000".into()]),
+        None => command.extend(["procs-net".into(), "100000".into(), "30000".into()]),
     }
     let mut child = spawn_in(&command, Some(&cgroup))?;
     let mut scope = Scope::default();

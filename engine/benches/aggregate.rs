@@ -30,6 +30,30 @@ fn full_aggregation(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // 4000 rounds × 21 records, 8 of them socket I/O with payload (200 and 512 bytes of
+    // TCP, DNS over UDP at both ends): live TCP bytes, UDP flows, DNS parsing.
+    let batch = Synth::socket_mix(4000);
+    let mut group = c.benchmark_group("engine_socket_io");
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("replay_to_aggregates", |b| {
+        b.iter(|| {
+            let mut engine = Engine::new("bench", None);
+            engine.ingest(black_box(&batch));
+            engine.advance();
+            engine.flush();
+            black_box(engine.records)
+        })
+    });
+    group.bench_function("replay_to_snapshot", |b| {
+        b.iter(|| {
+            let mut engine = Engine::new("bench", None);
+            engine.ingest(black_box(&batch));
+            engine.flush();
+            black_box(engine.snapshot(&NoNames))
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, full_aggregation);

@@ -1,12 +1,13 @@
 //! Deterministic aggregation of an ordered event stream: the same stream gives the same
 //! aggregates, whichever backend produced it. That is what makes backends comparable.
 
-use crate::decode::{Event, c_str};
+use crate::decode::{Event, SockIo, c_str};
 use crate::names::Names;
 use crate::snapshot::*;
+use crate::sockio::{self, IPPROTO_TCP, IPPROTO_UDP};
 use event_abi::{
     BlockEvent, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent, TcpTuple, block_op, kind,
-    tcp_state, tcp_stats,
+    sock_dir, sock_flags, tcp_state, tcp_stats,
 };
 use hdrhistogram::Histogram;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -33,6 +34,9 @@ impl Scope {
 const MAX_PENDING_BIOS: usize = 1 << 16;
 /// Closed connections kept for listing between resets.
 const MAX_CLOSED_CONNECTIONS: usize = 4096;
+/// Sockets remembered as closed, so that a call completing after the kernel's close is
+/// not taken for a connection opened before capture.
+const MAX_RECENTLY_CLOSED: usize = 1 << 16;
 
 #[derive(Default)]
 struct Process {
@@ -68,12 +72,18 @@ struct Cgroup {
     tcp_resets_received: u64,
     block_reads: u64,
     block_writes: u64,
+    udp_bytes_sent: u64,
+    udp_bytes_received: u64,
+    udp_datagrams_sent: u64,
+    udp_datagrams_received: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
     Active,
     Passive,
+    /// Open before capture started: only its socket calls were seen.
+    Unknown,
 }
 
 struct Connection {
@@ -94,6 +104,11 @@ struct Connection {
     fin_received: bool,
     /// Counters read at close.
     closed: Option<CloseStats>,
+    /// Payload bytes of the socket calls seen on it.
+    call_sent: u64,
+    call_received: u64,
+    /// Open before capture started: first seen by a socket call.
+    since_start: bool,
 }
 
 impl Connection {
@@ -113,6 +128,33 @@ impl Connection {
             fin_acked: false,
             fin_received: false,
             closed: None,
+            call_sent: 0,
+            call_received: 0,
+            since_start: false,
+        }
+    }
+
+    /// A connection first seen by a socket call on it: open before capture started.
+    fn since_start(e: &event_abi::SockIoEvent) -> Self {
+        let h = &e.header;
+        Self {
+            tuple: e.tuple,
+            role: Role::Unknown,
+            first_ts: h.ts_ns,
+            last_ts: h.ts_ns,
+            established: true,
+            state: tcp_state::ESTABLISHED,
+            owner_pid: h.pid,
+            sock_cgroup_id: h.cgroup_id,
+            retransmits: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            fin_acked: false,
+            fin_received: false,
+            closed: None,
+            call_sent: 0,
+            call_received: 0,
+            since_start: true,
         }
     }
 
@@ -197,6 +239,7 @@ struct Totals {
     resets_received: u64,
     bytes_sent: u64,
     bytes_received: u64,
+    byte_mismatches: u64,
 }
 
 #[derive(Default)]
@@ -220,6 +263,15 @@ pub struct Aggregator {
     /// Completions whose queue event was not seen (queued before capture, or out of scope on
     /// a host-wide run they still count toward the device).
     pub unmatched_completions: u64,
+    /// A socket I/O record has been aggregated: open connections' bytes are known.
+    sock_io_seen: bool,
+    /// Sockets whose connection closed, with the close's time (see [`MAX_RECENTLY_CLOSED`]).
+    recently_closed: FxHashMap<u64, u64>,
+    udp: sockio::Udp,
+    dns: sockio::Dns,
+    /// Event time at which the oldest pending DNS query times out.
+    dns_deadline: u64,
+    sock_health: sockio::Health,
 }
 
 /// Exit status in wait(2) encoding → the code a shell reports.
@@ -274,6 +326,8 @@ impl Aggregator {
         for bios in self.pending.values_mut() {
             bios.retain(|_, b| !ignored.contains(&b.cgroup_id));
         }
+        self.dns.retain_cgroups(|id| !ignored.contains(&id));
+        self.dns_deadline = self.dns.next_deadline();
         self.cgroups.retain(|id, _| !ignored.contains(id));
     }
 
@@ -289,6 +343,10 @@ impl Aggregator {
         let ts = event.ts_ns();
         self.first_ts.get_or_insert(ts);
         self.last_ts = self.last_ts.max(ts);
+        if self.last_ts > self.dns_deadline {
+            self.dns.expire(self.last_ts);
+            self.dns_deadline = self.dns.next_deadline();
+        }
         match event {
             Event::Exec(e) => self.exec(e),
             Event::Fork(e) => self.fork(e),
@@ -296,6 +354,7 @@ impl Aggregator {
             Event::TcpState(e) => self.tcp_state(e),
             Event::Tcp(e) => self.tcp_event(e),
             Event::Block(e) => self.block(e),
+            Event::SockIo(e) => self.sock_io(e),
         }
     }
 
@@ -383,9 +442,16 @@ impl Aggregator {
                     // Listeners and transitions of sockets opened before capture started.
                     _ => return,
                 };
+                if !self.recently_closed.is_empty() {
+                    self.recently_closed.remove(&e.sock_id);
+                }
                 slot.insert(Connection::new(e, role))
             }
         };
+        if conn.since_start && e.sock_cgroup_id != 0 {
+            // The socket's own cgroup, now that a record carries it.
+            conn.sock_cgroup_id = e.sock_cgroup_id;
+        }
         conn.state = new;
         conn.last_ts = h.ts_ns;
         conn.tuple = e.tuple;
@@ -437,10 +503,22 @@ impl Aggregator {
                     self.totals.accepts += 1;
                     cg.tcp_accepts += 1;
                 }
+                // Established before capture: no open was seen.
+                Role::Unknown => {}
             }
         }
         if closing {
             let conn = self.open.remove(&e.sock_id).expect("present");
+            if self.sock_io_seen {
+                if self.recently_closed.len() >= MAX_RECENTLY_CLOSED {
+                    // Keep the newer half: late calls come within moments of the close.
+                    let mut times: Vec<u64> = self.recently_closed.values().copied().collect();
+                    let (_, &mut median, _) = times.select_nth_unstable(MAX_RECENTLY_CLOSED / 2);
+                    self.recently_closed.retain(|_, &mut t| t > median);
+                }
+                self.recently_closed.insert(e.sock_id, h.ts_ns);
+                self.dns.closed(e.sock_id);
+            }
             if in_scope {
                 self.close(conn);
             }
@@ -458,8 +536,23 @@ impl Aggregator {
             }
         } else {
             self.totals.closes += 1;
-            let (sent, received) = conn.payload().expect("closing connections carry stats");
-            let (sent, received) = (sent.unwrap_or(0), received.unwrap_or(0));
+            let (kernel_sent, kernel_received) =
+                conn.payload().expect("closing connections carry stats");
+            // Seen from its start, every call should be there: a difference is counted.
+            if self.sock_io_seen
+                && !conn.since_start
+                && (kernel_sent.is_some_and(|k| k != conn.call_sent)
+                    || kernel_received.is_some_and(|k| k != conn.call_received))
+            {
+                self.totals.byte_mismatches += 1;
+            }
+            // The calls were counted as they happened; the kernel's count adds what they
+            // did not see (all of it without socket I/O; bytes from before capture for a
+            // connection opened earlier), and never takes any back.
+            let sent = kernel_sent.unwrap_or(0).saturating_sub(conn.call_sent);
+            let received = kernel_received
+                .unwrap_or(0)
+                .saturating_sub(conn.call_received);
             self.totals.bytes_sent += sent;
             self.totals.bytes_received += received;
             let cg = self.cgroups.entry(conn.sock_cgroup_id).or_default();
@@ -525,6 +618,87 @@ impl Aggregator {
                 }
             }
         }
+    }
+
+    fn sock_io(&mut self, r: &SockIo) {
+        let e = &r.event;
+        let h = &e.header;
+        let in_scope = match self.open.get(&e.sock_id) {
+            Some(c) if e.protocol == IPPROTO_TCP => {
+                self.conn_in_scope(c) || self.in_scope(h.pid, h.cgroup_id)
+            }
+            _ => self.in_scope(h.pid, h.cgroup_id),
+        };
+        if !in_scope {
+            return;
+        }
+        self.sock_io_seen = true;
+        let health = &mut self.sock_health;
+        health.calls += 1;
+        health.payload_bytes += u64::from(e.payload_len);
+        health.unreported_msgs += u64::from(e.unreported_msgs);
+        health.payload_faults += u64::from(e.flags & sock_flags::PAYLOAD_FAULT != 0);
+        match e.protocol {
+            IPPROTO_TCP => self.tcp_io(e),
+            IPPROTO_UDP => self.udp_io(e),
+            _ => {}
+        }
+        self.dns.record(e, &r.payload);
+        self.dns_deadline = self.dns.next_deadline();
+    }
+
+    /// Live TCP bytes: the call's bytes go to its connection, the totals, the cgroup of
+    /// the socket and the calling process as they happen.
+    fn tcp_io(&mut self, e: &event_abi::SockIoEvent) {
+        let h = &e.header;
+        let conn = match self.open.entry(e.sock_id) {
+            Entry::Occupied(slot) => slot.into_mut(),
+            Entry::Vacant(slot) => {
+                if self.recently_closed.contains_key(&e.sock_id) {
+                    // A call that completed after the kernel closed the connection: its
+                    // bytes are in the counters read at close.
+                    return;
+                }
+                slot.insert(Connection::since_start(e))
+            }
+        };
+        if conn.owner_pid == 0 {
+            conn.owner_pid = h.pid;
+        }
+        conn.last_ts = conn.last_ts.max(h.ts_ns);
+        let cgroup_id = if conn.sock_cgroup_id != 0 {
+            conn.sock_cgroup_id
+        } else {
+            h.cgroup_id
+        };
+        let cg = self.cgroups.entry(cgroup_id).or_default();
+        let p = self.processes.entry(h.pid).or_default();
+        if p.cgroup_id == 0 {
+            p.cgroup_id = h.cgroup_id;
+        }
+        if e.direction == sock_dir::SEND {
+            conn.call_sent += e.bytes;
+            self.totals.bytes_sent += e.bytes;
+            cg.tcp_bytes_sent += e.bytes;
+            p.tcp_bytes_sent += e.bytes;
+        } else {
+            conn.call_received += e.bytes;
+            self.totals.bytes_received += e.bytes;
+            cg.tcp_bytes_received += e.bytes;
+            p.tcp_bytes_received += e.bytes;
+        }
+    }
+
+    fn udp_io(&mut self, e: &event_abi::SockIoEvent) {
+        let cg = self.cgroups.entry(e.header.cgroup_id).or_default();
+        if e.direction == sock_dir::SEND {
+            cg.udp_bytes_sent += e.bytes;
+            cg.udp_datagrams_sent += 1;
+        } else {
+            cg.udp_bytes_received += e.bytes;
+            cg.udp_datagrams_received += 1;
+        }
+        self.udp.record(e);
     }
 
     fn block(&mut self, e: &BlockEvent) {
@@ -635,6 +809,9 @@ impl Aggregator {
         self.cgroups.clear();
         self.closed.clear();
         self.devices.clear();
+        self.udp.reset();
+        self.dns.reset();
+        self.sock_health = sockio::Health::default();
         self.processes.retain(|_, p| p.exit_code.is_none());
         for p in self.processes.values_mut() {
             let comm = std::mem::take(&mut p.comm);
@@ -701,7 +878,11 @@ impl Aggregator {
             .into_iter()
             .map(|c| {
                 let stat = |bit: u32| c.closed.filter(|s| s.valid & bit != 0);
-                let (bytes_sent, bytes_received) = c.payload().unwrap_or((None, None));
+                // Closed: the kernel's counters. Open: the calls so far, when calls are seen.
+                let live = self.sock_io_seen.then_some((c.call_sent, c.call_received));
+                let (bytes_sent, bytes_received) = c
+                    .payload()
+                    .unwrap_or_else(|| (live.map(|l| l.0), live.map(|l| l.1)));
                 ConnectionRow {
                     saddr: addr(c.tuple.family, &c.tuple.saddr),
                     sport: c.tuple.sport,
@@ -710,6 +891,7 @@ impl Aggregator {
                     role: match c.role {
                         Role::Active => "active",
                         Role::Passive => "passive",
+                        Role::Unknown => "unknown",
                     }
                     .into(),
                     pid: c.owner_pid,
@@ -729,6 +911,9 @@ impl Aggregator {
                     resets_sent: c.resets_sent,
                     resets_received: c.resets_received,
                     srtt_us: stat(tcp_stats::SRTT).map(|s| s.srtt_us),
+                    call_bytes_sent: live.map(|l| l.0),
+                    call_bytes_received: live.map(|l| l.1),
+                    since_start: c.since_start,
                 }
             })
             .collect();
@@ -786,6 +971,10 @@ impl Aggregator {
                 tcp_resets_received: c.tcp_resets_received,
                 block_reads: c.block_reads,
                 block_writes: c.block_writes,
+                udp_bytes_sent: c.udp_bytes_sent,
+                udp_bytes_received: c.udp_bytes_received,
+                udp_datagrams_sent: c.udp_datagrams_sent,
+                udp_datagrams_received: c.udp_datagrams_received,
                 attribution: None,
             })
             .collect();
@@ -823,7 +1012,16 @@ impl Aggregator {
                 resets_received: t.resets_received,
                 bytes_sent: t.bytes_sent,
                 bytes_received: t.bytes_received,
+                byte_mismatches: t.byte_mismatches,
                 connections,
+            },
+            udp: self.udp.summary(&comm_of),
+            dns: self.dns.summary(),
+            socket_io: SocketIoSummary {
+                calls: self.sock_health.calls,
+                payload_bytes: self.sock_health.payload_bytes,
+                unreported_msgs: self.sock_health.unreported_msgs,
+                payload_faults: self.sock_health.payload_faults,
             },
             block: BlockSummary { devices },
             cgroups,

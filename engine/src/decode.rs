@@ -1,12 +1,22 @@
 //! Raw event-abi bytes → typed events. Every record is validated (known kind, header size
-//! equal to both the frame length and the kind's record size) before it is trusted.
+//! equal to the frame length and allowed for the kind by `event_abi::size_ok`; for socket
+//! I/O, a payload length that fits the record) before it is trusted.
 
 use core::mem::size_of;
 use event_abi::zerocopy::{FromBytes, Immutable, IntoBytes};
 use event_abi::{
-    BlockEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, TcpEvent, TcpStateEvent, kind,
-    record_size,
+    BlockEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, SockIoEvent, TcpEvent, TcpStateEvent,
+    kind, record_size, size_ok, sock_io_size,
 };
+
+/// A socket I/O record: its fixed part and the payload bytes it carried (one allocation,
+/// none without payload; the variant is no larger than a TCP state record).
+#[derive(Clone, Debug, Default)]
+pub struct SockIo {
+    pub event: SockIoEvent,
+    /// `event.payload_len` bytes (the padding is not kept).
+    pub payload: Box<[u8]>,
+}
 
 /// A decoded record. Exec records are large and rare, so they live on the heap to keep the
 /// enum (and the reorder buffer) small.
@@ -20,6 +30,8 @@ pub enum Event {
     Tcp(TcpEvent),
     /// Queue, issue or complete; `header.kind` says which.
     Block(BlockEvent),
+    /// A completed send or receive call on a socket; its payload is on the heap.
+    SockIo(SockIo),
 }
 
 impl Event {
@@ -31,6 +43,7 @@ impl Event {
             Event::TcpState(e) => &e.header,
             Event::Tcp(e) => &e.header,
             Event::Block(e) => &e.header,
+            Event::SockIo(e) => &e.event.header,
         }
     }
 
@@ -51,6 +64,8 @@ impl Event {
             Event::TcpState(e) => Some(e.sock_cgroup_id),
             Event::Tcp(e) => Some(e.sock_cgroup_id),
             Event::Block(e) => (e.header.kind == kind::BLOCK_QUEUE).then_some(e.header.cgroup_id),
+            // The calling task's, as the kernel-side filter checks it before copying.
+            Event::SockIo(e) => Some(e.event.header.cgroup_id),
         }
     }
 }
@@ -74,6 +89,8 @@ pub enum DecodeError {
         frame_len: usize,
         expected: usize,
     },
+    #[error("socket I/O record of {size} bytes cannot carry {payload_len} payload bytes")]
+    BadPayload { size: usize, payload_len: u16 },
 }
 
 /// Reads a whole record from `bytes` (a copy: batch buffers carry no alignment promise).
@@ -102,7 +119,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     };
     let expected =
         record_size(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
-    if header.size as usize != expected || bytes.len() != expected {
+    if !size_ok(header.kind, header.size.into()) || bytes.len() != usize::from(header.size) {
         return Err(DecodeError::BadSize {
             kind: header.kind,
             header_size: header.size,
@@ -122,6 +139,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::BLOCK_QUEUE | kind::BLOCK_ISSUE | kind::BLOCK_COMPLETE => {
             Event::Block(read(bytes, h)?)
         }
+        kind::SOCK_IO => {
+            let fixed = size_of::<SockIoEvent>();
+            let event: SockIoEvent = read(&bytes[..fixed], h)?;
+            let len = usize::from(event.payload_len);
+            if len > bytes.len() - fixed {
+                return Err(DecodeError::BadPayload {
+                    size: bytes.len(),
+                    payload_len: event.payload_len,
+                });
+            }
+            let payload = bytes[fixed..fixed + len].into();
+            Event::SockIo(SockIo { event, payload })
+        }
         // record_size() accepted the kind, so it is one of the above.
         other => return Err(DecodeError::UnknownKind { kind: other }),
     })
@@ -132,6 +162,20 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 /// is no padding.
 pub fn encode<T: IntoBytes + Immutable>(record: &T) -> &[u8] {
     record.as_bytes()
+}
+
+/// The bytes of a socket I/O record with `payload` after its fixed part, zero-padded to
+/// 8, as a backend emits it: sets `payload_len` and `header.size` to match.
+pub fn encode_sock_io(event: &SockIoEvent, payload: &[u8]) -> Vec<u8> {
+    let mut event = *event;
+    let len = payload.len().min(event_abi::MAX_SNAPLEN);
+    event.payload_len = len as u16;
+    event.header.size = sock_io_size(len) as u16;
+    let mut out = Vec::with_capacity(sock_io_size(len));
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(&payload[..len]);
+    out.resize(sock_io_size(len), 0);
+    out
 }
 
 /// A NUL-terminated kernel string field as text (lossy).
@@ -198,5 +242,76 @@ mod tests {
             decode(&encode(&rec)[..47]),
             Err(DecodeError::BadSize { frame_len: 47, .. })
         ));
+    }
+
+    fn sock_io(payload: &[u8]) -> Vec<u8> {
+        let ev = SockIoEvent {
+            header: header(kind::SOCK_IO, 0),
+            sock_id: 0xabc,
+            bytes: 100,
+            direction: event_abi::sock_dir::SEND,
+            protocol: 17,
+            ..Default::default()
+        };
+        encode_sock_io(&ev, payload)
+    }
+
+    #[test]
+    fn decodes_socket_io_with_its_payload() {
+        for len in [0usize, 1, 7, 8, 9, 512, event_abi::MAX_SNAPLEN] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8 | 1).collect();
+            let bytes = sock_io(&payload);
+            assert_eq!(bytes.len(), 120 + len.next_multiple_of(8));
+            let Event::SockIo(s) = decode(&bytes).unwrap() else {
+                panic!("not socket I/O");
+            };
+            assert_eq!(
+                (s.event.sock_id, s.event.bytes, &s.payload[..]),
+                (0xabc, 100, payload.as_slice())
+            );
+            assert_eq!(Event::SockIo(s).owner_cgroup(), Some(1));
+        }
+        // The enum stays small: no larger than for a TCP state record.
+        assert_eq!(size_of::<Event>(), size_of::<TcpStateEvent>() + 8);
+    }
+
+    #[test]
+    fn rejects_bad_socket_io_records() {
+        let good = sock_io(&[1, 2, 3]);
+        // Not a multiple of 8, shorter than the fixed part, longer than the largest.
+        for size in [
+            125usize,
+            112,
+            event_abi::sock_io_size(event_abi::MAX_SNAPLEN) + 8,
+        ] {
+            let mut b = good.clone();
+            b.resize(size, 0);
+            b[30..32].copy_from_slice(&(size as u16).to_ne_bytes());
+            assert!(
+                matches!(
+                    decode(&b),
+                    Err(DecodeError::BadSize { .. } | DecodeError::TooShort { .. })
+                ),
+                "{size}"
+            );
+        }
+        // Header size and frame disagree.
+        assert!(matches!(
+            decode(&good[..120]),
+            Err(DecodeError::BadSize { .. })
+        ));
+        // A payload length past the record's end.
+        let mut b = good.clone();
+        let at = core::mem::offset_of!(SockIoEvent, payload_len);
+        b[at..at + 2].copy_from_slice(&9u16.to_ne_bytes());
+        assert_eq!(
+            decode(&b).unwrap_err(),
+            DecodeError::BadPayload {
+                size: 128,
+                payload_len: 9
+            }
+        );
+        b[at..at + 2].copy_from_slice(&8u16.to_ne_bytes());
+        assert!(decode(&b).is_ok());
     }
 }

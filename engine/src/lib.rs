@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod capture;
 pub mod decode;
+pub mod dns;
 pub mod driver;
 pub mod engine;
 pub mod names;
@@ -12,6 +13,7 @@ pub mod reorder;
 /// Typed fidelity: the backend contract's types (`ksight-source`).
 pub use ksight_source::signals;
 pub mod snapshot;
+pub mod sockio;
 pub mod source;
 pub mod synthetic;
 

@@ -49,6 +49,15 @@ pub struct Snapshot {
     pub late_events: u64,
     pub process: ProcessSummary,
     pub tcp: TcpSummary,
+    /// UDP traffic, from the socket I/O signal.
+    #[serde(default)]
+    pub udp: UdpSummary,
+    /// DNS queries and answers parsed from socket I/O payload.
+    #[serde(default)]
+    pub dns: DnsSummary,
+    /// Health of the socket I/O signal itself.
+    #[serde(default)]
+    pub socket_io: SocketIoSummary,
     pub block: BlockSummary,
     pub cgroups: Vec<CgroupRow>,
     /// `cgroups` summed by owner (container, pod, unit or path) once attributed; empty
@@ -100,10 +109,15 @@ pub struct TcpSummary {
     pub retransmits: u64,
     pub resets_sent: u64,
     pub resets_received: u64,
-    /// Sum over closed connections of bytes sent and acknowledged.
+    /// Payload bytes sent: with socket I/O, as the calls return (live), topped up at close
+    /// to the kernel's count where that is larger; without it, the kernel's count at close.
     pub bytes_sent: u64,
-    /// Sum over closed connections of bytes received.
+    /// Payload bytes received, counted the same way.
     pub bytes_received: u64,
+    /// Closed connections, seen from their start, whose kernel byte counters differ from
+    /// the sum of their calls (the rows show both).
+    #[serde(default)]
+    pub byte_mismatches: u64,
     pub connections: Vec<ConnectionRow>,
 }
 
@@ -121,9 +135,18 @@ pub struct ConnectionRow {
     pub cgroup_id: u64,
     /// Last state seen; "CLOSE" for closed connections.
     pub state: String,
-    /// Counters read at close; null for connections still open (they are read only then).
+    /// Payload bytes: the kernel's counters once closed; while open, the sum of the
+    /// socket calls so far (null without the socket I/O signal).
     pub bytes_sent: Option<u64>,
     pub bytes_received: Option<u64>,
+    /// Sums of the socket calls seen on this connection (null without socket I/O).
+    #[serde(default)]
+    pub call_bytes_sent: Option<u64>,
+    #[serde(default)]
+    pub call_bytes_received: Option<u64>,
+    /// The connection was open before capture started: call sums count since then.
+    #[serde(default)]
+    pub since_start: bool,
     pub segs_in: Option<u32>,
     pub segs_out: Option<u32>,
     pub duration_us: u64,
@@ -131,6 +154,90 @@ pub struct ConnectionRow {
     pub resets_sent: u64,
     pub resets_received: u64,
     pub srtt_us: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UdpSummary {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    /// One row per (local address, peer, process, cgroup), busiest first.
+    pub flows: Vec<UdpFlowRow>,
+    /// Datagrams of flows beyond the aggregator's bound, counted in the totals only.
+    #[serde(default)]
+    pub unlisted_datagrams: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpFlowRow {
+    /// Local address and port.
+    pub saddr: String,
+    pub sport: u16,
+    /// Peer address and port (from the call's address argument on unconnected sockets).
+    pub daddr: String,
+    pub dport: u16,
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DnsSummary {
+    /// One row per (role, server, qname, qtype, rcode, cgroup).
+    pub queries: Vec<DnsRow>,
+    /// Packets on a DNS port, or that looked like DNS, that failed to parse.
+    #[serde(default)]
+    pub malformed: u64,
+    /// Queries whose qname was folded into "other" (the per-interval bound on qnames).
+    #[serde(default)]
+    pub other_qnames: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DnsRow {
+    /// "client" (this host asked) or "server" (this host answered).
+    pub role: String,
+    /// The server, "addr:port".
+    pub server: String,
+    pub qname: String,
+    /// "A", "AAAA", … or "TYPE<n>".
+    pub qtype: String,
+    /// "NOERROR", "NXDOMAIN", "SERVFAIL", … ; "TIMEOUT" for queries never answered.
+    pub rcode: String,
+    /// Queries in this row (answered with `rcode`, or timed out).
+    pub count: u64,
+    /// Query-to-answer latency of the answered ones.
+    pub latency_us: Latency,
+    /// Queries that got no answer in time (their row's rcode is "TIMEOUT").
+    pub timeouts: u64,
+    /// The asking (client) or answering (server) task's cgroup.
+    #[serde(default)]
+    pub cgroup_id: u64,
+    /// Exact sum of the latencies, ns, and answers per [`LATENCY_BUCKETS_NS`] bucket, as in
+    /// [`DeviceRow`].
+    #[serde(default)]
+    pub latency_sum_ns: u64,
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
+}
+
+/// The socket I/O signal's own health.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketIoSummary {
+    /// Socket I/O records aggregated.
+    pub calls: u64,
+    /// Payload bytes the records carried (at most the snaplen each).
+    pub payload_bytes: u64,
+    /// Messages of `sendmmsg`/`recvmmsg` calls beyond the per-call record bound: their
+    /// bytes are missing from the live counts.
+    pub unreported_msgs: u64,
+    /// Calls whose payload could not be read from user memory.
+    pub payload_faults: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -202,6 +309,15 @@ pub struct CgroupRow {
     pub block_reads: u64,
     #[serde(default)]
     pub block_writes: u64,
+    /// UDP payload and datagrams this cgroup's tasks sent and received.
+    #[serde(default)]
+    pub udp_bytes_sent: u64,
+    #[serde(default)]
+    pub udp_bytes_received: u64,
+    #[serde(default)]
+    pub udp_datagrams_sent: u64,
+    #[serde(default)]
+    pub udp_datagrams_received: u64,
     /// Who the cgroup belongs to (container, pod, unit, path), when resolved.
     #[serde(default)]
     pub attribution: Option<CgroupLabels>,
@@ -229,6 +345,10 @@ impl CgroupRow {
         self.tcp_resets_received += o.tcp_resets_received;
         self.block_reads += o.block_reads;
         self.block_writes += o.block_writes;
+        self.udp_bytes_sent += o.udp_bytes_sent;
+        self.udp_bytes_received += o.udp_bytes_received;
+        self.udp_datagrams_sent += o.udp_datagrams_sent;
+        self.udp_datagrams_received += o.udp_datagrams_received;
     }
 
     /// What this row counted since `earlier`, a cumulative row of the same cgroup
@@ -255,6 +375,10 @@ impl CgroupRow {
             tcp_resets_received: d(self.tcp_resets_received, earlier.tcp_resets_received),
             block_reads: d(self.block_reads, earlier.block_reads),
             block_writes: d(self.block_writes, earlier.block_writes),
+            udp_bytes_sent: d(self.udp_bytes_sent, earlier.udp_bytes_sent),
+            udp_bytes_received: d(self.udp_bytes_received, earlier.udp_bytes_received),
+            udp_datagrams_sent: d(self.udp_datagrams_sent, earlier.udp_datagrams_sent),
+            udp_datagrams_received: d(self.udp_datagrams_received, earlier.udp_datagrams_received),
             attribution: self.attribution.clone(),
         }
     }

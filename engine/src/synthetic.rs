@@ -1,7 +1,7 @@
 //! Synthetic event streams with known ground truth, shaped like what the backends emit.
 //! Used by unit tests, the benchmark and replay tests; never by a live capture.
 
-use crate::decode::encode;
+use crate::decode::{encode, encode_sock_io};
 use crate::source::RawBatch;
 use core::mem::size_of;
 use event_abi::*;
@@ -82,7 +82,7 @@ impl Synth {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn state(
+    pub fn state(
         &mut self,
         pid: u32,
         cgroup_id: u64,
@@ -140,6 +140,28 @@ impl Synth {
         sent: u64,
         received: u64,
     ) {
+        self.tcp_open(client, cgroup_id, client_sock, server_sock, port);
+        self.tcp_close(
+            client,
+            server,
+            cgroup_id,
+            client_sock,
+            server_sock,
+            port,
+            sent,
+            received,
+        );
+    }
+
+    /// The opening half of [`Self::tcp_connection`]: both ends ESTABLISHED.
+    pub fn tcp_open(
+        &mut self,
+        client: u32,
+        cgroup_id: u64,
+        client_sock: u64,
+        server_sock: u64,
+        port: u16,
+    ) {
         use tcp_state::*;
         let (c, s) = (Self::tuple(port, 8080), Self::tuple(8080, port));
         self.state(
@@ -155,6 +177,24 @@ impl Synth {
         self.state(0, 0, server_sock, cgroup_id, s, LISTEN, SYN_RECV, None);
         self.state(0, 0, client_sock, cgroup_id, c, SYN_SENT, ESTABLISHED, None);
         self.state(0, 0, server_sock, cgroup_id, s, SYN_RECV, ESTABLISHED, None);
+    }
+
+    /// The closing half of [`Self::tcp_connection`]: the client closes first; the kernel's
+    /// counters at close say `sent` bytes went client→server and `received` back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp_close(
+        &mut self,
+        client: u32,
+        server: u32,
+        cgroup_id: u64,
+        client_sock: u64,
+        server_sock: u64,
+        port: u16,
+        sent: u64,
+        received: u64,
+    ) {
+        use tcp_state::*;
+        let (c, s) = (Self::tuple(port, 8080), Self::tuple(8080, port));
         self.state(
             client,
             cgroup_id,
@@ -207,6 +247,100 @@ impl Synth {
             CLOSE,
             Some((received + 1, sent + 1)),
         );
+    }
+
+    /// A completed socket call: `ev`'s header is filled in (the caller's pid and cgroup),
+    /// `payload` (at most [`MAX_SNAPLEN`]) follows it.
+    pub fn sock_io(&mut self, pid: u32, cgroup_id: u64, mut ev: SockIoEvent, payload: &[u8]) {
+        ev.header = self.header::<SockIoEvent>(kind::SOCK_IO, pid, cgroup_id);
+        self.batch.push(&encode_sock_io(&ev, payload));
+    }
+
+    /// A call on a TCP socket moving `bytes`, of which the record carries the first
+    /// `payload.len()`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp_call(
+        &mut self,
+        pid: u32,
+        cgroup_id: u64,
+        sock: u64,
+        tuple: TcpTuple,
+        direction: u8,
+        bytes: u64,
+        payload: &[u8],
+    ) {
+        let ev = SockIoEvent {
+            sock_id: sock,
+            bytes,
+            duration_ns: 2000,
+            tuple,
+            fd: 5,
+            call: if direction == sock_dir::SEND {
+                sock_call::WRITE
+            } else {
+                sock_call::READ
+            },
+            direction,
+            protocol: 6,
+            ..Default::default()
+        };
+        self.sock_io(pid, cgroup_id, ev, payload);
+    }
+
+    /// One UDP datagram of `payload` (carried whole), through `call`; `peer_from_call`
+    /// for an unconnected socket's address argument.
+    #[allow(clippy::too_many_arguments)]
+    pub fn udp_datagram(
+        &mut self,
+        pid: u32,
+        cgroup_id: u64,
+        sock: u64,
+        tuple: TcpTuple,
+        direction: u8,
+        call: u16,
+        peer_from_call: bool,
+        payload: &[u8],
+    ) {
+        let ev = SockIoEvent {
+            sock_id: sock,
+            bytes: payload.len() as u64,
+            duration_ns: 1500,
+            tuple,
+            fd: 6,
+            call,
+            direction,
+            protocol: 17,
+            flags: if peer_from_call {
+                sock_flags::PEER_FROM_CALL
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        self.sock_io(pid, cgroup_id, ev, payload);
+    }
+
+    /// A tuple from "a.b.c.d" or IPv6 text addresses.
+    pub fn tuple_of(local: (&str, u16), peer: (&str, u16)) -> TcpTuple {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let bytes = |a: IpAddr| match a {
+            IpAddr::V4(v) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v.octets());
+                b
+            }
+            IpAddr::V6(v) => v.octets(),
+        };
+        let (l, p) = (ip(local.0), ip(peer.0));
+        TcpTuple {
+            family: if l.is_ipv6() { AF_INET6 } else { AF_INET },
+            sport: local.1,
+            dport: peer.1,
+            _pad: 0,
+            saddr: bytes(l),
+            daddr: bytes(p),
+        }
     }
 
     pub fn tcp_event(&mut self, kind: u16, pid: u32, cgroup_id: u64, sock: u64, sock_cg: u64) {
@@ -297,6 +431,92 @@ impl Synth {
                     50_000 + k * 1000,
                 );
             }
+            s.exit(pid, cg, "curl", 0);
+        }
+        s.batch
+    }
+
+    /// A busy host's mix with socket I/O, `rounds` times: a process lifecycle, a TCP
+    /// connection carrying a request and its response (four calls with payload), and a
+    /// DNS lookup over UDP seen at both ends (four datagrams) — 21 records a round, 8 of
+    /// them with payload.
+    pub fn socket_mix(rounds: u32) -> RawBatch {
+        let mut s = Synth::new();
+        let request = {
+            let mut r = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n".to_vec();
+            r.resize(200, b'x');
+            r
+        };
+        let response = vec![b'y'; 512];
+        let names = [
+            "example.com",
+            "api.internal",
+            "db.internal",
+            "cache.internal",
+        ];
+        for i in 0..rounds {
+            let pid = 1000 + (i % 30_000);
+            let cg = 10 + u64::from(i % 16);
+            s.cpu = i % 2;
+            s.fork(1, pid, cg, false);
+            s.exec(pid, 1, cg, "/usr/bin/curl");
+            let sock = 0xffff_0000_0000 + u64::from(i) * 4;
+            let port = 40_000 + (i % 20_000) as u16;
+            let (c, srv) = (Self::tuple(port, 8080), Self::tuple(8080, port));
+            s.tcp_open(pid, cg, sock, sock + 1, port);
+            s.tcp_call(pid, cg, sock, c, sock_dir::SEND, 200, &request);
+            s.tcp_call(1, cg, sock + 1, srv, sock_dir::RECV, 200, &request);
+            s.tcp_call(1, cg, sock + 1, srv, sock_dir::SEND, 1500, &response);
+            s.tcp_call(pid, cg, sock, c, sock_dir::RECV, 1500, &response);
+            s.tcp_close(pid, 1, cg, sock, sock + 1, port, 200, 1500);
+            let id = i as u16;
+            let name = names[i as usize % names.len()];
+            let (q, a) = (
+                crate::dns::build::query(id, name, 1),
+                crate::dns::build::answer(id, name, 1, 0),
+            );
+            let client = Self::tuple_of(("127.0.0.1", port), ("127.0.0.53", 53));
+            let server = Self::tuple_of(("127.0.0.53", 53), ("127.0.0.1", port));
+            s.udp_datagram(
+                pid,
+                cg,
+                sock + 2,
+                client,
+                sock_dir::SEND,
+                sock_call::SENDMMSG,
+                false,
+                &q,
+            );
+            s.udp_datagram(
+                2,
+                3,
+                sock + 3,
+                server,
+                sock_dir::RECV,
+                sock_call::RECVFROM,
+                true,
+                &q,
+            );
+            s.udp_datagram(
+                2,
+                3,
+                sock + 3,
+                server,
+                sock_dir::SEND,
+                sock_call::SENDTO,
+                true,
+                &a,
+            );
+            s.udp_datagram(
+                pid,
+                cg,
+                sock + 2,
+                client,
+                sock_dir::RECV,
+                sock_call::RECVFROM,
+                true,
+                &a,
+            );
             s.exit(pid, cg, "curl", 0);
         }
         s.batch

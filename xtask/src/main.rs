@@ -200,7 +200,8 @@ fn setup(extra_packages: &[(&str, &str)]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    setup(&[])?;
+    // The DNS tests' resolver and client.
+    setup(&[("dnsmasq", "dnsmasq-base"), ("dig", "bind9-dnsutils")])?;
     // SAFETY: getuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
         bail!("the test suite loads eBPF programs and makes loop devices: run it as root");
@@ -269,7 +270,11 @@ unsafe extern "C" {
 }
 
 fn bench(which: &[String]) -> Result<()> {
-    setup(&[("bpftrace", "bpftrace")])?;
+    setup(&[
+        ("bpftrace", "bpftrace"),
+        ("redis-server", "redis-server"),
+        ("redis-benchmark", "redis-tools"),
+    ])?;
     let all = which.is_empty();
     let wants = |name: &str| all || which.iter().any(|w| w == name);
     if wants("engine") {
@@ -280,10 +285,17 @@ fn bench(which: &[String]) -> Result<()> {
         let mut cmd = Command::new("bash");
         cmd.arg(workspace().join("tests/bench/kernel.sh"))
             .current_dir(workspace());
-        for w in which.iter().filter(|w| *w != "filter") {
+        for w in which.iter().filter(|w| *w != "filter" && *w != "sockio") {
             cmd.arg(w);
         }
         run(&mut cmd)?;
+    }
+    if wants("sockio") {
+        // Socket I/O next to bpftrace on the same tracepoints, on a redis load.
+        build_release_binaries()?;
+        run(Command::new("bash")
+            .arg(workspace().join("tests/bench/sockio.sh"))
+            .current_dir(workspace()))?;
     }
     if wants("filter") {
         // What an ignored cgroup costs in the kernel, next to capturing it.

@@ -3,7 +3,9 @@
 //! guest tool's `stat -o`). One function for every backend and every place it runs: the
 //! host tests panic with its failures, the VM guest tool prints them.
 
-use crate::workload::{BLOCK_READS, BLOCK_WRITES, PROC_RUNS};
+use crate::workload::{
+    BLOCK_READS, BLOCK_WRITES, PROC_RUNS, UDP_MMSG_TO_B, UDP_TO_A, UDP_TO_B, UDP_V6,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -31,6 +33,48 @@ pub struct Truth<'a> {
     /// delta of [`tcp_retrans_segs`]; see [`check_retransmits`]).
     pub kernel_retrans_segs: u64,
     pub other_devices: OtherDevices,
+}
+
+/// The `udp` workload's flows, both ends of each, and the totals.
+fn check_udp(udp: &Value, f: &mut Failures) {
+    let sum = |sizes: &[usize]| sizes.iter().sum::<usize>() as u64;
+    let n = |sizes: &[usize]| sizes.len() as u64;
+    let (to_b, to_b_bytes) = (n(&UDP_TO_B) + n(&UDP_MMSG_TO_B), sum(&UDP_TO_B) + sum(&UDP_MMSG_TO_B));
+    let (to_a, to_a_bytes) = (n(&UDP_TO_A), sum(&UDP_TO_A));
+    let (v6, v6_bytes) = (n(&UDP_V6), sum(&UDP_V6));
+    f.eq(
+        "udp totals (datagrams sent, received, bytes sent, received)",
+        &json!([udp["datagrams_sent"], udp["datagrams_received"], udp["bytes_sent"], udp["bytes_received"]]),
+        json!([to_b + to_a + v6, to_b + to_a + v6, to_b_bytes + to_a_bytes + v6_bytes, to_b_bytes + to_a_bytes + v6_bytes]),
+    );
+    let empty = Vec::new();
+    let flows = udp["flows"].as_array().unwrap_or(&empty);
+    // Each flow as (datagrams sent, bytes sent, datagrams received, bytes received).
+    let mut got: Vec<(String, [u64; 4])> = flows
+        .iter()
+        .map(|fl| {
+            let v = |k: &str| fl[k].as_u64().unwrap_or(u64::MAX);
+            let family = if fl["saddr"].as_str().unwrap_or("").contains(':') { "v6" } else { "v4" };
+            (
+                family.to_string(),
+                [v("datagrams_sent"), v("bytes_sent"), v("datagrams_received"), v("bytes_received")],
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        ("v4".to_string(), [to_b, to_b_bytes, to_a, to_a_bytes]),
+        ("v4".to_string(), [to_a, to_a_bytes, to_b, to_b_bytes]),
+        ("v6".to_string(), [v6, v6_bytes, 0, 0]),
+        ("v6".to_string(), [0, 0, v6, v6_bytes]),
+    ];
+    want.sort();
+    f.eq("udp flows", &json!(got), json!(want));
+    for fl in flows {
+        if fl["pid"].as_u64().unwrap_or(0) == 0 || fl["sport"] == 0 || fl["dport"] == 0 {
+            f.push(format!("udp flow without pid or ports: {fl}"));
+        }
+    }
 }
 
 /// Every way `m`, a JSON snapshot, differs from the truth of the run `t` describes; empty
@@ -115,6 +159,16 @@ pub fn check(m: &Value, t: &Truth) -> Vec<String> {
         }
         _ => f.push(format!("no client/server pair in {conns:?}")),
     }
+    // Socket I/O: each closed connection's calls add up to the kernel's counters.
+    f.eq("tcp byte_mismatches", &tcp["byte_mismatches"], json!(0));
+    for c in conns {
+        f.eq(
+            "connection calls vs kernel (sent, received)",
+            &json!([c["call_bytes_sent"], c["call_bytes_received"]]),
+            json!([c["bytes_sent"], c["bytes_received"]]),
+        );
+    }
+    check_udp(&m["udp"], &mut f);
 
     let devices = m["block"]["devices"].as_array().unwrap_or(&empty);
     match block_dev(t.device) {

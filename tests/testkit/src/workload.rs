@@ -10,8 +10,13 @@
 //!   connection the client aborts (SO_LINGER 0), sending one reset. One server thread.
 //! `ksight-workload block DEVICE`: O_DIRECT on DEVICE: writes 4×64 KiB and 3×4 KiB, then
 //!   reads 2×128 KiB and 5×512 B, each synchronous.
-//! `ksight-workload all SENT RECEIVED DEVICE`: the three in that order.
+//! `ksight-workload udp`: loopback UDP with exact datagrams ([`UDP_TO_B`], [`UDP_TO_A`],
+//!   [`UDP_V6`]): A → B unconnected with `sendto`/`recvfrom`, then with one `sendmmsg`
+//!   and one `recvmmsg`; B connected to A with `send`, A receiving with `recvfrom`; C → D
+//!   over IPv6.
+//! `ksight-workload all SENT RECEIVED DEVICE`: procs, tcp, udp and block, in that order.
 //! `ksight-workload procs-tcp SENT RECEIVED`: procs, then tcp.
+//! `ksight-workload procs-net SENT RECEIVED`: procs, tcp, then udp.
 //! `ksight-workload connect-loop N`: N loopback connections, one after the other, each a
 //!   one-byte request and response, closed by both ends (benchmarks).
 
@@ -34,6 +39,112 @@ pub const PROC_RUNS: [(&str, &[&str], i32); 6] = [
 /// What `block` writes, then reads, from offset 0 on: (how many, bytes each), in order.
 pub const BLOCK_WRITES: [(usize, usize); 2] = [(4, 65536), (3, 4096)];
 pub const BLOCK_READS: [(usize, usize); 2] = [(2, 131072), (5, 512)];
+
+/// `udp`: datagram sizes A sends B with `sendto`, then with one `sendmmsg`.
+pub const UDP_TO_B: [usize; 3] = [100, 200, 300];
+pub const UDP_MMSG_TO_B: [usize; 4] = [10, 20, 30, 40];
+/// Datagram sizes B, connected to A, sends with `send`.
+pub const UDP_TO_A: [usize; 2] = [1000, 1500];
+/// Datagram sizes C sends D over IPv6.
+pub const UDP_V6: [usize; 2] = [50, 50];
+
+fn udp() {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a");
+    let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind b");
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let mut buf = vec![0u8; 2048];
+    let expect_from = |s: &UdpSocket, buf: &mut [u8], len: usize, from: SocketAddr| {
+        let (n, peer) = s.recv_from(buf).expect("recv_from");
+        assert_eq!((n, peer), (len, from));
+    };
+    for len in UDP_TO_B {
+        a.send_to(&vec![b'u'; len], b_addr).expect("send_to");
+        expect_from(&b, &mut buf, len, a_addr);
+    }
+    mmsg(&a, &b, b_addr, &UDP_MMSG_TO_B);
+    b.connect(a_addr).expect("connect");
+    for len in UDP_TO_A {
+        b.send(&vec![b'v'; len]).expect("send");
+        expect_from(&a, &mut buf, len, b_addr);
+    }
+    let c = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).expect("bind c");
+    let d = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).expect("bind d");
+    let (c_addr, d_addr) = (c.local_addr().unwrap(), d.local_addr().unwrap());
+    for len in UDP_V6 {
+        c.send_to(&vec![b'w'; len], d_addr).expect("send_to v6");
+        expect_from(&d, &mut buf, len, c_addr);
+    }
+}
+
+/// One `sendmmsg` of `sizes` from `from` to `to_addr`, then `recvmmsg` on `to` until all
+/// arrived, each message's sender asked for.
+fn mmsg(from: &std::net::UdpSocket, to: &std::net::UdpSocket, to_addr: std::net::SocketAddr, sizes: &[usize]) {
+    use std::mem::{size_of, zeroed};
+    let std::net::SocketAddr::V4(v4) = to_addr else {
+        panic!("mmsg: IPv4 only");
+    };
+    let datas: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![b'm'; n]).collect();
+    // SAFETY: every header points into `datas`, `name`, `bufs` or `names`, which outlive
+    // the calls.
+    unsafe {
+        let mut name: libc::sockaddr_in = zeroed();
+        name.sin_family = libc::AF_INET as u16;
+        name.sin_port = v4.port().to_be();
+        name.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+        let mut iovs: Vec<libc::iovec> = datas
+            .iter()
+            .map(|d| libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                let mut h: libc::mmsghdr = zeroed();
+                h.msg_hdr.msg_name = (&raw mut name).cast();
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let n = sizes.len();
+        let sent = libc::sendmmsg(from.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0);
+        assert_eq!(sent, n as i32, "sendmmsg: {}", std::io::Error::last_os_error());
+        let mut bufs = vec![[0u8; 256]; n];
+        let mut names: Vec<libc::sockaddr_in> = vec![zeroed(); n];
+        let mut riovs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+            .collect();
+        let mut rhdrs: Vec<libc::mmsghdr> = riovs
+            .iter_mut()
+            .zip(names.iter_mut())
+            .map(|(iov, nm)| {
+                let mut h: libc::mmsghdr = zeroed();
+                h.msg_hdr.msg_name = (nm as *mut libc::sockaddr_in).cast();
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let mut got = 0;
+        while got < n {
+            let r = libc::recvmmsg(
+                to.as_raw_fd(),
+                rhdrs[got..].as_mut_ptr(),
+                (n - got) as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            );
+            assert!(r > 0, "recvmmsg: {}", std::io::Error::last_os_error());
+            for h in &rhdrs[got..got + r as usize] {
+                assert_eq!(h.msg_len as usize, sizes[got]);
+                got += 1;
+            }
+        }
+    }
+}
 
 fn procs() {
     for (program, args, expected) in PROC_RUNS {
@@ -158,7 +269,7 @@ fn connect_loop(n: usize) {
 
 /// What [`run`] answers to arguments that describe no workload; callers print it and
 /// exit with status 2.
-pub const USAGE: &str = "usage: ksight-workload procs | tcp SENT RECEIVED | block DEVICE | all SENT RECEIVED DEVICE | procs-tcp SENT RECEIVED | connect-loop N";
+pub const USAGE: &str = "usage: ksight-workload procs | tcp SENT RECEIVED | udp | block DEVICE | all SENT RECEIVED DEVICE | procs-tcp SENT RECEIVED | procs-net SENT RECEIVED | connect-loop N";
 
 /// Runs the workload that `args` (without the program name) describe, or answers
 /// [`USAGE`]. A workload that does not go as specified (a spawn, a connection or an I/O
@@ -171,17 +282,25 @@ pub fn run(args: &[String]) -> Result<(), &'static str> {
     match args.first().map(String::as_str) {
         Some("procs") => procs(),
         Some("tcp") => tcp(num(1)?, num(2)?),
+        Some("udp") => udp(),
         Some("connect-loop") => connect_loop(num(1)?),
         Some("procs-tcp") => {
             let (sent, received) = (num(1)?, num(2)?);
             procs();
             tcp(sent, received);
         }
+        Some("procs-net") => {
+            let (sent, received) = (num(1)?, num(2)?);
+            procs();
+            tcp(sent, received);
+            udp();
+        }
         Some("block") => block(arg(1)?),
         Some("all") => {
             let (sent, received, device) = (num(1)?, num(2)?, arg(3)?);
             procs();
             tcp(sent, received);
+            udp();
             block(device);
         }
         _ => return Err(USAGE),
