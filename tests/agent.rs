@@ -578,6 +578,20 @@ fn reloads_keep_the_aggregates_and_refuse_bad_configurations() {
             && log.contains("key `socket.lsiten`: unknown field `lsiten`"),
         "{log}"
     );
+
+    // A snaplen out of range: refused the same way, naming the key and the range.
+    std::fs::write(agent.config_path(), format!("snaplen = 0\n{good}")).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_for("the second refused reload", Duration::from_secs(10), || {
+        let m = agent.metrics();
+        (sample(&m, "ksight_agent_config_reloads_total{result=\"failure\"}") == Some(2.0))
+            .then_some(())
+    });
+    let log = agent.log();
+    assert!(
+        log.contains("key `snaplen`: 0 is out of range 1..=4096"),
+        "{log}"
+    );
     let line = good.lines().count() + 2;
     assert!(
         log.contains(&format!("ksight.toml:{line}:1:")),

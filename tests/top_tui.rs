@@ -330,12 +330,24 @@ fn top_shows_sorts_filters_and_quits_cleanly() {
         s.contains("5 Health") && s.contains("LOCAL") && !s.contains("too small")
     });
 
-    // Health: the backend and every signal's status.
+    // The socket I/O views: UDP flows and DNS rows (their traffic is the host's own).
+    tmux.keys(&["6"]);
+    tmux.wait_for("the UDP view", SHOW, |s| {
+        s.contains("DGR↑/s") && s.contains("flows ") && s.contains("sort TX/s")
+    });
+    tmux.keys(&["7"]);
+    tmux.wait_for("the DNS view", SHOW, |s| {
+        s.contains("QNAME") && s.contains("RCODE") && s.contains("queries/s")
+    });
+
+    // Health: the backend, every signal's status, the socket I/O counters.
     tmux.keys(&["5"]);
     tmux.wait_for("the health view", SHOW, |s| {
         s.contains("lost events")
             && s.contains("ebpf backend")
             && s.contains("sock:inet_sock_set_state")
+            && s.contains("socket I/O")
+            && s.contains("socket_io")
             && !s.contains("LOCAL")
     });
 

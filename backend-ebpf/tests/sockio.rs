@@ -383,7 +383,8 @@ fn socket_calls_become_exact_records() {
         v[0].clone()
     };
     let wv = one(cfd, sock_call::WRITEV);
-    assert_eq!((wv.ev.bytes, wv.payload.clone()), (150, pattern(100, 1)), "writev: iov[0] only");
+    let both: Vec<u8> = pattern(100, 1).into_iter().chain(pattern(50, 2)).collect();
+    assert_eq!((wv.ev.bytes, wv.payload.clone()), (150, both), "writev: gathered from both buffers");
     let rv = one(sfd, sock_call::READV);
     assert_eq!((rv.ev.bytes, rv.ev.direction, rv.payload.len()), (150, sock_dir::RECV, 150));
     let sm = one(cfd, sock_call::SENDMSG);

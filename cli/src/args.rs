@@ -113,6 +113,48 @@ pub struct CaptureArgs {
     /// eBPF transport: BPF ring buffer or per-CPU perf event array.
     #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
     pub transport: TransportChoice,
+    /// Payload bytes copied from each socket send/receive call (for DNS), 1..=4096.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SNAPLEN, value_parser = snaplen)]
+    pub snaplen: u32,
+    /// Record kinds to capture (bit `1 << kind`); None: all. Not a flag: the agent sets it
+    /// from its signal switches.
+    #[arg(skip)]
+    pub kinds: Option<u32>,
+}
+
+impl CaptureArgs {
+    /// A capture with `backend` and `transport` and every other setting at its default.
+    pub fn new(backend: BackendChoice, transport: TransportChoice) -> Self {
+        Self {
+            backend,
+            transport,
+            snaplen: DEFAULT_SNAPLEN,
+            kinds: None,
+        }
+    }
+}
+
+pub const DEFAULT_SNAPLEN: u32 = event_abi::DEFAULT_SNAPLEN as u32;
+pub const MAX_SNAPLEN: u32 = event_abi::MAX_SNAPLEN as u32;
+
+/// Why a snaplen is refused, or None; one wording for `--snaplen` and the agent's
+/// `snaplen` key.
+pub fn snaplen_error(n: i64) -> Option<String> {
+    (!(1..=i64::from(MAX_SNAPLEN)).contains(&n)).then(|| {
+        format!("{n} is out of range 1..={MAX_SNAPLEN} (payload bytes copied per socket call)")
+    })
+}
+
+/// `--snaplen`.
+fn snaplen(text: &str) -> Result<u32, String> {
+    let n: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a number of bytes"))?;
+    match snaplen_error(n) {
+        Some(e) => Err(e),
+        None => Ok(n as u32),
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +225,45 @@ mod tests {
         assert_eq!(delay_seconds("500ms").unwrap(), 0.5);
         let e = parse_duration("10x").unwrap_err();
         assert!(e.starts_with("\"10x\" is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn snaplen_on_every_capture_command() {
+        let snaplen_of = |args: &[&str]| -> Result<u32, String> {
+            match Args::try_parse_from(args) {
+                Ok(Args {
+                    command:
+                        Command::Stat { capture, .. }
+                        | Command::Record { capture, .. }
+                        | Command::Top { capture, .. },
+                }) => Ok(capture.snaplen),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(snaplen_of(&["ksight", "top", "--batch"]), Ok(512));
+        assert_eq!(
+            snaplen_of(&["ksight", "top", "--snaplen", "4096"]),
+            Ok(4096)
+        );
+        assert_eq!(
+            snaplen_of(&["ksight", "record", "-o", "f", "--snaplen", "1"]),
+            Ok(1)
+        );
+        assert_eq!(
+            snaplen_of(&["ksight", "stat", "--snaplen", "64", "--", "true"]),
+            Ok(64)
+        );
+        for bad in ["0", "4097", "lots"] {
+            let e = snaplen_of(&["ksight", "top", "--snaplen", bad]).unwrap_err();
+            assert!(e.contains("--snaplen <BYTES>"), "{e}");
+            assert!(
+                e.contains("out of range 1..=4096") || e.contains("not a number of bytes"),
+                "{e}"
+            );
+        }
+        let err = Args::try_parse_from(["ksight", "top", "--snaplen", "0"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

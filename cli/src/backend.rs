@@ -58,15 +58,15 @@ fn has_bpf_capabilities() -> bool {
 pub fn open(args: &CaptureArgs) -> Result<Opened> {
     match args.backend {
         BackendChoice::Ebpf => {
-            open_ebpf(args.transport).map(|o| o.because("asked for with --backend ebpf".into()))
+            open_ebpf_with(args).map(|o| o.because("asked for with --backend ebpf".into()))
         }
         BackendChoice::Kmod => {
-            open_kmod().map(|o| o.because("asked for with --backend kmod".into()))
+            open_kmod_with(args).map(|o| o.because("asked for with --backend kmod".into()))
         }
-        BackendChoice::Auto => match open_ebpf(args.transport) {
+        BackendChoice::Auto => match open_ebpf_with(args) {
             Ok(opened) => Ok(opened
                 .because("chosen automatically: the eBPF programs load and attach here".into())),
-            Err(ebpf) => match open_kmod() {
+            Err(ebpf) => match open_kmod_with(args) {
                 Ok(opened) => Ok(opened.because(fallback_reason(&ebpf))),
                 Err(kmod) => Err(anyhow!(
                     "no kernel backend can run here:\n  ebpf: {ebpf:#}\n  kmod: {kmod:#}"
@@ -90,22 +90,42 @@ impl Opened {
     }
 }
 
+/// The eBPF backend with `transport` and every other setting at its default.
 pub fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
+    open_ebpf_with(&CaptureArgs::new(BackendChoice::Ebpf, transport))
+}
+
+/// The backends' options from the capture settings: the snaplen, and the record kinds of
+/// the enabled signals (the programs and probes of the others are not attached).
+fn ebpf_options(args: &CaptureArgs) -> EbpfOptions {
+    EbpfOptions {
+        transport: match args.transport {
+            TransportChoice::Auto => Transport::Auto,
+            TransportChoice::Ringbuf => Transport::RingBuf,
+            TransportChoice::Perf => Transport::PerfArray,
+        },
+        snaplen: args.snaplen,
+        kinds: args.kinds,
+        ..EbpfOptions::default()
+    }
+}
+
+fn kmod_options(args: &CaptureArgs) -> KmodOptions {
+    KmodOptions {
+        kinds: args.kinds,
+        snaplen: Some(args.snaplen),
+        ..KmodOptions::default()
+    }
+}
+
+pub fn open_ebpf_with(args: &CaptureArgs) -> Result<Opened> {
     if !has_bpf_capabilities() {
         bail!(
             "the eBPF backend needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8), \
              to load tracepoint programs"
         );
     }
-    let options = EbpfOptions {
-        transport: match transport {
-            TransportChoice::Auto => Transport::Auto,
-            TransportChoice::Ringbuf => Transport::RingBuf,
-            TransportChoice::Perf => Transport::PerfArray,
-        },
-        ..EbpfOptions::default()
-    };
-    let source = EbpfSource::open(options).context("loading the eBPF backend")?;
+    let source = EbpfSource::open(ebpf_options(args)).context("loading the eBPF backend")?;
     let signals = source.fidelity();
     Ok(Opened::new(
         Box::new(source),
@@ -114,9 +134,17 @@ pub fn open_ebpf(transport: TransportChoice) -> Result<Opened> {
     ))
 }
 
+/// The module's backend with every setting at its default.
 pub fn open_kmod() -> Result<Opened> {
+    open_kmod_with(&CaptureArgs::new(
+        BackendChoice::Kmod,
+        TransportChoice::Auto,
+    ))
+}
+
+pub fn open_kmod_with(args: &CaptureArgs) -> Result<Opened> {
     let source =
-        KmodSource::open(KmodOptions::default()).context("opening the kernel-module backend")?;
+        KmodSource::open(kmod_options(args)).context("opening the kernel-module backend")?;
     // Per signal, from the probes the module registered (its per-kind bits).
     let signals = source.fidelity();
     Ok(Opened::new(
@@ -143,6 +171,29 @@ mod tests {
             s(Signal::Block, Fidelity::Unavailable("gone".into())),
         ]);
         assert_eq!(notes, ["block            unavailable: gone"]);
+    }
+
+    #[test]
+    fn capture_settings_reach_both_backends() {
+        let mut args = CaptureArgs::new(BackendChoice::Auto, TransportChoice::Perf);
+        args.snaplen = 128;
+        args.kinds = Some(1 << event_abi::kind::EXEC);
+        let e = ebpf_options(&args);
+        assert_eq!(
+            (e.snaplen, e.kinds),
+            (128, Some(1 << event_abi::kind::EXEC))
+        );
+        assert!(matches!(e.transport, Transport::PerfArray));
+        let k = kmod_options(&args);
+        assert_eq!(
+            (k.snaplen, k.kinds),
+            (Some(128), Some(1 << event_abi::kind::EXEC))
+        );
+        let d = CaptureArgs::new(BackendChoice::Auto, TransportChoice::Auto);
+        assert_eq!(
+            (d.snaplen, d.kinds),
+            (event_abi::DEFAULT_SNAPLEN as u32, None)
+        );
     }
 
     #[test]

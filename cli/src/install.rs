@@ -349,7 +349,7 @@ pub fn run(args: &InstallArgs) -> Result<u8> {
     }
 
     let mut probe = InstallProbe {
-        host: HostProbe,
+        host: HostProbe::default(),
         plan: &mut plan,
         release: release.clone(),
     };

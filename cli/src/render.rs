@@ -60,36 +60,17 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
         t.resets_sent,
         t.resets_received
     );
-    if !t.connections.is_empty() {
+    if t.byte_mismatches > 0 {
         let _ = writeln!(
             o,
-            "\n  {:<22} {:<22} {:>7} {:<15} {:>10} {:>10} {:>10} {:>6} {:>5}",
-            "local", "remote", "pid", "comm", "sent", "received", "duration", "srtt", "retx"
+            "             byte mismatches {} (closed connections whose kernel counters differ from their calls)",
+            t.byte_mismatches
         );
-        for c in t.connections.iter().take(20) {
-            let opt = |v: Option<u64>| v.map_or("-".into(), bytes);
-            let _ = writeln!(
-                o,
-                "  {:<22} {:<22} {:>7} {:<15} {:>10} {:>10} {:>8}ms {:>4}us {:>5}",
-                format!("{}:{}", c.saddr, c.sport),
-                format!("{}:{}", c.daddr, c.dport),
-                c.pid,
-                c.comm,
-                opt(c.bytes_sent),
-                opt(c.bytes_received),
-                c.duration_us / 1000,
-                c.srtt_us.map_or("-".into(), |v| v.to_string()),
-                c.retransmits
-            );
-        }
-        if t.connections.len() > 20 {
-            let _ = writeln!(
-                o,
-                "  … {} more connections (see --json)",
-                t.connections.len() - 20
-            );
-        }
     }
+    udp_summary(&mut o, s);
+    connections(&mut o, s);
+    udp_flows(&mut o, s);
+    dns(&mut o, s);
     if !s.block.devices.is_empty() {
         let _ = writeln!(
             o,
@@ -161,10 +142,160 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
         "\n  lost events {}  malformed records {}  late events {}",
         s.lost_events, s.malformed_records, s.late_events
     );
+    let io = &s.socket_io;
+    if io.calls + io.unreported_msgs + io.payload_faults + s.dns.malformed > 0 {
+        let _ = writeln!(
+            o,
+            "  socket calls {}  payload {}  unreported mmsg messages {}  payload faults {}  malformed DNS {}",
+            io.calls,
+            bytes(io.payload_bytes),
+            io.unreported_msgs,
+            io.payload_faults,
+            s.dns.malformed
+        );
+    }
     for note in notes {
         let _ = writeln!(o, "  note: {note}");
     }
     o
+}
+
+/// Rows shown per table; `--json` has them all.
+const ROWS: usize = 20;
+
+fn more(o: &mut String, total: usize, what: &str) {
+    if total > ROWS {
+        let _ = writeln!(o, "  … {} more {what} (see --json)", total - ROWS);
+    }
+}
+
+fn endpoint(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+/// TCP connections: bytes so far while open (from the socket calls), the kernel's count
+/// once closed; `*` marks connections open before capture started (bytes since then).
+fn connections(o: &mut String, s: &Snapshot) {
+    let t = &s.tcp;
+    if t.connections.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:<22} {:<22} {:>7} {:<15} {:<11} {:>11} {:>11} {:>10} {:>6} {:>5}",
+        "local", "remote", "pid", "comm", "state", "sent", "received", "duration", "srtt", "retx"
+    );
+    for c in t.connections.iter().take(ROWS) {
+        let mark = if c.since_start { "*" } else { " " };
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), bytes) + mark;
+        let _ = writeln!(
+            o,
+            "  {:<22} {:<22} {:>7} {:<15} {:<11} {:>11} {:>11} {:>8}ms {:>4}us {:>5}",
+            endpoint(&c.saddr, c.sport),
+            endpoint(&c.daddr, c.dport),
+            c.pid,
+            c.comm,
+            c.state,
+            opt(c.bytes_sent),
+            opt(c.bytes_received),
+            c.duration_us / 1000,
+            c.srtt_us.map_or("-".into(), |v| v.to_string()),
+            c.retransmits
+        );
+    }
+    more(o, t.connections.len(), "connections");
+    if t.connections.iter().any(|c| c.since_start) {
+        let _ = writeln!(o, "  * open before capture started: bytes since then");
+    }
+}
+
+fn udp_summary(o: &mut String, s: &Snapshot) {
+    let u = &s.udp;
+    if u.datagrams_sent + u.datagrams_received == 0 && u.flows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  udp        sent {:>12} in {} datagrams  received {:>12} in {} datagrams{}",
+        bytes(u.bytes_sent),
+        u.datagrams_sent,
+        bytes(u.bytes_received),
+        u.datagrams_received,
+        if u.unlisted_datagrams > 0 {
+            format!("  ({} datagrams of unlisted flows)", u.unlisted_datagrams)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn udp_flows(o: &mut String, s: &Snapshot) {
+    let u = &s.udp;
+    if u.flows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:<22} {:<22} {:>7} {:<15} {:>11} {:>11} {:>8} {:>8}",
+        "local", "remote", "pid", "comm", "sent", "received", "dgr out", "dgr in"
+    );
+    for f in u.flows.iter().take(ROWS) {
+        let _ = writeln!(
+            o,
+            "  {:<22} {:<22} {:>7} {:<15} {:>11} {:>11} {:>8} {:>8}",
+            endpoint(&f.saddr, f.sport),
+            endpoint(&f.daddr, f.dport),
+            f.pid,
+            f.comm,
+            bytes(f.bytes_sent),
+            bytes(f.bytes_received),
+            f.datagrams_sent,
+            f.datagrams_received
+        );
+    }
+    more(o, u.flows.len(), "UDP flows");
+}
+
+fn dns(o: &mut String, s: &Snapshot) {
+    let d = &s.dns;
+    if d.queries.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:<6} {:<22} {:<32} {:<6} {:<9} {:>6} {:>8} {:>8} {:>8}",
+        "dns", "server", "qname", "qtype", "rcode", "count", "p50 ms", "p99 ms", "timeouts"
+    );
+    let ms = |us: f64| format!("{:.3}", us / 1000.0);
+    for q in d.queries.iter().take(ROWS) {
+        let answered = q.latency_us.count > 0;
+        let _ = writeln!(
+            o,
+            "  {:<6} {:<22} {:<32} {:<6} {:<9} {:>6} {:>8} {:>8} {:>8}",
+            q.role,
+            q.server,
+            q.qname,
+            q.qtype,
+            q.rcode,
+            q.count,
+            if answered {
+                ms(q.latency_us.p50)
+            } else {
+                "-".into()
+            },
+            if answered {
+                ms(q.latency_us.p99)
+            } else {
+                "-".into()
+            },
+            q.timeouts
+        );
+    }
+    more(o, d.queries.len(), "DNS rows");
 }
 
 /// Why the eBPF backend cannot run here, if it cannot.
@@ -254,4 +385,160 @@ pub fn detect(r: &DetectReport, backend: &str, reason: &str, kmod: Option<&str>)
         let _ = writeln!(o, "  {}", signal_line(s));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ksight_engine::snapshot::{ConnectionRow, DnsRow, Latency, UdpFlowRow};
+
+    fn socket_snapshot() -> Snapshot {
+        let mut s = Snapshot {
+            backend: "ebpf".into(),
+            duration_s: 1.5,
+            ..Default::default()
+        };
+        s.tcp.bytes_sent = 3000;
+        s.tcp.bytes_received = 120;
+        s.tcp.byte_mismatches = 1;
+        s.tcp.connections = vec![
+            ConnectionRow {
+                saddr: "127.0.0.1".into(),
+                sport: 40000,
+                daddr: "127.0.0.1".into(),
+                dport: 8080,
+                pid: 42,
+                comm: "curl".into(),
+                state: "ESTABLISHED".into(),
+                bytes_sent: Some(3000),
+                bytes_received: Some(120),
+                duration_us: 2_000_000,
+                ..Default::default()
+            },
+            ConnectionRow {
+                saddr: "::1".into(),
+                sport: 22,
+                daddr: "::1".into(),
+                dport: 50000,
+                state: "ESTABLISHED".into(),
+                bytes_sent: Some(64),
+                bytes_received: Some(0),
+                since_start: true,
+                ..Default::default()
+            },
+        ];
+        s.udp.bytes_sent = 60;
+        s.udp.bytes_received = 200;
+        s.udp.datagrams_sent = 2;
+        s.udp.datagrams_received = 2;
+        s.udp.flows = vec![UdpFlowRow {
+            saddr: "127.0.0.1".into(),
+            sport: 5353,
+            daddr: "127.0.0.53".into(),
+            dport: 53,
+            pid: 7,
+            comm: "dig".into(),
+            bytes_sent: 60,
+            bytes_received: 200,
+            datagrams_sent: 2,
+            datagrams_received: 2,
+            ..Default::default()
+        }];
+        s.dns.queries = vec![
+            DnsRow {
+                role: "client".into(),
+                server: "127.0.0.53:53".into(),
+                qname: "example.test".into(),
+                qtype: "A".into(),
+                rcode: "NOERROR".into(),
+                count: 2,
+                latency_us: Latency {
+                    count: 2,
+                    p50: 250.0,
+                    p99: 1500.0,
+                    max: 1500.0,
+                },
+                ..Default::default()
+            },
+            DnsRow {
+                role: "client".into(),
+                server: "127.0.0.53:53".into(),
+                qname: "slow.test".into(),
+                qtype: "AAAA".into(),
+                rcode: "TIMEOUT".into(),
+                count: 1,
+                timeouts: 1,
+                ..Default::default()
+            },
+        ];
+        s.dns.malformed = 1;
+        s.socket_io.calls = 9;
+        s.socket_io.payload_bytes = 300;
+        s
+    }
+
+    #[test]
+    fn stat_shows_live_bytes_udp_flows_and_dns() {
+        let text = snapshot(&socket_snapshot(), &[]);
+        let want = "\
+ksight (ebpf backend, 1.500 s of events)
+
+  processes  execs        0  forks        0  threads      0  exits        0  exit codes -
+  tcp        connects     0  accepts      0  closes      0  failed connects 0
+             sent      2.9 KiB  received        120 B  retransmits 0  resets sent 0  received 0
+             byte mismatches 1 (closed connections whose kernel counters differ from their calls)
+  udp        sent         60 B in 2 datagrams  received        200 B in 2 datagrams
+
+  local                  remote                     pid comm            state              sent    received   duration   srtt  retx
+  127.0.0.1:40000        127.0.0.1:8080              42 curl            ESTABLISHED    2.9 KiB       120 B      2000ms    -us     0
+  [::1]:22               [::1]:50000                  0                 ESTABLISHED       64 B*        0 B*        0ms    -us     0
+  * open before capture started: bytes since then
+
+  local                  remote                     pid comm                   sent    received  dgr out   dgr in
+  127.0.0.1:5353         127.0.0.53:53                7 dig                    60 B       200 B        2        2
+
+  dns    server                 qname                            qtype  rcode      count   p50 ms   p99 ms timeouts
+  client 127.0.0.53:53          example.test                     A      NOERROR        2    0.250    1.500        0
+  client 127.0.0.53:53          slow.test                        AAAA   TIMEOUT        1        -        -        1
+
+  lost events 0  malformed records 0  late events 0
+  socket calls 9  payload 300 B  unreported mmsg messages 0  payload faults 0  malformed DNS 1
+";
+        for (i, (got, want)) in text.lines().zip(want.lines()).enumerate() {
+            assert_eq!(got, want, "line {}", i + 1);
+        }
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn without_socket_io_nothing_new_is_printed() {
+        let text = snapshot(
+            &Snapshot {
+                backend: "kmod".into(),
+                ..Default::default()
+            },
+            &["socket_io        unavailable: x".into()],
+        );
+        for absent in ["udp", "dns", "socket calls", "byte mismatches"] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+        assert!(
+            text.ends_with("  note: socket_io        unavailable: x\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn top_batch_json_carries_every_new_field() {
+        let v = serde_json::to_value(socket_snapshot()).unwrap();
+        assert_eq!(v["udp"]["flows"][0]["datagrams_sent"], 2);
+        assert_eq!(v["udp"]["flows"][0]["comm"], "dig");
+        assert_eq!(v["dns"]["queries"][0]["latency_us"]["p99"], 1500.0);
+        assert_eq!(v["dns"]["queries"][1]["timeouts"], 1);
+        assert_eq!(v["dns"]["malformed"], 1);
+        assert_eq!(v["socket_io"]["calls"], 9);
+        assert_eq!(v["tcp"]["byte_mismatches"], 1);
+        assert_eq!(v["tcp"]["connections"][0]["bytes_sent"], 3000);
+        assert_eq!(v["tcp"]["connections"][1]["since_start"], true);
+    }
 }

@@ -260,6 +260,9 @@ pub const MAX_SNAPLEN: usize = 4096;
 /// Payload bytes copied per call unless configured otherwise: a whole classic DNS message
 /// over UDP (RFC 1035's 512 bytes) and the request line and usual headers of HTTP.
 pub const DEFAULT_SNAPLEN: usize = 512;
+/// Buffers of a vectored call (`readv`, `writev`, `sendmsg`, `recvmsg`, each message of
+/// `sendmmsg`/`recvmmsg`) that payload is gathered from, in order.
+pub const MAX_IOV: usize = 4;
 /// Most messages of one `sendmmsg`/`recvmmsg` reported as records of their own; the rest
 /// are counted in the last record's `unreported_msgs`.
 pub const MAX_MMSG: usize = 16;
@@ -294,8 +297,9 @@ pub struct SockIoEvent {
     pub protocol: u8,
     /// Bits of [`sock_flags`].
     pub flags: u16,
-    /// Payload bytes that follow the fixed part: `min(bytes, snaplen)`, from the first
-    /// buffer (`iov[0]`) for vectored calls; 0 for `sendfile` and `splice`.
+    /// Payload bytes that follow the fixed part: `min(bytes, snaplen)`, gathered in order
+    /// from the first [`MAX_IOV`] buffers of a vectored call (so at most the sum of their
+    /// lengths); 0 for `sendfile` and `splice`.
     pub payload_len: u16,
     /// Index of the message within a `sendmmsg`/`recvmmsg`, else 0.
     pub msg_index: u16,

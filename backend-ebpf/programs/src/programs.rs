@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use event_abi::{
     AF_INET, AF_INET6, BlockEvent, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MAX_MMSG, MAX_RECORD_SIZE, MAX_SNAPLEN, SockIoEvent, TcpEvent, TcpStateEvent, TcpTuple,
+    MAX_IOV, MAX_MMSG, MAX_RECORD_SIZE, MAX_SNAPLEN, SockIoEvent, TcpEvent, TcpStateEvent, TcpTuple,
     block_op, counter, kind, sock_call, sock_dir, sock_flags, tcp_state, tcp_stats,
 };
 
@@ -75,8 +75,10 @@ static FILTER_ON: Array<u32> = Array::with_max_entries(1, 0);
 /// of the tracepoint record it is built from.
 #[repr(C)]
 struct Scratch {
-    /// `u64` words so that records (8-byte aligned) can be written in place.
-    record: [u64; MAX_RECORD_SIZE / 8],
+    /// `u64` words so that records (8-byte aligned) can be written in place. Socket I/O
+    /// payload is gathered from several buffers at offsets the verifier only knows to be
+    /// at most MAX_SNAPLEN: room for one more buffer's worth past the record's end.
+    record: [u64; (MAX_RECORD_SIZE + MAX_SNAPLEN) / 8],
     tp: [u8; TP_COPY_LEN],
 }
 
@@ -943,38 +945,108 @@ fn peer_from_call(tuple: &mut TcpTuple, addr: u64, len: u32) -> bool {
     true
 }
 
-/// Where one message's data and peer are: a buffer of `len` bytes and an optional
-/// address argument (`name`, `namelen`).
+/// Where one message's data and peer are: `iovcnt` buffers described by the iovec array
+/// at `iov` (or, with `iov` 0, the single buffer `buf`), and an optional address argument
+/// (`name`, `namelen`).
 #[derive(Clone, Copy)]
 struct Message {
     bytes: u64,
     buf: u64,
-    buf_len: u64,
+    iov: u64,
+    iovcnt: u64,
     name: u64,
     namelen: u32,
 }
 
-/// The first buffer of an iovec array: (base, length).
-#[inline(always)]
-fn first_iov(iov: u64) -> (u64, u64) {
-    uread::<[u64; 2]>(iov).map_or((0, 0), |v| (v[0], v[1]))
-}
-
-/// A user `struct msghdr` (x86-64 layout): name, namelen, first iov buffer.
+/// A user `struct msghdr` (x86-64 layout): name, namelen, iov, iovlen.
 #[inline(always)]
 fn msghdr(addr: u64, bytes: u64) -> Message {
-    let (name, namelen, iov) = match uread::<[u64; 3]>(addr) {
-        Some(h) => (h[0], h[1] as u32, h[2]),
-        None => (0, 0, 0),
-    };
-    let (buf, buf_len) = first_iov(iov);
-    Message {
-        bytes,
-        buf,
-        buf_len,
-        name,
-        namelen,
+    match uread::<[u64; 4]>(addr) {
+        Some(h) => Message {
+            bytes,
+            buf: 0,
+            iov: h[2],
+            iovcnt: h[3],
+            name: h[0],
+            namelen: h[1] as u32,
+        },
+        None => Message {
+            bytes,
+            buf: 0,
+            iov: 0,
+            iovcnt: 0,
+            name: 0,
+            namelen: 0,
+        },
     }
+}
+
+/// Copies up to `want` bytes of the message's buffers, in order, to `payload`; the
+/// number copied, or `None` when user memory could not be read.
+#[inline(always)]
+fn gather(payload: *mut u8, msg: &Message, want: u64) -> Option<u64> {
+    let mut bases = [0u64; MAX_IOV];
+    let mut lens = [0u64; MAX_IOV];
+    if msg.iov == 0 {
+        bases[0] = msg.buf;
+        lens[0] = if msg.buf == 0 { 0 } else { msg.bytes };
+    } else {
+        let mut i = 0;
+        while i < MAX_IOV {
+            if (i as u64) < msg.iovcnt {
+                let v = uread::<[u64; 2]>(msg.iov.wrapping_add(i as u64 * 16))?;
+                bases[i] = v[0];
+                lens[i] = v[1];
+            }
+            i += 1;
+        }
+    }
+    // How much there is to copy, so that the word holding its end can be zeroed first:
+    // the record's padding after the payload must be zero, not a previous record's bytes.
+    let mut total = 0u64;
+    let mut i = 0;
+    while i < MAX_IOV {
+        let left = want - total;
+        total += if lens[i] < left { lens[i] } else { left };
+        i += 1;
+    }
+    if total == 0 {
+        return Some(0);
+    }
+    // SAFETY: `payload` has MAX_SNAPLEN bytes plus one buffer's worth of slack, and
+    // `total <= want <= MAX_SNAPLEN`.
+    // The mask keeps the bound visible to the verifier (it does not follow the loop's
+    // arithmetic): a multiple of 8 below 2 * MAX_SNAPLEN.
+    let last_word = (total - 1) & (2 * MAX_SNAPLEN as u64 - 8);
+    unsafe { ptr::write_volatile(payload.add(last_word as usize).cast::<u64>(), 0) };
+    let mut off = 0u64;
+    let mut i = 0;
+    while i < MAX_IOV {
+        let left = total - off;
+        let mut take = if lens[i] < left { lens[i] } else { left };
+        if take > MAX_SNAPLEN as u64 {
+            take = MAX_SNAPLEN as u64;
+        }
+        if off > MAX_SNAPLEN as u64 {
+            break;
+        }
+        if take > 0 {
+            // SAFETY: `off <= MAX_SNAPLEN` and `take <= MAX_SNAPLEN`: inside the slot.
+            let ret = unsafe {
+                gen_helpers::bpf_probe_read_user(
+                    payload.add(off as usize).cast(),
+                    take as u32,
+                    bases[i] as *const _,
+                )
+            };
+            if ret != 0 {
+                return None;
+            }
+            off += take;
+        }
+        i += 1;
+    }
+    Some(off)
 }
 
 /// Fills and sends the socket I/O record of one message of the call in `c`. A function
@@ -994,31 +1066,22 @@ fn emit_sock_io(ctx: &RawTracePointContext, c: *const SockCall, msg: &Message, m
             flags |= sock_flags::PEER_FROM_CALL;
         }
         let snaplen = u64::from(ptr::read_volatile(&SNAPLEN));
-        let mut len = msg.bytes;
-        if msg.buf_len < len {
-            len = msg.buf_len;
+        let mut want = msg.bytes;
+        if snaplen < want {
+            want = snaplen;
         }
-        if snaplen < len {
-            len = snaplen;
-        }
-        if len > MAX_SNAPLEN as u64 {
-            len = MAX_SNAPLEN as u64;
-        }
-        if msg.buf == 0 {
-            len = 0;
+        if want > MAX_SNAPLEN as u64 {
+            want = MAX_SNAPLEN as u64;
         }
         let payload = ev.cast::<u8>().add(size_of::<SockIoEvent>());
-        if len > 0 {
-            // The payload's last word first, so its bytes past `len` are zero.
-            let last = (len - 1) & !7;
-            ptr::write_volatile(payload.add(last as usize).cast::<u64>(), 0);
-            let ret =
-                gen_helpers::bpf_probe_read_user(payload.cast(), len as u32, msg.buf as *const _);
-            if ret != 0 {
+        let len = match gather(payload, msg, want) {
+            Some(n) => n,
+            None => {
                 flags |= sock_flags::PAYLOAD_FAULT;
-                len = 0;
+                0
             }
-        }
+        };
+        let len = if len > MAX_SNAPLEN as u64 { MAX_SNAPLEN as u64 } else { len };
         let size = size_of::<SockIoEvent>() as u64 + ((len + 7) & !7);
         fill_header(ev.cast(), KIND, size as usize, (*c).cgroup);
         (*ev).sock_id = (*c).sk;
@@ -1144,27 +1207,24 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
     let mut msg = Message {
         bytes,
         buf: 0,
-        buf_len: 0,
+        iov: 0,
+        iovcnt: 0,
         name: 0,
         namelen: 0,
     };
     match call {
-        sock_call::READ | sock_call::WRITE => {
-            msg.buf = a1;
-            msg.buf_len = bytes;
-        }
+        sock_call::READ | sock_call::WRITE => msg.buf = a1,
         sock_call::READV | sock_call::WRITEV => {
-            (msg.buf, msg.buf_len) = first_iov(a1);
+            msg.iov = a1;
+            msg.iovcnt = reg(c, btf::REGS_DX);
         }
         sock_call::SENDTO => {
             msg.buf = a1;
-            msg.buf_len = bytes;
             msg.name = reg(c, btf::REGS_R8);
             msg.namelen = reg(c, btf::REGS_R9) as u32;
         }
         sock_call::RECVFROM => {
             msg.buf = a1;
-            msg.buf_len = bytes;
             msg.name = reg(c, btf::REGS_R8);
             // The kernel wrote the address's real length back through `addrlen`.
             if msg.name != 0 {

@@ -31,8 +31,14 @@ pub struct Config {
     /// /host/sys/fs/cgroup). Takes effect at start.
     #[serde(default)]
     pub cgroup_root: Option<AbsolutePath>,
+    /// Payload bytes copied from each socket send/receive call, 1..=4096. Takes effect at
+    /// start.
+    #[serde(default)]
+    pub snaplen: Snaplen,
     #[serde(default)]
     pub signals: SignalsConfig,
+    #[serde(default)]
+    pub dns: Dns,
     #[serde(default)]
     pub filters: Filters,
     #[serde(default)]
@@ -50,7 +56,9 @@ impl Default for Config {
             transport: TransportChoice::Auto,
             log_level: LogLevel::default(),
             cgroup_root: None,
+            snaplen: Snaplen::default(),
             signals: SignalsConfig::default(),
+            dns: Dns::default(),
             filters: Filters::default(),
             prometheus: Prometheus::default(),
             socket: Socket::default(),
@@ -112,6 +120,8 @@ pub struct SignalsConfig {
     pub tcp: bool,
     #[serde(default = "yes")]
     pub block: bool,
+    #[serde(default = "yes")]
+    pub socket_io: bool,
 }
 
 fn yes() -> bool {
@@ -124,6 +134,49 @@ impl Default for SignalsConfig {
             process: true,
             tcp: true,
             block: true,
+            socket_io: true,
+        }
+    }
+}
+
+/// `snaplen`: checked as `--snaplen` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snaplen(pub u32);
+
+impl Default for Snaplen {
+    fn default() -> Self {
+        Self(crate::args::DEFAULT_SNAPLEN)
+    }
+}
+
+impl<'de> Deserialize<'de> for Snaplen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match crate::args::snaplen_error(n) {
+            Some(e) => Err(de::Error::custom(e)),
+            None => Ok(Self(n as u32)),
+        }
+    }
+}
+
+/// DNS series in the metrics; applies on reload.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Series carry the qnames with the most queries, at most this many; the others are
+    /// summed under qname "other".
+    #[serde(default = "default_max_qnames")]
+    pub max_qnames: Bounded<0, 10_000>,
+}
+
+fn default_max_qnames() -> Bounded<0, 10_000> {
+    Bounded(100)
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self {
+            max_qnames: default_max_qnames(),
         }
     }
 }
@@ -542,6 +595,7 @@ impl Config {
                 process: self.signals.process,
                 tcp: self.signals.tcp,
                 block: self.signals.block,
+                socket_io: self.signals.socket_io,
             },
             include_cgroups: self.filters.cgroups.iter().map(|c| c.0.clone()).collect(),
             exclude_cgroups: self
@@ -554,6 +608,7 @@ impl Config {
             top_connections: self.prometheus.top_connections.0 as usize,
             connection_window_ms: self.prometheus.connection_window.0.as_millis() as u64,
             cgroup_grace_ms: self.prometheus.cgroup_grace_period.0.as_millis() as u64,
+            dns_max_qnames: self.dns.max_qnames.0 as usize,
         }
     }
 }
@@ -586,17 +641,20 @@ mod tests {
             keys(&table),
             [
                 "backend",
+                "dns",
                 "filters",
                 "kubernetes",
                 "log_level",
                 "prometheus",
                 "signals",
+                "snaplen",
                 "socket",
                 "transport"
             ]
         );
         let section = |name: &str| keys(table[name].as_table().unwrap());
-        assert_eq!(section("signals"), ["block", "process", "tcp"]);
+        assert_eq!(section("signals"), ["block", "process", "socket_io", "tcp"]);
+        assert_eq!(section("dns"), ["max_qnames"]);
         assert_eq!(
             section("filters"),
             [
@@ -793,6 +851,31 @@ api_server = "https://10.0.0.1:6443"
         assert_eq!(e.key, "filters.exclude_cgroups[1]", "{e}");
         let e = err("log_level = \"loud\"\n");
         assert_eq!(e.key, "log_level");
+    }
+
+    #[test]
+    fn snaplen_socket_io_and_dns_settings() {
+        let c = ok("snaplen = 1500\n[signals]\nsocket_io = false\n[dns]\nmax_qnames = 7\n");
+        assert_eq!(c.snaplen, Snaplen(1500));
+        let s = c.export_settings();
+        assert!(!s.signals.socket_io && s.signals.tcp);
+        assert_eq!(s.dns_max_qnames, 7);
+        let d = ok("");
+        assert_eq!((d.snaplen.0, d.signals.socket_io), (512, true));
+        assert_eq!(d.export_settings().dns_max_qnames, 100);
+        for bad in ["0", "4097", "-5"] {
+            let e = err(&format!("log_level = \"info\"\nsnaplen = {bad}\n"));
+            assert_eq!((e.line, e.key.as_str()), (2, "snaplen"), "{e}");
+            assert!(e.message.contains("out of range 1..=4096"), "{e}");
+        }
+        let e = err("snaplen = \"big\"\n");
+        assert_eq!(e.key, "snaplen", "{e}");
+        let e = err("[dns]\nmax_qnames = 20000\n");
+        assert_eq!((e.line, e.key.as_str()), (2, "dns.max_qnames"), "{e}");
+        let e = err("[dns]\nqnames = 2\n");
+        assert_eq!(e.key, "dns.qnames", "{e}");
+        let e = err("[signals]\nsocket_io = 1\n");
+        assert_eq!(e.key, "signals.socket_io", "{e}");
     }
 
     #[test]

@@ -108,9 +108,24 @@ fn kind_filter(signals: ksight_export::Signals) -> Option<Box<dyn Fn(u16) -> boo
     (!signals.all()).then(|| Box::new(move |kind| signals.wants_kind(kind)) as Box<_>)
 }
 
+/// The switches `wanted` turns on whose probes were not attached at start.
+fn unattached_signals(
+    attached: ksight_export::Signals,
+    wanted: ksight_export::Signals,
+) -> Vec<&'static str> {
+    event_abi::SIGNALS
+        .iter()
+        .filter(|s| s.signal == s.records_of)
+        .filter(|s| wanted.wants(s.signal) && !attached.wants(s.signal))
+        .map(|s| s.name)
+        .collect()
+}
+
 struct Agent {
     /// `--config`; None: the default path or the built-in defaults, decided at each load.
     config_path: Option<PathBuf>,
+    /// The signals whose programs or probes were attached at start.
+    attached: ksight_export::Signals,
     config: Config,
     settings: ExportSettings,
     shared: Arc<Shared>,
@@ -203,8 +218,13 @@ pub fn run(config_path: &Option<PathBuf>) -> Result<u8> {
     let http = start_http(&config, &shared)?;
     let socket = start_socket(&config, &shared)?;
 
-    let chosen = choose::choose(config.backend, config.transport, &mut probe::HostProbe)
-        .map_err(|e| anyhow!("{e}"))?;
+    // Disabled signals' programs and probes are not attached at all.
+    let attached = config.export_settings().signals;
+    let mut host = probe::HostProbe::default();
+    host.capture.snaplen = config.snaplen.0;
+    host.capture.kinds = attached.kinds_mask();
+    let chosen =
+        choose::choose(config.backend, config.transport, &mut host).map_err(|e| anyhow!("{e}"))?;
     let transport = match chosen.transport {
         Some(crate::args::TransportChoice::Perf) => " over the perf event array",
         Some(_) => " over the BPF ring buffer",
@@ -258,6 +278,7 @@ pub fn run(config_path: &Option<PathBuf>) -> Result<u8> {
     let capture = Capture::single(opened.source, engine).stop_on_signals()?;
     let mut agent = Agent {
         config_path: config_path.clone(),
+        attached,
         settings,
         shared,
         http,
@@ -489,6 +510,20 @@ impl Agent {
             new.backend = self.config.backend;
             new.transport = self.config.transport;
         }
+        if new.snaplen != self.config.snaplen {
+            warning!(
+                "snaplen changes take effect at restart; still copying {} bytes per socket call",
+                self.config.snaplen.0
+            );
+            new.snaplen = self.config.snaplen;
+        }
+        let unattached = unattached_signals(self.attached, new.export_settings().signals);
+        if !unattached.is_empty() {
+            warning!(
+                "signals {} were disabled at start: their probes attach at restart",
+                unattached.join(", ")
+            );
+        }
         if new.prometheus.enabled != self.config.prometheus.enabled
             || new.prometheus.listen != self.config.prometheus.listen
         {
@@ -571,6 +606,7 @@ mod tests {
             process: false,
             tcp: true,
             block: false,
+            socket_io: false,
         };
         let mut engine = Engine::new("test", None);
         engine.keep_kinds(kind_filter(only_tcp));
@@ -578,5 +614,19 @@ mod tests {
         // The retransmit, and the short garbage record (counted as malformed).
         assert_eq!((engine.records, engine.malformed), (1, 1));
         assert!(kind_filter(Signals::default()).is_none());
+    }
+
+    #[test]
+    fn signals_turned_on_after_start_are_named() {
+        let off = Signals {
+            socket_io: false,
+            block: false,
+            ..Signals::default()
+        };
+        assert_eq!(
+            unattached_signals(off, Signals::default()),
+            ["block", "socket_io"]
+        );
+        assert!(unattached_signals(Signals::default(), off).is_empty());
     }
 }

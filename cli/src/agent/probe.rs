@@ -14,8 +14,18 @@ const CAP_BPF: u32 = 39;
 
 /// Probes this host. Cheap on purpose: `ksight_backend_ebpf::detect()` would parse BTF
 /// and every tracepoint format (~200 ms) only for `open` to do it again.
-#[derive(Default)]
-pub struct HostProbe;
+/// Backends it opens capture with `capture`'s snaplen and record kinds.
+pub struct HostProbe {
+    pub capture: CaptureArgs,
+}
+
+impl Default for HostProbe {
+    fn default() -> Self {
+        Self {
+            capture: CaptureArgs::new(BackendChoice::Auto, TransportChoice::Auto),
+        }
+    }
+}
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -81,8 +91,14 @@ fn map_create(
     Ok(())
 }
 
-fn capture_args(backend: BackendChoice, transport: TransportChoice) -> CaptureArgs {
-    CaptureArgs { backend, transport }
+impl HostProbe {
+    fn capture_args(&self, backend: BackendChoice, transport: TransportChoice) -> CaptureArgs {
+        CaptureArgs {
+            backend,
+            transport,
+            ..self.capture.clone()
+        }
+    }
 }
 
 impl Probe for HostProbe {
@@ -117,7 +133,7 @@ impl Probe for HostProbe {
 
     fn open_ebpf(&mut self, transport: TransportChoice) -> Result<Opened, String> {
         let started = std::time::Instant::now();
-        let opened = crate::backend::open(&capture_args(BackendChoice::Ebpf, transport))
+        let opened = crate::backend::open(&self.capture_args(BackendChoice::Ebpf, transport))
             .map_err(|e| format!("{e:#}"));
         super::log::debug!(
             "eBPF backend opened in {} ms",
@@ -143,7 +159,7 @@ impl Probe for HostProbe {
     }
 
     fn open_kmod(&mut self) -> Result<Opened, String> {
-        crate::backend::open(&capture_args(BackendChoice::Kmod, TransportChoice::Auto))
+        crate::backend::open(&self.capture_args(BackendChoice::Kmod, TransportChoice::Auto))
             .map_err(|e| format!("{e:#}"))
     }
 }
@@ -189,6 +205,7 @@ mod tests {
             status(Signal::TcpRetransmits, Fidelity::Full),
             status(Signal::TcpResets, Fidelity::Full),
             status(Signal::Block, Fidelity::Unavailable("gone".into())),
+            status(Signal::SocketIo, Fidelity::Full),
         ];
         let got = modes(&statuses, &Signals::default());
         let got: Vec<(&str, &str)> = got.iter().map(|(s, m)| (s.name(), m.as_str())).collect();
@@ -200,7 +217,8 @@ mod tests {
                 ("tcp_close_stats", "degraded"),
                 ("tcp_retransmits", "full"),
                 ("tcp_resets", "full"),
-                ("block", "unavailable")
+                ("block", "unavailable"),
+                ("socket_io", "full")
             ]
         );
         let off = Signals {
@@ -229,7 +247,8 @@ mod tests {
                 "tcp_close_stats",
                 "tcp_retransmits",
                 "tcp_resets",
-                "block"
+                "block",
+                "socket_io"
             ]
         );
     }

@@ -9,7 +9,8 @@
 
 use ksight_attribution::group_by_owner;
 use ksight_engine::snapshot::{
-    CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS, Latency, ProcessRow, Snapshot,
+    CgroupRow, ConnectionRow, DeviceRow, DnsRow, LATENCY_BUCKETS_NS, Latency, ProcessRow, Snapshot,
+    SocketIoSummary, UdpFlowRow,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -126,6 +127,7 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
     t.resets_received = delta(pt.resets_received, ct.resets_received);
     t.bytes_sent = delta(pt.bytes_sent, ct.bytes_sent);
     t.bytes_received = delta(pt.bytes_received, ct.bytes_received);
+    t.byte_mismatches = delta(pt.byte_mismatches, ct.byte_mismatches);
     let closed_before: HashSet<ConnKey> = pt
         .connections
         .iter()
@@ -138,6 +140,16 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
         .filter(|c| c.state != "CLOSE" || !closed_before.contains(&conn_key(c)))
         .cloned()
         .collect();
+
+    udp_between(prev, cur, &mut out);
+    dns_between(prev, cur, &mut out);
+    let (ps, cs) = (&prev.socket_io, &cur.socket_io);
+    out.socket_io = SocketIoSummary {
+        calls: delta(ps.calls, cs.calls),
+        payload_bytes: delta(ps.payload_bytes, cs.payload_bytes),
+        unreported_msgs: delta(ps.unreported_msgs, cs.unreported_msgs),
+        payload_faults: delta(ps.payload_faults, cs.payload_faults),
+    };
 
     let devices_before: HashMap<&str, &DeviceRow> = prev
         .block
@@ -174,19 +186,101 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
     out
 }
 
-fn device_delta(old: &DeviceRow, d: &DeviceRow) -> DeviceRow {
-    let buckets: Vec<u64> = d
-        .latency_buckets
+type FlowKey<'a> = (&'a str, u16, &'a str, u16, u32, u64);
+
+fn flow_key(f: &UdpFlowRow) -> FlowKey<'_> {
+    (&f.saddr, f.sport, &f.daddr, f.dport, f.pid, f.cgroup_id)
+}
+
+/// UDP totals and flows: each flow's traffic in the interval; quiet flows left out.
+fn udp_between(prev: &Snapshot, cur: &Snapshot, out: &mut Snapshot) {
+    let (pu, cu) = (&prev.udp, &cur.udp);
+    let u = &mut out.udp;
+    u.bytes_sent = delta(pu.bytes_sent, cu.bytes_sent);
+    u.bytes_received = delta(pu.bytes_received, cu.bytes_received);
+    u.datagrams_sent = delta(pu.datagrams_sent, cu.datagrams_sent);
+    u.datagrams_received = delta(pu.datagrams_received, cu.datagrams_received);
+    u.unlisted_datagrams = delta(pu.unlisted_datagrams, cu.unlisted_datagrams);
+    let before: HashMap<FlowKey, &UdpFlowRow> = pu.flows.iter().map(|f| (flow_key(f), f)).collect();
+    u.flows = cu
+        .flows
+        .iter()
+        .map(|f| match before.get(&flow_key(f)) {
+            Some(old) => UdpFlowRow {
+                bytes_sent: delta(old.bytes_sent, f.bytes_sent),
+                bytes_received: delta(old.bytes_received, f.bytes_received),
+                datagrams_sent: delta(old.datagrams_sent, f.datagrams_sent),
+                datagrams_received: delta(old.datagrams_received, f.datagrams_received),
+                ..f.clone()
+            },
+            None => f.clone(),
+        })
+        .filter(|f| f.datagrams_sent + f.datagrams_received > 0)
+        .collect();
+}
+
+type DnsRowKey<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, u64);
+
+fn dns_key(r: &DnsRow) -> DnsRowKey<'_> {
+    (
+        &r.role,
+        &r.server,
+        &r.qname,
+        &r.qtype,
+        &r.rcode,
+        r.cgroup_id,
+    )
+}
+
+/// DNS counters and rows: each row's queries in the interval, latency percentiles from its
+/// bucket differences; rows with no query in the interval left out.
+fn dns_between(prev: &Snapshot, cur: &Snapshot, out: &mut Snapshot) {
+    let (pd, cd) = (&prev.dns, &cur.dns);
+    out.dns.malformed = delta(pd.malformed, cd.malformed);
+    out.dns.other_qnames = delta(pd.other_qnames, cd.other_qnames);
+    let before: HashMap<DnsRowKey, &DnsRow> = pd.queries.iter().map(|r| (dns_key(r), r)).collect();
+    out.dns.queries = cd
+        .queries
+        .iter()
+        .map(|r| match before.get(&dns_key(r)) {
+            Some(old) => dns_delta(old, r),
+            None => r.clone(),
+        })
+        .filter(|r| r.count > 0)
+        .collect();
+}
+
+fn dns_delta(old: &DnsRow, r: &DnsRow) -> DnsRow {
+    let (latency_us, latency_buckets) =
+        latency_delta(&old.latency_buckets, &r.latency_buckets, &r.latency_us);
+    DnsRow {
+        count: delta(old.count, r.count),
+        timeouts: delta(old.timeouts, r.timeouts),
+        latency_us,
+        latency_sum_ns: delta(old.latency_sum_ns, r.latency_sum_ns),
+        latency_buckets,
+        ..r.clone()
+    }
+}
+
+/// Bucket differences and the percentiles they give; without buckets, the cumulative
+/// percentiles are the best there is.
+fn latency_delta(old: &[u64], new: &[u64], cumulative: &Latency) -> (Latency, Vec<u64>) {
+    let buckets: Vec<u64> = new
         .iter()
         .enumerate()
-        .map(|(i, &n)| delta(old.latency_buckets.get(i).copied().unwrap_or(0), n))
+        .map(|(i, &n)| delta(old.get(i).copied().unwrap_or(0), n))
         .collect();
     let latency = if buckets.len() == LATENCY_BUCKETS_NS.len() + 1 {
         latency_from_buckets(&buckets)
     } else {
-        // No buckets: percentiles since the agent started are the best there is.
-        d.latency_us.clone()
+        cumulative.clone()
     };
+    (latency, buckets)
+}
+
+fn device_delta(old: &DeviceRow, d: &DeviceRow) -> DeviceRow {
+    let (latency, buckets) = latency_delta(&old.latency_buckets, &d.latency_buckets, &d.latency_us);
     DeviceRow {
         reads: delta(old.reads, d.reads),
         writes: delta(old.writes, d.writes),
@@ -382,6 +476,10 @@ mod tests {
             tcp_resets_received: n,
             block_reads: n,
             block_writes: n,
+            udp_bytes_sent: n,
+            udp_bytes_received: n,
+            udp_datagrams_sent: n,
+            udp_datagrams_received: n,
             attribution: Some(labels.clone()),
         };
         let device = |reads| DeviceRow {
@@ -419,5 +517,116 @@ mod tests {
             ..b.clone()
         };
         assert!(interval_between(&a, &plain).containers.is_empty());
+    }
+
+    fn flow(sport: u16, sent: u64, datagrams: u64) -> UdpFlowRow {
+        UdpFlowRow {
+            saddr: "127.0.0.1".into(),
+            sport,
+            daddr: "127.0.0.53".into(),
+            dport: 53,
+            pid: 7,
+            comm: "dig".into(),
+            cgroup_id: 5,
+            bytes_sent: sent,
+            bytes_received: 2 * sent,
+            datagrams_sent: datagrams,
+            datagrams_received: datagrams,
+        }
+    }
+
+    fn dns(qname: &str, count: u64, buckets: Vec<u64>) -> DnsRow {
+        DnsRow {
+            role: "client".into(),
+            server: "127.0.0.53:53".into(),
+            qname: qname.into(),
+            qtype: "A".into(),
+            rcode: "NOERROR".into(),
+            count,
+            cgroup_id: 5,
+            latency_sum_ns: count * 1000,
+            latency_buckets: buckets,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn udp_flows_dns_rows_and_socket_counters_are_differences() {
+        let n = LATENCY_BUCKETS_NS.len() + 1;
+        let mut a = Snapshot::default();
+        a.udp.bytes_sent = 100;
+        a.udp.datagrams_sent = 4;
+        a.udp.flows = vec![flow(1000, 100, 4), flow(1001, 10, 1)];
+        let mut b1 = vec![0; n];
+        b1[0] = 3;
+        a.dns.queries = vec![dns("a.test", 3, b1.clone()), dns("b.test", 1, vec![1; 0])];
+        a.dns.malformed = 2;
+        a.socket_io.calls = 10;
+        a.tcp.byte_mismatches = 1;
+        let mut b = a.clone();
+        b.udp.bytes_sent = 160;
+        b.udp.datagrams_sent = 7;
+        b.udp.flows = vec![flow(1000, 160, 7), flow(1001, 10, 1), flow(1002, 5, 1)];
+        let mut b2 = b1.clone();
+        b2[6] = 2;
+        b.dns.queries[0] = dns("a.test", 5, b2);
+        b.dns.malformed = 3;
+        b.socket_io.calls = 25;
+        b.socket_io.payload_faults = 1;
+        b.tcp.byte_mismatches = 1;
+        let d = interval_between(&a, &b);
+        assert_eq!((d.udp.bytes_sent, d.udp.datagrams_sent), (60, 3));
+        let flows: Vec<(u16, u64, u64, u64)> = d
+            .udp
+            .flows
+            .iter()
+            .map(|f| (f.sport, f.bytes_sent, f.bytes_received, f.datagrams_sent))
+            .collect();
+        assert_eq!(
+            flows,
+            [(1000, 60, 120, 3), (1002, 5, 10, 1)],
+            "quiet flow left out"
+        );
+        assert_eq!(
+            d.dns.queries.len(),
+            1,
+            "b.test had no query in the interval"
+        );
+        let q = &d.dns.queries[0];
+        assert_eq!(
+            (q.qname.as_str(), q.count, q.latency_sum_ns),
+            ("a.test", 2, 2000)
+        );
+        assert_eq!(
+            (q.latency_us.count, q.latency_us.p50, q.latency_us.max),
+            (2, 1000.0, 1000.0)
+        );
+        assert_eq!(d.dns.malformed, 1);
+        assert_eq!((d.socket_io.calls, d.socket_io.payload_faults), (15, 1));
+        assert_eq!(d.tcp.byte_mismatches, 0);
+        // The agent restarted: nothing negative, nothing huge.
+        let back = interval_between(&b, &a);
+        assert_eq!((back.udp.bytes_sent, back.socket_io.calls), (0, 0));
+        assert!(back.udp.flows.iter().all(|f| f.bytes_sent <= 100));
+    }
+
+    #[test]
+    fn open_connections_keep_their_bytes_so_far() {
+        let open = |sent| ConnectionRow {
+            state: "ESTABLISHED".into(),
+            sport: 40000,
+            bytes_sent: Some(sent),
+            bytes_received: Some(7),
+            call_bytes_sent: Some(sent),
+            call_bytes_received: Some(7),
+            since_start: true,
+            ..Default::default()
+        };
+        let mut a = Snapshot::default();
+        a.tcp.connections = vec![open(100)];
+        let mut b = Snapshot::default();
+        b.tcp.connections = vec![open(250)];
+        let d = interval_between(&a, &b);
+        assert_eq!(d.tcp.connections, [open(250)]);
     }
 }

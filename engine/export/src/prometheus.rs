@@ -8,8 +8,10 @@
 //! `workload_kind` and systemd `unit` where known; `ksight_cgroup_info` adds path, runtime
 //! and container id), device, exit code, CPU — never by pid — and per-connection series are limited to the configured top N.
 
-use super::view::{AgentMeta, CgroupSeries, ExportView, MetadataStatus};
-use ksight_engine::snapshot::{CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS};
+use super::view::{AgentMeta, CgroupSeries, DnsSeries, ExportView, MetadataStatus};
+use ksight_engine::snapshot::{
+    CgroupLabels, CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -181,9 +183,13 @@ fn l<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
 /// sum by pod, container or workload. Unknown or inapplicable labels are left out (which
 /// Prometheus reads as empty).
 fn owner(c: &CgroupSeries) -> Labels {
-    let a = c.row.attribution.clone().unwrap_or_default();
+    owner_of(c.row.cgroup_id, c.row.attribution.as_ref())
+}
+
+fn owner_of(cgroup_id: u64, attribution: Option<&CgroupLabels>) -> Labels {
+    let a = attribution.cloned().unwrap_or_default();
     let labels = vec![
-        ("cgroup_id", c.row.cgroup_id.to_string()),
+        ("cgroup_id", cgroup_id.to_string()),
         ("namespace", a.namespace),
         ("pod", a.pod),
         ("container", a.container),
@@ -271,6 +277,11 @@ impl Collector for ViewCollector {
         if v.signals.block {
             block_by_device(&mut f, &v.devices)?;
             block_by_cgroup(&mut f, &v.cgroups)?;
+        }
+        if v.signals.socket_io {
+            socket_io(&mut f, v)?;
+            udp_by_cgroup(&mut f, &v.cgroups)?;
+            dns(&mut f, v)?;
         }
         Ok(())
     }
@@ -523,13 +534,13 @@ fn tcp_by_cgroup(f: &mut Families, cgroups: &[CgroupSeries]) -> fmt::Result {
     )?;
     f.counter(
         "ksight_tcp_sent",
-        "Payload bytes sent and acknowledged by closed connections, by cgroup of the socket",
+        "TCP payload bytes sent, by cgroup of the socket: as the send calls return (socket I/O signal), topped up at close to the kernel's acknowledged count",
         Some(Unit::Bytes),
         by_cgroup(cgroups, |r| r.tcp_bytes_sent),
     )?;
     f.counter(
         "ksight_tcp_received",
-        "Payload bytes received by closed connections, by cgroup of the socket",
+        "TCP payload bytes received, by cgroup of the socket: as the receive calls return (socket I/O signal), topped up at close to the kernel's count",
         Some(Unit::Bytes),
         by_cgroup(cgroups, |r| r.tcp_bytes_received),
     )
@@ -624,6 +635,142 @@ fn block_by_cgroup(f: &mut Families, cgroups: &[CgroupSeries]) -> fmt::Result {
     )
 }
 
+/// The socket I/O signal's own health, and TCP connections whose kernel byte counters
+/// disagreed with the sum of their calls.
+fn socket_io(f: &mut Families, v: &ExportView) -> fmt::Result {
+    let s = &v.totals.socket_io;
+    f.counter(
+        "ksight_socket_io_calls",
+        "Completed send and receive calls on TCP and UDP sockets",
+        None,
+        one(s.calls),
+    )?;
+    f.counter(
+        "ksight_socket_io_unreported_messages",
+        "Messages of sendmmsg/recvmmsg calls beyond the per-call record bound, whose bytes are missing from the live counts",
+        None,
+        one(s.unreported_msgs),
+    )?;
+    f.counter(
+        "ksight_socket_io_payload_faults",
+        "Socket calls whose payload could not be read from user memory",
+        None,
+        one(s.payload_faults),
+    )?;
+    f.counter(
+        "ksight_tcp_byte_mismatches",
+        "Closed TCP connections, seen from their start, whose kernel byte counters differ from the sum of their calls",
+        None,
+        one(v.totals.tcp.byte_mismatches),
+    )
+}
+
+/// UDP payload bytes and datagrams by cgroup of the task that sent or received them.
+fn udp_by_cgroup(f: &mut Families, cgroups: &[CgroupSeries]) -> fmt::Result {
+    let families: [(&str, &str, Option<Unit>, CgroupCounter); 4] = [
+        (
+            "ksight_udp_sent",
+            "UDP payload bytes sent, by cgroup of the sending task",
+            Some(Unit::Bytes),
+            |r| r.udp_bytes_sent,
+        ),
+        (
+            "ksight_udp_received",
+            "UDP payload bytes received, by cgroup of the receiving task",
+            Some(Unit::Bytes),
+            |r| r.udp_bytes_received,
+        ),
+        (
+            "ksight_udp_sent_datagrams",
+            "UDP datagrams sent, by cgroup of the sending task",
+            None,
+            |r| r.udp_datagrams_sent,
+        ),
+        (
+            "ksight_udp_received_datagrams",
+            "UDP datagrams received, by cgroup of the receiving task",
+            None,
+            |r| r.udp_datagrams_received,
+        ),
+    ];
+    for (name, help, unit, get) in families {
+        f.counter(name, help, unit, by_cgroup(cgroups, get))?;
+    }
+    Ok(())
+}
+
+/// The labels of a DNS series: its cgroup's owner, then what the query was.
+fn dns_labels(d: &DnsSeries) -> Labels {
+    let k = &d.key;
+    let mut labels = owner_of(k.cgroup_id, d.attribution.as_ref());
+    labels.extend([
+        ("role", k.role.clone()),
+        ("server", k.server.clone()),
+        ("qname", k.qname.clone()),
+        ("qtype", k.qtype.clone()),
+        ("rcode", k.rcode.clone()),
+    ]);
+    labels
+}
+
+/// DNS queries by owner, role, server, qname (top N, then "other"), type and answer; their
+/// latency; packets that failed to parse.
+fn dns(f: &mut Families, v: &ExportView) -> fmt::Result {
+    f.counter(
+        "ksight_dns_requests",
+        "DNS queries by cgroup of the asking (client) or answering (server) task, server, qname, type and response code (rcode \"TIMEOUT\": never answered)",
+        None,
+        v.dns.iter().map(|d| (dns_labels(d), d.counts.count)),
+    )?;
+    f.dns_latency(&v.dns)?;
+    f.counter(
+        "ksight_dns_other_qname_requests",
+        "DNS queries counted under qname \"other\": beyond the qnames with the most queries ([dns] max_qnames)",
+        None,
+        one(v.dns_other_requests),
+    )?;
+    f.counter(
+        "ksight_dns_malformed_packets",
+        "Packets on a DNS port, or that looked like DNS, that failed to parse and were skipped",
+        None,
+        one(v.totals.dns.malformed),
+    )
+}
+
+impl Families<'_, '_> {
+    /// `ksight_dns_request_duration`: query-to-answer latency of answered queries, per DNS
+    /// series, on the block histogram's buckets.
+    fn dns_latency(&mut self, series: &[DnsSeries]) -> fmt::Result {
+        let mut m = self.enc.encode_descriptor(
+            "ksight_dns_request_duration",
+            "DNS query-to-answer latency of answered queries",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        // Series with no answer (timeouts) have no latency to show.
+        for d in series.iter().filter(|d| d.counts.answered() > 0) {
+            let labels = dns_labels(d);
+            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                d.counts.latency_sum_ns as f64 / 1e9,
+                d.counts.answered(),
+                &buckets(&d.counts.latency_buckets),
+                None,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Upper bounds in seconds with the count of each bucket (not cumulative: the encoder sums).
+fn buckets(counts: &[u64]) -> Vec<(f64, u64)> {
+    LATENCY_BUCKETS_NS
+        .iter()
+        .map(|&ns| ns as f64 / 1e9)
+        .chain([f64::INFINITY])
+        .zip(counts.iter().copied().chain(std::iter::repeat(0)))
+        .collect()
+}
+
 impl Families<'_, '_> {
     /// `ksight_block_latency`: a histogram in seconds per device, from the fixed buckets.
     fn block_latency(&mut self, devices: &[DeviceRow]) -> fmt::Result {
@@ -635,21 +782,10 @@ impl Families<'_, '_> {
         )?;
         for d in devices {
             let labels = device_labels(d);
-            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_NS
-                .iter()
-                .map(|&ns| ns as f64 / 1e9)
-                .chain([f64::INFINITY])
-                .zip(
-                    d.latency_buckets
-                        .iter()
-                        .copied()
-                        .chain(std::iter::repeat(0)),
-                )
-                .collect();
             m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
                 d.latency_sum_ns as f64 / 1e9,
                 d.latency_us.count,
-                &buckets,
+                &buckets(&d.latency_buckets),
                 None,
             )?;
         }
@@ -699,11 +835,65 @@ mod tests {
         s.batch
     }
 
+    /// What the socket I/O signal adds to the workload's snapshot: UDP traffic of CG, DNS
+    /// queries (three qnames, one of them timed out), the signal's counters.
+    fn with_sockets(snapshot: &mut ksight_engine::Snapshot) {
+        use ksight_engine::snapshot::{DnsRow, Latency};
+        for row in &mut snapshot.cgroups {
+            if row.cgroup_id == CG {
+                row.udp_bytes_sent = 300;
+                row.udp_bytes_received = 900;
+                row.udp_datagrams_sent = 3;
+                row.udp_datagrams_received = 2;
+            }
+        }
+        let query = |qname: &str, qtype: &str, rcode: &str, count: u64, latencies_ns: &[u64]| {
+            let mut buckets = vec![0u64; LATENCY_BUCKETS_NS.len() + 1];
+            for &ns in latencies_ns {
+                buckets[LATENCY_BUCKETS_NS.partition_point(|&b| b < ns)] += 1;
+            }
+            DnsRow {
+                role: "client".into(),
+                server: "10.0.0.2:53".into(),
+                qname: qname.into(),
+                qtype: qtype.into(),
+                rcode: rcode.into(),
+                count,
+                latency_us: Latency::default(),
+                timeouts: if rcode == "TIMEOUT" { count } else { 0 },
+                cgroup_id: CG,
+                latency_sum_ns: latencies_ns.iter().sum(),
+                latency_buckets: buckets,
+            }
+        };
+        snapshot.dns.queries = vec![
+            query(
+                "api.shop.test",
+                "A",
+                "NOERROR",
+                3,
+                &[20_000, 30_000, 2_000_000],
+            ),
+            query("api.shop.test", "AAAA", "NOERROR", 1, &[40_000]),
+            query("nope.test", "A", "NXDOMAIN", 2, &[100_000, 100_000]),
+            query("slow.test", "A", "TIMEOUT", 1, &[]),
+        ];
+        snapshot.dns.malformed = 2;
+        snapshot.socket_io = ksight_engine::snapshot::SocketIoSummary {
+            calls: 40,
+            payload_bytes: 4000,
+            unreported_msgs: 3,
+            payload_faults: 1,
+        };
+        snapshot.tcp.byte_mismatches = 1;
+    }
+
     fn exposition(settings: &ExportSettings) -> String {
         let mut engine = Engine::new("ebpf", None);
         engine.ingest(&workload());
         engine.flush();
-        let snapshot = engine.snapshot(&NoNames);
+        let mut snapshot = engine.snapshot(&NoNames);
+        with_sockets(&mut snapshot);
         let tree = CgroupTree {
             paths: [
                 (CG, "/test.slice/w".to_string()),
@@ -744,6 +934,7 @@ mod tests {
         engine.ingest(&workload());
         engine.flush();
         let mut snapshot = engine.snapshot(&NoNames);
+        with_sockets(&mut snapshot);
         for row in &mut snapshot.cgroups {
             if row.cgroup_id == CG {
                 row.attribution = Some(ksight_attribution::CgroupLabels {
@@ -795,6 +986,7 @@ mod tests {
         snapshot.lost_events_per_cpu = vec![0, 5];
         let settings = ExportSettings {
             top_connections: 5,
+            dns_max_qnames: 2,
             ..Default::default()
         };
         let (view, _) = Exporter::new().update(&snapshot, &tree, 0, &settings, meta);
@@ -1104,6 +1296,7 @@ mod tests {
                 process: true,
                 tcp: false,
                 block: false,
+                socket_io: false,
             },
             exclude_cgroups: vec!["/other".into()],
             ..Default::default()
@@ -1111,6 +1304,9 @@ mod tests {
         let text = exposition(&settings);
         assert!(!text.contains("ksight_tcp_"), "{text}");
         assert!(!text.contains("ksight_block_"), "{text}");
+        for family in ["ksight_udp_", "ksight_dns_", "ksight_socket_io_"] {
+            assert!(!text.contains(family), "{family} in {text}");
+        }
         assert!(!text.contains(r#"cgroup_id="5""#), "{text}");
         has(&text, r#"ksight_process_execs_total{cgroup_id="77"} 2"#);
     }
@@ -1132,5 +1328,111 @@ mod tests {
             "{lines:?}"
         );
         assert!(!text.contains("pid="));
+    }
+
+    #[test]
+    fn udp_and_socket_io_counters() {
+        let text = exposition(&ExportSettings::default());
+        has(&text, r#"ksight_udp_sent_bytes_total{cgroup_id="77"} 300"#);
+        has(
+            &text,
+            r#"ksight_udp_received_bytes_total{cgroup_id="77"} 900"#,
+        );
+        has(
+            &text,
+            r#"ksight_udp_sent_datagrams_total{cgroup_id="77"} 3"#,
+        );
+        has(
+            &text,
+            r#"ksight_udp_received_datagrams_total{cgroup_id="77"} 2"#,
+        );
+        has(&text, r#"ksight_udp_sent_bytes_total{cgroup_id="5"} 0"#);
+        has(&text, "ksight_socket_io_calls_total 40");
+        has(&text, "ksight_socket_io_unreported_messages_total 3");
+        has(&text, "ksight_socket_io_payload_faults_total 1");
+        has(&text, "ksight_tcp_byte_mismatches_total 1");
+        has(&text, "ksight_dns_malformed_packets_total 2");
+        assert!(
+            text.contains("# UNIT ksight_udp_sent_bytes bytes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dns_requests_latency_and_the_qname_bound() {
+        let settings = ExportSettings {
+            dns_max_qnames: 2,
+            ..Default::default()
+        };
+        let text = exposition(&settings);
+        let q = |qname: &str, qtype: &str, rcode: &str| {
+            format!(
+                r#"cgroup_id="77",role="client",server="10.0.0.2:53",qname="{qname}",qtype="{qtype}",rcode="{rcode}""#
+            )
+        };
+        has(
+            &text,
+            &format!(
+                "ksight_dns_requests_total{{{}}} 3",
+                q("api.shop.test", "A", "NOERROR")
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                "ksight_dns_requests_total{{{}}} 1",
+                q("api.shop.test", "AAAA", "NOERROR")
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                "ksight_dns_requests_total{{{}}} 2",
+                q("nope.test", "A", "NXDOMAIN")
+            ),
+        );
+        // The third qname by count is beyond the bound of 2: counted under "other".
+        has(
+            &text,
+            &format!(
+                "ksight_dns_requests_total{{{}}} 1",
+                q("other", "A", "TIMEOUT")
+            ),
+        );
+        assert!(!text.contains("slow.test"), "{text}");
+        has(&text, "ksight_dns_other_qname_requests_total 1");
+        // Answered queries only, in seconds on the block buckets: 20 µs, 30 µs, 2 ms.
+        let l = q("api.shop.test", "A", "NOERROR");
+        has(
+            &text,
+            &format!("ksight_dns_request_duration_seconds_count{{{l}}} 3"),
+        );
+        has(
+            &text,
+            &format!("ksight_dns_request_duration_seconds_sum{{{l}}} 0.00205"),
+        );
+        has(
+            &text,
+            &format!("ksight_dns_request_duration_seconds_bucket{{le=\"0.000025\",{l}}} 1"),
+        );
+        has(
+            &text,
+            &format!("ksight_dns_request_duration_seconds_bucket{{le=\"0.00005\",{l}}} 2"),
+        );
+        has(
+            &text,
+            &format!("ksight_dns_request_duration_seconds_bucket{{le=\"0.0025\",{l}}} 3"),
+        );
+        has(
+            &text,
+            &format!("ksight_dns_request_duration_seconds_bucket{{le=\"+Inf\",{l}}} 3"),
+        );
+        assert!(
+            !samples(&text)
+                .iter()
+                .any(|l| l.starts_with("ksight_dns_request_duration") && l.contains("TIMEOUT")),
+            "no latency series for queries never answered"
+        );
+        assert!(text.contains("# TYPE ksight_dns_request_duration_seconds histogram"));
     }
 }

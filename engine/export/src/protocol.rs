@@ -14,11 +14,16 @@
 //! ([`Snapshot`]) and converts to and from the wire at the edges ([`serve`], [`request`]),
 //! so a field added to the JSON contract changes nothing on the socket until a new
 //! version carries it. The agent answers a request of each version in [`SUPPORTED`] in
-//! that version (so, once there is more than one, older clients keep working); any other
-//! version gets an error naming the versions it speaks. A client asks in [`VERSION`] and
-//! reads only that.
+//! that version (so older clients keep working); any other version gets an error naming
+//! the versions it speaks. A client asks in [`VERSION`] and reads only that; [`fetch`]
+//! asks an agent that does not speak it again in the version its error came in, when this
+//! build speaks that one too (so a newer `top` reads an older agent).
+//!
+//! Version 3 adds the socket I/O signal (live connection bytes, UDP flows, DNS rows, the
+//! signal's counters) and `late_events`; version 2 clients get neither.
 
 pub mod v2;
+pub mod v3;
 
 use bincode::Options;
 use ksight_engine::snapshot::Snapshot;
@@ -29,9 +34,9 @@ use std::time::Duration;
 
 pub const MAGIC: [u8; 4] = *b"KSGT";
 /// The version this build's clients ask for: the newest it speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The versions this build's agent answers in.
-pub const SUPPORTED: &[u16] = &[2];
+pub const SUPPORTED: &[u16] = &[2, 3];
 pub const HEADER_LEN: usize = 12;
 /// Requests are tiny; anything larger is garbage.
 pub const MAX_REQUEST_BYTES: u32 = 4096;
@@ -74,6 +79,9 @@ pub enum ProtocolError {
     Decode(#[from] bincode::Error),
     #[error("the agent answered: {0}")]
     Agent(String),
+    /// The agent refused the version asked for, answering in its own.
+    #[error("the agent speaks protocol version {speaks}: {message}")]
+    OtherVersion { speaks: u16, message: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +148,7 @@ fn codec() -> impl Options {
 pub fn encode_snapshot(version: u16, snapshot: &AgentSnapshot) -> Result<Vec<u8>, ProtocolError> {
     match version {
         2 => Ok(codec().serialize(&v2::AgentSnapshot::from(snapshot))?),
+        3 => Ok(codec().serialize(&v3::AgentSnapshot::from(snapshot))?),
         got => Err(ProtocolError::Version { got }),
     }
 }
@@ -148,6 +157,7 @@ pub fn encode_snapshot(version: u16, snapshot: &AgentSnapshot) -> Result<Vec<u8>
 pub fn decode_snapshot(version: u16, payload: &[u8]) -> Result<AgentSnapshot, ProtocolError> {
     match version {
         2 => Ok(codec().deserialize::<v2::AgentSnapshot>(payload)?.into()),
+        3 => Ok(codec().deserialize::<v3::AgentSnapshot>(payload)?.into()),
         got => Err(ProtocolError::Version { got }),
     }
 }
@@ -190,15 +200,30 @@ pub fn serve(
 /// Client side over any stream: asks in [`VERSION`], accepts a snapshot of that version
 /// only.
 pub fn request(stream: &mut (impl Read + Write)) -> Result<AgentSnapshot, ProtocolError> {
-    write_frame(stream, VERSION, kind::SNAPSHOT_REQUEST, &[])?;
+    request_in(stream, VERSION)
+}
+
+/// Client side: asks in `version` (one of [`SUPPORTED`]), accepts a snapshot of that
+/// version only.
+pub fn request_in(
+    stream: &mut (impl Read + Write),
+    version: u16,
+) -> Result<AgentSnapshot, ProtocolError> {
+    write_frame(stream, version, kind::SNAPSHOT_REQUEST, &[])?;
     let h = read_header(stream, MAX_REPLY_BYTES)?;
     let payload = read_payload(stream, h.len)?;
     if h.kind == kind::ERROR {
-        return Err(ProtocolError::Agent(
-            String::from_utf8_lossy(&payload).into_owned(),
-        ));
+        let message = String::from_utf8_lossy(&payload).into_owned();
+        return Err(if h.version != version {
+            ProtocolError::OtherVersion {
+                speaks: h.version,
+                message,
+            }
+        } else {
+            ProtocolError::Agent(message)
+        });
     }
-    if h.version != VERSION {
+    if h.version != version {
         return Err(ProtocolError::Version { got: h.version });
     }
     if h.kind != kind::SNAPSHOT {
@@ -211,12 +236,23 @@ pub fn request(stream: &mut (impl Read + Write)) -> Result<AgentSnapshot, Protoc
 }
 
 /// Asks the agent listening on `path` for its snapshot, waiting at most `timeout` for
-/// each read or write.
+/// each read or write. An agent that answers in an older version this build speaks is
+/// asked again in that version (one request per connection: a second connection).
 pub fn fetch(path: &Path, timeout: Duration) -> Result<AgentSnapshot, ProtocolError> {
-    let mut stream = UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    request(&mut stream)
+    let connect = || -> Result<UnixStream, ProtocolError> {
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(stream)
+    };
+    match request(&mut connect()?) {
+        Err(ProtocolError::OtherVersion { speaks, .. })
+            if speaks != VERSION && SUPPORTED.contains(&speaks) =>
+        {
+            request_in(&mut connect()?, speaks)
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +341,7 @@ mod tests {
             block_reads: 16,
             block_writes: 17,
             attribution: Some(labels),
+            ..Default::default()
         };
         let snapshot = Snapshot {
             backend: "kmod".into(),
@@ -365,7 +402,9 @@ mod tests {
                     resets_sent: 16,
                     resets_received: 17,
                     srtt_us: Some(18),
+                    ..Default::default()
                 }],
+                ..Default::default()
             },
             block: BlockSummary {
                 devices: vec![DeviceRow {
@@ -392,6 +431,7 @@ mod tests {
                 attribution: None,
                 ..cgroup
             }],
+            ..Default::default()
         };
         AgentSnapshot {
             agent_version: "0.1.0".into(),
@@ -400,6 +440,73 @@ mod tests {
             fidelity_notes: vec!["tcp_close_stats degraded".into()],
             snapshot,
         }
+    }
+
+    /// `full_sample` with every field version 3 adds set too.
+    pub(super) fn full_sample_v3() -> AgentSnapshot {
+        use ksight_engine::snapshot::*;
+        let mut a = full_sample();
+        let s = &mut a.snapshot;
+        s.late_events = 19;
+        s.tcp.byte_mismatches = 20;
+        let c = &mut s.tcp.connections[0];
+        (c.call_bytes_sent, c.call_bytes_received, c.since_start) = (Some(21), None, true);
+        s.udp = UdpSummary {
+            bytes_sent: 22,
+            bytes_received: 23,
+            datagrams_sent: 24,
+            datagrams_received: 25,
+            flows: vec![UdpFlowRow {
+                saddr: "10.0.0.1".into(),
+                sport: 5353,
+                daddr: "10.0.0.2".into(),
+                dport: 53,
+                pid: 26,
+                comm: "dig".into(),
+                cgroup_id: 77,
+                bytes_sent: 27,
+                bytes_received: 28,
+                datagrams_sent: 29,
+                datagrams_received: 30,
+            }],
+            unlisted_datagrams: 31,
+        };
+        s.dns = DnsSummary {
+            queries: vec![DnsRow {
+                role: "client".into(),
+                server: "10.0.0.2:53".into(),
+                qname: "example.test".into(),
+                qtype: "AAAA".into(),
+                rcode: "NXDOMAIN".into(),
+                count: 32,
+                latency_us: Latency {
+                    count: 33,
+                    p50: 34.5,
+                    p99: 35.5,
+                    max: 36.5,
+                },
+                timeouts: 37,
+                cgroup_id: 77,
+                latency_sum_ns: 38,
+                latency_buckets: vec![39, 40],
+            }],
+            malformed: 41,
+            other_qnames: 42,
+        };
+        s.socket_io = SocketIoSummary {
+            calls: 43,
+            payload_bytes: 44,
+            unreported_msgs: 45,
+            payload_faults: 46,
+        };
+        for (i, row) in s.cgroups.iter_mut().chain(&mut s.containers).enumerate() {
+            let n = 47 + 4 * i as u64;
+            row.udp_bytes_sent = n;
+            row.udp_bytes_received = n + 1;
+            row.udp_datagrams_sent = n + 2;
+            row.udp_datagrams_received = n + 3;
+        }
+        a
     }
 
     fn request_bytes(version: u16, kind: u16, payload: &[u8]) -> Vec<u8> {
@@ -498,6 +605,51 @@ mod tests {
         assert_eq!(decode_snapshot(2, V2_FIXTURE).unwrap(), full_sample());
     }
 
+    const V3_FIXTURE: &[u8] = include_bytes!("testdata/agent-snapshot-v3.bin");
+
+    /// Version 3's bytes, written once from `full_sample_v3`: its layout may never change.
+    /// Version 2 leaves out everything version 3 added.
+    #[test]
+    fn version_3_is_pinned_and_carries_the_socket_signal() {
+        let pinned = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/testdata/agent-snapshot-v3.bin"
+        );
+        if std::env::var_os("KSIGHT_PIN_PROTOCOL_V3").is_some() {
+            std::fs::write(pinned, encode_snapshot(3, &full_sample_v3()).unwrap()).unwrap();
+        }
+        assert_eq!(encode_snapshot(3, &full_sample_v3()).unwrap(), V3_FIXTURE);
+        assert_eq!(decode_snapshot(3, V3_FIXTURE).unwrap(), full_sample_v3());
+        let v2 = encode_snapshot(2, &full_sample_v3()).unwrap();
+        assert_eq!(v2, V2_FIXTURE);
+        assert_eq!(decode_snapshot(2, &v2).unwrap(), full_sample());
+    }
+
+    /// An agent that speaks only version 2 answers a version-3 request with an error in
+    /// version 2: the client learns which version to ask in.
+    #[test]
+    fn an_older_agent_is_recognised_by_its_error() {
+        let mut reply = Vec::new();
+        write_frame(
+            &mut reply,
+            2,
+            kind::ERROR,
+            b"protocol version 3 is not supported (this agent speaks version 2)",
+        )
+        .unwrap();
+        let err = request(&mut duplex(reply)).unwrap_err();
+        assert!(
+            matches!(&err, ProtocolError::OtherVersion { speaks: 2, message } if message.contains("speaks version 2")),
+            "{err}"
+        );
+        let mut server = duplex(request_bytes(2, kind::SNAPSHOT_REQUEST, &[]));
+        serve(&mut server, &full_sample_v3()).unwrap();
+        assert_eq!(
+            request_in(&mut duplex(server.output), 2).unwrap(),
+            full_sample()
+        );
+    }
+
     #[test]
     fn trailing_or_missing_bytes_are_refused() {
         let mut longer = V2_FIXTURE.to_vec();
@@ -512,9 +664,9 @@ mod tests {
         ));
         // Through a whole frame, too.
         let mut reply = Vec::new();
-        write_frame(&mut reply, VERSION, kind::SNAPSHOT, &longer).unwrap();
+        write_frame(&mut reply, 2, kind::SNAPSHOT, &longer).unwrap();
         assert!(matches!(
-            request(&mut duplex(reply)),
+            request_in(&mut duplex(reply), 2),
             Err(ProtocolError::Decode(_))
         ));
     }

@@ -9,14 +9,19 @@
 //!   forgets them too);
 //! - keeps the N largest connections that closed within a sliding window, so per-connection
 //!   series stay bounded;
+//! - keeps DNS series for the N qnames with the most queries and sums the rest under
+//!   qname "other", accumulating each series from the growth of the engine's rows so
+//!   every counter only grows as qnames enter and leave the top N;
 //! - applies the signals and filters of the configuration, which a reload may change at
 //!   any time without touching the aggregates.
 
 use event_abi::kinds;
 pub use ksight_attribution::cgroups::CgroupTree;
 use ksight_engine::signals::{Family, Mode, Signal, SignalStatus};
-use ksight_engine::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Snapshot};
-use std::collections::HashMap;
+use ksight_engine::snapshot::{
+    CgroupLabels, CgroupRow, ConnectionRow, DeviceRow, DnsRow, LATENCY_BUCKETS_NS, Snapshot,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Which signals are captured and exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +32,8 @@ pub struct Signals {
     pub tcp: bool,
     /// Block I/O.
     pub block: bool,
+    /// Socket send/receive calls: live TCP bytes, UDP flows, DNS.
+    pub socket_io: bool,
 }
 
 impl Default for Signals {
@@ -35,13 +42,14 @@ impl Default for Signals {
             process: true,
             tcp: true,
             block: true,
+            socket_io: true,
         }
     }
 }
 
 impl Signals {
     pub fn all(&self) -> bool {
-        self.process && self.tcp && self.block
+        self.process && self.tcp && self.block && self.socket_io
     }
 
     /// Whether the configuration switch of this family is on.
@@ -50,7 +58,19 @@ impl Signals {
             Family::Process => self.process,
             Family::Tcp => self.tcp,
             Family::Block => self.block,
+            Family::SocketIo => self.socket_io,
         }
+    }
+
+    /// The record kinds of the enabled signals as a backend mask (bit `1 << kind`), from
+    /// the table of kinds; None when every signal is on (the backends' "all").
+    pub fn kinds_mask(&self) -> Option<u32> {
+        (!self.all()).then(|| {
+            kinds::KINDS
+                .iter()
+                .filter(|k| self.wants(k.signal))
+                .fold(0u32, |mask, k| mask | 1 << k.kind)
+        })
     }
 
     /// Whether this signal is enabled (its family's switch, from the table of kinds).
@@ -110,6 +130,9 @@ pub struct ExportSettings {
     pub connection_window_ms: u64,
     /// How long a cgroup's series outlive the cgroup.
     pub cgroup_grace_ms: u64,
+    /// DNS series carry the qnames with the most queries, at most this many; the others
+    /// are summed under qname "other".
+    pub dns_max_qnames: usize,
 }
 
 impl Default for ExportSettings {
@@ -122,6 +145,7 @@ impl Default for ExportSettings {
             top_connections: 10,
             connection_window_ms: 60_000,
             cgroup_grace_ms: 300_000,
+            dns_max_qnames: 100,
         }
     }
 }
@@ -216,14 +240,121 @@ pub struct ExportView {
     pub devices: Vec<DeviceRow>,
     /// The top-N connections, largest first.
     pub connections: Vec<ConnectionRow>,
+    /// DNS series of exported cgroups, in key order.
+    pub dns: Vec<DnsSeries>,
+    /// Queries counted under qname "other" since the agent started.
+    pub dns_other_requests: u64,
 }
 
-/// State kept between ticks: when cgroups disappeared, recently closed connections.
+/// The qname DNS queries beyond the bound are counted under.
+pub const OTHER_QNAME: &str = "other";
+
+/// What one DNS series is told apart by.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DnsKey {
+    pub cgroup_id: u64,
+    pub role: String,
+    pub server: String,
+    pub qname: String,
+    pub qtype: String,
+    pub rcode: String,
+}
+
+impl DnsKey {
+    fn of(r: &DnsRow) -> Self {
+        Self {
+            cgroup_id: r.cgroup_id,
+            role: r.role.clone(),
+            server: r.server.clone(),
+            qname: r.qname.clone(),
+            qtype: r.qtype.clone(),
+            rcode: r.rcode.clone(),
+        }
+    }
+}
+
+/// A DNS series' counters, accumulated by the exporter from the growth of the engine's
+/// rows, so they only ever grow even as qnames enter and leave the top N.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsCounts {
+    /// Queries (answered or timed out).
+    pub count: u64,
+    /// Queries that got no answer in time.
+    pub timeouts: u64,
+    /// Sum of the answered queries' latencies, ns.
+    pub latency_sum_ns: u64,
+    /// Answered queries per [`LATENCY_BUCKETS_NS`] bucket (one more for those above).
+    pub latency_buckets: Vec<u64>,
+}
+
+impl DnsCounts {
+    fn of(r: &DnsRow) -> Self {
+        Self {
+            count: r.count,
+            timeouts: r.timeouts,
+            latency_sum_ns: r.latency_sum_ns,
+            latency_buckets: r.latency_buckets.clone(),
+        }
+    }
+
+    /// What `now` counted beyond `before` (a row that went back was started over).
+    fn since(&self, before: &DnsCounts) -> DnsCounts {
+        if self.count < before.count || self.latency_sum_ns < before.latency_sum_ns {
+            return self.clone();
+        }
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        DnsCounts {
+            count: d(self.count, before.count),
+            timeouts: d(self.timeouts, before.timeouts),
+            latency_sum_ns: d(self.latency_sum_ns, before.latency_sum_ns),
+            latency_buckets: self
+                .latency_buckets
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| d(n, before.latency_buckets.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    fn add(&mut self, o: &DnsCounts) {
+        self.count = self.count.saturating_add(o.count);
+        self.timeouts = self.timeouts.saturating_add(o.timeouts);
+        self.latency_sum_ns = self.latency_sum_ns.saturating_add(o.latency_sum_ns);
+        let n = LATENCY_BUCKETS_NS.len() + 1;
+        self.latency_buckets.resize(n, 0);
+        for (i, &b) in o.latency_buckets.iter().take(n).enumerate() {
+            self.latency_buckets[i] = self.latency_buckets[i].saturating_add(b);
+        }
+    }
+
+    /// Answered queries: the histogram's count.
+    pub fn answered(&self) -> u64 {
+        self.latency_buckets
+            .iter()
+            .fold(0u64, |a, &b| a.saturating_add(b))
+    }
+}
+
+/// One exported DNS series, with its cgroup's owner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsSeries {
+    pub key: DnsKey,
+    pub attribution: Option<CgroupLabels>,
+    pub counts: DnsCounts,
+}
+
+/// State kept between ticks: when cgroups disappeared, recently closed connections, DNS
+/// series.
 #[derive(Debug, Default)]
 pub struct Exporter {
     gone_since_ms: HashMap<u64, u64>,
     /// Closed connections that may still make the top N: (tick time, connection).
     recent: Vec<(u64, ConnectionRow)>,
+    /// The engine's DNS rows as last seen (cumulative), to take their growth.
+    dns_seen: HashMap<DnsKey, DnsCounts>,
+    /// Exported DNS series: qnames of the top N, and "other".
+    dns_series: BTreeMap<DnsKey, DnsCounts>,
+    dns_other_requests: u64,
 }
 
 fn connection_bytes(c: &ConnectionRow) -> u64 {
@@ -296,12 +427,29 @@ impl Exporter {
             .collect();
 
         let connections = self.top_connections(snapshot, tree, now_ms, settings);
+        self.update_dns(snapshot, &expired, settings.dns_max_qnames);
+        let exported: HashMap<u64, &CgroupSeries> =
+            cgroups.iter().map(|c| (c.row.cgroup_id, c)).collect();
+        let dns = self
+            .dns_series
+            .iter()
+            .filter_map(|(key, counts)| {
+                let c = exported.get(&key.cgroup_id)?;
+                Some(DnsSeries {
+                    key: key.clone(),
+                    attribution: c.row.attribution.clone(),
+                    counts: counts.clone(),
+                })
+            })
+            .collect();
 
         let mut totals = snapshot.clone();
         totals.process.processes = Vec::new();
         totals.tcp.connections = Vec::new();
         totals.block.devices = Vec::new();
         totals.cgroups = Vec::new();
+        totals.udp.flows = Vec::new();
+        totals.dns.queries = Vec::new();
 
         let view = ExportView {
             meta,
@@ -310,8 +458,49 @@ impl Exporter {
             cgroups,
             devices,
             connections,
+            dns,
+            dns_other_requests: self.dns_other_requests,
         };
         (view, expired)
+    }
+
+    /// Adds the growth of the engine's DNS rows to the exported series: rows of the
+    /// `max_qnames` qnames with the most queries (ties by name) to their own, the others to
+    /// qname "other". A qname that leaves the top N loses its series (its later queries
+    /// count under "other"); one that enters starts a series from zero. Every series only
+    /// grows, and their sum is every query once. State is bounded by the engine's rows
+    /// plus N qnames' series.
+    fn update_dns(&mut self, snapshot: &Snapshot, expired: &[u64], max_qnames: usize) {
+        let rows = &snapshot.dns.queries;
+        let mut per_qname: HashMap<&str, u64> = HashMap::new();
+        for r in rows.iter().filter(|r| r.qname != OTHER_QNAME) {
+            let n = per_qname.entry(r.qname.as_str()).or_default();
+            *n = n.saturating_add(r.count);
+        }
+        let mut ranked: Vec<(&str, u64)> = per_qname.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let top: HashSet<&str> = ranked.iter().take(max_qnames).map(|&(q, _)| q).collect();
+        let mut seen = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let key = DnsKey::of(r);
+            let now = DnsCounts::of(r);
+            let grew = match self.dns_seen.get(&key) {
+                Some(before) => now.since(before),
+                None => now.clone(),
+            };
+            let mut target = key.clone();
+            if !top.contains(r.qname.as_str()) {
+                target.qname = OTHER_QNAME.to_string();
+                self.dns_other_requests = self.dns_other_requests.saturating_add(grew.count);
+            }
+            self.dns_series.entry(target).or_default().add(&grew);
+            seen.insert(key, now);
+        }
+        self.dns_seen = seen;
+        self.dns_series.retain(|k, _| {
+            (k.qname == OTHER_QNAME || top.contains(k.qname.as_str()))
+                && !expired.contains(&k.cgroup_id)
+        });
     }
 
     fn top_connections(
@@ -545,6 +734,7 @@ mod tests {
             process: false,
             tcp: true,
             block: false,
+            socket_io: false,
         };
         assert!(!s.wants_kind(kind::EXEC) && !s.wants_kind(kind::EXIT));
         assert!(s.wants_kind(kind::TCP_STATE) && s.wants_kind(kind::TCP_RESET_RECEIVED));
@@ -557,7 +747,110 @@ mod tests {
         for k in &event_abi::KINDS {
             assert_eq!(s.wants_kind(k.kind), s.wants(k.signal), "{}", k.name);
         }
+        assert!(!s.wants_kind(kind::SOCK_IO) && !s.wants_signal("socket_io"));
         assert!(!s.all() && Signals::default().all());
+    }
+
+    #[test]
+    fn disabled_signals_make_the_backends_kinds_mask() {
+        assert_eq!(Signals::default().kinds_mask(), None);
+        let no_sockets = Signals {
+            socket_io: false,
+            ..Signals::default()
+        };
+        let mask = no_sockets.kinds_mask().unwrap();
+        assert_eq!(mask & (1 << kind::SOCK_IO), 0);
+        for k in &event_abi::KINDS {
+            assert_eq!(
+                mask & (1 << k.kind) != 0,
+                k.kind != kind::SOCK_IO,
+                "{}",
+                k.name
+            );
+        }
+        let only_block = Signals {
+            process: false,
+            tcp: false,
+            block: true,
+            socket_io: false,
+        };
+        assert_eq!(
+            only_block.kinds_mask(),
+            Some(1 << kind::BLOCK_QUEUE | 1 << kind::BLOCK_ISSUE | 1 << kind::BLOCK_COMPLETE)
+        );
+    }
+
+    fn dns_row(cgroup_id: u64, qname: &str, count: u64) -> DnsRow {
+        let mut buckets = vec![0; LATENCY_BUCKETS_NS.len() + 1];
+        buckets[2] = count;
+        DnsRow {
+            role: "client".into(),
+            server: "10.0.0.2:53".into(),
+            qname: qname.into(),
+            qtype: "A".into(),
+            rcode: "NOERROR".into(),
+            count,
+            cgroup_id,
+            latency_sum_ns: count * 40_000,
+            latency_buckets: buckets,
+            ..Default::default()
+        }
+    }
+
+    fn dns_view(view: &ExportView) -> Vec<(String, u64, u64)> {
+        view.dns
+            .iter()
+            .map(|s| (s.key.qname.clone(), s.counts.count, s.counts.answered()))
+            .collect()
+    }
+
+    #[test]
+    fn dns_qnames_are_bounded_and_every_series_only_grows() {
+        let settings = ExportSettings {
+            dns_max_qnames: 2,
+            ..Default::default()
+        };
+        let t = tree(&[(5, "/a")]);
+        let m = AgentMeta::default;
+        let mut ex = Exporter::new();
+        let mut s = snapshot(&[5]);
+        s.dns.queries = vec![dns_row(5, "a", 5), dns_row(5, "b", 3), dns_row(5, "c", 1)];
+        let (v, _) = ex.update(&s, &t, 0, &settings, m());
+        let row = |q: &str, n, a| (q.to_string(), n, a);
+        assert_eq!(
+            dns_view(&v),
+            [row("a", 5, 5), row("b", 3, 3), row("other", 1, 1)]
+        );
+        assert_eq!(v.dns_other_requests, 1);
+        // c overtakes b: b's series goes, c's starts from zero, b's later queries (and
+        // none of its earlier ones) count under "other", which never goes back.
+        s.dns.queries = vec![dns_row(5, "a", 5), dns_row(5, "b", 4), dns_row(5, "c", 9)];
+        let (v, _) = ex.update(&s, &t, 1, &settings, m());
+        assert_eq!(
+            dns_view(&v),
+            [row("a", 5, 5), row("c", 8, 8), row("other", 2, 2)]
+        );
+        assert_eq!(v.dns_other_requests, 2);
+        // Every query once: b's first 3 went with its series, c's first 1 is in "other".
+        let total: u64 = v.dns.iter().map(|d| d.counts.count).sum();
+        assert_eq!(total + 3, 5 + 4 + 9);
+        // Series of cgroups not exported are left out; of expired ones, forgotten.
+        let hidden = ExportSettings {
+            exclude_cgroups: vec!["/a".into()],
+            ..settings.clone()
+        };
+        let (v, _) = ex.update(&s, &t, 2, &hidden, m());
+        assert!(v.dns.is_empty());
+        let gone = ExportSettings {
+            cgroup_grace_ms: 0,
+            ..settings.clone()
+        };
+        let (_, forget) = ex.update(&s, &tree(&[]), 3, &gone, m());
+        assert_eq!(forget, [5]);
+        assert!(ex.dns_series.is_empty());
+        // The engine forgot its rows: state follows.
+        ex.update(&snapshot(&[]), &t, 4, &settings, m());
+        assert!(ex.dns_seen.is_empty() && ex.dns_series.is_empty());
     }
 
     #[test]
@@ -569,6 +862,7 @@ mod tests {
         }];
         let off = Signals {
             tcp: false,
+            socket_io: false,
             ..Signals::default()
         };
         let m = off.modes(&statuses);
@@ -579,6 +873,7 @@ mod tests {
                 .filter(|(s, _)| s.family() == Family::Tcp)
                 .all(|(_, m)| *m == Mode::Disabled)
         );
-        assert_eq!(m.last(), Some(&(Signal::Block, Mode::Degraded)));
+        assert!(m.contains(&(Signal::Block, Mode::Degraded)));
+        assert_eq!(m.last(), Some(&(Signal::SocketIo, Mode::Disabled)));
     }
 }

@@ -184,6 +184,34 @@ columns!(ConnCol {
     Age => ("CLOSED", 7, 12, num),
 });
 
+columns!(UdpCol {
+    Local => ("LOCAL", 21, 6, text),
+    Remote => ("REMOTE", 21, 1, text),
+    Pid => ("PID", 7, 7, num),
+    Comm => ("COMM", 15, 0, text),
+    Cgroup => ("CGROUP", 8, 10, num),
+    TxRate => ("TX/s", 7, 2, num),
+    RxRate => ("RX/s", 7, 3, num),
+    OutRate => ("DGR↑/s", 7, 4, num),
+    InRate => ("DGR↓/s", 7, 5, num),
+    Tx => ("TX", 6, 8, num),
+    Rx => ("RX", 6, 9, num),
+});
+
+columns!(DnsCol {
+    Role => ("ROLE", 6, 6, text),
+    Server => ("SERVER", 21, 4, text),
+    Qname => ("QNAME", 16, 0, grow),
+    Qtype => ("TYPE", 5, 1, text),
+    Rcode => ("RCODE", 8, 2, text),
+    Rate => ("Q/s", 6, 3, num),
+    Count => ("COUNT", 7, 5, num),
+    P50 => ("P50", 7, 7, num),
+    P99 => ("P99", 7, 8, num),
+    Timeouts => ("TMOUT", 5, 9, num),
+    Cgroup => ("CGROUP", 8, 10, num),
+});
+
 columns!(DiskCol {
     Device => ("DEV", 7, 7, text),
     Name => ("NAME", 10, 0, text),

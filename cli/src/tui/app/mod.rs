@@ -6,7 +6,7 @@ pub mod model;
 pub mod rows;
 
 use crate::tui::event::{Event, SourceStatus};
-use columns::{CgroupCol, ConnCol, DiskCol, ProcCol, SortBy};
+use columns::{CgroupCol, ConnCol, DiskCol, DnsCol, ProcCol, SortBy, UdpCol};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ksight_engine::signals::SignalStatus;
 use model::Model;
@@ -20,15 +20,20 @@ pub enum View {
     Tcp,
     Disks,
     Health,
+    Udp,
+    Dns,
 }
 
 impl View {
-    pub const ALL: [View; 5] = [
+    /// In key order: `1` is the first. UDP and DNS came later and keep the others' keys.
+    pub const ALL: [View; 7] = [
         View::Processes,
         View::Cgroups,
         View::Tcp,
         View::Disks,
         View::Health,
+        View::Udp,
+        View::Dns,
     ];
 
     pub fn title(self) -> &'static str {
@@ -38,6 +43,8 @@ impl View {
             View::Tcp => "TCP",
             View::Disks => "Disks",
             View::Health => "Health",
+            View::Udp => "UDP",
+            View::Dns => "DNS",
         }
     }
 
@@ -70,6 +77,8 @@ pub struct Sorts {
     pub cgroups: SortBy<CgroupCol>,
     pub tcp: SortBy<ConnCol>,
     pub disks: SortBy<DiskCol>,
+    pub udp: SortBy<UdpCol>,
+    pub dns: SortBy<DnsCol>,
 }
 
 impl Default for Sorts {
@@ -81,6 +90,8 @@ impl Default for Sorts {
             // Open connections, then the most recently closed.
             tcp: SortBy::new(ConnCol::Age).reversed(),
             disks: SortBy::new(DiskCol::Iops),
+            udp: SortBy::new(UdpCol::TxRate),
+            dns: SortBy::new(DnsCol::Count),
         }
     }
 }
@@ -118,7 +129,7 @@ pub struct App {
     pub help: bool,
     pub interval: Duration,
     /// Highlighted row per view.
-    pub selected: [usize; 5],
+    pub selected: [usize; View::ALL.len()],
     /// How the Containers view groups its cgroups (`o`).
     pub grouping: rows::Grouping,
 }
@@ -139,7 +150,7 @@ impl App {
             editing_filter: false,
             help: false,
             interval,
-            selected: [0; 5],
+            selected: [0; View::ALL.len()],
             grouping: rows::Grouping::default(),
         }
     }
@@ -232,7 +243,7 @@ impl App {
             KeyCode::BackTab => {
                 self.view = View::ALL[(self.view.index() + View::ALL.len() - 1) % View::ALL.len()]
             }
-            KeyCode::Char(c @ '1'..='5') => self.view = View::ALL[c as usize - '1' as usize],
+            KeyCode::Char(c @ '1'..='7') => self.view = View::ALL[c as usize - '1' as usize],
             KeyCode::Char('>') | KeyCode::Char('.') | KeyCode::Right => self.step_sort(true),
             KeyCode::Char('<') | KeyCode::Char(',') | KeyCode::Left => self.step_sort(false),
             KeyCode::Char('r') | KeyCode::Char('I') => self.reverse_sort(),
@@ -267,6 +278,8 @@ impl App {
             View::Cgroups => rows::filter_sort(rows::cgroups(m, self.grouping), f, s.cgroups).len(),
             View::Tcp => rows::filter_sort(rows::connections(m), f, s.tcp).len(),
             View::Disks => rows::filter_sort(rows::devices(m), f, s.disks).len(),
+            View::Udp => rows::filter_sort(rows::udp_flows(m), f, s.udp).len(),
+            View::Dns => rows::filter_sort(rows::dns_rows(m), f, s.dns).len(),
             View::Health => 0,
         }
     }
@@ -287,6 +300,8 @@ impl App {
             View::Cgroups => s.cgroups = s.cgroups.step(forward),
             View::Tcp => s.tcp = s.tcp.step(forward),
             View::Disks => s.disks = s.disks.step(forward),
+            View::Udp => s.udp = s.udp.step(forward),
+            View::Dns => s.dns = s.dns.step(forward),
             View::Health => {}
         }
     }
@@ -298,6 +313,8 @@ impl App {
             View::Cgroups => s.cgroups = s.cgroups.reversed(),
             View::Tcp => s.tcp = s.tcp.reversed(),
             View::Disks => s.disks = s.disks.reversed(),
+            View::Udp => s.udp = s.udp.reversed(),
+            View::Dns => s.dns = s.dns.reversed(),
             View::Health => {}
         }
     }
@@ -370,7 +387,13 @@ mod tests {
         assert_eq!(app.sorts.processes.column, ProcCol::Ppid);
         press(&mut app, KeyCode::BackTab);
         press(&mut app, KeyCode::BackTab);
+        assert_eq!(app.view, View::Dns, "wraps to the last view");
+        press(&mut app, KeyCode::Char('5'));
         assert_eq!(app.view, View::Health);
+        press(&mut app, KeyCode::Char('6'));
+        assert_eq!(app.view, View::Udp);
+        press(&mut app, KeyCode::Char('>'));
+        assert_eq!(app.sorts.udp.column, UdpCol::RxRate);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::tui::event::Sample;
 use crate::tui::rates::{accumulate, accumulate_per_cpu, elapsed, per_second};
 use ksight_attribution::CgroupLabels;
-use ksight_engine::snapshot::{ConnectionRow, Latency};
+use ksight_engine::snapshot::{ConnectionRow, DnsRow, Latency, UdpFlowRow};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,10 @@ pub const EXITED_KEEP: Duration = Duration::from_secs(60);
 pub const EXITED_MAX: usize = 5000;
 /// Closed connections kept for the TCP view (the oldest go first).
 pub const CLOSED_KEEP: usize = 2000;
+/// UDP flows and DNS rows stay listed this long after their last traffic.
+pub const QUIET_KEEP: Duration = Duration::from_secs(60);
+/// At most this many UDP flows and DNS rows are kept each (the longest quiet go first).
+pub const ROWS_MAX: usize = 5000;
 
 #[derive(Clone, Debug, Default)]
 pub struct Model {
@@ -30,11 +34,13 @@ pub struct Model {
     pub exit_codes: BTreeMap<i32, u64>,
     pub processes: BTreeMap<u32, Proc>,
     pub cgroups: BTreeMap<u64, Cgroup>,
-    /// Connections open at the latest sample (their byte counts are known only at close).
+    /// Connections open at the latest sample (bytes so far with the socket I/O signal).
     pub open: Vec<Conn>,
     /// Connections seen closing, oldest first.
     pub closed: VecDeque<Conn>,
     pub devices: BTreeMap<String, Device>,
+    pub udp: BTreeMap<FlowKey, Flow>,
+    pub dns: BTreeMap<DnsKey, Dns>,
     /// Who owns each cgroup seen, by id; the latest labels collection sent.
     pub cgroup_owners: HashMap<u64, Owner>,
 }
@@ -87,6 +93,17 @@ pub struct HostRates {
     pub resets_total: u64,
     pub tcp_tx_total: u64,
     pub tcp_rx_total: u64,
+    pub byte_mismatches_total: u64,
+    pub udp_tx: Option<f64>,
+    pub udp_rx: Option<f64>,
+    pub udp_tx_total: u64,
+    pub udp_rx_total: u64,
+    pub dns_queries: Option<f64>,
+    pub socket_calls: Option<f64>,
+    pub socket_calls_total: u64,
+    pub unreported_msgs_total: u64,
+    pub payload_faults_total: u64,
+    pub dns_malformed_total: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -161,6 +178,52 @@ pub struct Conn {
     pub row: ConnectionRow,
     /// Sample time it was seen closed; `None` while open.
     pub closed_at: Option<Duration>,
+    /// Bytes per second over the latest interval, from the change of the connection's
+    /// bytes since the previous sample; None when not known (first seen with bytes from
+    /// before, or no socket I/O).
+    pub tx_rate: Option<f64>,
+    pub rx_rate: Option<f64>,
+}
+
+/// A connection across samples: its tuple and role.
+type ConnKey = (String, u16, String, u16, String);
+
+fn conn_key(r: &ConnectionRow) -> ConnKey {
+    (
+        r.saddr.clone(),
+        r.sport,
+        r.daddr.clone(),
+        r.dport,
+        r.role.clone(),
+    )
+}
+
+/// A UDP flow: local and peer endpoints, pid, cgroup.
+pub type FlowKey = (String, u16, String, u16, u32, u64);
+
+/// A UDP flow: its latest row with totals since `ksight top` started, and this interval's
+/// rates.
+#[derive(Clone, Debug, Default)]
+pub struct Flow {
+    pub row: UdpFlowRow,
+    pub tx_rate: Option<f64>,
+    pub rx_rate: Option<f64>,
+    pub out_rate: Option<f64>,
+    pub in_rate: Option<f64>,
+    pub last_seen: Duration,
+}
+
+/// A DNS row: role, server, qname, qtype, rcode, cgroup.
+pub type DnsKey = (String, String, String, String, String, u64);
+
+#[derive(Clone, Debug, Default)]
+pub struct Dns {
+    /// The latest row; `count` and `timeouts` are totals since `ksight top` started.
+    pub row: DnsRow,
+    pub rate: Option<f64>,
+    /// Latency of the latest interval with answers.
+    pub latency: Option<Latency>,
+    pub last_seen: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -216,6 +279,18 @@ impl Model {
         );
         h.tcp_tx_total = accumulate(h.tcp_tx_total, t.bytes_sent);
         h.tcp_rx_total = accumulate(h.tcp_rx_total, t.bytes_received);
+        h.byte_mismatches_total = accumulate(h.byte_mismatches_total, t.byte_mismatches);
+        h.udp_tx = rate(s.udp.bytes_sent);
+        h.udp_rx = rate(s.udp.bytes_received);
+        h.udp_tx_total = accumulate(h.udp_tx_total, s.udp.bytes_sent);
+        h.udp_rx_total = accumulate(h.udp_rx_total, s.udp.bytes_received);
+        h.dns_queries = rate(s.dns.queries.iter().map(|q| q.count).sum());
+        let io = &s.socket_io;
+        h.socket_calls = rate(io.calls);
+        h.socket_calls_total = accumulate(h.socket_calls_total, io.calls);
+        h.unreported_msgs_total = accumulate(h.unreported_msgs_total, io.unreported_msgs);
+        h.payload_faults_total = accumulate(h.payload_faults_total, io.payload_faults);
+        h.dns_malformed_total = accumulate(h.dns_malformed_total, s.dns.malformed);
         for (code, n) in &p.exit_codes {
             if let Ok(code) = code.parse() {
                 let total = self.exit_codes.entry(code).or_default();
@@ -227,6 +302,8 @@ impl Model {
         self.ingest_cgroups(sample);
         self.ingest_connections(sample);
         self.ingest_devices(sample);
+        self.ingest_udp(sample);
+        self.ingest_dns(sample);
     }
 
     fn ingest_processes(&mut self, sample: &Sample) {
@@ -324,23 +401,105 @@ impl Model {
     }
 
     fn ingest_connections(&mut self, sample: &Sample) {
-        self.open.clear();
+        let iv = sample.interval;
+        let before: HashMap<ConnKey, (Option<u64>, Option<u64>)> = self
+            .open
+            .drain(..)
+            .map(|c| (conn_key(&c.row), (c.row.bytes_sent, c.row.bytes_received)))
+            .collect();
         for row in &sample.snapshot.tcp.connections {
+            // Bytes in this interval: the change since the previous sample, or all of them
+            // for a connection that started within it.
+            let new_within = !row.since_start && row.duration_us <= iv.as_micros() as u64;
+            let prev = before.get(&conn_key(row));
+            let rate = |now: Option<u64>, then: Option<Option<u64>>| match (now, then) {
+                (Some(n), Some(Some(t))) => per_second(n.saturating_sub(t), iv),
+                (Some(n), _) if new_within => per_second(n, iv),
+                _ => None,
+            };
+            let conn = Conn {
+                row: row.clone(),
+                closed_at: (row.state == "CLOSE").then_some(sample.at),
+                tx_rate: rate(row.bytes_sent, prev.map(|p| p.0)),
+                rx_rate: rate(row.bytes_received, prev.map(|p| p.1)),
+            };
             if row.state == "CLOSE" {
                 if self.closed.len() >= CLOSED_KEEP {
                     self.closed.pop_front();
                 }
-                self.closed.push_back(Conn {
-                    row: row.clone(),
-                    closed_at: Some(sample.at),
-                });
+                self.closed.push_back(conn);
             } else {
-                self.open.push(Conn {
-                    row: row.clone(),
-                    closed_at: None,
-                });
+                self.open.push(conn);
             }
         }
+    }
+
+    fn ingest_udp(&mut self, sample: &Sample) {
+        let (now, iv) = (sample.at, sample.interval);
+        for f in self.udp.values_mut() {
+            (f.tx_rate, f.rx_rate, f.out_rate, f.in_rate) =
+                (Some(0.0), Some(0.0), Some(0.0), Some(0.0));
+        }
+        for row in &sample.snapshot.udp.flows {
+            let key = (
+                row.saddr.clone(),
+                row.sport,
+                row.daddr.clone(),
+                row.dport,
+                row.pid,
+                row.cgroup_id,
+            );
+            let f = self.udp.entry(key).or_default();
+            let totals = (
+                accumulate(f.row.bytes_sent, row.bytes_sent),
+                accumulate(f.row.bytes_received, row.bytes_received),
+                accumulate(f.row.datagrams_sent, row.datagrams_sent),
+                accumulate(f.row.datagrams_received, row.datagrams_received),
+            );
+            f.row = row.clone();
+            (
+                f.row.bytes_sent,
+                f.row.bytes_received,
+                f.row.datagrams_sent,
+                f.row.datagrams_received,
+            ) = totals;
+            f.tx_rate = per_second(row.bytes_sent, iv);
+            f.rx_rate = per_second(row.bytes_received, iv);
+            f.out_rate = per_second(row.datagrams_sent, iv);
+            f.in_rate = per_second(row.datagrams_received, iv);
+            f.last_seen = now;
+        }
+        forget_quiet(&mut self.udp, now, |f| f.last_seen);
+    }
+
+    fn ingest_dns(&mut self, sample: &Sample) {
+        let (now, iv) = (sample.at, sample.interval);
+        for d in self.dns.values_mut() {
+            d.rate = Some(0.0);
+        }
+        for row in &sample.snapshot.dns.queries {
+            let key = (
+                row.role.clone(),
+                row.server.clone(),
+                row.qname.clone(),
+                row.qtype.clone(),
+                row.rcode.clone(),
+                row.cgroup_id,
+            );
+            let d = self.dns.entry(key).or_default();
+            let (count, timeouts) = (
+                accumulate(d.row.count, row.count),
+                accumulate(d.row.timeouts, row.timeouts),
+            );
+            d.row = row.clone();
+            (d.row.count, d.row.timeouts) = (count, timeouts);
+            d.rate = per_second(row.count, iv);
+            if row.latency_us.count > 0 {
+                d.latency = Some(row.latency_us.clone());
+            }
+            d.last_seen = now;
+        }
+        forget_quiet(&mut self.dns, now, |d| d.last_seen);
     }
 
     fn ingest_devices(&mut self, sample: &Sample) {
@@ -378,6 +537,26 @@ impl Model {
 
     pub fn cgroup_name(&self, id: u64) -> Option<&str> {
         self.cgroup_owner(id).map(|o| o.name.as_str())
+    }
+}
+
+/// Drops rows quiet for longer than [`QUIET_KEEP`], and the longest quiet beyond
+/// [`ROWS_MAX`].
+fn forget_quiet<K: Ord + Clone, V>(
+    rows: &mut BTreeMap<K, V>,
+    now: Duration,
+    last_seen: impl Fn(&V) -> Duration,
+) {
+    rows.retain(|_, v| elapsed(last_seen(v), now) <= QUIET_KEEP);
+    if rows.len() > ROWS_MAX {
+        let mut by_age: Vec<(Duration, K)> = rows
+            .iter()
+            .map(|(k, v)| (last_seen(v), k.clone()))
+            .collect();
+        by_age.sort_by_key(|a| a.0);
+        for (_, k) in &by_age[..rows.len() - ROWS_MAX] {
+            rows.remove(k);
+        }
     }
 }
 
@@ -510,5 +689,81 @@ mod tests {
             m.ingest(&sample(3, |s| s.tcp.connections = vec![conn("CLOSE")]));
         }
         assert_eq!(m.closed.len(), CLOSED_KEEP);
+    }
+
+    #[test]
+    fn open_connection_rates_come_from_the_change_of_their_bytes() {
+        let mut m = Model::default();
+        let conn = |sent: u64, received: u64, duration_s: u64| ConnectionRow {
+            state: "ESTABLISHED".into(),
+            sport: 40000,
+            bytes_sent: Some(sent),
+            bytes_received: Some(received),
+            duration_us: duration_s * 1_000_000,
+            ..Default::default()
+        };
+        m.ingest(&sample(1, |s| s.tcp.connections = vec![conn(1000, 10, 1)]));
+        assert_eq!(
+            (m.open[0].tx_rate, m.open[0].rx_rate),
+            (Some(1000.0), Some(10.0))
+        );
+        m.ingest(&sample(2, |s| s.tcp.connections = vec![conn(5000, 10, 2)]));
+        assert_eq!(
+            (m.open[0].tx_rate, m.open[0].rx_rate),
+            (Some(4000.0), Some(0.0))
+        );
+        // Open before: bytes since start, and no rate until a second sample.
+        let mut m = Model::default();
+        let mut old = conn(700, 0, 100);
+        old.since_start = true;
+        m.ingest(&sample(1, |s| s.tcp.connections = vec![old.clone()]));
+        assert_eq!(m.open[0].tx_rate, None);
+        let mut closed = conn(900, 0, 101);
+        closed.state = "CLOSE".into();
+        m.ingest(&sample(2, |s| s.tcp.connections = vec![closed]));
+        assert_eq!(m.closed[0].tx_rate, Some(200.0));
+    }
+
+    #[test]
+    fn udp_flows_and_dns_rows_rate_per_interval_and_total() {
+        let mut m = Model::default();
+        let flow = |sent| UdpFlowRow {
+            saddr: "10.0.0.1".into(),
+            sport: 5000,
+            daddr: "10.0.0.2".into(),
+            dport: 53,
+            bytes_sent: sent,
+            datagrams_sent: sent / 100,
+            ..Default::default()
+        };
+        let query = |count| DnsRow {
+            qname: "a.test".into(),
+            count,
+            latency_us: Latency {
+                count,
+                p50: 100.0,
+                p99: 200.0,
+                max: 300.0,
+            },
+            ..Default::default()
+        };
+        m.ingest(&sample(1, |s| {
+            s.udp.flows = vec![flow(300)];
+            s.udp.bytes_sent = 300;
+            s.dns.queries = vec![query(3)];
+            s.socket_io.payload_faults = 2;
+        }));
+        m.ingest(&sample(2, |s| s.udp.flows = vec![flow(100)]));
+        let f = m.udp.values().next().unwrap();
+        assert_eq!(
+            (f.tx_rate, f.out_rate, f.row.bytes_sent),
+            (Some(100.0), Some(1.0), 400)
+        );
+        let d = m.dns.values().next().unwrap();
+        assert_eq!((d.rate, d.row.count), (Some(0.0), 3), "quiet this interval");
+        assert_eq!(d.latency.as_ref().map(|l| l.p99), Some(200.0));
+        assert_eq!((m.host.udp_tx_total, m.host.payload_faults_total), (300, 2));
+        m.ingest(&sample(2 + QUIET_KEEP.as_secs() + 1, |_| {}));
+        assert!(m.udp.is_empty() && m.dns.is_empty());
     }
 }

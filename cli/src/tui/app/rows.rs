@@ -1,8 +1,8 @@
 //! The rows of each table, derived from the model: built, filtered on their text, sorted
 //! on their typed values. Drawing only formats what these give it.
 
-use super::columns::{CgroupCol, Column, ConnCol, DiskCol, ProcCol, SortBy};
-use super::model::{Cgroup, Conn, Device, Lifetime, Model, Owner, Proc};
+use super::columns::{CgroupCol, Column, ConnCol, DiskCol, DnsCol, ProcCol, SortBy, UdpCol};
+use super::model::{Cgroup, Conn, Device, Dns, Flow, Lifetime, Model, Owner, Proc};
 use crate::tui::fmt;
 use crate::tui::rates::{bytes_per_second_over, elapsed};
 use std::cmp::Ordering;
@@ -431,11 +431,19 @@ impl ConnLine<'_> {
     fn open(&self) -> bool {
         self.c.closed_at.is_none()
     }
+    /// This interval's rate when known (from the change of the bytes between samples),
+    /// else, for a closed connection, the average over its life.
     fn tx_rate(&self) -> Option<f64> {
-        bytes_per_second_over(self.c.row.bytes_sent, self.c.row.duration_us)
+        self.c.tx_rate.or_else(|| {
+            (!self.open())
+                .then(|| bytes_per_second_over(self.c.row.bytes_sent, self.c.row.duration_us))?
+        })
     }
     fn rx_rate(&self) -> Option<f64> {
-        bytes_per_second_over(self.c.row.bytes_received, self.c.row.duration_us)
+        self.c.rx_rate.or_else(|| {
+            (!self.open())
+                .then(|| bytes_per_second_over(self.c.row.bytes_received, self.c.row.duration_us))?
+        })
     }
     fn resets(&self) -> u64 {
         self.c
@@ -467,6 +475,9 @@ impl TableRow for ConnLine<'_> {
                 }
             }
             ConnCol::Cgroup => r.cgroup_id.to_string(),
+            // `~`: open before capture started, bytes since then.
+            ConnCol::Tx if r.since_start => format!("~{}", known(r.bytes_sent)),
+            ConnCol::Rx if r.since_start => format!("~{}", known(r.bytes_received)),
             ConnCol::Tx => known(r.bytes_sent),
             ConnCol::Rx => known(r.bytes_received),
             ConnCol::TxRate => fmt::byte_rate(self.tx_rate()),
@@ -507,6 +518,137 @@ impl TableRow for ConnLine<'_> {
     /// Newest first.
     fn tiebreak(&self, o: &Self) -> Ordering {
         o.seq.cmp(&self.seq)
+    }
+}
+
+pub struct FlowLine<'a> {
+    pub f: &'a Flow,
+}
+
+pub fn udp_flows(model: &Model) -> Vec<FlowLine<'_>> {
+    model.udp.values().map(|f| FlowLine { f }).collect()
+}
+
+impl TableRow for FlowLine<'_> {
+    type Col = UdpCol;
+
+    fn cell(&self, col: UdpCol) -> String {
+        let (f, r) = (self.f, &self.f.row);
+        match col {
+            UdpCol::Local => endpoint(&r.saddr, r.sport),
+            UdpCol::Remote => endpoint(&r.daddr, r.dport),
+            UdpCol::Pid => match r.pid {
+                0 => "-".into(),
+                pid => pid.to_string(),
+            },
+            UdpCol::Comm => {
+                if r.comm.is_empty() {
+                    "-".into()
+                } else {
+                    r.comm.clone()
+                }
+            }
+            UdpCol::Cgroup => r.cgroup_id.to_string(),
+            UdpCol::TxRate => fmt::byte_rate(f.tx_rate),
+            UdpCol::RxRate => fmt::byte_rate(f.rx_rate),
+            UdpCol::OutRate => fmt::rate(f.out_rate),
+            UdpCol::InRate => fmt::rate(f.in_rate),
+            UdpCol::Tx => fmt::bytes(r.bytes_sent),
+            UdpCol::Rx => fmt::bytes(r.bytes_received),
+        }
+    }
+
+    fn compare(&self, o: &Self, col: UdpCol) -> Ordering {
+        let (a, b) = (self.f, o.f);
+        let (ar, br) = (&a.row, &b.row);
+        match col {
+            UdpCol::Local => (&ar.saddr, ar.sport).cmp(&(&br.saddr, br.sport)),
+            UdpCol::Remote => (&ar.daddr, ar.dport).cmp(&(&br.daddr, br.dport)),
+            UdpCol::Pid => ar.pid.cmp(&br.pid),
+            UdpCol::Comm => ar.comm.cmp(&br.comm),
+            UdpCol::Cgroup => ar.cgroup_id.cmp(&br.cgroup_id),
+            UdpCol::TxRate => cmp_f64(a.tx_rate, b.tx_rate),
+            UdpCol::RxRate => cmp_f64(a.rx_rate, b.rx_rate),
+            UdpCol::OutRate => cmp_f64(a.out_rate, b.out_rate),
+            UdpCol::InRate => cmp_f64(a.in_rate, b.in_rate),
+            UdpCol::Tx => ar.bytes_sent.cmp(&br.bytes_sent),
+            UdpCol::Rx => ar.bytes_received.cmp(&br.bytes_received),
+        }
+    }
+
+    fn tiebreak(&self, o: &Self) -> Ordering {
+        let key = |r: &ksight_engine::snapshot::UdpFlowRow| {
+            (r.saddr.clone(), r.sport, r.daddr.clone(), r.dport, r.pid)
+        };
+        key(&self.f.row).cmp(&key(&o.f.row))
+    }
+}
+
+pub struct DnsLine<'a> {
+    pub d: &'a Dns,
+}
+
+pub fn dns_rows(model: &Model) -> Vec<DnsLine<'_>> {
+    model.dns.values().map(|d| DnsLine { d }).collect()
+}
+
+impl TableRow for DnsLine<'_> {
+    type Col = DnsCol;
+
+    fn cell(&self, col: DnsCol) -> String {
+        let (d, r) = (self.d, &self.d.row);
+        let lat = |f: fn(&ksight_engine::snapshot::Latency) -> f64| {
+            d.latency
+                .as_ref()
+                .map_or("-".into(), |l| fmt::latency_us(f(l)))
+        };
+        match col {
+            DnsCol::Role => r.role.clone(),
+            DnsCol::Server => r.server.clone(),
+            DnsCol::Qname => r.qname.clone(),
+            DnsCol::Qtype => r.qtype.clone(),
+            DnsCol::Rcode => r.rcode.clone(),
+            DnsCol::Rate => fmt::rate(d.rate),
+            DnsCol::Count => r.count.to_string(),
+            DnsCol::P50 => lat(|l| l.p50),
+            DnsCol::P99 => lat(|l| l.p99),
+            DnsCol::Timeouts => r.timeouts.to_string(),
+            DnsCol::Cgroup => r.cgroup_id.to_string(),
+        }
+    }
+
+    fn compare(&self, o: &Self, col: DnsCol) -> Ordering {
+        let (a, b) = (self.d, o.d);
+        let (ar, br) = (&a.row, &b.row);
+        let lat =
+            |d: &Dns, f: fn(&ksight_engine::snapshot::Latency) -> f64| d.latency.as_ref().map(f);
+        match col {
+            DnsCol::Role => ar.role.cmp(&br.role),
+            DnsCol::Server => ar.server.cmp(&br.server),
+            DnsCol::Qname => ar.qname.cmp(&br.qname),
+            DnsCol::Qtype => ar.qtype.cmp(&br.qtype),
+            DnsCol::Rcode => ar.rcode.cmp(&br.rcode),
+            DnsCol::Rate => cmp_f64(a.rate, b.rate),
+            DnsCol::Count => ar.count.cmp(&br.count),
+            DnsCol::P50 => cmp_f64(lat(a, |l| l.p50), lat(b, |l| l.p50)),
+            DnsCol::P99 => cmp_f64(lat(a, |l| l.p99), lat(b, |l| l.p99)),
+            DnsCol::Timeouts => ar.timeouts.cmp(&br.timeouts),
+            DnsCol::Cgroup => ar.cgroup_id.cmp(&br.cgroup_id),
+        }
+    }
+
+    fn tiebreak(&self, o: &Self) -> Ordering {
+        let key = |r: &ksight_engine::snapshot::DnsRow| {
+            (
+                r.qname.clone(),
+                r.qtype.clone(),
+                r.rcode.clone(),
+                r.role.clone(),
+                r.server.clone(),
+                r.cgroup_id,
+            )
+        };
+        key(&self.d.row).cmp(&key(&o.d.row))
     }
 }
 

@@ -59,6 +59,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Tcp => views::tcp(f, body, app),
         View::Disks => views::disks(f, body, app),
         View::Health => views::health(f, body, app),
+        View::Udp => views::udp(f, body, app),
+        View::Dns => views::dns(f, body, app),
     }
     draw_footer(f, footer, app);
     if app.help {
@@ -220,7 +222,7 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
 }
 
 const HELP: &[(&str, &str)] = &[
-    ("1-5, Tab, S-Tab", "switch view"),
+    ("1-7, Tab, S-Tab", "switch view"),
     ("← → or < >", "sort by the previous / next column"),
     ("r", "reverse the sort direction"),
     ("/", "filter rows by text (Enter keeps, Esc clears)"),

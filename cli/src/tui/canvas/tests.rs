@@ -9,7 +9,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ksight_attribution::CgroupLabels;
 use ksight_engine::Snapshot;
 use ksight_engine::signals::{Fidelity, Signal, SignalStatus};
-use ksight_engine::snapshot::{CgroupRow, ConnectionRow, DeviceRow, Latency, ProcessRow};
+use ksight_engine::snapshot::{
+    CgroupRow, ConnectionRow, DeviceRow, DnsRow, Latency, ProcessRow, UdpFlowRow,
+};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use std::path::{Path, PathBuf};
@@ -96,6 +98,54 @@ fn connection(
     }
 }
 
+/// A UDP flow of one interval.
+fn udp_flow(
+    (saddr, sport): (&str, u16),
+    (daddr, dport): (&str, u16),
+    pid: u32,
+    (sent, received): (u64, u64),
+    (out, r#in): (u64, u64),
+) -> UdpFlowRow {
+    UdpFlowRow {
+        saddr: saddr.into(),
+        sport,
+        daddr: daddr.into(),
+        dport,
+        pid,
+        comm: if pid == 0 {
+            String::new()
+        } else {
+            "ksight-workload".into()
+        },
+        cgroup_id: 5120,
+        bytes_sent: sent,
+        bytes_received: received,
+        datagrams_sent: out,
+        datagrams_received: r#in,
+    }
+}
+
+/// DNS queries of one interval, answered with these p50/p99 (µs) or never.
+fn dns_query(qname: &str, qtype: &str, rcode: &str, count: u64, p: Option<(f64, f64)>) -> DnsRow {
+    DnsRow {
+        role: "client".into(),
+        server: "10.0.0.2:53".into(),
+        qname: qname.into(),
+        qtype: qtype.into(),
+        rcode: rcode.into(),
+        count,
+        latency_us: p.map_or(Latency::default(), |(p50, p99)| Latency {
+            count,
+            p50,
+            p99,
+            max: p99,
+        }),
+        timeouts: if p.is_none() { count } else { 0 },
+        cgroup_id: 5120,
+        ..Default::default()
+    }
+}
+
 /// Two intervals of a small, known host.
 fn fixture() -> App {
     let mut app = App::new(Mode::Live, Duration::from_secs(1));
@@ -112,6 +162,7 @@ fn fixture() -> App {
             "block",
             "block:block_bio_queue block:block_rq_issue block:block_rq_complete",
         ),
+        ("socket_io", "raw_syscalls:sys_exit"),
     ]
     .iter()
     .map(|(name, tps)| SignalStatus {
@@ -198,15 +249,34 @@ fn fixture() -> App {
             role: "passive".into(),
             pid: 0,
             comm: String::new(),
+            // Open before capture started: bytes since then, from the socket calls.
+            since_start: true,
             ..connection(
                 ("10.0.0.5", 22),
                 ("10.0.0.9", 51234),
                 "ESTABLISHED",
-                None,
+                Some((2000, 48_000)),
                 3_000_000,
             )
         },
     ];
+    s.udp.flows = vec![
+        udp_flow(
+            ("10.0.0.5", 40053),
+            ("10.0.0.2", 53),
+            4242,
+            (300, 900),
+            (3, 3),
+        ),
+        udp_flow(("10.0.0.5", 123), ("10.0.0.3", 123), 0, (48, 48), (1, 1)),
+    ];
+    s.udp.bytes_sent = 348;
+    s.udp.bytes_received = 948;
+    s.dns.queries = vec![
+        dns_query("api.shop.test", "A", "NOERROR", 2, Some((850.0, 1900.0))),
+        dns_query("nope.test", "AAAA", "NXDOMAIN", 1, Some((400.0, 400.0))),
+    ];
+    s.socket_io.calls = 40;
     s.block.devices = vec![
         DeviceRow {
             dev: "259:0".into(),
@@ -286,7 +356,25 @@ fn fixture() -> App {
         block_write_bytes: 8192,
         ..Default::default()
     }];
-    s2.tcp.connections = vec![s.tcp.connections[3].clone()];
+    s2.tcp.connections = vec![ConnectionRow {
+        bytes_sent: Some(3000),
+        bytes_received: Some(96_000),
+        duration_us: 4_000_000,
+        ..s.tcp.connections[3].clone()
+    }];
+    s2.udp.flows = vec![udp_flow(
+        ("10.0.0.5", 40053),
+        ("10.0.0.2", 53),
+        4242,
+        (100, 300),
+        (1, 1),
+    )];
+    s2.udp.bytes_sent = 100;
+    s2.udp.bytes_received = 300;
+    s2.dns.queries = vec![dns_query("slow.test", "A", "TIMEOUT", 1, None)];
+    s2.dns.malformed = 1;
+    s2.socket_io.calls = 12;
+    s2.socket_io.payload_faults = 1;
     s2.block.devices = vec![DeviceRow {
         dev: "259:0".into(),
         name: "nvme0n1".into(),
@@ -358,6 +446,62 @@ fn tcp_80x24_and_wide() {
     view(&mut app, View::Tcp);
     check("tcp_80x24", &render(&app, 80, 24));
     check("tcp_160x14", &render(&app, 160, 14));
+}
+
+#[test]
+fn udp_and_dns_80x24() {
+    let mut app = fixture();
+    view(&mut app, View::Udp);
+    let screen = render(&app, 80, 24);
+    check("udp_80x24", &screen);
+    // This interval's rates; totals since start.
+    let wide = render(&app, 160, 12);
+    check("udp_160x12", &wide);
+    let flow = rows_with(&wide, "10.0.0.2:53");
+    assert_eq!(flow.len(), 1, "{wide}");
+    assert!(
+        flow[0].contains("100B") && flow[0].contains("400B"),
+        "{wide}"
+    );
+    view(&mut app, View::Dns);
+    let screen = render(&app, 80, 24);
+    check("dns_80x24", &screen);
+    assert!(
+        rows_with(&screen, "slow.test")[0].contains("TIMEOUT"),
+        "{screen}"
+    );
+    check("dns_160x12", &render(&app, 160, 12));
+}
+
+#[test]
+fn open_connections_show_bytes_so_far_and_their_rate() {
+    let mut app = fixture();
+    view(&mut app, View::Tcp);
+    let screen = render(&app, 160, 14);
+    let ssh = rows_with(&screen, "10.0.0.9:51234");
+    assert_eq!(ssh.len(), 1, "{screen}");
+    // ~: open before capture started; 1000 B/s and 48000 B/s over the last interval.
+    assert!(
+        ssh[0].contains("~2.9K") && ssh[0].contains("~94K"),
+        "{screen}"
+    );
+    assert!(
+        ssh[0].contains("1.0K") && ssh[0].contains("47K"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn health_shows_socket_io_counters() {
+    let mut app = fixture();
+    view(&mut app, View::Health);
+    let screen = render(&app, 160, 30);
+    let io = rows_with(&screen, "socket I/O");
+    assert!(
+        io[0].contains("payload faults 1") && io[0].contains("DNS malformed 1"),
+        "{screen}"
+    );
+    assert!(!rows_with(&screen, "socket_io").is_empty(), "{screen}");
 }
 
 #[test]

@@ -21,6 +21,8 @@ pub fn sort_label(app: &App) -> Option<(&'static str, &'static str)> {
         View::Cgroups => Some((s.cgroups.column.title(), s.cgroups.arrow())),
         View::Tcp => Some((s.tcp.column.title(), s.tcp.arrow())),
         View::Disks => Some((s.disks.column.title(), s.disks.arrow())),
+        View::Udp => Some((s.udp.column.title(), s.udp.arrow())),
+        View::Dns => Some((s.dns.column.title(), s.dns.arrow())),
         View::Health => None,
     }
 }
@@ -140,13 +142,46 @@ pub fn tcp(f: &mut Frame, area: Rect, app: &App) {
     summary(f, top, parts);
     f.render_widget(
         Line::styled(
-            " bytes are read at close (open rows: -); TX/s RX/s average over the lifetime",
+            " TX RX: bytes so far (open: from the calls, ~ since capture start; closed: kernel's); TX/s RX/s: last interval",
             DIM,
         ),
         note,
     );
     let selected = app.selected_row(View::Tcp, rows.len());
     table(f, body, &rows, app.sorts.tcp, selected, &waiting(app));
+}
+
+pub fn udp(f: &mut Frame, area: Rect, app: &App) {
+    let m = app.shown();
+    let (top, body) = split_summary(area);
+    let h = &m.host;
+    let rows = filter_sort(rows::udp_flows(m), &app.filter, app.sorts.udp);
+    let mut parts = kv("tx/s", fmt::byte_rate(h.udp_tx));
+    parts.extend(kv("rx/s", fmt::byte_rate(h.udp_rx)));
+    parts.extend(kv("tx", fmt::bytes(h.udp_tx_total)));
+    parts.extend(kv("rx", fmt::bytes(h.udp_rx_total)));
+    parts.extend(kv("flows", rows.len().to_string()));
+    parts.push(Span::styled("  (TX RX: totals)", DIM));
+    summary(f, top, parts);
+    let selected = app.selected_row(View::Udp, rows.len());
+    table(f, body, &rows, app.sorts.udp, selected, &waiting(app));
+}
+
+pub fn dns(f: &mut Frame, area: Rect, app: &App) {
+    let m = app.shown();
+    let (top, body) = split_summary(area);
+    let h = &m.host;
+    let rows = filter_sort(rows::dns_rows(m), &app.filter, app.sorts.dns);
+    let mut parts = kv("queries/s", fmt::rate(h.dns_queries));
+    parts.extend(kv("malformed", h.dns_malformed_total.to_string()));
+    parts.extend(kv("rows", rows.len().to_string()));
+    parts.push(Span::styled(
+        "  (COUNT TMOUT: totals; latency: last answered interval)",
+        DIM,
+    ));
+    summary(f, top, parts);
+    let selected = app.selected_row(View::Dns, rows.len());
+    table(f, body, &rows, app.sorts.dns, selected, &waiting(app));
 }
 
 pub fn disks(f: &mut Frame, area: Rect, app: &App) {
@@ -317,6 +352,26 @@ pub fn health(f: &mut Frame, area: Rect, app: &App) {
             h.malformed_total
         )),
     ]));
+    let io_style = if h.unreported_msgs_total + h.payload_faults_total + h.byte_mismatches_total > 0
+    {
+        WARN
+    } else {
+        Style::new()
+    };
+    lines.push(Line::from(vec![
+        label("socket I/O"),
+        Span::styled(
+            format!(
+                "{} calls/s, payload faults {}, DNS malformed {}, unreported mmsg msgs {}, TCP byte mismatches {}",
+                fmt::rate(h.socket_calls),
+                h.payload_faults_total,
+                h.dns_malformed_total,
+                h.unreported_msgs_total,
+                h.byte_mismatches_total
+            ),
+            io_style,
+        ),
+    ]));
     lines.push(Line::raw(""));
     lines.push(Line::styled(" signals", HEADER));
     if app.signals.is_empty() {
@@ -348,7 +403,7 @@ pub fn health(f: &mut Frame, area: Rect, app: &App) {
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled(
-        " TCP bytes are read from the kernel at close: open connections have none yet.",
+        " Open TCP connections' bytes: from socket calls; closed: the kernel's count.",
         DIM,
     ));
     lines.push(Line::styled(
