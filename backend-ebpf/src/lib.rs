@@ -41,7 +41,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, MapType, PerCpuArray, PerfEventArray, RingBuf},
+    maps::{MapData, MapType, PerCpuArray, PerfEventArray, ProgramArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use event_abi::{counter, kind};
@@ -456,6 +456,31 @@ impl EventSource for EbpfSource {
 /// Loads and attaches one program. `Ok(Err(reason))` when this program cannot run here
 /// (the others still can); `Err` only for what stops the whole backend.
 fn attach(ebpf: &mut Ebpf, def: &'static TpDef) -> Result<Result<(), String>, EbpfError> {
+    // Socket I/O's exit program hands each message of sendmmsg/recvmmsg to the program in
+    // its program array: that must be in place before it runs.
+    if def.kind() == kind::SOCK_IO && def.entry.is_none() {
+        if ebpf.program(layout::SOCK_MMSG_PROGRAM).is_none() {
+            return Err(EbpfError::MissingProgram {
+                name: layout::SOCK_MMSG_PROGRAM,
+            });
+        }
+        match load_mmsg_program(ebpf) {
+            Ok(()) => {}
+            Err(e) if is_permission_error(&e) => {
+                return Err(permission_denied(
+                    format!("loading {}", layout::SOCK_MMSG_PROGRAM),
+                    &e,
+                ));
+            }
+            Err(e) => {
+                return Ok(Err(format!(
+                    "{} (records sendmmsg/recvmmsg messages): {}",
+                    layout::SOCK_MMSG_PROGRAM,
+                    error_chain(&e)
+                )));
+            }
+        }
+    }
     let program = ebpf
         .program_mut(def.program())
         .ok_or(EbpfError::MissingProgram {
@@ -492,6 +517,24 @@ fn attach(ebpf: &mut Ebpf, def: &'static TpDef) -> Result<Result<(), String>, Eb
         }
         Err(e) => Ok(Err(error_chain(&e))),
     }
+}
+
+/// Loads `ks_sys_mmsg` (present: checked by the caller) and puts it in slot 0 of
+/// `SOCK_MMSG`.
+fn load_mmsg_program(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
+    let program = ebpf
+        .program_mut(layout::SOCK_MMSG_PROGRAM)
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    let program = <&mut RawTracePoint>::try_from(program)?;
+    program.load()?;
+    let fd = program.fd()?.try_clone().map_err(|io_error| ProgramError::SyscallError(
+        aya::sys::SyscallError { call: "dup", io_error },
+    ))?;
+    let map = ebpf
+        .map_mut(layout::maps::SOCK_MMSG)
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    let mut array = ProgramArray::try_from(map).map_err(ProgramError::MapError)?;
+    array.set(0, &fd, 0).map_err(ProgramError::MapError)
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -109,6 +109,8 @@ struct Connection {
     call_received: u64,
     /// Open before capture started: first seen by a socket call.
     since_start: bool,
+    /// The socket's kernel address (the key of `open` while it is open).
+    sock_id: u64,
 }
 
 impl Connection {
@@ -131,6 +133,7 @@ impl Connection {
             call_sent: 0,
             call_received: 0,
             since_start: false,
+            sock_id: e.sock_id,
         }
     }
 
@@ -155,6 +158,7 @@ impl Connection {
             call_sent: 0,
             call_received: 0,
             since_start: true,
+            sock_id: e.sock_id,
         }
     }
 
@@ -172,6 +176,19 @@ impl Connection {
                 .saturating_sub(u64::from(self.fin_received))
         });
         Some((sent, received))
+    }
+
+    /// Closed, seen from its start in a run with socket I/O, and the kernel's byte
+    /// counters differ from the sums of its calls.
+    fn bytes_mismatch(&self, sock_io_seen: bool) -> bool {
+        if !sock_io_seen || self.since_start || !self.established {
+            return false;
+        }
+        let Some((sent, received)) = self.payload() else {
+            return false;
+        };
+        sent.is_some_and(|k| k != self.call_sent)
+            || received.is_some_and(|k| k != self.call_received)
     }
 }
 
@@ -538,11 +555,11 @@ impl Aggregator {
             self.totals.closes += 1;
             let (kernel_sent, kernel_received) =
                 conn.payload().expect("closing connections carry stats");
-            // Seen from its start, every call should be there: a difference is counted.
-            if self.sock_io_seen
-                && !conn.since_start
-                && (kernel_sent.is_some_and(|k| k != conn.call_sent)
-                    || kernel_received.is_some_and(|k| k != conn.call_received))
+            // Seen from its start, every call should be there: a difference is counted —
+            // once the row is reported (see `byte_mismatches`), as data the kernel received
+            // before it closed the socket may still be read after; a row that cannot be
+            // kept is judged now.
+            if self.closed.len() >= MAX_CLOSED_CONNECTIONS && conn.bytes_mismatch(self.sock_io_seen)
             {
                 self.totals.byte_mismatches += 1;
             }
@@ -655,8 +672,16 @@ impl Aggregator {
             Entry::Occupied(slot) => slot.into_mut(),
             Entry::Vacant(slot) => {
                 if self.recently_closed.contains_key(&e.sock_id) {
-                    // A call that completed after the kernel closed the connection: its
-                    // bytes are in the counters read at close.
+                    // A call that completed after the kernel closed the connection (data
+                    // it had received, read late): its bytes are in the counters read at
+                    // close, and count only toward the row's call sums.
+                    if let Some(c) = self.closed.iter_mut().rev().find(|c| c.sock_id == e.sock_id) {
+                        if e.direction == sock_dir::SEND {
+                            c.call_sent += e.bytes;
+                        } else {
+                            c.call_received += e.bytes;
+                        }
+                    }
                     return;
                 }
                 slot.insert(Connection::since_start(e))
@@ -792,7 +817,15 @@ impl Aggregator {
     /// so memory stays bounded. Every counter (totals, cgroups, devices) is kept.
     pub fn forget_finished(&mut self) {
         self.processes.retain(|_, p| p.exit_code.is_none());
+        // The rows go; what they said about mismatches stays in the counter.
+        self.totals.byte_mismatches += self.listed_mismatches();
         self.closed.clear();
+    }
+
+    /// Closed connections listed now whose calls and kernel counters differ.
+    fn listed_mismatches(&self) -> u64 {
+        let seen = self.sock_io_seen;
+        self.closed.iter().filter(|c| c.bytes_mismatch(seen)).count() as u64
     }
 
     /// Drops the counters of cgroups that no longer exist (the agent, after a grace period).
@@ -1012,7 +1045,7 @@ impl Aggregator {
                 resets_received: t.resets_received,
                 bytes_sent: t.bytes_sent,
                 bytes_received: t.bytes_received,
-                byte_mismatches: t.byte_mismatches,
+                byte_mismatches: t.byte_mismatches + self.listed_mismatches(),
                 connections,
             },
             udp: self.udp.summary(&comm_of),

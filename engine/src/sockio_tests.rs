@@ -225,7 +225,8 @@ fn a_connection_open_before_capture_counts_since_start_and_says_so() {
         CLOSE,
         Some((1000 + 1, 1200 + 1)),
     );
-    // A call completing after the close: no new connection, no bytes.
+    // A call completing after the close (data the kernel had received, read late): no new
+    // connection, no bytes in the totals (the close counted them), only in the row's sums.
     s.tcp_call(300, 9, 0xc, t, RECV, 10, &[]);
     let snap = run(&mut e, &mut s);
     assert_eq!((snap.tcp.closes, snap.tcp.byte_mismatches), (1, 0));
@@ -234,7 +235,7 @@ fn a_connection_open_before_capture_counts_since_start_and_says_so() {
     let row = conn(&snap, 50000);
     assert_eq!(
         (row.since_start, bytes(row)),
-        (true, (Some(1000), Some(1200), Some(700), Some(1200)))
+        (true, (Some(1000), Some(1200), Some(700), Some(1210)))
     );
     assert_eq!(snap.socket_io.calls, 1);
 }
@@ -834,4 +835,36 @@ fn aggregates_do_not_depend_on_how_cpu_streams_interleave() {
     let mut moved: Vec<&[u8]> = batch.iter().filter(|r| cpu(r) == 0).collect();
     moved.extend(batch.iter().filter(|r| cpu(r) == 1));
     assert_eq!(snapshot(in_order), snapshot(moved));
+}
+
+#[test]
+fn data_read_after_the_kernel_closed_the_socket_is_no_mismatch() {
+    // The client half-closed, the server's answer and FIN arrived: the kernel moves the
+    // client's socket to CLOSE (TIME_WAIT) while the answer still waits in its receive
+    // queue, and the application reads it afterwards.
+    let (mut s, mut e) = (Synth::new(), Engine::new("t", None));
+    let (c, srv) = (Synth::tuple(41000, 8080), Synth::tuple(8080, 41000));
+    s.tcp_open(100, CG, 0xa, 0xb, 41000);
+    s.tcp_call(100, CG, 0xa, c, SEND, 100, &[]);
+    s.tcp_call(200, CG, 0xb, srv, RECV, 100, &[]);
+    s.tcp_call(200, CG, 0xb, srv, SEND, 3000, &[]);
+    s.tcp_call(100, CG, 0xa, c, RECV, 64, &[]);
+    s.tcp_close(100, 200, CG, 0xa, 0xb, 41000, 100, 3000);
+    s.tcp_call(100, CG, 0xa, c, RECV, 2936, &[]);
+    let snap = run(&mut e, &mut s);
+    assert_eq!(snap.tcp.byte_mismatches, 0);
+    assert_eq!(
+        bytes(conn(&snap, 41000)),
+        (Some(100), Some(3000), Some(100), Some(3000))
+    );
+    // The totals count each byte once: 64 live, the rest at close.
+    assert_eq!((snap.tcp.bytes_sent, snap.tcp.bytes_received), (3100, 3100));
+
+    // A real difference still shows.
+    let mut e = Engine::new("t", None);
+    s.tcp_open(100, CG, 0xc, 0xd, 42000);
+    s.tcp_call(100, CG, 0xc, Synth::tuple(42000, 8080), SEND, 10, &[]);
+    s.tcp_close(100, 200, CG, 0xc, 0xd, 42000, 20, 0);
+    let snap = run(&mut e, &mut s);
+    assert_eq!(snap.tcp.byte_mismatches, 2, "the calls add up to the kernel's count at neither end");
 }

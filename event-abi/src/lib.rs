@@ -378,8 +378,9 @@ pub mod counter {
 ///
 /// Which cgroup id a record kind is checked against:
 /// - exec, fork, exit, block queue, socket I/O: the header's `cgroup_id` (the current
-///   task's cgroup v2 id), checked before the record is built (for socket I/O, before the
-///   socket is looked up or any payload copied);
+///   task's cgroup v2 id), checked before the record is built (for socket I/O, once the
+///   descriptor is found to be a TCP or UDP socket and the call to make a record, before
+///   its tuple is read or any payload copied);
 /// - TCP state, retransmit and resets: the record's `sock_cgroup_id` (they may run in
 ///   softirq, where the current task is unrelated);
 /// - block issue and complete: never filtered (irq or other tasks' context).

@@ -216,7 +216,12 @@ pub mod maps {
     pub const IGNORED_CGROUPS: &str = "IGNORED_CGROUPS";
     pub const FILTER_ON: &str = "FILTER_ON";
     pub const SYSCALL_ENTRY: &str = "SYSCALL_ENTRY";
+    pub const SOCK_MMSG: &str = "SOCK_MMSG";
 }
+
+/// The program that records the messages of a `sendmmsg`/`recvmmsg`, one per tail call
+/// from the socket I/O exit program (never attached itself).
+pub const SOCK_MMSG_PROGRAM: &str = "ks_sys_mmsg";
 
 /// Default ring buffer size in the object (the loader overrides it).
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;

@@ -18,7 +18,7 @@ use aya_ebpf::{
         generated as gen_helpers,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventByteArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventByteArray, ProgramArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
 use event_abi::{
@@ -799,7 +799,18 @@ struct SockCall {
     fd: u32,
     /// Messages of a `sendmmsg`/`recvmmsg` past MAX_MMSG.
     unreported: u32,
+    /// `sendmmsg`/`recvmmsg`: the `struct mmsghdr` array, how many messages to record and
+    /// the next one to record.
+    mmsg_vec: u64,
+    mmsg_count: u32,
+    mmsg_next: u32,
 }
+
+/// Slot 0: `ks_sys_mmsg`, which records one message of a `sendmmsg`/`recvmmsg` and calls
+/// itself for the next. One program per message instead of a loop keeps the verifier's
+/// work to one message (a loop of MAX_MMSG messages took it over a second).
+#[map(name = "SOCK_MMSG")]
+static SOCK_MMSG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[map(name = "SOCK_CALL")]
 static SOCK_CALL: PerCpuArray<SockCall> = PerCpuArray::with_max_entries(1, 0);
@@ -1129,8 +1140,6 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
     let regs_ptr: u64 = ctx.arg(0);
     let nr = kread::<u64>(KIND, regs_ptr, btf_off(btf::REGS_ORIG_AX)).ok_or(Skip::Filtered)?;
     let call = sock_call_of(nr).ok_or(Skip::Filtered)?;
-    // Before anything is looked up or copied.
-    let cgroup = current_cgroup_unless_ignored(KIND)?;
 
     let c = SOCK_CALL.get_ptr_mut(0).ok_or(Skip::Failed)?;
     // SAFETY: `c` is this CPU's slot; REGS_COPY_LEN bytes of `pt_regs` fit its `regs`.
@@ -1178,6 +1187,9 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
     if ret == 0 && protocol == IPPROTO_TCP {
         return Err(Skip::Filtered);
     }
+    // Once the call is known to be a socket call that makes a record, before anything is
+    // copied from it: so the filtered count is exactly the records not made.
+    let cgroup = current_cgroup_unless_ignored(KIND)?;
 
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: a helper without arguments.
@@ -1233,29 +1245,53 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
         }
         sock_call::SENDMSG | sock_call::RECVMSG => msg = msghdr(a1, bytes),
         sock_call::SENDMMSG | sock_call::RECVMMSG => {
-            // `ret` messages of `struct mmsghdr` (a msghdr and its `msg_len`, 64 bytes).
-            if bytes > MAX_MMSG as u64 {
-                // SAFETY: `c` is this CPU's slot.
-                unsafe { (*c).unreported = (bytes - MAX_MMSG as u64) as u32 };
-            }
-            let mut i: u32 = 0;
-            while i < MAX_MMSG as u32 {
-                if u64::from(i) >= bytes {
-                    break;
+            // `ret` messages of `struct mmsghdr` (a msghdr and its `msg_len`, 64 bytes),
+            // each recorded by `ks_sys_mmsg`.
+            // SAFETY: `c` is this CPU's slot.
+            unsafe {
+                if bytes > MAX_MMSG as u64 {
+                    (*c).unreported = (bytes - MAX_MMSG as u64) as u32;
                 }
-                let hdr = a1.wrapping_add(u64::from(i) * 64);
-                let msg_len = uread::<u32>(hdr + 56).unwrap_or(0);
-                let m = msghdr(hdr, u64::from(msg_len));
-                emit_sock_io(ctx, c, &m, i);
-                i += 1;
+                (*c).mmsg_vec = a1;
+                (*c).mmsg_count = if bytes > MAX_MMSG as u64 { MAX_MMSG as u32 } else { bytes as u32 };
+                (*c).mmsg_next = 0;
+                SOCK_MMSG.tail_call(ctx, 0);
             }
-            return Ok(());
+            // Only reached when the tail call failed (the loader could not set it up).
+            count(KIND, counter::READ_ERRORS);
+            return Err(Skip::Failed);
         }
         // sendfile and splice: the data comes from a file or a pipe, never copied.
         _ => {}
     }
     emit_sock_io(ctx, c, &msg, 0);
     Ok(())
+}
+
+/// One message of the `sendmmsg`/`recvmmsg` that `ks_sys_exit` found (its state in
+/// `SOCK_CALL`), then itself again for the next: never attached, only reached by tail
+/// calls from `ks_sys_exit` on the same CPU.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+fn ks_sys_mmsg(ctx: RawTracePointContext) -> u32 {
+    let Some(c) = SOCK_CALL.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: `c` is this CPU's slot, filled by the caller of this chain.
+    unsafe {
+        let i = (*c).mmsg_next;
+        if i >= (*c).mmsg_count || i >= MAX_MMSG as u32 {
+            return 0;
+        }
+        let hdr = (*c).mmsg_vec.wrapping_add(u64::from(i) * 64);
+        let msg_len = uread::<u32>(hdr + 56).unwrap_or(0);
+        let m = msghdr(hdr, u64::from(msg_len));
+        emit_sock_io(&ctx, c, &m, i);
+        (*c).mmsg_next = i + 1;
+        if i + 1 < (*c).mmsg_count {
+            SOCK_MMSG.tail_call(&ctx, 0);
+        }
+    }
+    0
 }
 
 #[cfg(not(test))]
