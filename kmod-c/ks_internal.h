@@ -46,6 +46,8 @@ struct ks_slot {
 
 /* Kinds the reader wants (1 << kind); read by every probe. */
 extern u32 ks_enabled_kinds;
+/* Payload bytes a socket I/O record carries at most (KSIGHT_IOC_SET_SNAPLEN). */
+extern u32 ks_snaplen;
 
 /*
  * Reserves `size` bytes (a multiple of 8) for a record of `kind` in this CPU's
@@ -53,12 +55,24 @@ extern u32 ks_enabled_kinds;
  * NULL when the kind is disabled, when the record's cgroup is ignored (counted
  * filtered; see ksight_dev.h: the header's cgroup for exec, fork, exit and
  * block queue records, `sock_cgroup` for TCP records, none for block issue and
- * complete), or when the ring is full (counted lost). On success interrupts
- * stay off until ks_commit(). `sock_cgroup` is only read for TCP kinds.
+ * complete; socket I/O is checked by its probe with ks_current_ignored() before
+ * anything else), or when the ring is full (counted lost). On success
+ * interrupts stay off until ks_commit(). `sock_cgroup` is only read for TCP
+ * kinds.
  */
 void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size, u64 sock_cgroup);
 /* Publishes the record reserved by ks_reserve(). */
 void ks_commit(struct ks_slot *slot);
+
+/* True (and counted filtered for `kind`) when the current task's cgroup is ignored. */
+bool ks_current_ignored(u16 kind);
+
+/*
+ * Timing of a whole probe run (probe_timing=1), for probes that do much before
+ * they reserve: ks_time_start() returns 0 when timing is off.
+ */
+u64 ks_time_start(void);
+void ks_time_end(u16 kind, u64 start);
 
 /* The cgroup ignore set (ks_main.c). */
 long ks_set_ignored(const void __user *uarg);
@@ -66,7 +80,9 @@ void ks_clear_ignored(void);
 
 /* ks_probes.c: the tracepoint table. */
 int ks_probes_init(void);
-int ks_probes_register(u32 *attached);
+void ks_probes_exit(void);
+/* Registers the probes of `kinds` and unregisters the others; `attached` gets the kinds hooked. */
+int ks_probes_register(u32 kinds, u32 *attached);
 void ks_probes_unregister(void);
 u32 ks_probes_available(void);
 

@@ -84,6 +84,7 @@ MODULE_PARM_DESC(probe_timing,
 		 "Time every probe run for KSIGHT_IOC_STATS (costs two clock reads per event)");
 
 u32 ks_enabled_kinds;
+u32 ks_snaplen = KSIGHT_DEFAULT_SNAPLEN;
 
 static struct ks_ring *ks_rings;
 static unsigned int ks_nr_rings;
@@ -227,6 +228,9 @@ static __always_inline bool ks_filter_key(u16 kind, u64 header_cgroup, u64 sock_
 	case KSIGHT_KIND_BLOCK_QUEUE:
 		*key = header_cgroup;
 		return true;
+	case KSIGHT_KIND_SOCK_IO:
+		/* Checked by its probe before the socket is looked up (ks_current_ignored()). */
+		return false;
 	case KSIGHT_KIND_TCP_STATE:
 	case KSIGHT_KIND_TCP_RETRANSMIT:
 	case KSIGHT_KIND_TCP_RESET_SENT:
@@ -243,6 +247,47 @@ static __always_inline bool ks_filter_key(u16 kind, u64 header_cgroup, u64 sock_
  * The writer
  * ------------------------------------------------------------------------- */
 
+bool ks_current_ignored(u16 kind)
+{
+	unsigned long flags;
+	struct ks_ring *r;
+	u64 cgroup;
+
+	if (likely(!rcu_access_pointer(ks_ignored)))
+		return false;
+	rcu_read_lock();
+	cgroup = cgroup_id(task_dfl_cgroup(current));
+	rcu_read_unlock();
+	if (!ks_cgroup_ignored(cgroup))
+		return false;
+	local_irq_save(flags);
+	r = &ks_rings[smp_processor_id()];
+	r->filtered[kind]++;
+	r->filtered_total++;
+	WRITE_ONCE(r->info->filtered, r->filtered_total);
+	local_irq_restore(flags);
+	return true;
+}
+
+u64 ks_time_start(void)
+{
+	return READ_ONCE(probe_timing) ? ktime_get_mono_fast_ns() : 0;
+}
+
+void ks_time_end(u16 kind, u64 start)
+{
+	unsigned long flags;
+	struct ks_ring *r;
+
+	if (!start)
+		return;
+	local_irq_save(flags);
+	r = &ks_rings[smp_processor_id()];
+	r->timed_runs[kind]++;
+	r->timed_ns[kind] += ktime_get_mono_fast_ns() - start;
+	local_irq_restore(flags);
+}
+
 void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size, u64 sock_cgroup)
 {
 	struct ksight_event_header *h;
@@ -255,7 +300,9 @@ void *ks_reserve(struct ks_slot *slot, u16 kind, u16 size, u64 sock_cgroup)
 	if (!(READ_ONCE(ks_enabled_kinds) & BIT(kind)))
 		return NULL;
 	local_irq_save(slot->flags);
-	slot->start_ns = READ_ONCE(probe_timing) ? ktime_get_mono_fast_ns() : 0;
+	/* Socket I/O times its whole probe (the socket lookup and copies are most of it). */
+	slot->start_ns = READ_ONCE(probe_timing) && kind != KSIGHT_KIND_SOCK_IO ?
+		ktime_get_mono_fast_ns() : 0;
 	cpu = smp_processor_id();
 	r = &ks_rings[cpu];
 	/* As bpf_get_current_cgroup_id(): the task's cgroup v2 id. */
@@ -480,7 +527,7 @@ static int ks_start_locked(void)
 
 	if (ks_capturing)
 		goto out;
-	err = ks_probes_register(&ks_attached);
+	err = ks_probes_register(READ_ONCE(ks_enabled_kinds), &ks_attached);
 	if (err)
 		goto out;
 	ks_capturing = true;
@@ -536,6 +583,7 @@ static int ks_open(struct inode *inode, struct file *file)
 	ks_rings_reset();
 	WRITE_ONCE(ks_enabled_kinds, ks_probes_available());
 	WRITE_ONCE(ks_watermark, ring_bytes / 4);
+	WRITE_ONCE(ks_snaplen, KSIGHT_DEFAULT_SNAPLEN);
 	WRITE_ONCE(ks_armed, 0);
 	mutex_unlock(&ks_lock);
 	return 0;
@@ -592,7 +640,26 @@ static long ks_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 			err = -EINVAL;
 			break;
 		}
+		mutex_lock(&ks_lock);
 		WRITE_ONCE(ks_enabled_kinds, kinds);
+		/* A running capture hooks exactly the enabled kinds too. */
+		if (ks_capturing)
+			err = ks_probes_register(kinds, &ks_attached);
+		mutex_unlock(&ks_lock);
+		break;
+	}
+	case KSIGHT_IOC_SET_SNAPLEN: {
+		u32 snaplen;
+
+		if (get_user(snaplen, (u32 __user *)uarg)) {
+			err = -EFAULT;
+			break;
+		}
+		if (snaplen > KSIGHT_MAX_SNAPLEN) {
+			err = -EINVAL;
+			break;
+		}
+		WRITE_ONCE(ks_snaplen, snaplen);
 		break;
 	}
 	case KSIGHT_IOC_START:
@@ -740,7 +807,7 @@ static int __init ks_init(void)
 		goto out;
 	err = ks_rings_alloc();
 	if (err)
-		goto out;
+		goto out_probes;
 	err = misc_register(&ks_misc);
 	if (err) {
 		pr_err("cannot register /dev/ksight: %d\n", err);
@@ -753,6 +820,8 @@ static int __init ks_init(void)
 
 out_rings:
 	ks_rings_free();
+out_probes:
+	ks_probes_exit();
 out:
 	return err;
 }
@@ -767,6 +836,7 @@ static void __exit ks_exit(void)
 	irq_work_sync(&ks_wakeup_work);
 	ks_clear_ignored();
 	ks_rings_free();
+	ks_probes_exit();
 }
 
 module_init(ks_init);

@@ -22,20 +22,31 @@
 #include <linux/blk-mq.h>
 #include <linux/blktrace_api.h>
 #include <linux/cgroup.h>
+#include <linux/compat.h>
+#include <linux/in.h>
+#include <linux/in6.h>
 #include <linux/module.h>
+#include <linux/net.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
+#include <linux/socket.h>
 #include <linux/string.h>
 #include <linux/tcp.h>
+#include <linux/timekeeping.h>
 #include <linux/tracepoint.h>
+#include <linux/uaccess.h>
+#include <linux/uio.h>
 #include <linux/version.h>
 #include <net/inet_sock.h>
 #include <net/ipv6.h>
 #include <net/sock.h>
+#include <asm/syscall.h>
+#include <asm/unistd.h>
 
 #include <trace/events/block.h>
 #include <trace/events/sched.h>
 #include <trace/events/sock.h>
+#include <trace/events/syscalls.h>
 #include <trace/events/tcp.h>
 
 #include "ks_internal.h"
@@ -396,6 +407,442 @@ static void ks_probe_rq_complete(void *data, struct request *rq, blk_status_t er
 }
 KS_CHECK_PROBE(block_rq_complete, ks_probe_rq_complete);
 
+
+/* ---------------------------------------------------------------------------
+ * Socket I/O
+ *
+ * raw_syscalls:sys_enter stamps the entry of the calls below per thread;
+ * raw_syscalls:sys_exit finds the socket (sockfd_lookup(), the socket's own
+ * fields, never a call that may take the socket lock) and copies the first
+ * bytes of the payload from the caller's buffer. The eBPF programs do the same
+ * on the same tracepoints; the semantics are in event-abi's SockIoEvent.
+ * ------------------------------------------------------------------------- */
+
+/*
+ * Entry stamps: one slot per tid modulo the table size, tagged with the tid.
+ * Two threads sharing a slot overwrite each other: the exit then finds no
+ * entry (KSIGHT_SOCK_FLAG_NO_ENTRY) and nothing else is lost.
+ */
+#define KS_ENTRY_SLOTS 16384
+
+struct ks_entry {
+	u64 ts;
+	u32 tid;
+	u32 _pad;
+};
+
+static struct ks_entry *ks_entries;
+
+/*
+ * Per CPU, a page the payload is copied into before it goes into the ring:
+ * hardened usercopy checks a vmalloc'd destination (the ring) under a global
+ * lock, a plain page for free.
+ */
+static void **ks_scratch;
+
+/* What a system call is to the socket I/O record; false for the calls not traced. */
+static __always_inline bool ks_sock_call(long nr, u16 *call, u8 *dir)
+{
+	switch (nr) {
+	case __NR_read:
+		*call = KSIGHT_SOCK_CALL_READ;
+		*dir = KSIGHT_SOCK_DIR_RECV;
+		return true;
+	case __NR_write:
+		*call = KSIGHT_SOCK_CALL_WRITE;
+		*dir = KSIGHT_SOCK_DIR_SEND;
+		return true;
+	case __NR_readv:
+		*call = KSIGHT_SOCK_CALL_READV;
+		*dir = KSIGHT_SOCK_DIR_RECV;
+		return true;
+	case __NR_writev:
+		*call = KSIGHT_SOCK_CALL_WRITEV;
+		*dir = KSIGHT_SOCK_DIR_SEND;
+		return true;
+	case __NR_sendto:
+		*call = KSIGHT_SOCK_CALL_SENDTO;
+		*dir = KSIGHT_SOCK_DIR_SEND;
+		return true;
+	case __NR_recvfrom:
+		*call = KSIGHT_SOCK_CALL_RECVFROM;
+		*dir = KSIGHT_SOCK_DIR_RECV;
+		return true;
+	case __NR_sendmsg:
+		*call = KSIGHT_SOCK_CALL_SENDMSG;
+		*dir = KSIGHT_SOCK_DIR_SEND;
+		return true;
+	case __NR_recvmsg:
+		*call = KSIGHT_SOCK_CALL_RECVMSG;
+		*dir = KSIGHT_SOCK_DIR_RECV;
+		return true;
+	case __NR_sendmmsg:
+		*call = KSIGHT_SOCK_CALL_SENDMMSG;
+		*dir = KSIGHT_SOCK_DIR_SEND;
+		return true;
+	case __NR_recvmmsg:
+		*call = KSIGHT_SOCK_CALL_RECVMMSG;
+		*dir = KSIGHT_SOCK_DIR_RECV;
+		return true;
+	case __NR_sendfile:
+		*call = KSIGHT_SOCK_CALL_SENDFILE;
+		*dir = KSIGHT_SOCK_DIR_SEND;
+		return true;
+	case __NR_splice:
+		/* The direction depends on which end is the socket. */
+		*call = KSIGHT_SOCK_CALL_SPLICE;
+		*dir = KSIGHT_SOCK_DIR_SEND;
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void ks_probe_sys_enter(void *data, struct pt_regs *regs, long id)
+{
+	struct ks_entry *e;
+	u16 call;
+	u8 dir;
+	u32 tid;
+
+	/* Compat system calls have other numbers: those are not the calls above. */
+	if (!ks_sock_call(id, &call, &dir) || in_compat_syscall())
+		return;
+	tid = current->pid;
+	e = &ks_entries[tid & (KS_ENTRY_SLOTS - 1)];
+	WRITE_ONCE(e->tid, 0);
+	WRITE_ONCE(e->ts, ktime_get_ns());
+	/* The stamp is visible before the tag that vouches for it. */
+	smp_store_release(&e->tid, tid);
+}
+KS_CHECK_PROBE(sys_enter, ks_probe_sys_enter);
+
+/* The call's duration, or 0 with *flags |= NO_ENTRY when its entry was not stamped. */
+static u64 ks_take_entry(u64 now, u16 *flags)
+{
+	u32 tid = current->pid;
+	struct ks_entry *e = &ks_entries[tid & (KS_ENTRY_SLOTS - 1)];
+	u64 ts;
+
+	if (smp_load_acquire(&e->tid) != tid) {
+		*flags |= KSIGHT_SOCK_FLAG_NO_ENTRY;
+		return 0;
+	}
+	ts = READ_ONCE(e->ts);
+	WRITE_ONCE(e->tid, 0);
+	return now - ts;
+}
+
+/* The socket's part of every record of one call. */
+struct ks_sock_info {
+	u64 sock_id;
+	struct ksight_tcp_tuple tuple;
+	u32 fd;
+	u8 protocol;
+};
+
+/*
+ * Fills `si` when `fd` is an IPv4/IPv6 TCP stream or UDP datagram socket.
+ * `*is_socket` says whether `fd` was a socket at all (splice tries both ends).
+ */
+static bool ks_sock_lookup(unsigned long fd, struct ks_sock_info *si, bool *is_socket)
+{
+	const struct inet_sock *inet;
+	struct socket *sock;
+	struct sock *sk;
+	bool ok = false;
+	int err;
+
+	*is_socket = false;
+	if (fd > INT_MAX)
+		return false;
+	sock = sockfd_lookup(fd, &err);
+	if (!sock)
+		return false;
+	*is_socket = true;
+	sk = sock->sk;
+	if (!sk || (sk->sk_family != AF_INET && sk->sk_family != AF_INET6))
+		goto out;
+	if (sk->sk_protocol == IPPROTO_TCP && sk->sk_type == SOCK_STREAM)
+		si->protocol = IPPROTO_TCP;
+	else if (sk->sk_protocol == IPPROTO_UDP && sk->sk_type == SOCK_DGRAM)
+		si->protocol = IPPROTO_UDP;
+	else
+		goto out;
+	inet = inet_sk(sk);
+	memset(&si->tuple, 0, sizeof(si->tuple));
+	si->sock_id = (unsigned long)sk;
+	si->fd = fd;
+	si->tuple.family = sk->sk_family;
+	si->tuple.sport = inet->inet_num;
+	si->tuple.dport = ntohs(sk->sk_dport);
+	if (sk->sk_family == AF_INET) {
+		memcpy(si->tuple.saddr, &inet->inet_rcv_saddr, 4);
+		memcpy(si->tuple.daddr, &sk->sk_daddr, 4);
+	}
+#if IS_ENABLED(CONFIG_IPV6)
+	else {
+		memcpy(si->tuple.saddr, &sk->sk_v6_rcv_saddr, 16);
+		memcpy(si->tuple.daddr, &sk->sk_v6_daddr, 16);
+	}
+#endif
+	ok = true;
+out:
+	sockfd_put(sock);
+	return ok;
+}
+
+/*
+ * The peer from a call's address argument: used when it is non-NULL, long
+ * enough for its family (what the kernel itself requires: a sockaddr_in, or
+ * SIN6_LEN_RFC2133 bytes of a sockaddr_in6) and of the socket's family.
+ */
+static void ks_peer_from_call(struct ksight_tcp_tuple *t, const void __user *addr, long len,
+			      u16 *flags)
+{
+	u8 sa[SIN6_LEN_RFC2133];
+	size_t need = t->family == AF_INET ? sizeof(struct sockaddr_in) : SIN6_LEN_RFC2133;
+	__be16 port;
+	u16 family;
+
+	if (!addr || len < (long)need)
+		return;
+	/* Family, port and address: the first 8 (IPv4) or 24 (IPv6) bytes. */
+	if (copy_from_user_nofault(sa, addr, t->family == AF_INET ? 8 : SIN6_LEN_RFC2133))
+		return;
+	memcpy(&family, sa, 2);
+	if (family != t->family)
+		return;
+	memcpy(&port, sa + 2, 2);
+	t->dport = ntohs(port);
+	memset(t->daddr, 0, sizeof(t->daddr));
+	if (family == AF_INET)
+		memcpy(t->daddr, sa + 4, 4);
+	else
+		memcpy(t->daddr, sa + 8, 16);
+	*flags |= KSIGHT_SOCK_FLAG_PEER_FROM_CALL;
+}
+
+/* One record in the making: what differs between the records of one call. */
+struct ks_sock_rec {
+	struct ksight_tcp_tuple tuple;
+	u64 bytes;
+	/* The buffers payload is gathered from, in order (unused ones have length 0). */
+	const void __user *bufs[KSIGHT_MAX_IOV];
+	u64 lens[KSIGHT_MAX_IOV];
+	u16 flags;
+	u16 msg_index;
+	u32 unreported_msgs;
+};
+
+/* The first KSIGHT_MAX_IOV buffers of an iovec array; PAYLOAD_FAULT when unreadable. */
+static void ks_iovs(const struct iovec __user *iov, unsigned long iovcnt, struct ks_sock_rec *rec)
+{
+	struct iovec v[KSIGHT_MAX_IOV];
+	unsigned long n = min_t(unsigned long, iovcnt, KSIGHT_MAX_IOV), i;
+
+	if (!n)
+		return;
+	if (copy_from_user_nofault(v, iov, n * sizeof(v[0]))) {
+		rec->flags |= KSIGHT_SOCK_FLAG_PAYLOAD_FAULT;
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		rec->bufs[i] = v[i].iov_base;
+		rec->lens[i] = v[i].iov_len;
+	}
+}
+
+static void ks_sock_emit(const struct ks_sock_info *si, const struct ks_sock_rec *rec,
+			 u64 duration, u16 call, u8 dir, u32 snaplen)
+{
+	struct ksight_sock_io_event *ev;
+	struct ks_slot slot;
+	u64 want = min(rec->bytes, (u64)snaplen), payload = 0;
+	u16 flags = rec->flags;
+	void *scratch;
+	int i;
+
+	/* The scratch page is this CPU's until the record is committed. */
+	preempt_disable();
+	scratch = ks_scratch[smp_processor_id()];
+	for (i = 0; i < KSIGHT_MAX_IOV && payload < want; i++) {
+		u64 take = min(rec->lens[i], want - payload);
+
+		if (!take || !rec->bufs[i])
+			continue;
+		if (copy_from_user_nofault(scratch + payload, rec->bufs[i], take)) {
+			payload = 0;
+			flags |= KSIGHT_SOCK_FLAG_PAYLOAD_FAULT;
+			break;
+		}
+		payload += take;
+	}
+	ev = ks_reserve(&slot, KSIGHT_KIND_SOCK_IO, KSIGHT_SOCK_IO_SIZE(payload), 0);
+	if (!ev)
+		goto out;
+	memcpy(ev + 1, scratch, payload);
+	ev->sock_id = si->sock_id;
+	ev->bytes = rec->bytes;
+	ev->duration_ns = duration;
+	ev->tuple = rec->tuple;
+	ev->fd = si->fd;
+	ev->call = call;
+	ev->direction = dir;
+	ev->protocol = si->protocol;
+	ev->flags = flags;
+	ev->payload_len = payload;
+	ev->msg_index = rec->msg_index;
+	ev->unreported_msgs = rec->unreported_msgs;
+	ks_commit(&slot);
+out:
+	preempt_enable();
+}
+
+/* sendmmsg/recvmmsg: one record per message, at most KSIGHT_MAX_MMSG. */
+static void ks_sock_mmsg(const struct ks_sock_info *si, const struct mmsghdr __user *vec,
+			 long ret, u64 duration, u16 flags, u16 call, u8 dir, u32 snaplen)
+{
+	long n = min_t(long, ret, KSIGHT_MAX_MMSG);
+	struct ks_sock_rec rec;
+	struct mmsghdr m;
+	long i;
+
+	for (i = 0; i < n; i++) {
+		memset(&rec, 0, sizeof(rec));
+		rec.tuple = si->tuple;
+		rec.flags = flags;
+		rec.msg_index = i;
+		if (i == n - 1 && ret > KSIGHT_MAX_MMSG)
+			rec.unreported_msgs = ret - KSIGHT_MAX_MMSG;
+		if (copy_from_user_nofault(&m, vec + i, sizeof(m))) {
+			/* Neither its length nor its payload: the message still counts. */
+			rec.flags |= KSIGHT_SOCK_FLAG_PAYLOAD_FAULT;
+		} else {
+			rec.bytes = m.msg_len;
+			ks_peer_from_call(&rec.tuple, m.msg_hdr.msg_name, m.msg_hdr.msg_namelen,
+					  &rec.flags);
+			ks_iovs(m.msg_hdr.msg_iov, m.msg_hdr.msg_iovlen, &rec);
+		}
+		ks_sock_emit(si, &rec, duration, call, dir, snaplen);
+	}
+}
+
+static void ks_sys_exit(struct pt_regs *regs, long ret)
+{
+	unsigned long args[6];
+	struct ks_sock_info si;
+	struct ks_sock_rec rec;
+	struct user_msghdr msg;
+	u64 now, duration;
+	u16 call, flags = 0;
+	bool is_socket;
+	u32 snaplen;
+	u8 dir;
+
+	if (!ks_sock_call(syscall_get_nr(current, regs), &call, &dir) || in_compat_syscall())
+		return;
+	now = ktime_get_ns();
+	duration = ks_take_entry(now, &flags);
+	if (ret < 0)
+		return;
+	/* The argument registers are as the call found them. */
+	syscall_get_arguments(current, regs, args);
+	switch (call) {
+	case KSIGHT_SOCK_CALL_SPLICE:
+		/* Into a socket (fd_out) is a send, out of one (fd_in) a receive. */
+		if (ks_sock_lookup(args[2], &si, &is_socket))
+			break;
+		if (is_socket)
+			return;
+		dir = KSIGHT_SOCK_DIR_RECV;
+		if (!ks_sock_lookup(args[0], &si, &is_socket))
+			return;
+		break;
+	default:
+		/* sendfile's socket is its out_fd, arg0 like everyone else's. */
+		if (!ks_sock_lookup(args[0], &si, &is_socket))
+			return;
+	}
+	/* A TCP read of 0 bytes is the end of the stream; a UDP one an empty datagram. */
+	if (ret == 0 && si.protocol == IPPROTO_TCP)
+		return;
+	/*
+	 * Once the call is known to make a record, before its payload is copied: the
+	 * filtered count is exactly the records not made (as in the eBPF programs).
+	 */
+	if (ks_current_ignored(KSIGHT_KIND_SOCK_IO))
+		return;
+	snaplen = READ_ONCE(ks_snaplen);
+	if (call == KSIGHT_SOCK_CALL_SENDMMSG || call == KSIGHT_SOCK_CALL_RECVMMSG) {
+		ks_sock_mmsg(&si, (const struct mmsghdr __user *)args[1], ret, duration, flags,
+			     call, dir, snaplen);
+		return;
+	}
+
+	memset(&rec, 0, sizeof(rec));
+	rec.tuple = si.tuple;
+	rec.bytes = ret;
+	rec.flags = flags;
+	switch (call) {
+	case KSIGHT_SOCK_CALL_READ:
+	case KSIGHT_SOCK_CALL_WRITE:
+		rec.bufs[0] = (const void __user *)args[1];
+		rec.lens[0] = args[2];
+		break;
+	case KSIGHT_SOCK_CALL_SENDTO:
+		rec.bufs[0] = (const void __user *)args[1];
+		rec.lens[0] = args[2];
+		ks_peer_from_call(&rec.tuple, (const void __user *)args[4], (int)args[5],
+				  &rec.flags);
+		break;
+	case KSIGHT_SOCK_CALL_RECVFROM: {
+		int addrlen;
+
+		rec.bufs[0] = (const void __user *)args[1];
+		rec.lens[0] = args[2];
+		/* The length the call wrote back. */
+		if (args[4] && args[5] &&
+		    !copy_from_user_nofault(&addrlen, (const void __user *)args[5], sizeof(addrlen)))
+			ks_peer_from_call(&rec.tuple, (const void __user *)args[4], addrlen,
+					  &rec.flags);
+		break;
+	}
+	case KSIGHT_SOCK_CALL_READV:
+	case KSIGHT_SOCK_CALL_WRITEV:
+		ks_iovs((const struct iovec __user *)args[1], args[2], &rec);
+		break;
+	case KSIGHT_SOCK_CALL_SENDMSG:
+	case KSIGHT_SOCK_CALL_RECVMSG:
+		if (copy_from_user_nofault(&msg, (const void __user *)args[1], sizeof(msg))) {
+			rec.flags |= KSIGHT_SOCK_FLAG_PAYLOAD_FAULT;
+			break;
+		}
+		/* recvmsg wrote the peer's length back into msg_namelen. */
+		ks_peer_from_call(&rec.tuple, msg.msg_name, msg.msg_namelen, &rec.flags);
+		ks_iovs(msg.msg_iov, msg.msg_iovlen, &rec);
+		break;
+	default:
+		/* sendfile and splice: the bytes come from a file or a pipe, not a buffer. */
+		break;
+	}
+	ks_sock_emit(&si, &rec, duration, call, dir, snaplen);
+}
+
+static void ks_probe_sys_exit(void *data, struct pt_regs *regs, long ret)
+{
+	u64 start = ks_time_start();
+
+	ks_sys_exit(regs, ret);
+	ks_time_end(KSIGHT_KIND_SOCK_IO, start);
+}
+KS_CHECK_PROBE(sys_exit, ks_probe_sys_exit);
+
+static void ks_entries_clear(void)
+{
+	memset(ks_entries, 0, KS_ENTRY_SLOTS * sizeof(*ks_entries));
+}
+
 /* ---------------------------------------------------------------------------
  * The table
  * ------------------------------------------------------------------------- */
@@ -411,8 +858,10 @@ struct ks_tracepoint {
 
 /*
  * One row per record kind of event-abi's table (event_abi::kinds::KINDS: tracepoint,
- * kind, probe); event-abi/tests/kinds_c.rs compiles these rows against ksight_abi.h
- * and fails when they differ from it.
+ * kind, probe), and one per entry hook (KindDef::entry) with its kind, before the
+ * kind's own row so that it is registered first; event-abi/tests/kinds_c.rs compiles
+ * these rows against ksight_abi.h and fails when they differ from it. A kind is
+ * available when all its rows' tracepoints exist, and hooked when all are registered.
  */
 static struct ks_tracepoint ks_tracepoints[] = {
 	{ "sched_process_exec", KSIGHT_KIND_EXEC, ks_probe_exec },
@@ -425,6 +874,8 @@ static struct ks_tracepoint ks_tracepoints[] = {
 	{ "block_bio_queue", KSIGHT_KIND_BLOCK_QUEUE, ks_probe_bio_queue },
 	{ "block_rq_issue", KSIGHT_KIND_BLOCK_ISSUE, ks_probe_rq_issue },
 	{ "block_rq_complete", KSIGHT_KIND_BLOCK_COMPLETE, ks_probe_rq_complete },
+	{ "sys_enter", KSIGHT_KIND_SOCK_IO, ks_probe_sys_enter },
+	{ "sys_exit", KSIGHT_KIND_SOCK_IO, ks_probe_sys_exit },
 };
 
 static void ks_find_tracepoint(struct tracepoint *tp, void *priv)
@@ -439,9 +890,19 @@ static void ks_find_tracepoint(struct tracepoint *tp, void *priv)
 
 int ks_probes_init(void)
 {
+	unsigned int cpu;
 	size_t i;
 	int err = 0;
 
+	ks_entries = kvcalloc(KS_ENTRY_SLOTS, sizeof(*ks_entries), GFP_KERNEL);
+	ks_scratch = kcalloc(nr_cpu_ids, sizeof(*ks_scratch), GFP_KERNEL);
+	if (!ks_entries || !ks_scratch)
+		goto nomem;
+	for_each_possible_cpu(cpu) {
+		ks_scratch[cpu] = (void *)__get_free_pages(GFP_KERNEL, get_order(KSIGHT_MAX_SNAPLEN));
+		if (!ks_scratch[cpu])
+			goto nomem;
+	}
 	for_each_kernel_tracepoint(ks_find_tracepoint, NULL);
 	for (i = 0; i < ARRAY_SIZE(ks_tracepoints); i++) {
 		if (!ks_tracepoints[i].tp)
@@ -451,60 +912,104 @@ int ks_probes_init(void)
 	if (!ks_probes_available()) {
 		pr_err("none of the tracepoints ksight hooks exists on this kernel\n");
 		err = -ENOENT;
+		ks_probes_exit();
 	}
 	return err;
+
+nomem:
+	pr_err("cannot allocate the socket I/O tables\n");
+	ks_probes_exit();
+	return -ENOMEM;
+}
+
+void ks_probes_exit(void)
+{
+	unsigned int cpu;
+
+	if (ks_scratch) {
+		for_each_possible_cpu(cpu)
+			free_pages((unsigned long)ks_scratch[cpu], get_order(KSIGHT_MAX_SNAPLEN));
+		kfree(ks_scratch);
+		ks_scratch = NULL;
+	}
+	kvfree(ks_entries);
+	ks_entries = NULL;
 }
 
 u32 ks_probes_available(void)
 {
-	u32 mask = 0;
+	u32 found = 0, missing = 0;
 	size_t i;
 
 	for (i = 0; i < ARRAY_SIZE(ks_tracepoints); i++) {
 		if (ks_tracepoints[i].tp)
-			mask |= BIT(ks_tracepoints[i].kind);
+			found |= BIT(ks_tracepoints[i].kind);
+		else
+			missing |= BIT(ks_tracepoints[i].kind);
 	}
-	return mask;
+	return found & ~missing;
 }
 
-void ks_probes_unregister(void)
+/* Unregisters the probes of the kinds not in `keep`; true if it unregistered any. */
+static bool ks_probes_drop(u32 keep)
 {
+	bool dropped = false;
 	size_t i;
 	int err;
 
-	for (i = 0; i < ARRAY_SIZE(ks_tracepoints); i++) {
+	for (i = ARRAY_SIZE(ks_tracepoints); i-- > 0;) {
 		struct ks_tracepoint *t = &ks_tracepoints[i];
 
-		if (!t->registered)
+		if (!t->registered || (keep & BIT(t->kind)))
 			continue;
 		err = tracepoint_probe_unregister(t->tp, t->probe, NULL);
 		if (err)
 			pr_err("cannot unregister the probe of %s: %d\n", t->name, err);
 		t->registered = false;
+		dropped = true;
 	}
+	return dropped;
+}
+
+void ks_probes_unregister(void)
+{
+	ks_probes_drop(0);
 	/* No probe runs any more once this returns: the rings are quiet. */
 	tracepoint_synchronize_unregister();
 }
 
-int ks_probes_register(u32 *attached)
+int ks_probes_register(u32 kinds, u32 *attached)
 {
+	u32 hooked = 0, unhooked = 0;
 	size_t i;
 	int err = 0;
 
-	*attached = 0;
+	kinds &= ks_probes_available();
+	/* Probes of kinds no longer wanted are gone before any state they use is reset. */
+	if (ks_probes_drop(kinds))
+		tracepoint_synchronize_unregister();
 	for (i = 0; i < ARRAY_SIZE(ks_tracepoints); i++) {
 		struct ks_tracepoint *t = &ks_tracepoints[i];
 
-		if (!t->tp)
+		if (t->registered || !(kinds & BIT(t->kind)))
 			continue;
+		/* Neither socket I/O probe runs: stamps of an earlier capture go. */
+		if (t->probe == (void *)ks_probe_sys_enter)
+			ks_entries_clear();
 		err = tracepoint_probe_register(t->tp, t->probe, NULL);
 		if (err) {
 			pr_err("cannot register the probe of %s: %d\n", t->name, err);
 			goto fail;
 		}
 		t->registered = true;
-		*attached |= BIT(t->kind);
 	}
+	for (i = 0; i < ARRAY_SIZE(ks_tracepoints); i++) {
+		if (ks_tracepoints[i].registered)
+			hooked |= BIT(ks_tracepoints[i].kind);
+		else
+			unhooked |= BIT(ks_tracepoints[i].kind);
+	}
+	*attached = hooked & ~unhooked;
 	goto out;
 
 fail:

@@ -42,7 +42,7 @@ typedef int32_t ksight_s32;
 
 /* ABI version (event_abi::ABI_VERSION_MAJOR / _MINOR / ABI_VERSION). */
 #define KSIGHT_ABI_VERSION_MAJOR 1
-#define KSIGHT_ABI_VERSION_MINOR 0
+#define KSIGHT_ABI_VERSION_MINOR 1
 /* Both halves in one word, as backends report it: major << 16 | minor. */
 #define KSIGHT_ABI_VERSION ((KSIGHT_ABI_VERSION_MAJOR << 16) | KSIGHT_ABI_VERSION_MINOR)
 
@@ -57,8 +57,10 @@ typedef int32_t ksight_s32;
 #define KSIGHT_KIND_BLOCK_QUEUE 8
 #define KSIGHT_KIND_BLOCK_ISSUE 9
 #define KSIGHT_KIND_BLOCK_COMPLETE 10
+/* A completed send or receive call on a TCP or UDP socket (ABI 1.1). */
+#define KSIGHT_KIND_SOCK_IO 11
 /* One past the largest kind; kinds are dense from 1. */
-#define KSIGHT_KIND_END 11
+#define KSIGHT_KIND_END 12
 
 /* The header every record starts with (event_abi::EventHeader). */
 struct ksight_event_header {
@@ -218,8 +220,87 @@ struct ksight_block_event {
 	ksight_s32 error;
 };
 
+/* Socket I/O direction (event_abi::sock_dir). */
+#define KSIGHT_SOCK_DIR_SEND 1
+#define KSIGHT_SOCK_DIR_RECV 2
+
+/* The system call a socket I/O record completes (event_abi::sock_call). */
+#define KSIGHT_SOCK_CALL_READ 1
+#define KSIGHT_SOCK_CALL_WRITE 2
+#define KSIGHT_SOCK_CALL_READV 3
+#define KSIGHT_SOCK_CALL_WRITEV 4
+#define KSIGHT_SOCK_CALL_SENDTO 5
+#define KSIGHT_SOCK_CALL_RECVFROM 6
+#define KSIGHT_SOCK_CALL_SENDMSG 7
+#define KSIGHT_SOCK_CALL_RECVMSG 8
+#define KSIGHT_SOCK_CALL_SENDMMSG 9
+#define KSIGHT_SOCK_CALL_RECVMMSG 10
+/* sendfile into a socket: bytes only. */
+#define KSIGHT_SOCK_CALL_SENDFILE 11
+/* splice to or from a socket: bytes only. */
+#define KSIGHT_SOCK_CALL_SPLICE 12
+
+/* Bits of struct ksight_sock_io_event.flags (event_abi::sock_flags). */
+/* The peer comes from the call's address argument, not from the socket. */
+#define KSIGHT_SOCK_FLAG_PEER_FROM_CALL (1U << 0)
+/* The call's entry was not seen: duration_ns is 0. */
+#define KSIGHT_SOCK_FLAG_NO_ENTRY (1U << 1)
+/* Reading the payload from user memory failed: payload_len is 0. */
+#define KSIGHT_SOCK_FLAG_PAYLOAD_FAULT (1U << 2)
+
+/* Payload bounds (event_abi::MAX_SNAPLEN, DEFAULT_SNAPLEN, MAX_MMSG). */
+#define KSIGHT_MAX_SNAPLEN 4096
+#define KSIGHT_DEFAULT_SNAPLEN 512
+/* Messages of one sendmmsg/recvmmsg reported as records of their own. */
+#define KSIGHT_MAX_MMSG 16
+/* Buffers of a vectored call that payload is gathered from, in order. */
+#define KSIGHT_MAX_IOV 4
+
+/*
+ * raw_syscalls:sys_exit of read, write, readv, writev, sendto, recvfrom,
+ * sendmsg, recvmsg, sendmmsg/recvmmsg (one record per message), sendfile or
+ * splice on a TCP or UDP socket, timed from raw_syscalls:sys_enter
+ * (event_abi::SockIoEvent). The header is the calling task's.
+ *
+ * Variable size: payload_len bytes of payload follow the fixed part, zero-padded
+ * to a multiple of 8; header.size is the whole record (KSIGHT_SOCK_IO_SIZE).
+ */
+struct ksight_sock_io_event {
+	struct ksight_event_header header;
+	/* Kernel address of the struct sock, as ksight_tcp_state_event.sock_id. */
+	ksight_u64 sock_id;
+	/* Bytes the call returned (for mmsg, this message's msg_len). */
+	ksight_u64 bytes;
+	/* Entry to exit of the call, ns; 0 with KSIGHT_SOCK_FLAG_NO_ENTRY. */
+	ksight_u64 duration_ns;
+	/* Local address and port as saddr/sport, the peer as daddr/dport. */
+	struct ksight_tcp_tuple tuple;
+	/* The socket's file descriptor. */
+	ksight_u32 fd;
+	/* One of KSIGHT_SOCK_CALL_*. */
+	ksight_u16 call;
+	/* One of KSIGHT_SOCK_DIR_*. */
+	ksight_u8 direction;
+	/* IPPROTO_TCP (6) or IPPROTO_UDP (17). */
+	ksight_u8 protocol;
+	/* KSIGHT_SOCK_FLAG_* bits. */
+	ksight_u16 flags;
+	/* Payload bytes after the fixed part: min(bytes, snaplen, first buffer). */
+	ksight_u16 payload_len;
+	/* Index of the message within a sendmmsg/recvmmsg, else 0. */
+	ksight_u16 msg_index;
+	ksight_u16 _pad;
+	/* Messages past KSIGHT_MAX_MMSG without a record (on the call's last record). */
+	ksight_u32 unreported_msgs;
+	ksight_u32 _pad2;
+};
+
+/* The size of a socket I/O record with `payload_len` bytes of payload (event_abi::sock_io_size). */
+#define KSIGHT_SOCK_IO_SIZE(payload_len) \
+	(sizeof(struct ksight_sock_io_event) + ((payload_len) + 7) / 8 * 8)
+
 /* Largest record; scratch buffers are sized from it (event_abi::MAX_RECORD_SIZE). */
-#define KSIGHT_MAX_RECORD_SIZE 312
+#define KSIGHT_MAX_RECORD_SIZE 4216
 
 /*
  * Per-program counters kept per CPU, indexed by these slots (event_abi::counter).
@@ -242,7 +323,8 @@ _Static_assert(sizeof(struct ksight_tcp_tuple) == 40, "ksight_tcp_tuple size");
 _Static_assert(sizeof(struct ksight_tcp_state_event) == 136, "ksight_tcp_state_event size");
 _Static_assert(sizeof(struct ksight_tcp_event) == 96, "ksight_tcp_event size");
 _Static_assert(sizeof(struct ksight_block_event) == 56, "ksight_block_event size");
-_Static_assert(sizeof(struct ksight_exec_event) == KSIGHT_MAX_RECORD_SIZE,
+_Static_assert(sizeof(struct ksight_sock_io_event) == 120, "ksight_sock_io_event size");
+_Static_assert(KSIGHT_SOCK_IO_SIZE(KSIGHT_MAX_SNAPLEN) == KSIGHT_MAX_RECORD_SIZE,
 	       "KSIGHT_MAX_RECORD_SIZE is the largest record");
 
 #endif /* KSIGHT_ABI_H */

@@ -43,7 +43,7 @@
 
 /* Version of this interface: major << 16 | minor. */
 #define KSIGHT_DEV_VERSION_MAJOR 1
-#define KSIGHT_DEV_VERSION_MINOR 1
+#define KSIGHT_DEV_VERSION_MINOR 2
 #define KSIGHT_DEV_VERSION ((KSIGHT_DEV_VERSION_MAJOR << 16) | KSIGHT_DEV_VERSION_MINOR)
 
 /* Per-kind statistics slots: indexed by KSIGHT_KIND_*, room for future kinds. */
@@ -111,9 +111,12 @@ struct ksight_stats {
 	ksight_u64 timed_runs[KSIGHT_STATS_SLOTS];
 	/* Nanoseconds spent in those runs, per kind. */
 	ksight_u64 timed_ns[KSIGHT_STATS_SLOTS];
-	/* Bit 1 << kind: the kind's tracepoint probe is registered now. */
+	/*
+	 * Bit 1 << kind: the kind's probes are registered now (all of them: socket
+	 * I/O's sys_exit and its sys_enter). Only enabled kinds are registered.
+	 */
 	ksight_u32 attached;
-	/* Bit 1 << kind: the kind's tracepoint exists on this kernel. */
+	/* Bit 1 << kind: every tracepoint of the kind exists on this kernel. */
 	ksight_u32 available;
 	/* Bit 1 << kind: kinds enabled (KSIGHT_IOC_SET_KINDS). */
 	ksight_u32 enabled;
@@ -133,9 +136,11 @@ struct ksight_stats {
 /*
  * KSIGHT_IOC_SET_IGNORED_CGROUPS: replaces the set of cgroup v2 ids whose
  * records the probes drop before reserving them (counted in `filtered`): exec,
- * fork, exit and block queue records by the header's cgroup id (the current
- * task's), TCP state, retransmit and reset records by their sock_cgroup_id;
- * block issue and complete never. count 0 clears the set (no filtering).
+ * fork, exit, block queue and socket I/O records by the header's cgroup id (the
+ * current task's; for socket I/O checked before the socket is looked up, so
+ * every completed call the probe would examine counts, socket or not), TCP
+ * state, retransmit and reset records by their sock_cgroup_id; block issue and
+ * complete never. count 0 clears the set (no filtering).
  * EINVAL when count > KSIGHT_IGNORED_CGROUPS_MAX or _pad != 0; EFAULT for a
  * bad ids_ptr. The set is the reader's: closing the device clears it.
  */
@@ -152,7 +157,11 @@ struct ksight_ignored_cgroups {
 #define KSIGHT_IOC_VERSION _IOR(KSIGHT_IOC_MAGIC, 1, struct ksight_version)
 /* Ring geometry for mmap. */
 #define KSIGHT_IOC_GEOMETRY _IOR(KSIGHT_IOC_MAGIC, 2, struct ksight_geometry)
-/* Kinds to record: a ksight_u32 mask of 1 << KSIGHT_KIND_*; EINVAL for others. */
+/*
+ * Kinds to record: a ksight_u32 mask of 1 << KSIGHT_KIND_*; EINVAL for others.
+ * Only the probes of enabled kinds are registered (during a capture, the change
+ * registers and unregisters them at once): a disabled kind costs nothing.
+ */
 #define KSIGHT_IOC_SET_KINDS _IOW(KSIGHT_IOC_MAGIC, 3, ksight_u32)
 /* Register the probes; records flow until KSIGHT_IOC_STOP or close. */
 #define KSIGHT_IOC_START _IO(KSIGHT_IOC_MAGIC, 4)
@@ -164,6 +173,11 @@ struct ksight_ignored_cgroups {
 #define KSIGHT_IOC_SET_WATERMARK _IOW(KSIGHT_IOC_MAGIC, 7, ksight_u32)
 /* Interface 1.1: the cgroup ignore set, struct ksight_ignored_cgroups. */
 #define KSIGHT_IOC_SET_IGNORED_CGROUPS _IOW(KSIGHT_IOC_MAGIC, 8, struct ksight_ignored_cgroups)
+/*
+ * Interface 1.2: payload bytes copied per socket I/O record, a ksight_u32 from 0
+ * to KSIGHT_MAX_SNAPLEN (EINVAL above). Each open starts at KSIGHT_DEFAULT_SNAPLEN.
+ */
+#define KSIGHT_IOC_SET_SNAPLEN _IOW(KSIGHT_IOC_MAGIC, 9, ksight_u32)
 /*
  * KSIGHT_IOC_STATS as interface 1.0 numbered it (the size is part of the
  * number): still answered, with the first KSIGHT_STATS_V1_SIZE bytes.

@@ -22,7 +22,15 @@ struct Top {
 impl Top {
     fn start() -> Self {
         let mut child = Command::new(ksight_bin())
-            .args(["top", "--batch", "--json", "--backend", "ebpf", "--delay", "1"])
+            .args([
+                "top",
+                "--batch",
+                "--json",
+                "--backend",
+                "ebpf",
+                "--delay",
+                "1",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("ksight top");
@@ -82,7 +90,10 @@ fn exchange(client: &mut TcpStream, server: &mut TcpStream, up: usize, down: usi
 
 /// The row of the connection whose local end is `s` and remote end is `peer`.
 fn row<'a>(snap: &'a Value, s: &TcpStream) -> &'a Value {
-    let (local, peer) = (s.local_addr().unwrap().port(), s.peer_addr().unwrap().port());
+    let (local, peer) = (
+        s.local_addr().unwrap().port(),
+        s.peer_addr().unwrap().port(),
+    );
     let rows: Vec<&Value> = snap["tcp"]["connections"]
         .as_array()
         .unwrap()
@@ -121,13 +132,22 @@ fn open_connections_show_their_exact_bytes_every_interval() {
             assert_eq!(r["since_start"], false, "{r}");
         }
         let old = row(&snap, &old_c);
-        assert_eq!(bytes(old), [333, 444], "the older connection, since start: {old}");
+        assert_eq!(
+            bytes(old),
+            [333, 444],
+            "the older connection, since start: {old}"
+        );
         assert_eq!(old["since_start"], true, "{old}");
     }
 
     // Closed in order: the kernel's counters decide and equal the sums of the calls; the
     // older connection's kernel counters include what it moved before capture.
-    let ports = |x: &TcpStream| (x.local_addr().unwrap().port(), x.peer_addr().unwrap().port());
+    let ports = |x: &TcpStream| {
+        (
+            x.local_addr().unwrap().port(),
+            x.peer_addr().unwrap().port(),
+        )
+    };
     let (cp, sp, oc, os) = (ports(&c), ports(&s), ports(&old_c), ports(&old_s));
     drop(c);
     drop(old_c);
@@ -143,14 +163,21 @@ fn open_connections_show_their_exact_bytes_every_interval() {
             .flat_map(|s| s["tcp"]["connections"].as_array().unwrap())
             .filter(|c| c["sport"] == local && c["dport"] == peer && c["state"] == "CLOSE")
             .collect();
-        assert_eq!(rows.len(), 1, "one closed row for :{local} -> :{peer}: {snaps:?}");
+        assert_eq!(
+            rows.len(),
+            1,
+            "one closed row for :{local} -> :{peer}: {snaps:?}"
+        );
         rows[0].clone()
     };
     for (p, sent, received) in [(cp, up, down), (sp, down, up)] {
         let r = closed(p);
         assert_eq!(bytes(&r), [sent, received], "kernel counters: {r}");
         assert_eq!(
-            [r["call_bytes_sent"].clone(), r["call_bytes_received"].clone()],
+            [
+                r["call_bytes_sent"].clone(),
+                r["call_bytes_received"].clone()
+            ],
             [sent, received],
             "sums of the calls: {r}"
         );
@@ -166,7 +193,10 @@ fn open_connections_show_their_exact_bytes_every_interval() {
         assert!(got_sent == sent || got_sent == sent + syn, "{r}");
         assert_eq!(r["bytes_received"], received, "{r}");
         assert_eq!(
-            [r["call_bytes_sent"].clone(), r["call_bytes_received"].clone()],
+            [
+                r["call_bytes_sent"].clone(),
+                r["call_bytes_received"].clone()
+            ],
             [calls_sent, calls_received],
             "{r}"
         );
@@ -206,7 +236,10 @@ fn dns_queries_against_a_real_resolver() {
     let count = |role: &str, qname: &str, qtype: &str, rcode: &str| -> u64 {
         rows.iter()
             .filter(|r| {
-                r["role"] == role && r["qname"] == qname && r["qtype"] == qtype && r["rcode"] == rcode
+                r["role"] == role
+                    && r["qname"] == qname
+                    && r["qtype"] == qtype
+                    && r["rcode"] == rcode
             })
             .map(|r| r["count"].as_u64().unwrap())
             .sum()
@@ -215,19 +248,54 @@ fn dns_queries_against_a_real_resolver() {
     let ready = count("client", "a.ksight.test", "A", "NOERROR") - 2;
     assert!(ready >= 1, "{rows:#?}");
     for role in ["client", "server"] {
-        assert_eq!(count(role, "a.ksight.test", "A", "NOERROR"), 2 + ready, "{role}: {rows:#?}");
-        assert_eq!(count(role, "b.ksight.test", "AAAA", "NOERROR"), 1, "{role}: {rows:#?}");
-        assert_eq!(count(role, "nx.ksight.test", "A", "NXDOMAIN"), 1, "{role}: {rows:#?}");
+        assert_eq!(
+            count(role, "a.ksight.test", "A", "NOERROR"),
+            2 + ready,
+            "{role}: {rows:#?}"
+        );
+        assert_eq!(
+            count(role, "b.ksight.test", "AAAA", "NOERROR"),
+            1,
+            "{role}: {rows:#?}"
+        );
+        assert_eq!(
+            count(role, "nx.ksight.test", "A", "NXDOMAIN"),
+            1,
+            "{role}: {rows:#?}"
+        );
         // Over TCP.
-        assert_eq!(count(role, "b.ksight.test", "A", "NOERROR"), 1, "{role}: {rows:#?}");
-        assert_eq!(count(role, "nx.ksight.test", "MX", "NXDOMAIN"), 1, "{role}: {rows:#?}");
+        assert_eq!(
+            count(role, "b.ksight.test", "A", "NOERROR"),
+            1,
+            "{role}: {rows:#?}"
+        );
+        assert_eq!(
+            count(role, "nx.ksight.test", "MX", "NXDOMAIN"),
+            1,
+            "{role}: {rows:#?}"
+        );
     }
-    let timeouts: Vec<&Value> = rows.iter().filter(|r| r["qname"] == "t.ksight.test").collect();
+    let timeouts: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["qname"] == "t.ksight.test")
+        .collect();
     assert_eq!(timeouts.len(), 1, "{timeouts:#?}");
     let t = timeouts[0];
     assert_eq!(
-        (&t["role"], &t["rcode"], &t["count"], &t["timeouts"], &t["server"]),
-        (&"client".into(), &"TIMEOUT".into(), &1.into(), &1.into(), &"127.0.0.3:53".into()),
+        (
+            &t["role"],
+            &t["rcode"],
+            &t["count"],
+            &t["timeouts"],
+            &t["server"]
+        ),
+        (
+            &"client".into(),
+            &"TIMEOUT".into(),
+            &1.into(),
+            &1.into(),
+            &"127.0.0.3:53".into()
+        ),
         "{t}"
     );
     for r in rows.iter().filter(|r| r["rcode"] != "TIMEOUT") {

@@ -18,7 +18,9 @@ pub(crate) fn compute(
         .map(|&signal| {
             let close_stats = signal == Signal::TcpCloseStats;
             let hooks = signal.kinds().flat_map(|row| {
-                outcomes.iter().filter(move |(r, _)| r.def.kind() == row.kind)
+                outcomes
+                    .iter()
+                    .filter(move |(r, _)| r.def.kind() == row.kind)
             });
             let hooks = hooks.map(|(r, outcome)| {
                 let hooked = match outcome {

@@ -464,19 +464,13 @@ fn attach(ebpf: &mut Ebpf, def: &'static TpDef) -> Result<Result<(), String>, Eb
                 name: layout::SOCK_MMSG_PROGRAM,
             });
         }
-        match load_mmsg_program(ebpf) {
+        let loaded = load_mmsg_program(ebpf);
+        match outcome(loaded, || format!("loading {}", layout::SOCK_MMSG_PROGRAM))? {
             Ok(()) => {}
-            Err(e) if is_permission_error(&e) => {
-                return Err(permission_denied(
-                    format!("loading {}", layout::SOCK_MMSG_PROGRAM),
-                    &e,
-                ));
-            }
-            Err(e) => {
+            Err(why) => {
                 return Ok(Err(format!(
-                    "{} (records sendmmsg/recvmmsg messages): {}",
-                    layout::SOCK_MMSG_PROGRAM,
-                    error_chain(&e)
+                    "{} (records sendmmsg/recvmmsg messages): {why}",
+                    layout::SOCK_MMSG_PROGRAM
                 )));
             }
         }
@@ -496,16 +490,26 @@ fn attach(ebpf: &mut Ebpf, def: &'static TpDef) -> Result<Result<(), String>, Eb
             p.attach(def.name()).map(drop)
         }),
     };
+    outcome(res, || {
+        format!("attaching {} to {}", def.program(), def.full_name())
+    })
+}
+
+/// What loading or attaching a program came to: done, refused by the verifier or another
+/// reason this kernel gives (the program stays out, its signal says why), or refused for
+/// lack of privilege (no program can load: an error for the whole backend).
+fn outcome(
+    res: Result<(), ProgramError>,
+    what: impl FnOnce() -> String,
+) -> Result<Result<(), String>, EbpfError> {
     match res {
         Ok(()) => Ok(Ok(())),
-        Err(e) if is_permission_error(&e) => Err(permission_denied(
-            format!("attaching {} to {}", def.program(), def.full_name()),
-            &e,
-        )),
+        // Before the permission check: the verifier refuses with EACCES too, and its log
+        // says why.
         Err(ProgramError::LoadError {
             io_error,
             verifier_log,
-        }) => {
+        }) if !verifier_log.to_string().trim().is_empty() => {
             // The end of the verifier log says why.
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log.lines().rev().take(8).collect();
@@ -515,6 +519,7 @@ fn attach(ebpf: &mut Ebpf, def: &'static TpDef) -> Result<Result<(), String>, Eb
                 tail.join(" | ")
             )))
         }
+        Err(e) if is_permission_error(&e) => Err(permission_denied(what(), &e)),
         Err(e) => Ok(Err(error_chain(&e))),
     }
 }
@@ -527,9 +532,12 @@ fn load_mmsg_program(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
         .ok_or(ProgramError::UnexpectedProgramType)?;
     let program = <&mut RawTracePoint>::try_from(program)?;
     program.load()?;
-    let fd = program.fd()?.try_clone().map_err(|io_error| ProgramError::SyscallError(
-        aya::sys::SyscallError { call: "dup", io_error },
-    ))?;
+    let fd = program.fd()?.try_clone().map_err(|io_error| {
+        ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error,
+        })
+    })?;
     let map = ebpf
         .map_mut(layout::maps::SOCK_MMSG)
         .ok_or(ProgramError::UnexpectedProgramType)?;

@@ -171,13 +171,48 @@ pub(crate) const BTF_FIELDS: [(usize, &str, &[&str], Expect); btf::LEN] = [
     (btf::INODE_MODE, "inode", &["i_mode"], Expect::Int(2)),
     (btf::FILE_PRIVATE, "file", &["private_data"], Expect::Ptr),
     (btf::SOCKET_SK, "socket", &["sk"], Expect::Ptr),
-    (btf::SOCK_FAMILY, "sock", &["__sk_common", "skc_family"], Expect::Int(2)),
-    (btf::SOCK_NUM, "sock", &["__sk_common", "skc_num"], Expect::Int(2)),
-    (btf::SOCK_DPORT, "sock", &["__sk_common", "skc_dport"], Expect::Int(2)),
-    (btf::SOCK_RCV_SADDR, "sock", &["__sk_common", "skc_rcv_saddr"], Expect::Int(4)),
-    (btf::SOCK_DADDR, "sock", &["__sk_common", "skc_daddr"], Expect::Int(4)),
-    (btf::SOCK_V6_RCV_SADDR, "sock", &["__sk_common", "skc_v6_rcv_saddr"], Expect::Sized(16)),
-    (btf::SOCK_V6_DADDR, "sock", &["__sk_common", "skc_v6_daddr"], Expect::Sized(16)),
+    (
+        btf::SOCK_FAMILY,
+        "sock",
+        &["__sk_common", "skc_family"],
+        Expect::Int(2),
+    ),
+    (
+        btf::SOCK_NUM,
+        "sock",
+        &["__sk_common", "skc_num"],
+        Expect::Int(2),
+    ),
+    (
+        btf::SOCK_DPORT,
+        "sock",
+        &["__sk_common", "skc_dport"],
+        Expect::Int(2),
+    ),
+    (
+        btf::SOCK_RCV_SADDR,
+        "sock",
+        &["__sk_common", "skc_rcv_saddr"],
+        Expect::Int(4),
+    ),
+    (
+        btf::SOCK_DADDR,
+        "sock",
+        &["__sk_common", "skc_daddr"],
+        Expect::Int(4),
+    ),
+    (
+        btf::SOCK_V6_RCV_SADDR,
+        "sock",
+        &["__sk_common", "skc_v6_rcv_saddr"],
+        Expect::Sized(16),
+    ),
+    (
+        btf::SOCK_V6_DADDR,
+        "sock",
+        &["__sk_common", "skc_v6_daddr"],
+        Expect::Sized(16),
+    ),
     (btf::SOCK_PROTOCOL, "sock", &["sk_protocol"], Expect::Int(2)),
     (btf::REGS_ORIG_AX, "pt_regs", &["orig_ax"], Expect::Int(8)),
     (btf::REGS_DI, "pt_regs", &["di"], Expect::Int(8)),
@@ -186,11 +221,13 @@ pub(crate) const BTF_FIELDS: [(usize, &str, &[&str], Expect); btf::LEN] = [
     (btf::REGS_R10, "pt_regs", &["r10"], Expect::Int(8)),
     (btf::REGS_R8, "pt_regs", &["r8"], Expect::Int(8)),
     (btf::REGS_R9, "pt_regs", &["r9"], Expect::Int(8)),
+    (btf::SOCK_TYPE, "sock", &["sk_type"], Expect::Int(2)),
 ];
 
 /// What the socket I/O programs cannot do without: finding the socket behind a file
 /// descriptor, its identity and tuple, and the system call's number and arguments.
-pub(crate) const SOCK_IO_SLOTS: [usize; 23] = [
+pub(crate) const SOCK_IO_SLOTS: [usize; 24] = [
+    btf::SOCK_TYPE,
     btf::TASK_FILES,
     btf::FILES_FDT,
     btf::FDT_MAX_FDS,

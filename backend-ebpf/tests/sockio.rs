@@ -32,15 +32,29 @@ struct Io {
 
 fn decode(bytes: &[u8]) -> Option<Io> {
     let h = EventHeader::read_from_prefix(bytes).expect("a header").0;
-    assert_eq!(usize::from(h.size), bytes.len(), "header size vs frame: {h:?}");
-    assert!(size_ok(h.kind, bytes.len()), "size of kind {}: {}", h.kind, bytes.len());
+    assert_eq!(
+        usize::from(h.size),
+        bytes.len(),
+        "header size vs frame: {h:?}"
+    );
+    assert!(
+        size_ok(h.kind, bytes.len()),
+        "size of kind {}: {}",
+        h.kind,
+        bytes.len()
+    );
     if h.kind != kind::SOCK_IO {
         return None;
     }
-    let ev = SockIoEvent::read_from_prefix(bytes).expect("a socket record").0;
+    let ev = SockIoEvent::read_from_prefix(bytes)
+        .expect("a socket record")
+        .0;
     let start = size_of::<SockIoEvent>();
     let len = usize::from(ev.payload_len);
-    assert!(start + len <= bytes.len(), "payload past the record: {ev:?}");
+    assert!(
+        start + len <= bytes.len(),
+        "payload past the record: {ev:?}"
+    );
     assert!(
         bytes[start + len..].iter().all(|&b| b == 0),
         "padding after the payload is not zero: {ev:?}"
@@ -59,8 +73,15 @@ fn collect(source: &mut EbpfSource, done: impl Fn(&[Io]) -> bool) -> Vec<Io> {
     let mut batch = RawBatch::new();
     while start.elapsed() < Duration::from_secs(5) {
         batch.clear();
-        source.poll(&mut batch, Duration::from_millis(50)).expect("poll");
-        out.extend(batch.iter().filter_map(decode).filter(|r| r.ev.header.pid == me));
+        source
+            .poll(&mut batch, Duration::from_millis(50))
+            .expect("poll");
+        out.extend(
+            batch
+                .iter()
+                .filter_map(decode)
+                .filter(|r| r.ev.header.pid == me),
+        );
         if done(&out) {
             return out;
         }
@@ -86,13 +107,19 @@ fn socket_calls_become_exact_records() {
         kinds: Some(1 << kind::SOCK_IO),
         ..EbpfOptions::default()
     })
-    .unwrap_or_else(|e| panic!("cannot open the eBPF source (root and the eBPF build needed): {e}"));
+    .unwrap_or_else(|e| {
+        panic!("cannot open the eBPF source (root and the eBPF build needed): {e}")
+    });
     let socket_io = source
         .fidelity()
         .into_iter()
         .find(|s| s.signal == ksight_source::signals::Signal::SocketIo)
         .expect("socket_io in the fidelity report");
-    assert_eq!(socket_io.status, ksight_source::signals::Fidelity::Full, "{socket_io:?}");
+    assert_eq!(
+        socket_io.status,
+        ksight_source::signals::Fidelity::Full,
+        "{socket_io:?}"
+    );
 
     // --- TCP over IPv4: 1000 bytes one way (write), 3000 the other (send), 0 at EOF.
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -143,7 +170,9 @@ fn socket_calls_become_exact_records() {
     assert_eq!(sum(&recs, cfd, sock_dir::RECV), 3000);
     let first_up = recs
         .iter()
-        .find(|r| r.ev.fd == cfd && r.ev.direction == sock_dir::SEND && r.ev.tuple.sport == port(&c_local))
+        .find(|r| {
+            r.ev.fd == cfd && r.ev.direction == sock_dir::SEND && r.ev.tuple.sport == port(&c_local)
+        })
         .unwrap();
     assert_eq!(first_up.ev.tuple.family, AF_INET);
     assert_eq!(first_up.ev.tuple.dport, port(&s_local));
@@ -152,14 +181,21 @@ fn socket_calls_become_exact_records() {
     assert_eq!(first_up.ev.call, sock_call::SENDTO);
     assert_eq!(first_up.ev.flags & sock_flags::PEER_FROM_CALL, 0);
     assert_eq!(first_up.payload, up[..first_up.payload.len()]);
-    assert_eq!(first_up.payload.len(), (first_up.ev.bytes as usize).min(DEFAULT_SNAPLEN));
+    assert_eq!(
+        first_up.payload.len(),
+        (first_up.ev.bytes as usize).min(DEFAULT_SNAPLEN)
+    );
     assert_eq!(first_up.ev.flags & sock_flags::NO_ENTRY, 0, "{first_up:?}");
     assert!(first_up.ev.duration_ns > 0);
     assert_ne!(first_up.ev.sock_id, 0);
-    assert!(recs.iter().all(|r| r.ev.protocol == 6 || r.ev.protocol == 17));
+    assert!(
+        recs.iter()
+            .all(|r| r.ev.protocol == 6 || r.ev.protocol == 17)
+    );
     // The pipe and the file: no records on their descriptors' calls (none is a socket).
     assert!(
-        recs.iter().all(|r| r.ev.tuple.family == AF_INET || r.ev.tuple.family == AF_INET6),
+        recs.iter()
+            .all(|r| r.ev.tuple.family == AF_INET || r.ev.tuple.family == AF_INET6),
         "{recs:#?}"
     );
 
@@ -192,7 +228,10 @@ fn socket_calls_become_exact_records() {
         to.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
         let mut iovs: Vec<libc::iovec> = datas
             .iter()
-            .map(|d| libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() })
+            .map(|d| libc::iovec {
+                iov_base: d.as_ptr() as *mut _,
+                iov_len: d.len(),
+            })
             .collect();
         let mut hdrs: Vec<libc::mmsghdr> = iovs
             .iter_mut()
@@ -208,11 +247,14 @@ fn socket_calls_become_exact_records() {
         let sent = libc::sendmmsg(a.as_raw_fd(), hdrs.as_mut_ptr(), 3, 0);
         assert_eq!(sent, 3);
         // b is connected to a: recvmmsg takes the three.
-        let mut rbufs = vec![[0u8; 64]; 3];
+        let mut rbufs = [[0u8; 64]; 3];
         let mut names: Vec<libc::sockaddr_in> = vec![zeroed(); 3];
         let mut riovs: Vec<libc::iovec> = rbufs
             .iter_mut()
-            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: 64 })
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: 64,
+            })
             .collect();
         let mut rhdrs: Vec<libc::mmsghdr> = riovs
             .iter_mut()
@@ -250,16 +292,26 @@ fn socket_calls_become_exact_records() {
 
     let udp = |r: &Io| r.ev.protocol == 17;
     let recs = collect(&mut source, |r| {
-        r.iter().filter(|r| udp(r) && r.ev.call == sock_call::RECVMMSG).count() >= 3
+        r.iter()
+            .filter(|r| udp(r) && r.ev.call == sock_call::RECVMMSG)
+            .count()
+            >= 3
     });
     let udp_recs: Vec<&Io> = recs.iter().filter(|r| udp(r)).collect();
     let find = |call: u16, fd: i32| -> Vec<&Io> {
-        udp_recs.iter().copied().filter(|r| r.ev.call == call && r.ev.fd == fd as u32).collect()
+        udp_recs
+            .iter()
+            .copied()
+            .filter(|r| r.ev.call == call && r.ev.fd == fd as u32)
+            .collect()
     };
     // sendto on an unconnected socket: the peer from the call.
     let st = find(sock_call::SENDTO, a.as_raw_fd());
     assert!(!st.is_empty());
-    let hello = st.iter().find(|r| r.ev.bytes == 5).expect("the 5-byte sendto");
+    let hello = st
+        .iter()
+        .find(|r| r.ev.bytes == 5)
+        .expect("the 5-byte sendto");
     assert_eq!(hello.payload, b"hello");
     assert_eq!(hello.ev.direction, sock_dir::SEND);
     assert_ne!(hello.ev.flags & sock_flags::PEER_FROM_CALL, 0);
@@ -267,22 +319,33 @@ fn socket_calls_become_exact_records() {
     assert_eq!(hello.ev.tuple.sport, a_addr.port());
     // recvfrom: the sender from src_addr.
     let rf = find(sock_call::RECVFROM, b.as_raw_fd());
-    let hello_in = rf.iter().find(|r| r.ev.bytes == 5).expect("the 5-byte recvfrom");
+    let hello_in = rf
+        .iter()
+        .find(|r| r.ev.bytes == 5)
+        .expect("the 5-byte recvfrom");
     assert_eq!(hello_in.ev.tuple.dport, a_addr.port());
     assert_ne!(hello_in.ev.flags & sock_flags::PEER_FROM_CALL, 0);
     // The connected send of 700: its payload is the whole datagram (under the snaplen).
     let c700: Vec<&&Io> = udp_recs.iter().filter(|r| r.ev.bytes == 700).collect();
     assert_eq!(c700.len(), 2, "one send, one recv of 700 bytes: {c700:#?}");
-    assert!(c700.iter().all(|r| r.payload == vec![9u8; 700][..r.payload.len()] && r.payload.len() == 512));
+    assert!(
+        c700.iter()
+            .all(|r| r.payload == vec![9u8; 700][..r.payload.len()] && r.payload.len() == 512)
+    );
     // IPv6.
-    let six: Vec<&&Io> = udp_recs.iter().filter(|r| r.ev.tuple.family == AF_INET6).collect();
+    let six: Vec<&&Io> = udp_recs
+        .iter()
+        .filter(|r| r.ev.tuple.family == AF_INET6)
+        .collect();
     assert_eq!(six.len(), 2, "{six:#?}");
     assert!(six.iter().all(|r| r.ev.bytes == 3 && r.payload == b"six"));
     assert_eq!(six[0].ev.tuple.saddr, Ipv6Addr::LOCALHOST.octets());
     // sendmmsg/recvmmsg: one record per datagram, in order, with its own payload.
     let mm = find(sock_call::SENDMMSG, a.as_raw_fd());
     assert_eq!(
-        mm.iter().map(|r| (r.ev.msg_index, r.ev.bytes)).collect::<Vec<_>>(),
+        mm.iter()
+            .map(|r| (r.ev.msg_index, r.ev.bytes))
+            .collect::<Vec<_>>(),
         [(0, 10), (1, 20), (2, 30)]
     );
     for (r, d) in mm.iter().zip(&datas) {
@@ -307,12 +370,21 @@ fn socket_calls_become_exact_records() {
     unsafe {
         let (p1, p2) = (pattern(100, 1), pattern(50, 2));
         let iov = [
-            libc::iovec { iov_base: p1.as_ptr() as *mut _, iov_len: p1.len() },
-            libc::iovec { iov_base: p2.as_ptr() as *mut _, iov_len: p2.len() },
+            libc::iovec {
+                iov_base: p1.as_ptr() as *mut _,
+                iov_len: p1.len(),
+            },
+            libc::iovec {
+                iov_base: p2.as_ptr() as *mut _,
+                iov_len: p2.len(),
+            },
         ];
         assert_eq!(libc::writev(cfd, iov.as_ptr(), 2), 150);
         let mut r = [0u8; 150];
-        let riov = [libc::iovec { iov_base: r.as_mut_ptr().cast(), iov_len: 150 }];
+        let riov = [libc::iovec {
+            iov_base: r.as_mut_ptr().cast(),
+            iov_len: 150,
+        }];
         let mut got = 0;
         while got < 150 {
             let n = libc::readv(sfd, riov.as_ptr(), 1);
@@ -323,13 +395,19 @@ fn socket_calls_become_exact_records() {
             }
         }
         let m = pattern(64, 9);
-        let mut miov = libc::iovec { iov_base: m.as_ptr() as *mut _, iov_len: m.len() };
+        let mut miov = libc::iovec {
+            iov_base: m.as_ptr() as *mut _,
+            iov_len: m.len(),
+        };
         let mut h: libc::msghdr = zeroed();
         h.msg_iov = &mut miov;
         h.msg_iovlen = 1;
         assert_eq!(libc::sendmsg(cfd, &h, 0), 64);
         let mut rb = [0u8; 64];
-        let mut riov = libc::iovec { iov_base: rb.as_mut_ptr().cast(), iov_len: 64 };
+        let mut riov = libc::iovec {
+            iov_base: rb.as_mut_ptr().cast(),
+            iov_len: 64,
+        };
         let mut rh: libc::msghdr = zeroed();
         rh.msg_iov = &mut riov;
         rh.msg_iovlen = 1;
@@ -337,20 +415,36 @@ fn socket_calls_become_exact_records() {
         assert_eq!(libc::write(sfd, b"pong".as_ptr().cast(), 4), 4);
         assert_eq!(libc::read(cfd, rb.as_mut_ptr().cast(), 4), 4);
         let f = fs::File::open(&file).unwrap();
-        assert_eq!(libc::sendfile(cfd, f.as_raw_fd(), std::ptr::null_mut(), 777), 777);
+        assert_eq!(
+            libc::sendfile(cfd, f.as_raw_fd(), std::ptr::null_mut(), 777),
+            777
+        );
         let mut sink = vec![0u8; 777];
         (&server).read_exact(&mut sink).unwrap();
         let mut pipe = [0i32; 2];
         assert_eq!(libc::pipe(pipe.as_mut_ptr()), 0);
         assert_eq!(libc::write(pipe[1], [5u8; 33].as_ptr().cast(), 33), 33);
-        assert_eq!(libc::splice(pipe[0], std::ptr::null_mut(), cfd, std::ptr::null_mut(), 33, 0), 33);
+        assert_eq!(
+            libc::splice(
+                pipe[0],
+                std::ptr::null_mut(),
+                cfd,
+                std::ptr::null_mut(),
+                33,
+                0
+            ),
+            33
+        );
         (&server).read_exact(&mut sink[..33]).unwrap();
         libc::close(pipe[0]);
         libc::close(pipe[1]);
 
         let mut iovs: Vec<libc::iovec> = many
             .iter()
-            .map(|d| libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() })
+            .map(|d| libc::iovec {
+                iov_base: d.as_ptr() as *mut _,
+                iov_len: d.len(),
+            })
             .collect();
         let mut hdrs: Vec<libc::mmsghdr> = iovs
             .iter_mut()
@@ -368,14 +462,19 @@ fn socket_calls_become_exact_records() {
     let tcp_of = |recs: &[Io], fd: i32, call: u16| -> Vec<Io> {
         recs.iter()
             .filter(|r| r.ev.protocol == 6 && r.ev.fd == fd as u32 && r.ev.call == call)
-            .filter(|r| r.ev.tuple.sport == client.local_addr().unwrap().port()
-                || r.ev.tuple.sport == server.local_addr().unwrap().port())
+            .filter(|r| {
+                r.ev.tuple.sport == client.local_addr().unwrap().port()
+                    || r.ev.tuple.sport == server.local_addr().unwrap().port()
+            })
             .cloned()
             .collect()
     };
     let recs = collect(&mut source, |r| {
         !tcp_of(r, cfd, sock_call::SPLICE).is_empty()
-            && r.iter().filter(|r| r.ev.call == sock_call::SENDMMSG && r.ev.fd == b.as_raw_fd() as u32).count() >= 16
+            && r.iter()
+                .filter(|r| r.ev.call == sock_call::SENDMMSG && r.ev.fd == b.as_raw_fd() as u32)
+                .count()
+                >= 16
     });
     let one = |fd: i32, call: u16| -> Io {
         let v = tcp_of(&recs, fd, call);
@@ -384,28 +483,51 @@ fn socket_calls_become_exact_records() {
     };
     let wv = one(cfd, sock_call::WRITEV);
     let both: Vec<u8> = pattern(100, 1).into_iter().chain(pattern(50, 2)).collect();
-    assert_eq!((wv.ev.bytes, wv.payload.clone()), (150, both), "writev: gathered from both buffers");
+    assert_eq!(
+        (wv.ev.bytes, wv.payload.clone()),
+        (150, both),
+        "writev: gathered from both buffers"
+    );
     let rv = one(sfd, sock_call::READV);
-    assert_eq!((rv.ev.bytes, rv.ev.direction, rv.payload.len()), (150, sock_dir::RECV, 150));
+    assert_eq!(
+        (rv.ev.bytes, rv.ev.direction, rv.payload.len()),
+        (150, sock_dir::RECV, 150)
+    );
     let sm = one(cfd, sock_call::SENDMSG);
     assert_eq!((sm.ev.bytes, sm.payload.clone()), (64, pattern(64, 9)));
     let rm = one(sfd, sock_call::RECVMSG);
-    assert_eq!((rm.ev.bytes, rm.payload.clone(), rm.ev.flags & sock_flags::PEER_FROM_CALL), (64, pattern(64, 9), 0));
+    assert_eq!(
+        (
+            rm.ev.bytes,
+            rm.payload.clone(),
+            rm.ev.flags & sock_flags::PEER_FROM_CALL
+        ),
+        (64, pattern(64, 9), 0)
+    );
     let w = one(sfd, sock_call::WRITE);
     assert_eq!((w.ev.bytes, w.payload.clone()), (4, b"pong".to_vec()));
     let r = one(cfd, sock_call::READ);
     assert_eq!((r.ev.bytes, r.payload.clone()), (4, b"pong".to_vec()));
     let sf = one(cfd, sock_call::SENDFILE);
-    assert_eq!((sf.ev.bytes, sf.ev.direction, sf.ev.payload_len), (777, sock_dir::SEND, 0));
+    assert_eq!(
+        (sf.ev.bytes, sf.ev.direction, sf.ev.payload_len),
+        (777, sock_dir::SEND, 0)
+    );
     let sp = one(cfd, sock_call::SPLICE);
-    assert_eq!((sp.ev.bytes, sp.ev.direction, sp.ev.payload_len), (33, sock_dir::SEND, 0));
+    assert_eq!(
+        (sp.ev.bytes, sp.ev.direction, sp.ev.payload_len),
+        (33, sock_dir::SEND, 0)
+    );
     let mm: Vec<&Io> = recs
         .iter()
         .filter(|r| r.ev.call == sock_call::SENDMMSG && r.ev.fd == b.as_raw_fd() as u32)
         .collect();
     assert_eq!(mm.len(), event_abi::MAX_MMSG);
     for (i, r) in mm.iter().enumerate() {
-        assert_eq!((usize::from(r.ev.msg_index), r.ev.bytes as usize), (i, 5 + i));
+        assert_eq!(
+            (usize::from(r.ev.msg_index), r.ev.bytes as usize),
+            (i, 5 + i)
+        );
         assert_eq!(r.payload, many[i]);
         let unreported = if i + 1 == event_abi::MAX_MMSG { 4 } else { 0 };
         assert_eq!(r.ev.unreported_msgs, unreported);

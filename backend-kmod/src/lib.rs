@@ -84,6 +84,10 @@ pub struct KmodOptions {
     /// `poll` wakes up once a ring holds this many bytes; `None` keeps the module's
     /// default (a quarter of a ring). The reader also wakes at every poll timeout.
     pub watermark_bytes: Option<u32>,
+    /// Payload bytes copied per socket I/O record, 1 ..= `event_abi::MAX_SNAPLEN` (as the
+    /// eBPF backend takes it); `None` keeps the module's default
+    /// (`event_abi::DEFAULT_SNAPLEN`).
+    pub snaplen: Option<u32>,
 }
 
 impl Default for KmodOptions {
@@ -92,8 +96,20 @@ impl Default for KmodOptions {
             device: PathBuf::from(DEVICE),
             kinds: None,
             watermark_bytes: None,
+            snaplen: None,
         }
     }
+}
+
+/// A snaplen both backends accept: 1 ..= `event_abi::MAX_SNAPLEN`.
+fn check_snaplen(bytes: u32) -> Result<u32, KmodError> {
+    if bytes == 0 || bytes as usize > event_abi::MAX_SNAPLEN {
+        return Err(KmodError::Option(format!(
+            "snaplen {bytes}: payload bytes per socket call must be 1 to {}",
+            event_abi::MAX_SNAPLEN
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Per ring: what the kernel wrote and dropped, and what this reader took.
@@ -270,6 +286,7 @@ pub fn probe() -> Result<(), KmodError> {
 impl KmodSource {
     /// Opens the device, checks its versions, maps every ring and starts the capture.
     pub fn open(options: KmodOptions) -> Result<Self, KmodError> {
+        let snaplen = options.snaplen.map(check_snaplen).transpose()?;
         let path = options.device.clone();
         let fd = open_device(&path)?;
         let version = check_version(&fd, &path)?;
@@ -297,6 +314,18 @@ impl KmodSource {
                     e,
                 )
             })?;
+        }
+        if let Some(mut n) = snaplen {
+            // A module older than interface 1.2 writes no socket I/O records at all.
+            if version.dev_version & 0xffff >= u32::from(uapi::DEV_VERSION_MINOR_SNAPLEN) {
+                ioctl_ptr(&fd, uapi::IOC_SET_SNAPLEN, &mut n).map_err(|e| {
+                    io_err(
+                        format!("setting the snaplen to {n} bytes (KSIGHT_IOC_SET_SNAPLEN)"),
+                        &path,
+                        e,
+                    )
+                })?;
+            }
         }
         if let Some(bytes) = options.watermark_bytes {
             let mut b = bytes;
@@ -499,7 +528,9 @@ impl EventSource for KmodSource {
 /// Each signal's fidelity from the module's per-kind probe bits (`KSIGHT_IOC_STATS`
 /// `available`, `enabled`, `attached`): a signal is full when the probes on all its
 /// tracepoints are registered, degraded when some are, unavailable when none is. The
-/// module reads every record field itself, so a registered probe misses nothing.
+/// module reads every record field itself, so a registered probe misses nothing. A kind's
+/// entry hook (socket I/O's `raw_syscalls:sys_enter`) shares the kind's bit: the module
+/// registers both or neither.
 pub fn signal_status(stats: &KmodStats) -> Vec<SignalStatus> {
     let bit = |mask: u32, k: u16| mask & (1u32 << k) != 0;
     Signal::ALL
@@ -507,7 +538,7 @@ pub fn signal_status(stats: &KmodStats) -> Vec<SignalStatus> {
         .map(|&signal| {
             signals::combine(
                 signal,
-                signal.kinds().map(|row| {
+                signal.kinds().flat_map(|row| {
                     let k = row.kind;
                     let hooked = if bit(stats.attached, k) {
                         Hooked::Attached { notes: Vec::new() }
@@ -520,7 +551,10 @@ pub fn signal_status(stats: &KmodStats) -> Vec<SignalStatus> {
                     } else {
                         Hooked::Missing("the module did not register its probe".into())
                     };
-                    (row.tracepoint.to_string(), hooked)
+                    let entry = row
+                        .entry
+                        .map(|e| (e.tracepoint.to_string(), hooked.clone()));
+                    std::iter::once((row.tracepoint.to_string(), hooked)).chain(entry)
                 }),
             )
         })
@@ -743,12 +777,55 @@ mod tests {
                 "block:block_rq_issue: the module did not register its probe".into()
             )
         );
+        assert_eq!(by("socket_io"), Fidelity::Full);
         // Kinds left out by the reader's selection.
         st.enabled = 1 << kind::EXEC;
         st.attached = 1 << kind::EXEC;
         let got = signal_status(&st);
         assert!(matches!(&got[5].status, Fidelity::Unavailable(w) if w.contains("not selected")));
         assert!(matches!(&got[0].status, Fidelity::Degraded(_)));
+        // Socket I/O names both of its hooks: the exit that records and the entry that times.
+        assert_eq!(
+            by_name(&got, "socket_io"),
+            Fidelity::Unavailable(
+                "raw_syscalls:sys_exit: not selected (KSIGHT_IOC_SET_KINDS); \
+                 raw_syscalls:sys_enter: not selected (KSIGHT_IOC_SET_KINDS)"
+                    .into()
+            )
+        );
+        st.available &= !(1 << kind::SOCK_IO);
+        let got = signal_status(&st);
+        assert!(matches!(
+            &by_name(&got, "socket_io"),
+            Fidelity::Unavailable(w) if w.contains("raw_syscalls:sys_enter: the module found no such")
+        ));
+    }
+
+    fn by_name(got: &[SignalStatus], name: &str) -> ksight_source::signals::Fidelity {
+        got.iter()
+            .find(|s| s.name() == name)
+            .unwrap()
+            .status
+            .clone()
+    }
+
+    #[test]
+    fn the_snaplen_is_checked_before_the_device_is_touched() {
+        assert_eq!(check_snaplen(1).unwrap(), 1);
+        assert_eq!(check_snaplen(4096).unwrap(), 4096);
+        for bad in [0, 4097, u32::MAX] {
+            let options = KmodOptions {
+                device: PathBuf::from("/nonexistent/ksight"),
+                snaplen: Some(bad),
+                ..KmodOptions::default()
+            };
+            // Refused before the (here missing) device is opened.
+            let e = KmodSource::open(options).err().expect("a bad snaplen");
+            assert!(matches!(e, KmodError::Option(_)), "{e:?}");
+            assert!(e.to_string().contains("must be 1 to 4096"), "{e}");
+        }
+        // _IOW(0xB7, 9, 4 bytes)
+        assert_eq!(uapi::IOC_SET_SNAPLEN, 0x4004_b709);
     }
 
     #[test]

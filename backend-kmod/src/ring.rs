@@ -4,7 +4,7 @@
 //! just an info struct and a buffer holding the data twice.
 
 use crate::uapi::RingInfo;
-use event_abi::{EventHeader, MAX_RECORD_SIZE, record_size};
+use event_abi::{EventHeader, MAX_RECORD_SIZE, size_ok};
 use ksight_source::RawBatch;
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,7 +147,7 @@ impl Ring {
                     header[offset_of!(EventHeader, size)],
                     header[offset_of!(EventHeader, size) + 1],
                 ]) as usize;
-                (record_size(kind) == Some(size) && size as u64 <= avail).then_some(size)
+                (size_ok(kind, size) && size as u64 <= avail).then_some(size)
             };
             match size {
                 Some(size) => {
@@ -178,7 +178,9 @@ impl Ring {
 pub(crate) mod tests {
     use super::*;
     use event_abi::zerocopy::{Immutable, IntoBytes};
-    use event_abi::{BlockEvent, ExecEvent, ForkEvent, kind};
+    use event_abi::{
+        BlockEvent, ExecEvent, ForkEvent, SockIoEvent, kind, record_size, sock_io_size,
+    };
     use ksight_engine::decode::decode;
 
     /// A ring in ordinary memory, written the way the module writes.
@@ -454,6 +456,77 @@ pub(crate) mod tests {
             }
             assert_eq!(ring.tail(), fake.head);
         }
+    }
+
+    /// A socket I/O record with `payload` bytes after the fixed part, padded to 8.
+    fn sock_io(payload: &[u8]) -> Vec<u8> {
+        let mut e = SockIoEvent::default();
+        e.header.kind = kind::SOCK_IO;
+        e.header.size = sock_io_size(payload.len()) as u16;
+        e.bytes = payload.len() as u64;
+        e.payload_len = payload.len() as u16;
+        let mut r = record(&e);
+        r.extend_from_slice(payload);
+        r.resize(sock_io_size(payload.len()), 0);
+        r
+    }
+
+    #[test]
+    fn variable_size_records_arrive_whole_at_their_own_size() {
+        let mut fake = FakeRing::new(16384);
+        let mut ring = unsafe { Ring::new(fake.memory()) };
+        let big: Vec<u8> = (0..event_abi::MAX_SNAPLEN).map(|i| i as u8).collect();
+        let payloads: [&[u8]; 5] = [b"", b"x", b"GET / HTTP/1.1\r\n", &big[..4000], &big];
+        let mut batch = RawBatch::new();
+        // Around the ring's end several times: sizes that do not divide it.
+        for _ in 0..6 {
+            for p in payloads {
+                assert!(fake.write(&sock_io(p)));
+                assert!(fake.write(&fork(7)));
+            }
+            ring.drain(&mut batch, u64::MAX);
+        }
+        assert_eq!((ring.delivered, ring.malformed), (60, 0));
+        let got: Vec<&[u8]> = batch.iter().collect();
+        for (i, r) in got.iter().enumerate() {
+            if i % 2 == 1 {
+                assert_eq!(*r, &fork(7)[..]);
+                continue;
+            }
+            let p = payloads[(i / 2) % payloads.len()];
+            assert_eq!(r.len(), sock_io_size(p.len()));
+            assert_eq!(*r, &sock_io(p)[..], "record {i}");
+        }
+    }
+
+    #[test]
+    fn a_variable_size_record_of_an_impossible_size_is_malformed() {
+        let fixed = size_of::<SockIoEvent>();
+        for bad in [
+            fixed - 8,
+            fixed + 4,
+            sock_io_size(event_abi::MAX_SNAPLEN) + 8,
+        ] {
+            let mut fake = FakeRing::new(16384);
+            let mut ring = unsafe { Ring::new(fake.memory()) };
+            let mut r = sock_io(b"");
+            r[offset_of!(EventHeader, size)..offset_of!(EventHeader, size) + 2]
+                .copy_from_slice(&(bad as u16).to_ne_bytes());
+            r.resize(bad.max(fixed), 0);
+            fake.write(&r);
+            let mut batch = RawBatch::new();
+            let d = ring.drain(&mut batch, u64::MAX);
+            assert_eq!((d.records, d.malformed), (0, 1), "size {bad}");
+        }
+        // A socket I/O size on a fixed-size kind.
+        let mut fake = FakeRing::new(4096);
+        let mut ring = unsafe { Ring::new(fake.memory()) };
+        let mut lie = sock_io(b"12345678");
+        lie[offset_of!(EventHeader, kind)..offset_of!(EventHeader, kind) + 2]
+            .copy_from_slice(&kind::TCP_STATE.to_ne_bytes());
+        fake.write(&lie);
+        let mut batch = RawBatch::new();
+        assert_eq!(ring.drain(&mut batch, u64::MAX).malformed, 1);
     }
 
     #[test]

@@ -12,10 +12,12 @@
 use core::mem::size_of;
 
 pub const DEV_VERSION_MAJOR: u16 = 1;
-pub const DEV_VERSION_MINOR: u16 = 1;
+pub const DEV_VERSION_MINOR: u16 = 2;
 /// The first minor version with `KSIGHT_IOC_SET_IGNORED_CGROUPS`, `filtered` counters and
 /// the longer `KSIGHT_IOC_STATS`.
 pub const DEV_VERSION_MINOR_FILTER: u16 = 1;
+/// The first minor version with `KSIGHT_IOC_SET_SNAPLEN` (and socket I/O records).
+pub const DEV_VERSION_MINOR_SNAPLEN: u16 = 2;
 /// `major << 16 | minor`, as `KSIGHT_IOC_VERSION` reports it.
 pub const DEV_VERSION: u32 = ((DEV_VERSION_MAJOR as u32) << 16) | DEV_VERSION_MINOR as u32;
 
@@ -151,3 +153,5 @@ pub const IOC_SET_WATERMARK: u32 = ioc(IOC_WRITE, 7, size_of::<u32>());
 pub const IOC_SET_IGNORED_CGROUPS: u32 = ioc(IOC_WRITE, 8, size_of::<IgnoredCgroups>());
 /// `KSIGHT_IOC_STATS` of interface 1.0: the first [`STATS_V1_SIZE`] bytes of [`Stats`].
 pub const IOC_STATS_V1: u32 = ioc(IOC_READ, 6, STATS_V1_SIZE);
+/// Interface 1.2: payload bytes per socket I/O record, a u32 up to `MAX_SNAPLEN`.
+pub const IOC_SET_SNAPLEN: u32 = ioc(IOC_WRITE, 9, size_of::<u32>());

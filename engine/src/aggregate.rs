@@ -675,7 +675,12 @@ impl Aggregator {
                     // A call that completed after the kernel closed the connection (data
                     // it had received, read late): its bytes are in the counters read at
                     // close, and count only toward the row's call sums.
-                    if let Some(c) = self.closed.iter_mut().rev().find(|c| c.sock_id == e.sock_id) {
+                    if let Some(c) = self
+                        .closed
+                        .iter_mut()
+                        .rev()
+                        .find(|c| c.sock_id == e.sock_id)
+                    {
                         if e.direction == sock_dir::SEND {
                             c.call_sent += e.bytes;
                         } else {
@@ -825,7 +830,10 @@ impl Aggregator {
     /// Closed connections listed now whose calls and kernel counters differ.
     fn listed_mismatches(&self) -> u64 {
         let seen = self.sock_io_seen;
-        self.closed.iter().filter(|c| c.bytes_mismatch(seen)).count() as u64
+        self.closed
+            .iter()
+            .filter(|c| c.bytes_mismatch(seen))
+            .count() as u64
     }
 
     /// Drops the counters of cgroups that no longer exist (the agent, after a grace period).

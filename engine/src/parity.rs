@@ -31,8 +31,15 @@ impl RecordLog {
             let mut key = r.to_vec();
             key[..8].fill(0);
             if record_kind(r) == Some(event_abi::kind::SOCK_IO) {
-                const AT: usize = core::mem::offset_of!(event_abi::SockIoEvent, duration_ns);
+                // Timing, like the timestamp: the call's duration, and whether each
+                // backend's table of entry times still held the call's entry.
+                use event_abi::SockIoEvent;
+                const AT: usize = core::mem::offset_of!(SockIoEvent, duration_ns);
                 key[AT..AT + 8].fill(0);
+                const FLAGS: usize = core::mem::offset_of!(SockIoEvent, flags);
+                let flags = u16::from_ne_bytes([key[FLAGS], key[FLAGS + 1]])
+                    & !event_abi::sock_flags::NO_ENTRY;
+                key[FLAGS..FLAGS + 2].copy_from_slice(&flags.to_ne_bytes());
             }
             self.by_key.entry(key).or_default().push(ts);
         }

@@ -866,5 +866,8 @@ fn data_read_after_the_kernel_closed_the_socket_is_no_mismatch() {
     s.tcp_call(100, CG, 0xc, Synth::tuple(42000, 8080), SEND, 10, &[]);
     s.tcp_close(100, 200, CG, 0xc, 0xd, 42000, 20, 0);
     let snap = run(&mut e, &mut s);
-    assert_eq!(snap.tcp.byte_mismatches, 2, "the calls add up to the kernel's count at neither end");
+    assert_eq!(
+        snap.tcp.byte_mismatches, 2,
+        "the calls add up to the kernel's count at neither end"
+    );
 }

@@ -1,8 +1,8 @@
 //! Keeps the kernel module's probe table, `ks_tracepoints[]` in `kmod-c/ks_probes.c`,
-//! equal to the table of kinds, `event_abi::kinds::KINDS`: the same tracepoints, each
-//! with the same record kind and the probe the Rust row names, in any order; and every
-//! probe checked (`KS_CHECK_PROBE`) against the prototype of the tracepoint it is
-//! registered on.
+//! equal to the table of kinds, `event_abi::kinds::KINDS`: the same tracepoints (each
+//! kind's own and its entry hook's), each with the same record kind and the probe the
+//! Rust row names, in any order; and every probe checked (`KS_CHECK_PROBE`) against the
+//! prototype of the tracepoint it is registered on.
 //!
 //! The C rows are read from the source and compiled with `cc` (or `$CC`) against
 //! `kmod-c/ksight_abi.h`, so the kind is whatever value the C expression has (a
@@ -153,15 +153,25 @@ fn evaluate(rows: &[CRow]) -> BTreeSet<(String, u16, String)> {
         .collect()
 }
 
+/// Every hook of every kind as (tracepoint, kind, module probe): the kind's own, then
+/// its entry hook's.
 fn rust_rows() -> BTreeSet<(String, u16, String)> {
     KINDS
         .iter()
-        .map(|k| {
-            (
+        .flat_map(|k| {
+            let own = (
                 k.tracepoint.name.to_string(),
                 k.kind,
                 k.kmod_probe.to_string(),
-            )
+            );
+            let entry = k.entry.map(|e| {
+                (
+                    e.tracepoint.name.to_string(),
+                    k.kind,
+                    e.kmod_probe.to_string(),
+                )
+            });
+            std::iter::once(own).chain(entry)
         })
         .collect()
 }
@@ -187,16 +197,17 @@ fn the_module_probe_table_is_the_table_of_kinds() {
     let source = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let rows = c_rows(&source).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let hooks = rust_rows();
     assert_eq!(
         rows.len(),
-        KINDS.len(),
-        "ks_tracepoints[] has {} rows, KINDS {}",
+        hooks.len(),
+        "ks_tracepoints[] has {} rows, KINDS {} hooks (entry hooks included)",
         rows.len(),
-        KINDS.len()
+        hooks.len()
     );
     let c = evaluate(&rows);
     assert_eq!(c.len(), rows.len(), "duplicate rows in ks_tracepoints[]");
-    let problems = differences(&c, &rust_rows());
+    let problems = differences(&c, &hooks);
     assert!(
         problems.is_empty(),
         "kmod-c/ks_probes.c ks_tracepoints[] and event_abi::kinds::KINDS disagree:\n  {}",
@@ -204,9 +215,9 @@ fn the_module_probe_table_is_the_table_of_kinds() {
     );
 
     let checked = checked_probes(&source);
-    let unchecked: Vec<String> = KINDS
+    let unchecked: Vec<String> = hooks
         .iter()
-        .map(|k| (k.tracepoint.name.to_string(), k.kmod_probe.to_string()))
+        .map(|(tp, _, probe)| (tp.clone(), probe.clone()))
         .filter(|pair| !checked.contains(pair))
         .map(|(tp, probe)| format!("KS_CHECK_PROBE({tp}, {probe})"))
         .collect();
@@ -304,10 +315,32 @@ fn the_table_of_kinds_is_consistent() {
             "tcp_close_stats",
             "tcp_retransmits",
             "tcp_resets",
-            "block"
+            "block",
+            "socket_io"
         ]
     );
     let close: Vec<u16> = Signal::TcpCloseStats.kinds().map(|k| k.kind).collect();
     assert_eq!(close, [event_abi::kind::TCP_STATE]);
     assert_eq!(format!("{:<8}|", Signal::Tcp), "tcp     |");
+}
+
+/// Socket I/O is the kind with an entry hook: the module must hook both, the entry
+/// registered first (its row before the kind's own).
+#[test]
+fn the_entry_hook_row_comes_before_its_kind() {
+    let path = kmod_c().join("ks_probes.c");
+    let source = std::fs::read_to_string(&path).unwrap();
+    let rows = c_rows(&source).unwrap();
+    let at = |name: &str| rows.iter().position(|r| r.name == name);
+    for k in KINDS.iter() {
+        if let Some(e) = k.entry {
+            let (entry, own) = (at(e.tracepoint.name), at(k.tracepoint.name));
+            assert!(
+                entry.is_some() && entry < own,
+                "{}: the entry hook's row must precede the kind's",
+                k.name
+            );
+        }
+    }
+    assert!(KINDS.iter().any(|k| k.entry.is_some()));
 }

@@ -173,6 +173,30 @@ filter_check() {
 }
 run filter filter_check
 
+# Socket I/O against a workload whose every call is known (TCP and UDP, IPv4 and IPv6,
+# every traced call, mmsg past its record limit, sendfile, splice; files and pipes that
+# must record nothing): through the module alone at the default snaplen and at the
+# largest, then not selected (no probe registered) and selected during a capture.
+sockio_check() {
+	insmod $MODULE || return 1
+	kmod-vm sockio --backend kmod && kmod-vm sockio --backend kmod --snaplen 4096
+	rc=$?
+	rmmod ksight
+	return $rc
+}
+run sockio sockio_check
+
+# The same workload captured by both backends at once: the socket records byte-identical
+# but for ts_ns and duration_ns.
+sockio_parity() {
+	insmod $MODULE || return 1
+	kmod-vm sockio --backend both
+	rc=$?
+	rmmod ksight
+	return $rc
+}
+run sockio_parity sockio_parity
+
 # Per-event kernel-side cost of both backends on more events (guest timings are emulated:
 # only the ratio means anything); the run must be at parity too.
 cost() {

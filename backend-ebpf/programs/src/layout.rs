@@ -114,7 +114,9 @@ pub mod btf {
     pub const REGS_R10: usize = 36;
     pub const REGS_R8: usize = 37;
     pub const REGS_R9: usize = 38;
-    pub const LEN: usize = 39;
+    /// `sock.sk_type`
+    pub const SOCK_TYPE: usize = 39;
+    pub const LEN: usize = 40;
 }
 
 /// x86-64 system call numbers of the calls socket I/O completes (`asm/unistd_64.h`).

@@ -22,8 +22,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use event_abi::{
-    AF_INET, AF_INET6, BlockEvent, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    MAX_IOV, MAX_MMSG, MAX_RECORD_SIZE, MAX_SNAPLEN, SockIoEvent, TcpEvent, TcpStateEvent, TcpTuple,
+    AF_INET, AF_INET6, BlockEvent, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent, MAX_IOV,
+    MAX_MMSG, MAX_RECORD_SIZE, MAX_SNAPLEN, SockIoEvent, TcpEvent, TcpStateEvent, TcpTuple,
     block_op, counter, kind, sock_call, sock_dir, sock_flags, tcp_state, tcp_stats,
 };
 
@@ -758,6 +758,8 @@ fn ks_blk_complete(ctx: TracePointContext) -> u32 {
 // ---------------------------------------------------------------------------------------
 
 const IPPROTO_UDP: u16 = 17;
+const SOCK_STREAM: u16 = 1;
+const SOCK_DGRAM: u16 = 2;
 const S_IFMT: u16 = 0o170_000;
 const S_IFSOCK: u16 = 0o140_000;
 
@@ -900,9 +902,15 @@ fn sock_tuple(sk: u64, out: &mut TcpTuple) -> Option<u16> {
         return None;
     }
     let protocol = kread::<u16>(KIND, sk, btf_off(btf::SOCK_PROTOCOL))?;
-    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+    let sk_type = kread::<u16>(KIND, sk, btf_off(btf::SOCK_TYPE))?;
+    // A TCP stream or a UDP datagram socket (not, say, a raw socket of protocol 17).
+    if !(protocol == IPPROTO_TCP && sk_type == SOCK_STREAM
+        || protocol == IPPROTO_UDP && sk_type == SOCK_DGRAM)
+    {
         return None;
     }
+    // The slot is reused: an IPv4 tuple must not keep an earlier IPv6 one's bytes.
+    *out = TcpTuple::default();
     out.family = family;
     out.sport = kread::<u16>(KIND, sk, btf_off(btf::SOCK_NUM)).unwrap_or(0);
     out.dport = u16::from_be(kread::<u16>(KIND, sk, btf_off(btf::SOCK_DPORT)).unwrap_or(0));
@@ -919,9 +927,10 @@ fn sock_tuple(sk: u64, out: &mut TcpTuple) -> Option<u16> {
 }
 
 /// Replaces the peer with the call's address argument when there is one of the socket's
-/// family, at least a whole `sockaddr_in`/`sockaddr_in6` long. True when it did.
+/// family and as long as the kernel itself requires (a `sockaddr_in`, or the 24 bytes of
+/// a `sockaddr_in6` without its scope id). True when it did.
 #[inline(always)]
-fn peer_from_call(tuple: &mut TcpTuple, addr: u64, len: u32) -> bool {
+fn peer_from_call(tuple: &mut TcpTuple, addr: u64, len: i32) -> bool {
     if addr == 0 {
         return false;
     }
@@ -930,7 +939,7 @@ fn peer_from_call(tuple: &mut TcpTuple, addr: u64, len: u32) -> bool {
         if len < 16 {
             return false;
         }
-        let Some(sa) = uread::<[u8; 16]>(addr) else {
+        let Some(sa) = uread::<[u8; 8]>(addr) else {
             return false;
         };
         if u16::from_ne_bytes([sa[0], sa[1]]) != AF_INET {
@@ -940,11 +949,11 @@ fn peer_from_call(tuple: &mut TcpTuple, addr: u64, len: u32) -> bool {
         tuple.daddr = [0; 16];
         tuple.daddr[..4].copy_from_slice(&sa[4..8]);
     } else {
-        // struct sockaddr_in6: family, port, flowinfo, address, scope id.
-        if len < 28 {
+        // struct sockaddr_in6: family, port, flowinfo, address.
+        if len < 24 {
             return false;
         }
-        let Some(sa) = uread::<[u8; 28]>(addr) else {
+        let Some(sa) = uread::<[u8; 24]>(addr) else {
             return false;
         };
         if u16::from_ne_bytes([sa[0], sa[1]]) != AF_INET6 {
@@ -966,7 +975,9 @@ struct Message {
     iov: u64,
     iovcnt: u64,
     name: u64,
-    namelen: u32,
+    namelen: i32,
+    /// The message header could not be read: no payload, the socket's peer.
+    fault: bool,
 }
 
 /// A user `struct msghdr` (x86-64 layout): name, namelen, iov, iovlen.
@@ -979,7 +990,8 @@ fn msghdr(addr: u64, bytes: u64) -> Message {
             iov: h[2],
             iovcnt: h[3],
             name: h[0],
-            namelen: h[1] as u32,
+            namelen: h[1] as u32 as i32,
+            fault: false,
         },
         None => Message {
             bytes,
@@ -988,6 +1000,7 @@ fn msghdr(addr: u64, bytes: u64) -> Message {
             iovcnt: 0,
             name: 0,
             namelen: 0,
+            fault: true,
         },
     }
 }
@@ -1072,6 +1085,9 @@ fn emit_sock_io(ctx: &RawTracePointContext, c: *const SockCall, msg: &Message, m
     // MAX_RECORD_SIZE bytes: the fixed part plus MAX_SNAPLEN bytes of payload.
     unsafe {
         let mut flags = (*c).flags;
+        if msg.fault {
+            flags |= sock_flags::PAYLOAD_FAULT;
+        }
         (*ev).tuple = (*c).tuple;
         if peer_from_call(&mut (*ev).tuple, msg.name, msg.namelen) {
             flags |= sock_flags::PEER_FROM_CALL;
@@ -1092,7 +1108,11 @@ fn emit_sock_io(ctx: &RawTracePointContext, c: *const SockCall, msg: &Message, m
                 0
             }
         };
-        let len = if len > MAX_SNAPLEN as u64 { MAX_SNAPLEN as u64 } else { len };
+        let len = if len > MAX_SNAPLEN as u64 {
+            MAX_SNAPLEN as u64
+        } else {
+            len
+        };
         let size = size_of::<SockIoEvent>() as u64 + ((len + 7) & !7);
         fill_header(ev.cast(), KIND, size as usize, (*c).cgroup);
         (*ev).sock_id = (*c).sk;
@@ -1223,6 +1243,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
         iovcnt: 0,
         name: 0,
         namelen: 0,
+        fault: false,
     };
     match call {
         sock_call::READ | sock_call::WRITE => msg.buf = a1,
@@ -1233,14 +1254,14 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
         sock_call::SENDTO => {
             msg.buf = a1;
             msg.name = reg(c, btf::REGS_R8);
-            msg.namelen = reg(c, btf::REGS_R9) as u32;
+            msg.namelen = reg(c, btf::REGS_R9) as u32 as i32;
         }
         sock_call::RECVFROM => {
             msg.buf = a1;
             msg.name = reg(c, btf::REGS_R8);
             // The kernel wrote the address's real length back through `addrlen`.
             if msg.name != 0 {
-                msg.namelen = uread::<u32>(reg(c, btf::REGS_R9)).unwrap_or(0);
+                msg.namelen = uread::<i32>(reg(c, btf::REGS_R9)).unwrap_or(0);
             }
         }
         sock_call::SENDMSG | sock_call::RECVMSG => msg = msghdr(a1, bytes),
@@ -1253,7 +1274,11 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
                     (*c).unreported = (bytes - MAX_MMSG as u64) as u32;
                 }
                 (*c).mmsg_vec = a1;
-                (*c).mmsg_count = if bytes > MAX_MMSG as u64 { MAX_MMSG as u32 } else { bytes as u32 };
+                (*c).mmsg_count = if bytes > MAX_MMSG as u64 {
+                    MAX_MMSG as u32
+                } else {
+                    bytes as u32
+                };
                 (*c).mmsg_next = 0;
                 SOCK_MMSG.tail_call(ctx, 0);
             }

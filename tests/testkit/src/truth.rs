@@ -39,13 +39,26 @@ pub struct Truth<'a> {
 fn check_udp(udp: &Value, f: &mut Failures) {
     let sum = |sizes: &[usize]| sizes.iter().sum::<usize>() as u64;
     let n = |sizes: &[usize]| sizes.len() as u64;
-    let (to_b, to_b_bytes) = (n(&UDP_TO_B) + n(&UDP_MMSG_TO_B), sum(&UDP_TO_B) + sum(&UDP_MMSG_TO_B));
+    let (to_b, to_b_bytes) = (
+        n(&UDP_TO_B) + n(&UDP_MMSG_TO_B),
+        sum(&UDP_TO_B) + sum(&UDP_MMSG_TO_B),
+    );
     let (to_a, to_a_bytes) = (n(&UDP_TO_A), sum(&UDP_TO_A));
     let (v6, v6_bytes) = (n(&UDP_V6), sum(&UDP_V6));
     f.eq(
         "udp totals (datagrams sent, received, bytes sent, received)",
-        &json!([udp["datagrams_sent"], udp["datagrams_received"], udp["bytes_sent"], udp["bytes_received"]]),
-        json!([to_b + to_a + v6, to_b + to_a + v6, to_b_bytes + to_a_bytes + v6_bytes, to_b_bytes + to_a_bytes + v6_bytes]),
+        &json!([
+            udp["datagrams_sent"],
+            udp["datagrams_received"],
+            udp["bytes_sent"],
+            udp["bytes_received"]
+        ]),
+        json!([
+            to_b + to_a + v6,
+            to_b + to_a + v6,
+            to_b_bytes + to_a_bytes + v6_bytes,
+            to_b_bytes + to_a_bytes + v6_bytes
+        ]),
     );
     let empty = Vec::new();
     let flows = udp["flows"].as_array().unwrap_or(&empty);
@@ -54,10 +67,19 @@ fn check_udp(udp: &Value, f: &mut Failures) {
         .iter()
         .map(|fl| {
             let v = |k: &str| fl[k].as_u64().unwrap_or(u64::MAX);
-            let family = if fl["saddr"].as_str().unwrap_or("").contains(':') { "v6" } else { "v4" };
+            let family = if fl["saddr"].as_str().unwrap_or("").contains(':') {
+                "v6"
+            } else {
+                "v4"
+            };
             (
                 family.to_string(),
-                [v("datagrams_sent"), v("bytes_sent"), v("datagrams_received"), v("bytes_received")],
+                [
+                    v("datagrams_sent"),
+                    v("bytes_sent"),
+                    v("datagrams_received"),
+                    v("bytes_received"),
+                ],
             )
         })
         .collect();

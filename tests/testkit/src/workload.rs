@@ -79,7 +79,12 @@ fn udp() {
 
 /// One `sendmmsg` of `sizes` from `from` to `to_addr`, then `recvmmsg` on `to` until all
 /// arrived, each message's sender asked for.
-fn mmsg(from: &std::net::UdpSocket, to: &std::net::UdpSocket, to_addr: std::net::SocketAddr, sizes: &[usize]) {
+fn mmsg(
+    from: &std::net::UdpSocket,
+    to: &std::net::UdpSocket,
+    to_addr: std::net::SocketAddr,
+    sizes: &[usize],
+) {
     use std::mem::{size_of, zeroed};
     let std::net::SocketAddr::V4(v4) = to_addr else {
         panic!("mmsg: IPv4 only");
@@ -94,7 +99,10 @@ fn mmsg(from: &std::net::UdpSocket, to: &std::net::UdpSocket, to_addr: std::net:
         name.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
         let mut iovs: Vec<libc::iovec> = datas
             .iter()
-            .map(|d| libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() })
+            .map(|d| libc::iovec {
+                iov_base: d.as_ptr() as *mut _,
+                iov_len: d.len(),
+            })
             .collect();
         let mut hdrs: Vec<libc::mmsghdr> = iovs
             .iter_mut()
@@ -109,12 +117,20 @@ fn mmsg(from: &std::net::UdpSocket, to: &std::net::UdpSocket, to_addr: std::net:
             .collect();
         let n = sizes.len();
         let sent = libc::sendmmsg(from.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0);
-        assert_eq!(sent, n as i32, "sendmmsg: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            sent,
+            n as i32,
+            "sendmmsg: {}",
+            std::io::Error::last_os_error()
+        );
         let mut bufs = vec![[0u8; 256]; n];
         let mut names: Vec<libc::sockaddr_in> = vec![zeroed(); n];
         let mut riovs: Vec<libc::iovec> = bufs
             .iter_mut()
-            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
             .collect();
         let mut rhdrs: Vec<libc::mmsghdr> = riovs
             .iter_mut()
