@@ -22,6 +22,7 @@ use event_abi::{
 };
 use ksight_backend_ebpf::{EbpfOptions, EbpfSource};
 use ksight_source::{EventSource, RawBatch};
+use ksight_testkit::workload::{recv_mmsg, send_mmsg};
 
 /// A socket I/O record and its payload.
 #[derive(Debug, Clone)]
@@ -217,78 +218,12 @@ fn socket_calls_become_exact_records() {
     v6a.send_to(b"six", v6b.local_addr().unwrap()).unwrap();
     assert_eq!(v6b.recv_from(&mut buf).unwrap().0, 3);
 
-    // Three datagrams in one sendmmsg to b (unconnected a → b), one recvmmsg.
+    // Three datagrams in one sendmmsg to b (unconnected a → b); b, connected to a, takes
+    // them with recvmmsg.
     let sizes = [10usize, 20, 30];
     let datas: Vec<Vec<u8>> = sizes.iter().map(|&n| pattern(n, n as u8)).collect();
-    // SAFETY: the iovecs and headers point into `datas`/`rbufs`, which outlive the calls.
-    unsafe {
-        let mut to: libc::sockaddr_in = zeroed();
-        to.sin_family = libc::AF_INET as u16;
-        to.sin_port = b_addr.port().to_be();
-        to.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
-        let mut iovs: Vec<libc::iovec> = datas
-            .iter()
-            .map(|d| libc::iovec {
-                iov_base: d.as_ptr() as *mut _,
-                iov_len: d.len(),
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                let mut h: libc::mmsghdr = zeroed();
-                h.msg_hdr.msg_name = (&raw mut to).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        let sent = libc::sendmmsg(a.as_raw_fd(), hdrs.as_mut_ptr(), 3, 0);
-        assert_eq!(sent, 3);
-        // b is connected to a: recvmmsg takes the three.
-        let mut rbufs = [[0u8; 64]; 3];
-        let mut names: Vec<libc::sockaddr_in> = vec![zeroed(); 3];
-        let mut riovs: Vec<libc::iovec> = rbufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: 64,
-            })
-            .collect();
-        let mut rhdrs: Vec<libc::mmsghdr> = riovs
-            .iter_mut()
-            .zip(names.iter_mut())
-            .map(|(iov, name)| {
-                let mut h: libc::mmsghdr = zeroed();
-                h.msg_hdr.msg_name = (name as *mut libc::sockaddr_in).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        let got = libc::recvmmsg(
-            b.as_raw_fd(),
-            rhdrs.as_mut_ptr(),
-            3,
-            libc::MSG_WAITFORONE,
-            std::ptr::null_mut(),
-        );
-        assert!(got >= 1, "recvmmsg: {}", std::io::Error::last_os_error());
-        let mut total = got as usize;
-        while total < 3 {
-            let more = libc::recvmmsg(
-                b.as_raw_fd(),
-                rhdrs[total..].as_mut_ptr(),
-                (3 - total) as u32,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            );
-            assert!(more >= 1);
-            total += more as usize;
-        }
-    }
+    assert_eq!(send_mmsg(&a, Some(b_addr), &datas), 3);
+    assert_eq!(recv_mmsg(&b, 3), sizes);
 
     let udp = |r: &Io| r.ev.protocol == 17;
     let recs = collect(&mut source, |r| {
@@ -438,26 +373,9 @@ fn socket_calls_become_exact_records() {
         (&server).read_exact(&mut sink[..33]).unwrap();
         libc::close(pipe[0]);
         libc::close(pipe[1]);
-
-        let mut iovs: Vec<libc::iovec> = many
-            .iter()
-            .map(|d| libc::iovec {
-                iov_base: d.as_ptr() as *mut _,
-                iov_len: d.len(),
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                let mut h: libc::mmsghdr = zeroed();
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        // b is connected to a: 20 datagrams to a.
-        assert_eq!(libc::sendmmsg(b.as_raw_fd(), hdrs.as_mut_ptr(), 20, 0), 20);
     }
+    // b is connected to a: 20 datagrams to a, past MAX_MMSG.
+    assert_eq!(send_mmsg(&b, None, &many), 20);
     fs::remove_file(&file).unwrap();
     let tcp_of = |recs: &[Io], fd: i32, call: u16| -> Vec<Io> {
         recs.iter()

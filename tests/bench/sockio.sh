@@ -11,6 +11,8 @@
 #             loopback, ROUNDS alternating rounds; median requests/s and ratios.
 # files:      what the hooks cost calls that are not on sockets: `dd bs=1` between
 #             /dev/zero and /dev/null (every read and write looked up, none recorded).
+# snaplen:    ns per socket call with --snaplen 64, 512 (the default) and 4096, on SET/GET
+#             of 2 KiB values: what copying more payload costs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KSIGHT=${KSIGHT_BIN:-target/release/ksight}
@@ -27,10 +29,11 @@ trap 'stop_tracer; kill $REDIS_PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 KS_OUT=$(mktemp); BT_OUT=$(mktemp)
+SNAPLEN=512
 start_tracer() { # $1: none | ksight | bpftrace
   case $1 in
     none) TRACER_PID= ;;
-    ksight) "$KSIGHT" top --batch --json --delay 3600 >"$KS_OUT" 2>/dev/null & TRACER_PID=$! ;;
+    ksight) "$KSIGHT" top --batch --json --delay 3600 --snaplen "$SNAPLEN" >"$KS_OUT" 2>/dev/null & TRACER_PID=$! ;;
     bpftrace) bpftrace tests/bench/sock-bytes.bt >"$BT_OUT" 2>/dev/null & TRACER_PID=$! ;;
   esac
   if [ -n "$TRACER_PID" ]; then
@@ -42,7 +45,7 @@ start_tracer() { # $1: none | ksight | bpftrace
     sleep 0.5
   fi
 }
-bench() { redis-benchmark -p "$PORT" -n "$REQUESTS" -c 50 -t set,get -q --csv 2>/dev/null |
+bench() { redis-benchmark -p "$PORT" -n "$REQUESTS" -c 50 -t set,get -q --csv "$@" 2>/dev/null |
   python3 -c 'import csv,sys; r=[float(x[1]) for x in csv.reader(sys.stdin) if x and x[0] in ("SET","GET")]; print(sum(r)/len(r))'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 prog_ns() { # total run time and runs of the tracepoint programs loaded now
@@ -112,4 +115,24 @@ bt=$(echo ${dd_ms[bpftrace]} | tr ' ' '\n' | median)
 echo "| 1M × (read + write) of 1 byte | uncaptured ms | ksight ms | bpftrace ms | ksight / uncaptured | bpftrace / uncaptured | ksight / bpftrace |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 awk -v b="$base" -v k="$ks" -v t="$bt" 'BEGIN {printf "| dd bs=1 | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f |\n", b, k, t, k/b, t/b, k/t}'
+
+echo
+echo "## Socket I/O: kernel cost by snaplen (2 KiB values)"
+echo
+echo "| snaplen | socket calls recorded | payload bytes copied | ns per socket call |"
+echo "|---:|---:|---:|---:|"
+sysctl -q kernel.bpf_stats_enabled=1
+for SNAPLEN in 64 512 4096; do
+  start_tracer ksight
+  read -r ns0 runs0 < <(prog_ns)
+  bench -d 2048 >/dev/null
+  read -r ns1 runs1 < <(prog_ns)
+  stop_tracer
+  read -r calls payload < <(python3 -c 'import json,sys
+s=[json.loads(l)["socket_io"] for l in open(sys.argv[1]) if l.strip()]
+print(sum(x["calls"] for x in s), sum(x["payload_bytes"] for x in s))' "$KS_OUT")
+  awk -v s="$SNAPLEN" -v c="$calls" -v p="$payload" -v ns=$((ns1 - ns0)) \
+    'BEGIN {printf "| %d | %d | %d | %.0f |\n", s, c, p, ns / c}'
+done
+sysctl -q kernel.bpf_stats_enabled="$old"
 rm -f "$KS_OUT" "$BT_OUT"

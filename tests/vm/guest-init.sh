@@ -104,6 +104,15 @@ ground_truth() {
 }
 run ground_truth ground_truth
 
+# Every signal observed in full by the eBPF backend on this kernel; otherwise the notes
+# say which and why (a verifier refusal ends with the verifier's own words).
+ebpf_fidelity() {
+	ksight stat --backend ebpf -- /bin/true > /tmp/fidelity.txt 2>&1
+	cat /tmp/fidelity.txt
+	! grep -Eq "unavailable|degraded" /tmp/fidelity.txt
+}
+run ebpf_fidelity ebpf_fidelity
+
 # (b) both backends capture the same run at once; the per-event cost of each.
 parity() {
 	insmod $MODULE probe_timing=1 || return 1

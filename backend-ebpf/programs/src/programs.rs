@@ -76,9 +76,10 @@ static FILTER_ON: Array<u32> = Array::with_max_entries(1, 0);
 #[repr(C)]
 struct Scratch {
     /// `u64` words so that records (8-byte aligned) can be written in place. Socket I/O
-    /// payload is gathered from several buffers at offsets the verifier only knows to be
-    /// at most MAX_SNAPLEN: room for one more buffer's worth past the record's end.
-    record: [u64; (MAX_RECORD_SIZE + MAX_SNAPLEN) / 8],
+    /// payload is gathered from several buffers, each copy at an offset the verifier knows
+    /// to be at most MAX_SNAPLEN and of a length it knows to be below 2 * MAX_SNAPLEN:
+    /// room for that past the record's end.
+    record: [u64; (MAX_RECORD_SIZE + 2 * MAX_SNAPLEN) / 8],
     tp: [u8; TP_COPY_LEN],
 }
 
@@ -1055,7 +1056,12 @@ fn gather(payload: *mut u8, msg: &Message, want: u64) -> Option<u64> {
             break;
         }
         if take > 0 {
-            // SAFETY: `off <= MAX_SNAPLEN` and `take <= MAX_SNAPLEN`: inside the slot.
+            // The compiler knows `take <= MAX_SNAPLEN` and would drop a mask; read back
+            // through a volatile load, the mask stays and gives older verifiers (6.1) a
+            // bound they otherwise lose in `total - off`.
+            // SAFETY: a local.
+            let take = unsafe { ptr::read_volatile(&take) } & (2 * MAX_SNAPLEN as u64 - 1);
+            // SAFETY: `off <= MAX_SNAPLEN` and `take < 2 * MAX_SNAPLEN`: inside the slot.
             let ret = unsafe {
                 gen_helpers::bpf_probe_read_user(
                     payload.add(off as usize).cast(),

@@ -21,7 +21,7 @@
 //!   one-byte request and response, closed by both ends (benchmarks).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::process::Command;
@@ -49,7 +49,7 @@ pub const UDP_TO_A: [usize; 2] = [1000, 1500];
 pub const UDP_V6: [usize; 2] = [50, 50];
 
 fn udp() {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    use std::net::{Ipv4Addr, Ipv6Addr};
     let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a");
     let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind b");
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
@@ -79,24 +79,27 @@ fn udp() {
 
 /// One `sendmmsg` of `sizes` from `from` to `to_addr`, then `recvmmsg` on `to` until all
 /// arrived, each message's sender asked for.
-fn mmsg(
-    from: &std::net::UdpSocket,
-    to: &std::net::UdpSocket,
-    to_addr: std::net::SocketAddr,
-    sizes: &[usize],
-) {
-    use std::mem::{size_of, zeroed};
-    let std::net::SocketAddr::V4(v4) = to_addr else {
-        panic!("mmsg: IPv4 only");
-    };
+fn mmsg(from: &UdpSocket, to: &UdpSocket, to_addr: SocketAddr, sizes: &[usize]) {
     let datas: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![b'm'; n]).collect();
-    // SAFETY: every header points into `datas`, `name`, `bufs` or `names`, which outlive
-    // the calls.
+    assert_eq!(send_mmsg(from, Some(to_addr), &datas), sizes.len());
+    assert_eq!(recv_mmsg(to, sizes.len()), sizes);
+}
+
+/// One `sendmmsg` of `datas` from `from`, addressed to `to` (IPv4) or, without, to the
+/// socket's peer; the number of messages sent.
+pub fn send_mmsg(from: &UdpSocket, to: Option<SocketAddr>, datas: &[Vec<u8>]) -> usize {
+    use std::mem::{size_of, zeroed};
+    // SAFETY: every header points into `datas`, `name` or `iovs`, which outlive the call.
     unsafe {
         let mut name: libc::sockaddr_in = zeroed();
-        name.sin_family = libc::AF_INET as u16;
-        name.sin_port = v4.port().to_be();
-        name.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+        if let Some(to) = to {
+            let SocketAddr::V4(v4) = to else {
+                panic!("send_mmsg: IPv4 only");
+            };
+            name.sin_family = libc::AF_INET as u16;
+            name.sin_port = v4.port().to_be();
+            name.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+        }
         let mut iovs: Vec<libc::iovec> = datas
             .iter()
             .map(|d| libc::iovec {
@@ -108,22 +111,28 @@ fn mmsg(
             .iter_mut()
             .map(|iov| {
                 let mut h: libc::mmsghdr = zeroed();
-                h.msg_hdr.msg_name = (&raw mut name).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                if to.is_some() {
+                    h.msg_hdr.msg_name = (&raw mut name).cast();
+                    h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                }
                 h.msg_hdr.msg_iov = iov;
                 h.msg_hdr.msg_iovlen = 1;
                 h
             })
             .collect();
-        let n = sizes.len();
-        let sent = libc::sendmmsg(from.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0);
-        assert_eq!(
-            sent,
-            n as i32,
-            "sendmmsg: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut bufs = vec![[0u8; 256]; n];
+        let sent = libc::sendmmsg(from.as_raw_fd(), hdrs.as_mut_ptr(), datas.len() as u32, 0);
+        assert!(sent >= 0, "sendmmsg: {}", std::io::Error::last_os_error());
+        sent as usize
+    }
+}
+
+/// `recvmmsg` on `to` (IPv4, each message's sender asked for) until `n` messages arrived;
+/// their lengths, in order.
+pub fn recv_mmsg(to: &UdpSocket, n: usize) -> Vec<usize> {
+    use std::mem::{size_of, zeroed};
+    // SAFETY: every header points into `bufs`, `names` or `riovs`, which outlive the calls.
+    unsafe {
+        let mut bufs = vec![[0u8; 2048]; n];
         let mut names: Vec<libc::sockaddr_in> = vec![zeroed(); n];
         let mut riovs: Vec<libc::iovec> = bufs
             .iter_mut()
@@ -154,11 +163,9 @@ fn mmsg(
                 std::ptr::null_mut(),
             );
             assert!(r > 0, "recvmmsg: {}", std::io::Error::last_os_error());
-            for h in &rhdrs[got..got + r as usize] {
-                assert_eq!(h.msg_len as usize, sizes[got]);
-                got += 1;
-            }
+            got += r as usize;
         }
+        rhdrs.iter().map(|h| h.msg_len as usize).collect()
     }
 }
 
