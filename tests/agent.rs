@@ -276,6 +276,19 @@ fn assert_workload_metrics(m: &str, cg: u64, device: &LoopDevice, retrans_segs: 
     if let Err(e) = check_retransmits(retransmits, retrans_segs) {
         panic!("{e}");
     }
+    // The UDP phase: every datagram sent and received inside the cgroup, both ways.
+    let (datagrams, bytes) = udp_truth();
+    for dir in ["sent", "received"] {
+        assert_eq!(
+            v(&format!("ksight_udp_{dir}_datagrams_total"), ""),
+            Some(datagrams as f64),
+            "{m}"
+        );
+        assert_eq!(
+            v(&format!("ksight_udp_{dir}_bytes_total"), ""),
+            Some(bytes as f64)
+        );
+    }
     // O_DIRECT on the loop device. The cgroup's reads also include whatever its execs
     // read from disk (binaries not in the page cache); it writes nothing else.
     let (w, r) = ((4 * 65536 + 3 * 4096) as f64, (2 * 131072 + 5 * 512) as f64);
@@ -323,7 +336,16 @@ fn assert_workload_metrics(m: &str, cg: u64, device: &LoopDevice, retrans_segs: 
     assert!(info.contains(",path=\"/"), "{info}");
 }
 
-/// Runs the workload in a fresh cgroup and waits until the agent has it all.
+/// Datagrams and bytes the workload's UDP phase sends (and receives, all on loopback).
+fn udp_truth() -> (usize, usize) {
+    use ksight_integration_tests::workload::{UDP_MMSG_TO_B, UDP_TO_A, UDP_TO_B, UDP_V6};
+    let all = [&UDP_TO_B[..], &UDP_MMSG_TO_B, &UDP_TO_A, &UDP_V6];
+    (
+        all.iter().map(|s| s.len()).sum(),
+        all.iter().map(|s| s.iter().sum::<usize>()).sum(),
+    )
+}
+
 /// Runs the ground-truth workload in `cgroup`; the agent's metrics once it has all of
 /// it, and the segments the kernel retransmitted meanwhile.
 fn run_workload(agent: &Agent, cgroup: &TestCgroup, device: &LoopDevice) -> (String, u64) {
@@ -387,6 +409,53 @@ fn the_agent_exports_the_workload_ground_truth_by_cgroup() {
         Duration::from_secs(20),
         || (!agent.metrics().contains(&id)).then_some(()),
     );
+}
+
+#[test]
+fn tcp_bytes_grow_while_the_connection_is_open() {
+    require_root();
+    let _serial = serial();
+    let agent = Agent::start("");
+    let cg = TestCgroup::new("agent-live");
+    let mut child = cg
+        .command(workload_bin(), &["tcp-phases", "10000", "5000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the workload");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let c = format!("cgroup_id=\"{}\"", cg.id);
+    let series = |what: &str| format!("ksight_tcp_{what}_bytes_total{{{c}}}");
+    // Client and server are both in the cgroup: what one sends, the other receives.
+    for (phase, so_far) in [(1, 10000.0), (2, 15000.0)] {
+        assert_eq!(lines.next().unwrap().unwrap(), phase.to_string());
+        let m = wait_for(
+            "the open connection's bytes",
+            Duration::from_secs(15),
+            || {
+                let m = agent.metrics();
+                (sample(&m, &series("sent")) == Some(so_far)).then_some(m)
+            },
+        );
+        assert_eq!(sample(&m, &series("received")), Some(so_far), "{m}");
+        assert_eq!(
+            sample(&m, &format!("ksight_tcp_closes_total{{{c}}}")),
+            Some(0.0),
+            "{m}"
+        );
+        std::io::Write::write_all(&mut stdin, b"\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    // Closed: the kernel's counters agree, nothing is added twice.
+    let m = wait_for("the closes", Duration::from_secs(15), || {
+        let m = agent.metrics();
+        (sample(&m, &format!("ksight_tcp_closes_total{{{c}}}")) == Some(2.0)).then_some(m)
+    });
+    assert_eq!(sample(&m, &series("sent")), Some(15000.0), "{m}");
+    assert_eq!(sample(&m, &series("received")), Some(15000.0), "{m}");
+    // (`ksight_tcp_byte_mismatches_total` is host-wide: other connections on the host may
+    // rightly differ, e.g. one reset with data its application never read.)
 }
 
 #[test]

@@ -202,9 +202,9 @@ fn open_connections_show_their_exact_bytes_every_interval() {
         );
         assert_eq!(r["since_start"], true, "{r}");
     }
+    // (`tcp.byte_mismatches` is host-wide here; these rows' own sums are checked above.)
     for snap in &snaps {
         assert_eq!(snap["lost_events"], 0);
-        assert_eq!(snap["tcp"]["byte_mismatches"], 0);
     }
 }
 

@@ -15,6 +15,9 @@
 //!   and one `recvmmsg`; B connected to A with `send`, A receiving with `recvfrom`; C → D
 //!   over IPv6.
 //! `ksight-workload all SENT RECEIVED DEVICE`: procs, tcp, udp and block, in that order.
+//! `ksight-workload tcp-phases N...`: one loopback connection held open; for each N the
+//!   client sends N bytes, the server reads them all, the workload prints the phase's
+//!   number and waits for a line on standard input; then both ends close.
 //! `ksight-workload procs-tcp SENT RECEIVED`: procs, then tcp.
 //! `ksight-workload procs-net SENT RECEIVED`: procs, tcp, then udp.
 //! `ksight-workload connect-loop N`: N loopback connections, one after the other, each a
@@ -39,6 +42,23 @@ pub const PROC_RUNS: [(&str, &[&str], i32); 6] = [
 /// What `block` writes, then reads, from offset 0 on: (how many, bytes each), in order.
 pub const BLOCK_WRITES: [(usize, usize); 2] = [(4, 65536), (3, 4096)];
 pub const BLOCK_READS: [(usize, usize); 2] = [(2, 131072), (5, 512)];
+
+fn tcp_phases(sizes: &[usize]) {
+    use std::io::BufRead;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    let mut stdin = std::io::stdin().lock();
+    for (i, &n) in sizes.iter().enumerate() {
+        client.write_all(&vec![b'p'; n]).expect("client write");
+        server.read_exact(&mut vec![0; n]).expect("server read");
+        println!("{}", i + 1);
+        std::io::stdout().flush().expect("stdout");
+        stdin.read_line(&mut String::new()).expect("stdin");
+    }
+    drop(client);
+    assert_eq!(server.read(&mut [0; 1]).expect("server read"), 0);
+}
 
 /// `udp`: datagram sizes A sends B with `sendto`, then with one `sendmmsg`.
 pub const UDP_TO_B: [usize; 3] = [100, 200, 300];
@@ -292,7 +312,7 @@ fn connect_loop(n: usize) {
 
 /// What [`run`] answers to arguments that describe no workload; callers print it and
 /// exit with status 2.
-pub const USAGE: &str = "usage: ksight-workload procs | tcp SENT RECEIVED | udp | block DEVICE | all SENT RECEIVED DEVICE | procs-tcp SENT RECEIVED | procs-net SENT RECEIVED | connect-loop N";
+pub const USAGE: &str = "usage: ksight-workload procs | tcp SENT RECEIVED | udp | block DEVICE | all SENT RECEIVED DEVICE | procs-tcp SENT RECEIVED | procs-net SENT RECEIVED | tcp-phases N... | connect-loop N";
 
 /// Runs the workload that `args` (without the program name) describe, or answers
 /// [`USAGE`]. A workload that does not go as specified (a spawn, a connection or an I/O
@@ -306,6 +326,10 @@ pub fn run(args: &[String]) -> Result<(), &'static str> {
         Some("procs") => procs(),
         Some("tcp") => tcp(num(1)?, num(2)?),
         Some("udp") => udp(),
+        Some("tcp-phases") => {
+            let sizes = (1..args.len()).map(num).collect::<Result<Vec<_>, _>>()?;
+            tcp_phases(&sizes);
+        }
         Some("connect-loop") => connect_loop(num(1)?),
         Some("procs-tcp") => {
             let (sent, received) = (num(1)?, num(2)?);
