@@ -391,6 +391,33 @@ fn resolve_raw(r: &mut TpResolution, btf: &BtfOffsets) {
                 r.blocking
                     .push("socket I/O reads x86-64 system call registers".into());
             } else if btf.need(&SOCK_IO_SLOTS, "socket I/O", &mut r.blocking) {
+                // Read in two copies: the head of the struct, and type with protocol (two
+                // adjacent u16s).
+                let head = crate::layout::SOCK_HEAD_LEN;
+                for (slot, size) in [
+                    (btf::SOCK_FAMILY, 2),
+                    (btf::SOCK_NUM, 2),
+                    (btf::SOCK_DPORT, 2),
+                    (btf::SOCK_RCV_SADDR, 4),
+                    (btf::SOCK_DADDR, 4),
+                    (btf::SOCK_V6_RCV_SADDR, 16),
+                    (btf::SOCK_V6_DADDR, 16),
+                ] {
+                    if btf.offsets[slot] as usize + size > head {
+                        r.blocking.push(format!(
+                            "{} lies past the first {head} bytes of struct sock",
+                            btf_field_name(slot)
+                        ));
+                    }
+                }
+                let (t, p) = (btf.offsets[btf::SOCK_TYPE], btf.offsets[btf::SOCK_PROTOCOL]);
+                if t.abs_diff(p) != 2 {
+                    r.blocking.push(format!(
+                        "{} is not next to {}",
+                        btf_field_name(btf::SOCK_PROTOCOL),
+                        btf_field_name(btf::SOCK_TYPE)
+                    ));
+                }
                 for slot in &SOCK_IO_SLOTS[SOCK_IO_SLOTS.len() - 7..] {
                     if btf.offsets[*slot] as usize + 8 > crate::layout::REGS_COPY_LEN {
                         r.blocking.push(format!(

@@ -24,7 +24,7 @@ PORT=${REDIS_PORT:-6399}
 redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
   >/dev/null 2>&1 & REDIS_PID=$!
 TRACER_PID=
-stop_tracer() { [ -z "$TRACER_PID" ] || { kill -INT "$TRACER_PID"; wait "$TRACER_PID" 2>/dev/null || true; TRACER_PID=; }; }
+stop_tracer() { [ -z "$TRACER_PID" ] || { sleep 1.5; kill -INT "$TRACER_PID"; wait "$TRACER_PID" 2>/dev/null || true; TRACER_PID=; }; }
 trap 'stop_tracer; kill $REDIS_PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -33,7 +33,9 @@ SNAPLEN=512
 start_tracer() { # $1: none | ksight | bpftrace
   case $1 in
     none) TRACER_PID= ;;
-    ksight) "$KSIGHT" top --batch --json --delay 3600 --snaplen "$SNAPLEN" >"$KS_OUT" 2>/dev/null & TRACER_PID=$! ;;
+    # Per-second snapshots: the socket calls it recorded are their sum (stop_tracer
+    # waits for the last interval to be printed).
+    ksight) "$KSIGHT" top --batch --json --delay 1 --snaplen "$SNAPLEN" >"$KS_OUT" 2>/dev/null & TRACER_PID=$! ;;
     bpftrace) bpftrace tests/bench/sock-bytes.bt >"$BT_OUT" 2>/dev/null & TRACER_PID=$! ;;
   esac
   if [ -n "$TRACER_PID" ]; then

@@ -139,6 +139,11 @@ pub mod sys_nr {
 /// reports socket I/O unavailable when a register it needs lies past this.
 pub const REGS_COPY_LEN: usize = 168;
 
+/// Bytes at the start of a `struct sock` the socket I/O program copies at once: its
+/// `sock_common` family, ports and IPv4/IPv6 addresses lie there (offsets 0..88 on
+/// x86-64 since 4.x); the loader reports socket I/O unavailable if one does not.
+pub const SOCK_HEAD_LEN: usize = 96;
+
 /// Global: payload bytes copied per socket call (1..=`event_abi::MAX_SNAPLEN`).
 pub const G_SNAPLEN: &str = "SNAPLEN";
 

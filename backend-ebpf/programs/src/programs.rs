@@ -7,8 +7,8 @@ use core::{
 };
 
 use crate::layout::{
-    MAX_SYSCALLS_IN_FLIGHT, MISSING, OUTPUT_PERF, REGS_COPY_LEN, RWBS_MAX, TP_COPY_LEN, btf,
-    sys_nr, tp_block, tp_exec, tp_exit, tp_tcp, tuple_layout,
+    MAX_SYSCALLS_IN_FLIGHT, MISSING, OUTPUT_PERF, REGS_COPY_LEN, RWBS_MAX, SOCK_HEAD_LEN,
+    TP_COPY_LEN, btf, sys_nr, tp_block, tp_exec, tp_exit, tp_tcp, tuple_layout,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -790,6 +790,8 @@ struct SockCall {
     regs: [u64; REGS_COPY_LEN / 8],
     /// The socket's tuple (local, peer); each message may replace the peer.
     tuple: TcpTuple,
+    /// Copy of the head of the socket's `struct sock` (its `sock_common` fields).
+    sock_head: [u64; SOCK_HEAD_LEN / 8],
     cgroup: u64,
     sk: u64,
     duration: u64,
@@ -893,36 +895,69 @@ fn fd_sock(fd: u64) -> Option<u64> {
     kread::<u64>(KIND, socket, btf_off(btf::SOCKET_SK))
 }
 
-/// A TCP or UDP socket's protocol and tuple (local as source, peer as destination);
-/// `None` for any other socket.
+/// A field of the copied head of a `struct sock` (the loader checks that it lies inside).
 #[inline(always)]
-fn sock_tuple(sk: u64, out: &mut TcpTuple) -> Option<u16> {
+fn head_field<T: Copy>(head: *const u8, slot: usize) -> Option<T> {
+    let off = btf_off(slot) as usize;
+    if off + size_of::<T>() > SOCK_HEAD_LEN {
+        return None;
+    }
+    // SAFETY: in bounds of the SOCK_HEAD_LEN-byte copy; fields may be unaligned.
+    Some(unsafe { ptr::read_unaligned(head.add(off).cast::<T>()) })
+}
+
+/// The protocol and tuple (local as source, peer as destination) of a TCP stream or UDP
+/// datagram socket, into `c`; `None` for any other socket. Two reads: the head of
+/// `sock_common` (family, ports, addresses), and `sk_type` with `sk_protocol`.
+#[inline(always)]
+fn sock_tuple(sk: u64, c: *mut SockCall) -> Option<u16> {
     const KIND: u16 = kind::SOCK_IO;
-    let family = kread::<u16>(KIND, sk, btf_off(btf::SOCK_FAMILY))?;
+    // SAFETY: `c` is this CPU's slot; SOCK_HEAD_LEN bytes fit its `sock_head`.
+    let head = unsafe { addr_of!((*c).sock_head).cast::<u8>() };
+    let ret = unsafe {
+        gen_helpers::bpf_probe_read_kernel(
+            head.cast_mut().cast(),
+            SOCK_HEAD_LEN as u32,
+            sk as *const _,
+        )
+    };
+    if ret != 0 {
+        count(KIND, counter::READ_ERRORS);
+        return None;
+    }
+    let family = head_field::<u16>(head, btf::SOCK_FAMILY)?;
     if family != AF_INET && family != AF_INET6 {
         return None;
     }
-    let protocol = kread::<u16>(KIND, sk, btf_off(btf::SOCK_PROTOCOL))?;
-    let sk_type = kread::<u16>(KIND, sk, btf_off(btf::SOCK_TYPE))?;
+    // Adjacent u16s, in either order (newer kernels put sk_protocol first).
+    let (type_off, protocol_off) = (btf_off(btf::SOCK_TYPE), btf_off(btf::SOCK_PROTOCOL));
+    let pair = kread::<[u16; 2]>(KIND, sk, type_off.min(protocol_off))?;
+    let (sk_type, protocol) = if type_off < protocol_off {
+        (pair[0], pair[1])
+    } else {
+        (pair[1], pair[0])
+    };
     // A TCP stream or a UDP datagram socket (not, say, a raw socket of protocol 17).
     if !(protocol == IPPROTO_TCP && sk_type == SOCK_STREAM
         || protocol == IPPROTO_UDP && sk_type == SOCK_DGRAM)
     {
         return None;
     }
+    // SAFETY: `c` is this CPU's slot.
+    let out = unsafe { &mut (*c).tuple };
     // The slot is reused: an IPv4 tuple must not keep an earlier IPv6 one's bytes.
     *out = TcpTuple::default();
     out.family = family;
-    out.sport = kread::<u16>(KIND, sk, btf_off(btf::SOCK_NUM)).unwrap_or(0);
-    out.dport = u16::from_be(kread::<u16>(KIND, sk, btf_off(btf::SOCK_DPORT)).unwrap_or(0));
+    out.sport = head_field::<u16>(head, btf::SOCK_NUM).unwrap_or(0);
+    out.dport = u16::from_be(head_field::<u16>(head, btf::SOCK_DPORT).unwrap_or(0));
     if family == AF_INET {
-        let s = kread::<[u8; 4]>(KIND, sk, btf_off(btf::SOCK_RCV_SADDR)).unwrap_or([0; 4]);
-        let d = kread::<[u8; 4]>(KIND, sk, btf_off(btf::SOCK_DADDR)).unwrap_or([0; 4]);
+        let s = head_field::<[u8; 4]>(head, btf::SOCK_RCV_SADDR).unwrap_or([0; 4]);
+        let d = head_field::<[u8; 4]>(head, btf::SOCK_DADDR).unwrap_or([0; 4]);
         out.saddr[..4].copy_from_slice(&s);
         out.daddr[..4].copy_from_slice(&d);
     } else {
-        out.saddr = kread::<[u8; 16]>(KIND, sk, btf_off(btf::SOCK_V6_RCV_SADDR)).unwrap_or([0; 16]);
-        out.daddr = kread::<[u8; 16]>(KIND, sk, btf_off(btf::SOCK_V6_DADDR)).unwrap_or([0; 16]);
+        out.saddr = head_field::<[u8; 16]>(head, btf::SOCK_V6_RCV_SADDR).unwrap_or([0; 16]);
+        out.daddr = head_field::<[u8; 16]>(head, btf::SOCK_V6_DADDR).unwrap_or([0; 16]);
     }
     Some(protocol)
 }
@@ -1208,7 +1243,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
         (fd, direction, fd_sock(u64::from(fd)).ok_or(Skip::Filtered)?)
     };
     // SAFETY: `c` is this CPU's slot.
-    let protocol = sock_tuple(sk, unsafe { &mut (*c).tuple }).ok_or(Skip::Filtered)?;
+    let protocol = sock_tuple(sk, c).ok_or(Skip::Filtered)?;
     // A TCP read of 0 bytes is end of file; a UDP datagram may be empty.
     if ret == 0 && protocol == IPPROTO_TCP {
         return Err(Skip::Filtered);
