@@ -229,7 +229,7 @@ static __always_inline bool ks_filter_key(u16 kind, u64 header_cgroup, u64 sock_
 		*key = header_cgroup;
 		return true;
 	case KSIGHT_KIND_SOCK_IO:
-		/* Checked by its probe before the socket is looked up (ks_current_ignored()). */
+		/* Checked by its probe once the call is known to make a record (ks_current_ignored()). */
 		return false;
 	case KSIGHT_KIND_TCP_STATE:
 	case KSIGHT_KIND_TCP_RETRANSMIT:

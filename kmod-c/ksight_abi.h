@@ -285,7 +285,8 @@ struct ksight_sock_io_event {
 	ksight_u8 protocol;
 	/* KSIGHT_SOCK_FLAG_* bits. */
 	ksight_u16 flags;
-	/* Payload bytes after the fixed part: min(bytes, snaplen, first buffer). */
+	/* Payload bytes after the fixed part: min(bytes, snaplen), gathered from the
+	 * first KSIGHT_MAX_IOV buffers of a vectored call (at most their lengths). */
 	ksight_u16 payload_len;
 	/* Index of the message within a sendmmsg/recvmmsg, else 0. */
 	ksight_u16 msg_index;

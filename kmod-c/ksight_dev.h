@@ -137,8 +137,8 @@ struct ksight_stats {
  * KSIGHT_IOC_SET_IGNORED_CGROUPS: replaces the set of cgroup v2 ids whose
  * records the probes drop before reserving them (counted in `filtered`): exec,
  * fork, exit, block queue and socket I/O records by the header's cgroup id (the
- * current task's; for socket I/O checked before the socket is looked up, so
- * every completed call the probe would examine counts, socket or not), TCP
+ * current task's; for socket I/O checked once the call is known to make a
+ * record, before its payload is copied, so exactly the records not made count), TCP
  * state, retransmit and reset records by their sock_cgroup_id; block issue and
  * complete never. count 0 clears the set (no filtering).
  * EINVAL when count > KSIGHT_IGNORED_CGROUPS_MAX or _pad != 0; EFAULT for a
