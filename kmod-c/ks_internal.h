@@ -55,8 +55,8 @@ extern u32 ks_snaplen;
  * NULL when the kind is disabled, when the record's cgroup is ignored (counted
  * filtered; see ksight_dev.h: the header's cgroup for exec, fork, exit and
  * block queue records, `sock_cgroup` for TCP records, none for block issue and
- * complete; socket I/O is checked by its probe with ks_current_ignored() before
- * anything else), or when the ring is full (counted lost). On success
+ * complete; socket I/O is checked by its probe with ks_current_ignored() once
+ * the call is known to make a record, before its payload is copied), or when the ring is full (counted lost). On success
  * interrupts stay off until ks_commit(). `sock_cgroup` is only read for TCP
  * kinds.
  */

@@ -655,7 +655,7 @@ static long ks_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 			err = -EFAULT;
 			break;
 		}
-		if (snaplen > KSIGHT_MAX_SNAPLEN) {
+		if (!snaplen || snaplen > KSIGHT_MAX_SNAPLEN) {
 			err = -EINVAL;
 			break;
 		}

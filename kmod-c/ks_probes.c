@@ -530,6 +530,11 @@ static u64 ks_take_entry(u64 now, u16 *flags)
 	}
 	ts = READ_ONCE(e->ts);
 	WRITE_ONCE(e->tid, 0);
+	/* Re-stamped by a thread sharing the slot between the two reads. */
+	if (ts > now) {
+		*flags |= KSIGHT_SOCK_FLAG_NO_ENTRY;
+		return 0;
+	}
 	return now - ts;
 }
 
@@ -597,14 +602,17 @@ out:
  * enough for its family (what the kernel itself requires: a sockaddr_in, or
  * SIN6_LEN_RFC2133 bytes of a sockaddr_in6) and of the socket's family.
  */
-static void ks_peer_from_call(struct ksight_tcp_tuple *t, const void __user *addr, long len,
-			      u16 *flags)
+static void ks_peer_from_call(struct ksight_tcp_tuple *t, u8 protocol, const void __user *addr,
+			      long len, u16 *flags)
 {
 	u8 sa[SIN6_LEN_RFC2133];
 	size_t need = t->family == AF_INET ? sizeof(struct sockaddr_in) : SIN6_LEN_RFC2133;
 	__be16 port;
 	u16 family;
 
+	/* A TCP socket ignores an address (it is connected): only UDP takes it. */
+	if (protocol != IPPROTO_UDP)
+		return;
 	if (!addr || len < (long)need)
 		return;
 	/* Family, port and address: the first 8 (IPv4) or 24 (IPv6) bytes. */
@@ -720,7 +728,8 @@ static void ks_sock_mmsg(const struct ks_sock_info *si, const struct mmsghdr __u
 			rec.flags |= KSIGHT_SOCK_FLAG_PAYLOAD_FAULT;
 		} else {
 			rec.bytes = m.msg_len;
-			ks_peer_from_call(&rec.tuple, m.msg_hdr.msg_name, m.msg_hdr.msg_namelen,
+			ks_peer_from_call(&rec.tuple, si->protocol, m.msg_hdr.msg_name,
+					  m.msg_hdr.msg_namelen,
 					  &rec.flags);
 			ks_iovs(m.msg_hdr.msg_iov, m.msg_hdr.msg_iovlen, &rec);
 		}
@@ -748,20 +757,26 @@ static void ks_sys_exit(struct pt_regs *regs, long ret)
 		return;
 	/* The argument registers are as the call found them. */
 	syscall_get_arguments(current, regs, args);
+	/* A peek leaves the data queued for the receive that takes it. */
+	if (((call == KSIGHT_SOCK_CALL_RECVFROM || call == KSIGHT_SOCK_CALL_RECVMMSG) &&
+	     (args[3] & MSG_PEEK)) ||
+	    (call == KSIGHT_SOCK_CALL_RECVMSG && (args[2] & MSG_PEEK)))
+		return;
+	/* Descriptors are 32-bit: the kernel ignores the register's upper half. */
 	switch (call) {
 	case KSIGHT_SOCK_CALL_SPLICE:
 		/* Into a socket (fd_out) is a send, out of one (fd_in) a receive. */
-		if (ks_sock_lookup(args[2], &si, &is_socket))
+		if (ks_sock_lookup((unsigned int)args[2], &si, &is_socket))
 			break;
 		if (is_socket)
 			return;
 		dir = KSIGHT_SOCK_DIR_RECV;
-		if (!ks_sock_lookup(args[0], &si, &is_socket))
+		if (!ks_sock_lookup((unsigned int)args[0], &si, &is_socket))
 			return;
 		break;
 	default:
 		/* sendfile's socket is its out_fd, arg0 like everyone else's. */
-		if (!ks_sock_lookup(args[0], &si, &is_socket))
+		if (!ks_sock_lookup((unsigned int)args[0], &si, &is_socket))
 			return;
 	}
 	/* A TCP read of 0 bytes is the end of the stream; a UDP one an empty datagram. */
@@ -769,7 +784,7 @@ static void ks_sys_exit(struct pt_regs *regs, long ret)
 		return;
 	/*
 	 * Once the call is known to make a record, before its payload is copied: the
-	 * filtered count is exactly the records not made (as in the eBPF programs).
+	 * filtered count is exactly the calls not recorded (as in the eBPF programs).
 	 */
 	if (ks_current_ignored(KSIGHT_KIND_SOCK_IO))
 		return;
@@ -793,7 +808,7 @@ static void ks_sys_exit(struct pt_regs *regs, long ret)
 	case KSIGHT_SOCK_CALL_SENDTO:
 		rec.bufs[0] = (const void __user *)args[1];
 		rec.lens[0] = args[2];
-		ks_peer_from_call(&rec.tuple, (const void __user *)args[4], (int)args[5],
+		ks_peer_from_call(&rec.tuple, si.protocol, (const void __user *)args[4], (int)args[5],
 				  &rec.flags);
 		break;
 	case KSIGHT_SOCK_CALL_RECVFROM: {
@@ -804,7 +819,7 @@ static void ks_sys_exit(struct pt_regs *regs, long ret)
 		/* The length the call wrote back. */
 		if (args[4] && args[5] &&
 		    !copy_from_user_nofault(&addrlen, (const void __user *)args[5], sizeof(addrlen)))
-			ks_peer_from_call(&rec.tuple, (const void __user *)args[4], addrlen,
+			ks_peer_from_call(&rec.tuple, si.protocol, (const void __user *)args[4], addrlen,
 					  &rec.flags);
 		break;
 	}
@@ -819,7 +834,7 @@ static void ks_sys_exit(struct pt_regs *regs, long ret)
 			break;
 		}
 		/* recvmsg wrote the peer's length back into msg_namelen. */
-		ks_peer_from_call(&rec.tuple, msg.msg_name, msg.msg_namelen, &rec.flags);
+		ks_peer_from_call(&rec.tuple, si.protocol, msg.msg_name, msg.msg_namelen, &rec.flags);
 		ks_iovs(msg.msg_iov, msg.msg_iovlen, &rec);
 		break;
 	default:

@@ -138,7 +138,7 @@ struct ksight_stats {
  * records the probes drop before reserving them (counted in `filtered`): exec,
  * fork, exit, block queue and socket I/O records by the header's cgroup id (the
  * current task's; for socket I/O checked once the call is known to make a
- * record, before its payload is copied, so exactly the records not made count), TCP
+ * record, before its payload is copied, so exactly the calls not recorded count), TCP
  * state, retransmit and reset records by their sock_cgroup_id; block issue and
  * complete never. count 0 clears the set (no filtering).
  * EINVAL when count > KSIGHT_IGNORED_CGROUPS_MAX or _pad != 0; EFAULT for a
@@ -174,8 +174,8 @@ struct ksight_ignored_cgroups {
 /* Interface 1.1: the cgroup ignore set, struct ksight_ignored_cgroups. */
 #define KSIGHT_IOC_SET_IGNORED_CGROUPS _IOW(KSIGHT_IOC_MAGIC, 8, struct ksight_ignored_cgroups)
 /*
- * Interface 1.2: payload bytes copied per socket I/O record, a ksight_u32 from 0
- * to KSIGHT_MAX_SNAPLEN (EINVAL above). Each open starts at KSIGHT_DEFAULT_SNAPLEN.
+ * Interface 1.2: payload bytes copied per socket I/O record, a ksight_u32 from 1
+ * to KSIGHT_MAX_SNAPLEN (EINVAL otherwise). Each open starts at KSIGHT_DEFAULT_SNAPLEN.
  */
 #define KSIGHT_IOC_SET_SNAPLEN _IOW(KSIGHT_IOC_MAGIC, 9, ksight_u32)
 /*

@@ -14,6 +14,9 @@ pub(crate) enum Expect {
     Ptr,
     /// A struct or union of this many bytes (e.g. `struct in6_addr`).
     Sized(usize),
+    /// An integer of any width, read by its low bytes (a field whose type moved between
+    /// kernels, e.g. `pt_regs.cs`).
+    AnyInt,
 }
 
 pub(crate) struct KernelBtf {
@@ -63,6 +66,7 @@ impl KernelBtf {
             (Expect::Int(n), Type::Int(i)) => i.size() == n,
             (Expect::Int(n), Type::Enum(e)) => e.size() == n,
             (Expect::Sized(n), Type::Struct(s) | Type::Union(s)) => s.size() == n,
+            (Expect::AnyInt, Type::Int(_)) => true,
             _ => false,
         };
         if !ok {

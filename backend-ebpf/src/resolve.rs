@@ -222,11 +222,13 @@ pub(crate) const BTF_FIELDS: [(usize, &str, &[&str], Expect); btf::LEN] = [
     (btf::REGS_R8, "pt_regs", &["r8"], Expect::Int(8)),
     (btf::REGS_R9, "pt_regs", &["r9"], Expect::Int(8)),
     (btf::SOCK_TYPE, "sock", &["sk_type"], Expect::Int(2)),
+    (btf::REGS_CS, "pt_regs", &["cs"], Expect::AnyInt),
 ];
 
 /// What the socket I/O programs cannot do without: finding the socket behind a file
 /// descriptor, its identity and tuple, and the system call's number and arguments.
-pub(crate) const SOCK_IO_SLOTS: [usize; 24] = [
+pub(crate) const SOCK_IO_SLOTS: [usize; 25] = [
+    btf::REGS_CS,
     btf::SOCK_TYPE,
     btf::TASK_FILES,
     btf::FILES_FDT,
@@ -418,11 +420,20 @@ fn resolve_raw(r: &mut TpResolution, btf: &BtfOffsets) {
                         btf_field_name(btf::SOCK_TYPE)
                     ));
                 }
-                for slot in &SOCK_IO_SLOTS[SOCK_IO_SLOTS.len() - 7..] {
-                    if btf.offsets[*slot] as usize + 8 > crate::layout::REGS_COPY_LEN {
+                for slot in [
+                    btf::REGS_ORIG_AX,
+                    btf::REGS_DI,
+                    btf::REGS_SI,
+                    btf::REGS_DX,
+                    btf::REGS_R10,
+                    btf::REGS_R8,
+                    btf::REGS_R9,
+                    btf::REGS_CS,
+                ] {
+                    if btf.offsets[slot] as usize + 8 > crate::layout::REGS_COPY_LEN {
                         r.blocking.push(format!(
                             "{} lies past the {} bytes of pt_regs copied",
-                            btf_field_name(*slot),
+                            btf_field_name(slot),
                             crate::layout::REGS_COPY_LEN
                         ));
                     }

@@ -34,6 +34,9 @@ impl Scope {
 const MAX_PENDING_BIOS: usize = 1 << 16;
 /// Closed connections kept for listing between resets.
 const MAX_CLOSED_CONNECTIONS: usize = 4096;
+/// Open connections tracked at once (the host's own limit is in the millions; this keeps
+/// the engine bounded when their close records never come).
+const MAX_OPEN_CONNECTIONS: usize = 1 << 18;
 /// Sockets remembered as closed, so that a call completing after the kernel's close is
 /// not taken for a connection opened before capture.
 const MAX_RECENTLY_CLOSED: usize = 1 << 16;
@@ -668,8 +671,11 @@ impl Aggregator {
     /// the socket and the calling process as they happen.
     fn tcp_io(&mut self, e: &event_abi::SockIoEvent) {
         let h = &e.header;
-        let conn = match self.open.entry(e.sock_id) {
-            Entry::Occupied(slot) => slot.into_mut(),
+        // Connections first seen by a call are only forgotten at their close; without
+        // their state records (the TCP signal off) none would ever close: bounded.
+        let room = self.open.len() < MAX_OPEN_CONNECTIONS;
+        let mut conn = match self.open.entry(e.sock_id) {
+            Entry::Occupied(slot) => Some(slot.into_mut()),
             Entry::Vacant(slot) => {
                 if self.recently_closed.contains_key(&e.sock_id) {
                     // A call that completed after the kernel closed the connection (data
@@ -682,50 +688,54 @@ impl Aggregator {
                         .find(|c| c.sock_id == e.sock_id)
                     {
                         if e.direction == sock_dir::SEND {
-                            c.call_sent += e.bytes;
+                            c.call_sent = c.call_sent.saturating_add(e.bytes);
                         } else {
-                            c.call_received += e.bytes;
+                            c.call_received = c.call_received.saturating_add(e.bytes);
                         }
                     }
                     return;
                 }
-                slot.insert(Connection::since_start(e))
+                room.then(|| slot.insert(Connection::since_start(e)))
             }
         };
-        if conn.owner_pid == 0 {
-            conn.owner_pid = h.pid;
+        let mut cgroup_id = h.cgroup_id;
+        if let Some(conn) = conn.as_deref_mut() {
+            if conn.owner_pid == 0 {
+                conn.owner_pid = h.pid;
+            }
+            conn.last_ts = conn.last_ts.max(h.ts_ns);
+            if conn.sock_cgroup_id != 0 {
+                cgroup_id = conn.sock_cgroup_id;
+            }
+            if e.direction == sock_dir::SEND {
+                conn.call_sent = conn.call_sent.saturating_add(e.bytes);
+            } else {
+                conn.call_received = conn.call_received.saturating_add(e.bytes);
+            }
         }
-        conn.last_ts = conn.last_ts.max(h.ts_ns);
-        let cgroup_id = if conn.sock_cgroup_id != 0 {
-            conn.sock_cgroup_id
-        } else {
-            h.cgroup_id
-        };
         let cg = self.cgroups.entry(cgroup_id).or_default();
         let p = self.processes.entry(h.pid).or_default();
         if p.cgroup_id == 0 {
             p.cgroup_id = h.cgroup_id;
         }
         if e.direction == sock_dir::SEND {
-            conn.call_sent += e.bytes;
-            self.totals.bytes_sent += e.bytes;
-            cg.tcp_bytes_sent += e.bytes;
-            p.tcp_bytes_sent += e.bytes;
+            self.totals.bytes_sent = self.totals.bytes_sent.saturating_add(e.bytes);
+            cg.tcp_bytes_sent = cg.tcp_bytes_sent.saturating_add(e.bytes);
+            p.tcp_bytes_sent = p.tcp_bytes_sent.saturating_add(e.bytes);
         } else {
-            conn.call_received += e.bytes;
-            self.totals.bytes_received += e.bytes;
-            cg.tcp_bytes_received += e.bytes;
-            p.tcp_bytes_received += e.bytes;
+            self.totals.bytes_received = self.totals.bytes_received.saturating_add(e.bytes);
+            cg.tcp_bytes_received = cg.tcp_bytes_received.saturating_add(e.bytes);
+            p.tcp_bytes_received = p.tcp_bytes_received.saturating_add(e.bytes);
         }
     }
 
     fn udp_io(&mut self, e: &event_abi::SockIoEvent) {
         let cg = self.cgroups.entry(e.header.cgroup_id).or_default();
         if e.direction == sock_dir::SEND {
-            cg.udp_bytes_sent += e.bytes;
+            cg.udp_bytes_sent = cg.udp_bytes_sent.saturating_add(e.bytes);
             cg.udp_datagrams_sent += 1;
         } else {
-            cg.udp_bytes_received += e.bytes;
+            cg.udp_bytes_received = cg.udp_bytes_received.saturating_add(e.bytes);
             cg.udp_datagrams_received += 1;
         }
         self.udp.record(e);

@@ -21,13 +21,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
-/// UDP flows listed per interval; datagrams of flows beyond are counted in the totals and
-/// `unlisted_datagrams`.
+/// UDP flows listed (per interval; in the agent, for its life): datagrams of flows beyond
+/// are counted in the totals and `unlisted_datagrams`.
 pub const MAX_UDP_FLOWS: usize = 16_384;
-/// Distinct query names per interval; further names are listed as "other".
+/// Distinct query names (per interval; in the agent, for its life); further names are
+/// listed as "other".
 pub const MAX_QNAMES: usize = 1000;
-/// DNS rows per interval; beyond it new rows fold their name into "other".
-pub const MAX_DNS_ROWS: usize = 16_384;
+/// DNS rows (each holds a latency histogram of about 10 KiB); beyond it a new row folds
+/// its name into "other", and past a second margin into one row per role and rcode.
+pub const MAX_DNS_ROWS: usize = 4096;
 /// A query with no answer after this much event time is a timeout.
 pub const DNS_TIMEOUT_NS: u64 = 5_000_000_000;
 /// Queries waiting for their answer; past it new queries are not waited for (their answer
@@ -119,10 +121,10 @@ impl Udp {
         let send = e.direction == sock_dir::SEND;
         let add = |f: &mut Flow| {
             if send {
-                f.bytes_sent += e.bytes;
+                f.bytes_sent = f.bytes_sent.saturating_add(e.bytes);
                 f.datagrams_sent += 1;
             } else {
-                f.bytes_received += e.bytes;
+                f.bytes_received = f.bytes_received.saturating_add(e.bytes);
                 f.datagrams_received += 1;
             }
         };
@@ -461,6 +463,13 @@ impl Dns {
             }
             self.seq += 1;
             let deadline = h.ts_ns.saturating_add(DNS_TIMEOUT_NS);
+            // Answered queries leave their deadline behind until it passes: drop those
+            // before the queue outgrows the queries actually waiting.
+            if self.deadlines.len() >= 2 * MAX_PENDING_QUERIES {
+                let pending = &self.pending;
+                self.deadlines
+                    .retain(|(_, seq, key)| pending.get(key).is_some_and(|p| p.seq == *seq));
+            }
             self.deadlines.push_back((deadline, self.seq, key));
             self.pending.insert(
                 key,
@@ -519,6 +528,18 @@ impl Dns {
         };
         if key.qname != OTHER && self.rows.len() >= MAX_DNS_ROWS && !self.rows.contains_key(&key) {
             key.qname = OTHER;
+        }
+        // "other" rows still differ by server, type and cgroup: past a margin, one row per
+        // role and rcode takes every further one, so the rows stay bounded.
+        if self.rows.len() >= MAX_DNS_ROWS + MAX_DNS_ROWS / 4 && !self.rows.contains_key(&key) {
+            key = RowKey {
+                role,
+                server: Endpoint::default(),
+                qname: OTHER,
+                qtype: 0,
+                rcode,
+                cgroup_id: 0,
+            };
         }
         if key.qname == OTHER {
             self.other_qnames += 1;

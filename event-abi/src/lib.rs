@@ -380,7 +380,7 @@ pub mod counter {
 /// - exec, fork, exit, block queue, socket I/O: the header's `cgroup_id` (the current
 ///   task's cgroup v2 id), checked before the record is built (for socket I/O, once the
 ///   descriptor is found to be a TCP or UDP socket and the call to make a record, before
-///   its tuple is read or any payload copied);
+///   any payload is copied; a filtered call counts once, whatever its records);
 /// - TCP state, retransmit and resets: the record's `sock_cgroup_id` (they may run in
 ///   softirq, where the current task is unrelated);
 /// - block issue and complete: never filtered (irq or other tasks' context).

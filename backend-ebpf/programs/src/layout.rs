@@ -116,7 +116,10 @@ pub mod btf {
     pub const REGS_R9: usize = 38;
     /// `sock.sk_type`
     pub const SOCK_TYPE: usize = 39;
-    pub const LEN: usize = 40;
+    /// `pt_regs.cs` (an unsigned long before Linux 6.9, a u16 in a union since): the
+    /// code segment the call came from, to tell 32-bit calls apart.
+    pub const REGS_CS: usize = 40;
+    pub const LEN: usize = 41;
 }
 
 /// x86-64 system call numbers of the calls socket I/O completes (`asm/unistd_64.h`).

@@ -761,6 +761,11 @@ fn ks_blk_complete(ctx: TracePointContext) -> u32 {
 const IPPROTO_UDP: u16 = 17;
 const SOCK_STREAM: u16 = 1;
 const SOCK_DGRAM: u16 = 2;
+/// `MSG_PEEK`: a receive that leaves the data queued; the read that takes it is recorded.
+const MSG_PEEK: u64 = 2;
+/// x86-64's `__USER32_CS`: a system call from 32-bit code (numbered and laid out
+/// differently), which is not recorded.
+const USER32_CS: u16 = 0x23;
 const S_IFMT: u16 = 0o170_000;
 const S_IFSOCK: u16 = 0o140_000;
 
@@ -1008,6 +1013,8 @@ fn peer_from_call(tuple: &mut TcpTuple, addr: u64, len: i32) -> bool {
 struct Message {
     bytes: u64,
     buf: u64,
+    /// The single buffer's length as the call was given it.
+    buf_len: u64,
     iov: u64,
     iovcnt: u64,
     name: u64,
@@ -1016,13 +1023,15 @@ struct Message {
     fault: bool,
 }
 
-/// A user `struct msghdr` (x86-64 layout): name, namelen, iov, iovlen.
+/// A message from the first words of a user `struct msghdr` (x86-64 layout: name,
+/// namelen, iov, iovlen, …); `None` when they could not be read.
 #[inline(always)]
-fn msghdr(addr: u64, bytes: u64) -> Message {
-    match uread::<[u64; 4]>(addr) {
+fn message(h: Option<[u64; 4]>, bytes: u64) -> Message {
+    match h {
         Some(h) => Message {
             bytes,
             buf: 0,
+            buf_len: 0,
             iov: h[2],
             iovcnt: h[3],
             name: h[0],
@@ -1032,6 +1041,7 @@ fn msghdr(addr: u64, bytes: u64) -> Message {
         None => Message {
             bytes,
             buf: 0,
+            buf_len: 0,
             iov: 0,
             iovcnt: 0,
             name: 0,
@@ -1049,7 +1059,7 @@ fn gather(payload: *mut u8, msg: &Message, want: u64) -> Option<u64> {
     let mut lens = [0u64; MAX_IOV];
     if msg.iov == 0 {
         bases[0] = msg.buf;
-        lens[0] = if msg.buf == 0 { 0 } else { msg.bytes };
+        lens[0] = msg.buf_len;
     } else {
         let mut i = 0;
         while i < MAX_IOV {
@@ -1073,7 +1083,7 @@ fn gather(payload: *mut u8, msg: &Message, want: u64) -> Option<u64> {
     if total == 0 {
         return Some(0);
     }
-    // SAFETY: `payload` has MAX_SNAPLEN bytes plus one buffer's worth of slack, and
+    // SAFETY: `payload` has MAX_SNAPLEN bytes plus MAX_SNAPLEN of slack, and
     // `total <= want <= MAX_SNAPLEN`.
     // The mask keeps the bound visible to the verifier (it does not follow the loop's
     // arithmetic): a multiple of 8 below 2 * MAX_SNAPLEN.
@@ -1090,7 +1100,8 @@ fn gather(payload: *mut u8, msg: &Message, want: u64) -> Option<u64> {
         if off > MAX_SNAPLEN as u64 {
             break;
         }
-        if take > 0 {
+        // A null buffer gives nothing and is no fault (as in the module).
+        if take > 0 && bases[i] != 0 {
             // The compiler knows `take <= MAX_SNAPLEN` and would drop a mask; read back
             // through a volatile load, the mask stays and gives older verifiers (6.1) a
             // bound they otherwise lose in `total - off`.
@@ -1122,15 +1133,19 @@ fn emit_sock_io(ctx: &RawTracePointContext, c: *const SockCall, msg: &Message, m
     let Ok((ev, _)) = scratch::<SockIoEvent>(KIND) else {
         return;
     };
-    // SAFETY: `c` is this CPU's SOCK_CALL slot, `ev` its zeroed scratch record of
-    // MAX_RECORD_SIZE bytes: the fixed part plus MAX_SNAPLEN bytes of payload.
+    // SAFETY: `c` is this CPU's SOCK_CALL slot, `ev` its scratch record (fixed part
+    // zeroed; `gather` zeroes the payload's padding) with room for MAX_SNAPLEN bytes of
+    // payload and as much slack.
     unsafe {
         let mut flags = (*c).flags;
         if msg.fault {
             flags |= sock_flags::PAYLOAD_FAULT;
         }
         (*ev).tuple = (*c).tuple;
-        if peer_from_call(&mut (*ev).tuple, msg.name, msg.namelen) {
+        // A TCP socket ignores an address (it is connected): only UDP takes it.
+        if u16::from((*c).protocol) == IPPROTO_UDP
+            && peer_from_call(&mut (*ev).tuple, msg.name, msg.namelen)
+        {
             flags |= sock_flags::PEER_FROM_CALL;
         }
         let snaplen = u64::from(ptr::read_volatile(&SNAPLEN));
@@ -1217,6 +1232,28 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
     }
     let a0 = reg(c, btf::REGS_DI);
     let a1 = reg(c, btf::REGS_SI);
+    // A 32-bit call's number meant another call, its arguments other registers.
+    // SAFETY: `c` is this CPU's slot; the loader checked REGS_CS + 8 <= REGS_COPY_LEN.
+    let cs = unsafe {
+        ptr::read_unaligned(
+            addr_of!((*c).regs)
+                .cast::<u8>()
+                .add((btf_off(btf::REGS_CS) as usize).min(REGS_COPY_LEN - 2))
+                .cast::<u16>(),
+        )
+    };
+    if cs == USER32_CS {
+        return Err(Skip::Filtered);
+    }
+    // A peek leaves the data queued for the receive that takes it.
+    let flags = match call {
+        sock_call::RECVFROM | sock_call::RECVMMSG => reg(c, btf::REGS_R10),
+        sock_call::RECVMSG => reg(c, btf::REGS_DX),
+        _ => 0,
+    };
+    if flags & MSG_PEEK != 0 {
+        return Err(Skip::Filtered);
+    }
 
     // Which descriptor is the socket, and which way the data went.
     let (fd, direction, sk) = if call == sock_call::SPLICE {
@@ -1249,7 +1286,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
         return Err(Skip::Filtered);
     }
     // Once the call is known to be a socket call that makes a record, before anything is
-    // copied from it: so the filtered count is exactly the records not made.
+    // copied from it: so the filtered count is exactly the calls not recorded.
     let cgroup = current_cgroup_unless_ignored(KIND)?;
 
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -1280,6 +1317,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
     let mut msg = Message {
         bytes,
         buf: 0,
+        buf_len: reg(c, btf::REGS_DX),
         iov: 0,
         iovcnt: 0,
         name: 0,
@@ -1305,7 +1343,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
                 msg.namelen = uread::<i32>(reg(c, btf::REGS_R9)).unwrap_or(0);
             }
         }
-        sock_call::SENDMSG | sock_call::RECVMSG => msg = msghdr(a1, bytes),
+        sock_call::SENDMSG | sock_call::RECVMSG => msg = message(uread::<[u64; 4]>(a1), bytes),
         sock_call::SENDMMSG | sock_call::RECVMMSG => {
             // `ret` messages of `struct mmsghdr` (a msghdr and its `msg_len`, 64 bytes),
             // each recorded by `ks_sys_mmsg`.
@@ -1348,9 +1386,10 @@ fn ks_sys_mmsg(ctx: RawTracePointContext) -> u32 {
         if i >= (*c).mmsg_count || i >= MAX_MMSG as u32 {
             return 0;
         }
-        let hdr = (*c).mmsg_vec.wrapping_add(u64::from(i) * 64);
-        let msg_len = uread::<u32>(hdr + 56).unwrap_or(0);
-        let m = msghdr(hdr, u64::from(msg_len));
+        // One read of the whole `struct mmsghdr`: its msghdr, then `msg_len` (word 7).
+        let h = uread::<[u64; 8]>((*c).mmsg_vec.wrapping_add(u64::from(i) * 64));
+        let msg_len = h.map_or(0, |h| h[7] as u32);
+        let m = message(h.map(|h| [h[0], h[1], h[2], h[3]]), u64::from(msg_len));
         emit_sock_io(&ctx, c, &m, i);
         (*c).mmsg_next = i + 1;
         if i + 1 < (*c).mmsg_count {
