@@ -321,10 +321,27 @@ mod tests {
         let conn = |role: &str, bytes: (u64, u64), ports: (u16, u16)| {
             json!({
                 "role": role, "bytes_sent": bytes.0, "bytes_received": bytes.1,
+                "call_bytes_sent": bytes.0, "call_bytes_received": bytes.1,
                 "daddr": "127.0.0.1", "sport": ports.0, "dport": ports.1,
                 "comm": "ksight-workload", "pid": 42, "srtt_us": 10,
             })
         };
+        let sum = |sizes: &[usize]| sizes.iter().sum::<usize>() as u64;
+        let n = |sizes: &[usize]| sizes.len() as u64;
+        let (to_b, to_b_bytes) = (
+            n(&UDP_TO_B) + n(&UDP_MMSG_TO_B),
+            sum(&UDP_TO_B) + sum(&UDP_MMSG_TO_B),
+        );
+        let (to_a, to_a_bytes) = (n(&UDP_TO_A), sum(&UDP_TO_A));
+        let (v6, v6_bytes) = (n(&UDP_V6), sum(&UDP_V6));
+        let flow = |saddr: &str, counts: [u64; 4]| {
+            json!({
+                "saddr": saddr, "sport": 30000, "dport": 30001, "pid": 42,
+                "datagrams_sent": counts[0], "bytes_sent": counts[1],
+                "datagrams_received": counts[2], "bytes_received": counts[3],
+            })
+        };
+        let (dgrams, bytes) = (to_b + to_a + v6, to_b_bytes + to_a_bytes + v6_bytes);
         json!({
             "process": {
                 "execs": 7, "forks": 6, "exits": 7, "threads": 1,
@@ -339,6 +356,17 @@ mod tests {
                     conn("passive", (received, sent), (5000, 40000)),
                     conn("active", (0, 0), (40001, 5000)),
                     conn("passive", (0, 0), (5000, 40001)),
+                ],
+                "byte_mismatches": 0,
+            },
+            "udp": {
+                "datagrams_sent": dgrams, "datagrams_received": dgrams,
+                "bytes_sent": bytes, "bytes_received": bytes,
+                "flows": [
+                    flow("127.0.0.1", [to_b, to_b_bytes, to_a, to_a_bytes]),
+                    flow("127.0.0.1", [to_a, to_a_bytes, to_b, to_b_bytes]),
+                    flow("::1", [v6, v6_bytes, 0, 0]),
+                    flow("::1", [0, 0, v6, v6_bytes]),
                 ],
             },
             "block": {"devices": []},
@@ -376,6 +404,7 @@ mod tests {
         m["tcp"]["connections"][1]["sport"] = json!(5001);
         m["tcp"]["retransmits"] = json!(1);
         m["lost_events"] = json!(3);
+        m["udp"]["flows"][0]["datagrams_sent"] = json!(6);
         let failures = check(&m, &truth(0));
         for want in [
             "execs: got 8, want 7",
@@ -389,7 +418,11 @@ mod tests {
                 "{want} in {failures:#?}"
             );
         }
-        assert_eq!(failures.len(), 6, "{failures:#?}");
+        assert!(
+            failures.iter().any(|f| f.starts_with("udp flows: got")),
+            "{failures:#?}"
+        );
+        assert_eq!(failures.len(), 7, "{failures:#?}");
     }
 
     #[test]
