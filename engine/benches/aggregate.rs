@@ -9,37 +9,20 @@ use std::hint::black_box;
 
 fn full_aggregation(c: &mut Criterion) {
     // 4000 rounds × 26 records: process lifecycles, TCP connections, block I/O.
-    let batch = Synth::host_mix(4000);
-    let mut group = c.benchmark_group("engine");
-    group.throughput(Throughput::Elements(batch.len() as u64));
-    group.bench_function("replay_to_aggregates", |b| {
-        b.iter(|| {
-            let mut engine = Engine::new("bench", None);
-            engine.ingest(black_box(&batch));
-            engine.advance();
-            engine.flush();
-            black_box(engine.records)
-        })
-    });
-    group.bench_function("replay_to_snapshot", |b| {
-        b.iter(|| {
-            let mut engine = Engine::new("bench", None);
-            engine.ingest(black_box(&batch));
-            engine.flush();
-            black_box(engine.snapshot(&NoNames))
-        })
-    });
-    group.finish();
-
+    bench_mix(c, "engine", &Synth::host_mix(4000));
     // 4000 rounds × 21 records, 8 of them socket I/O with payload (200 and 512 bytes of
     // TCP, DNS over UDP at both ends): live TCP bytes, UDP flows, DNS parsing.
-    let batch = Synth::socket_mix(4000);
-    let mut group = c.benchmark_group("engine_socket_io");
+    bench_mix(c, "engine_socket_io", &Synth::socket_mix(4000));
+}
+
+/// A mix of raw records through the engine: to the aggregates, and to a finished snapshot.
+fn bench_mix(c: &mut Criterion, name: &str, batch: &ksight_engine::RawBatch) {
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(batch.len() as u64));
     group.bench_function("replay_to_aggregates", |b| {
         b.iter(|| {
             let mut engine = Engine::new("bench", None);
-            engine.ingest(black_box(&batch));
+            engine.ingest(black_box(batch));
             engine.advance();
             engine.flush();
             black_box(engine.records)
@@ -48,7 +31,7 @@ fn full_aggregation(c: &mut Criterion) {
     group.bench_function("replay_to_snapshot", |b| {
         b.iter(|| {
             let mut engine = Engine::new("bench", None);
-            engine.ingest(black_box(&batch));
+            engine.ingest(black_box(batch));
             engine.flush();
             black_box(engine.snapshot(&NoNames))
         })

@@ -674,7 +674,7 @@ impl Aggregator {
         // Connections first seen by a call are only forgotten at their close; without
         // their state records (the TCP signal off) none would ever close: bounded.
         let room = self.open.len() < MAX_OPEN_CONNECTIONS;
-        let mut conn = match self.open.entry(e.sock_id) {
+        let conn = match self.open.entry(e.sock_id) {
             Entry::Occupied(slot) => Some(slot.into_mut()),
             Entry::Vacant(slot) => {
                 if self.recently_closed.contains_key(&e.sock_id) {
@@ -699,7 +699,7 @@ impl Aggregator {
             }
         };
         let mut cgroup_id = h.cgroup_id;
-        if let Some(conn) = conn.as_deref_mut() {
+        if let Some(conn) = conn {
             if conn.owner_pid == 0 {
                 conn.owner_pid = h.pid;
             }
