@@ -10,6 +10,7 @@ use event_abi::{
     sock_dir, sock_flags, tcp_state, tcp_stats,
 };
 use hdrhistogram::Histogram;
+use ksight_protocols::Role as ProtoRole;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
@@ -292,6 +293,7 @@ pub struct Aggregator {
     /// Event time at which the oldest pending DNS query times out.
     dns_deadline: u64,
     sock_health: sockio::Health,
+    requests: crate::requests::Requests,
 }
 
 /// Exit status in wait(2) encoding → the code a shell reports.
@@ -347,6 +349,7 @@ impl Aggregator {
             bios.retain(|_, b| !ignored.contains(&b.cgroup_id));
         }
         self.dns.retain_cgroups(|id| !ignored.contains(&id));
+        self.requests.retain_cgroups(|id| !ignored.contains(&id));
         self.dns_deadline = self.dns.next_deadline();
         self.cgroups.retain(|id, _| !ignored.contains(id));
     }
@@ -518,10 +521,14 @@ impl Aggregator {
                 Role::Active => {
                     self.totals.connects += 1;
                     cg.tcp_connects += 1;
+                    self.requests
+                        .established(&e.tuple, ProtoRole::Client, sock_cgroup_id);
                 }
                 Role::Passive => {
                     self.totals.accepts += 1;
                     cg.tcp_accepts += 1;
+                    self.requests
+                        .established(&e.tuple, ProtoRole::Server, sock_cgroup_id);
                 }
                 // Established before capture: no open was seen.
                 Role::Unknown => {}
@@ -538,6 +545,7 @@ impl Aggregator {
                 }
                 self.recently_closed.insert(e.sock_id, h.ts_ns);
                 self.dns.closed(e.sock_id);
+                self.requests.closed(e.sock_id, &e.tuple);
             }
             if in_scope {
                 self.close(conn);
@@ -659,7 +667,7 @@ impl Aggregator {
         health.unreported_msgs += u64::from(e.unreported_msgs);
         health.payload_faults += u64::from(e.flags & sock_flags::PAYLOAD_FAULT != 0);
         match e.protocol {
-            IPPROTO_TCP => self.tcp_io(e),
+            IPPROTO_TCP => self.tcp_io(e, &r.payload),
             IPPROTO_UDP => self.udp_io(e),
             _ => {}
         }
@@ -669,7 +677,7 @@ impl Aggregator {
 
     /// Live TCP bytes: the call's bytes go to its connection, the totals, the cgroup of
     /// the socket and the calling process as they happen.
-    fn tcp_io(&mut self, e: &event_abi::SockIoEvent) {
+    fn tcp_io(&mut self, e: &event_abi::SockIoEvent, payload: &[u8]) {
         let h = &e.header;
         // Connections first seen by a call are only forgotten at their close; without
         // their state records (the TCP signal off) none would ever close: bounded.
@@ -699,7 +707,13 @@ impl Aggregator {
             }
         };
         let mut cgroup_id = h.cgroup_id;
+        let mut tcp_role = None;
         if let Some(conn) = conn {
+            tcp_role = match conn.role {
+                Role::Active => Some(ProtoRole::Client),
+                Role::Passive => Some(ProtoRole::Server),
+                Role::Unknown => None,
+            };
             if conn.owner_pid == 0 {
                 conn.owner_pid = h.pid;
             }
@@ -727,6 +741,7 @@ impl Aggregator {
             cg.tcp_bytes_received = cg.tcp_bytes_received.saturating_add(e.bytes);
             p.tcp_bytes_received = p.tcp_bytes_received.saturating_add(e.bytes);
         }
+        self.requests.record(e, payload, cgroup_id, tcp_role);
     }
 
     fn udp_io(&mut self, e: &event_abi::SockIoEvent) {
@@ -862,6 +877,7 @@ impl Aggregator {
         self.devices.clear();
         self.udp.reset();
         self.dns.reset();
+        self.requests.reset();
         self.sock_health = sockio::Health::default();
         self.processes.retain(|_, p| p.exit_code.is_none());
         for p in self.processes.values_mut() {
@@ -1068,6 +1084,12 @@ impl Aggregator {
             },
             udp: self.udp.summary(&comm_of),
             dns: self.dns.summary(),
+            http: self.requests.http_summary(),
+            redis: self.requests.redis_summary(),
+            mysql: self.requests.query_summary(ksight_protocols::Protocol::Mysql),
+            postgres: self.requests.query_summary(ksight_protocols::Protocol::Postgres),
+            protocols: self.requests.protocols_summary(),
+            edges: self.requests.edges(),
             socket_io: SocketIoSummary {
                 calls: self.sock_health.calls,
                 payload_bytes: self.sock_health.payload_bytes,

@@ -6,10 +6,12 @@ pub mod decode;
 pub mod dns;
 pub mod driver;
 pub mod engine;
+pub mod latency;
 pub mod names;
 pub mod parity;
 pub mod pipeline;
 pub mod reorder;
+pub mod requests;
 /// Typed fidelity: the backend contract's types (`ksight-source`).
 pub use ksight_source::signals;
 pub mod snapshot;

@@ -58,6 +58,22 @@ pub struct Snapshot {
     /// Health of the socket I/O signal itself.
     #[serde(default)]
     pub socket_io: SocketIoSummary,
+    /// Requests parsed from socket payload (HTTP/1, HTTP/2, gRPC), per row of
+    /// (protocol, role, method, route, status, peer, host, cgroup).
+    #[serde(default)]
+    pub http: HttpSummary,
+    #[serde(default)]
+    pub redis: RedisSummary,
+    #[serde(default)]
+    pub mysql: QuerySummary,
+    #[serde(default)]
+    pub postgres: QuerySummary,
+    /// Connections and bytes per detected protocol, and the parsers' health.
+    #[serde(default)]
+    pub protocols: ProtocolsSummary,
+    /// The service map: client cgroup → server address (and its cgroup when on this host).
+    #[serde(default)]
+    pub edges: Vec<EdgeRow>,
     pub block: BlockSummary,
     pub cgroups: Vec<CgroupRow>,
     /// `cgroups` summed by owner (container, pod, unit or path) once attributed; empty
@@ -238,6 +254,122 @@ pub struct SocketIoSummary {
     pub unreported_msgs: u64,
     /// Calls whose payload could not be read from user memory.
     pub payload_faults: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpSummary {
+    pub requests: Vec<HttpRow>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpRow {
+    /// "http" (HTTP/1.x), "http2" or "grpc".
+    pub protocol: String,
+    /// "client" (this host sent the request) or "server" (it received it).
+    pub role: String,
+    /// GET, POST, … ("OTHER" outside the known set).
+    pub method: String,
+    /// The request path, normalised (query dropped, ids as `*`); "other" past the bound on
+    /// routes per service.
+    pub route: String,
+    /// The response's status (0 for a gRPC call or an HTTP/2 stream reset with none).
+    pub status: u16,
+    /// gRPC calls: the `grpc-status` of the response.
+    pub grpc_status: Option<String>,
+    pub count: u64,
+    /// Responses with status ≥ 500 or a non-zero `grpc-status`.
+    pub errors: u64,
+    /// Request-to-response latency.
+    pub latency_us: Latency,
+    /// Client rows: the server, "addr:port". Server rows: none.
+    pub peer: Option<String>,
+    /// `Host` or `:authority` as sent, lowercase.
+    pub host: Option<String>,
+    /// The socket's cgroup.
+    pub cgroup_id: u64,
+    /// As in [`DeviceRow`].
+    pub latency_sum_ns: u64,
+    pub latency_buckets: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RedisSummary {
+    pub commands: Vec<CommandRow>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuerySummary {
+    pub queries: Vec<CommandRow>,
+}
+
+/// Redis commands, MySQL and PostgreSQL statements.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandRow {
+    pub role: String,
+    /// The Redis command, or the statement's verb (`SELECT`, `INSERT`, …; `PREPARE` for a
+    /// MySQL binary-protocol prepare; an executed prepared statement under its verb).
+    pub command: String,
+    pub count: u64,
+    pub errors: u64,
+    /// Errors by code: the Redis error's first word, the MySQL error number, the SQLSTATE.
+    pub error_codes: BTreeMap<String, u64>,
+    pub latency_us: Latency,
+    pub peer: Option<String>,
+    pub cgroup_id: u64,
+    pub latency_sum_ns: u64,
+    pub latency_buckets: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProtocolsSummary {
+    pub connections: Vec<ProtocolConnectionRow>,
+    /// Streams found malformed and skipped.
+    pub malformed: u64,
+    /// Messages of connections met mid-stream that could not be parsed, counted instead.
+    pub mid_stream: u64,
+    /// Responses with no request waiting.
+    pub unmatched_responses: u64,
+    /// Requests left without a response (at close, or past the bound on pipelining).
+    pub unanswered: u64,
+    /// Requests whose route was folded into "other" (the per-service bound on routes).
+    pub other_routes: u64,
+    /// Requests past the bound on rows, counted only here.
+    pub unlisted_requests: u64,
+    /// Connections not parsed because the bound on tracked connections was reached.
+    pub untracked_connections: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolConnectionRow {
+    pub protocol: String,
+    pub role: String,
+    pub cgroup_id: u64,
+    /// Connections on which the protocol was detected in this interval.
+    pub connections: u64,
+    /// Bytes of their socket calls from detection on.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EdgeRow {
+    pub client_cgroup_id: u64,
+    /// "addr:port" as the client connected to it (a Kubernetes Service's ClusterIP before
+    /// DNAT).
+    pub server: String,
+    /// The server socket's cgroup when it is on this host.
+    pub server_cgroup_id: Option<u64>,
+    pub protocol: Option<String>,
+    /// Connections established in this interval.
+    pub connections: u64,
+    pub requests: u64,
+    pub errors: u64,
+    /// Seen from the client.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub latency_us: Latency,
+    pub latency_sum_ns: u64,
+    pub latency_buckets: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

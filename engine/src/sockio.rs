@@ -10,9 +10,9 @@
 //! question), and the rest of a message longer than what was seen is skipped by count.
 
 use crate::dns;
-use crate::snapshot::{DnsRow, LATENCY_BUCKETS_NS, Latency, UdpFlowRow};
+use crate::latency::LatencyStats;
+use crate::snapshot::{DnsRow, UdpFlowRow};
 use event_abi::{SockIoEvent, TcpTuple, sock_dir};
-use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
@@ -202,26 +202,11 @@ struct RowKey {
     cgroup_id: u64,
 }
 
+#[derive(Default)]
 struct Row {
     count: u64,
     timeouts: u64,
-    latency: Histogram<u32>,
-    latency_sum_ns: u64,
-    latency_buckets: [u64; LATENCY_BUCKETS_NS.len() + 1],
-}
-
-impl Default for Row {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            timeouts: 0,
-            // µs, 1 µs .. 1 min, 2 significant digits: about 10 KiB a row, where the
-            // devices' nanosecond histograms would take 256 KiB.
-            latency: Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
-            latency_sum_ns: 0,
-            latency_buckets: [0; LATENCY_BUCKETS_NS.len() + 1],
-        }
-    }
+    latency: LatencyStats,
 }
 
 /// A query waits for its answer on the same socket, from the same peer, with the same id,
@@ -492,10 +477,7 @@ impl Dns {
         let row = self.row(role, server, qname, p.qtype, u16::from(p.rcode), cgroup_id);
         row.count += 1;
         if let Some(q) = query {
-            let ns = h.ts_ns.saturating_sub(q.ts);
-            row.latency.saturating_record(ns.div_ceil(1000).max(1));
-            row.latency_sum_ns = row.latency_sum_ns.saturating_add(ns);
-            row.latency_buckets[LATENCY_BUCKETS_NS.partition_point(|&b| b < ns)] += 1;
+            row.latency.record(h.ts_ns.saturating_sub(q.ts));
         }
     }
 
@@ -584,7 +566,6 @@ impl Dns {
                     ))
             })
         });
-        let us = |v: u64| v as f64;
         crate::snapshot::DnsSummary {
             malformed: self.malformed,
             other_qnames: self.other_qnames,
@@ -605,16 +586,11 @@ impl Dns {
                         dns::rcode_name(k.rcode as u8)
                     },
                     count: r.count,
-                    latency_us: Latency {
-                        count: r.latency.len(),
-                        p50: us(r.latency.value_at_quantile(0.5)),
-                        p99: us(r.latency.value_at_quantile(0.99)),
-                        max: us(r.latency.max()),
-                    },
+                    latency_us: r.latency.summary(),
                     timeouts: r.timeouts,
                     cgroup_id: k.cgroup_id,
-                    latency_sum_ns: r.latency_sum_ns,
-                    latency_buckets: r.latency_buckets.to_vec(),
+                    latency_sum_ns: r.latency.sum_ns,
+                    latency_buckets: r.latency.buckets.to_vec(),
                 })
                 .collect(),
         }

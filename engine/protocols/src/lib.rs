@@ -26,7 +26,7 @@ pub mod sql;
 pub mod tls;
 
 mod conn;
-pub use conn::{Conn, Exchange, MAX_PENDING};
+pub use conn::{Conn, Counters, Exchange, MAX_PENDING};
 
 /// Bytes of a partial message a parser may hold per direction while waiting for the rest.
 pub const MAX_HELD: usize = 8192;
