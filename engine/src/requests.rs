@@ -503,6 +503,7 @@ impl Requests {
         ProtocolsSummary {
             connections,
             malformed: c.malformed,
+            framing_gaps: c.gaps,
             mid_stream: c.mid_stream,
             unmatched_responses: c.unmatched_responses,
             unanswered: c.unanswered,

@@ -325,6 +325,10 @@ pub struct ProtocolsSummary {
     pub connections: Vec<ProtocolConnectionRow>,
     /// Streams found malformed and skipped.
     pub malformed: u64,
+    /// Streams whose framing was hidden in bytes past the snaplen (e.g. a result set of
+    /// many small rows), picked up again at a later call.
+    #[serde(default)]
+    pub framing_gaps: u64,
     /// Messages of connections met mid-stream that could not be parsed, counted instead.
     pub mid_stream: u64,
     /// Responses with no request waiting.

@@ -30,6 +30,9 @@ pub struct Exchange {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub malformed: u64,
+    /// Framing lost on a call whose copy stopped at the snaplen: message boundaries hidden
+    /// in the bytes not copied (a result set of many small rows), not a malformed stream.
+    pub gaps: u64,
     pub mid_stream: u64,
     /// Responses with no request waiting (its call unseen, or the connection met mid-stream).
     pub unmatched_responses: u64,
@@ -121,7 +124,12 @@ impl Conn {
         };
         let (protocol, role) = (*protocol, *role);
         parser.feed(dir, data, unseen, &mut self.out);
-        counters.malformed += std::mem::take(&mut self.out.malformed);
+        let lost = std::mem::take(&mut self.out.malformed);
+        if unseen > 0 {
+            counters.gaps += lost;
+        } else {
+            counters.malformed += lost;
+        }
         counters.mid_stream += std::mem::take(&mut self.out.mid_stream);
         for m in self.out.messages.drain(..) {
             match m.kind {
