@@ -9,10 +9,12 @@
 
 use ksight_attribution::group_by_owner;
 use ksight_engine::snapshot::{
-    CgroupRow, ConnectionRow, DeviceRow, DnsRow, LATENCY_BUCKETS_NS, Latency, ProcessRow, Snapshot,
-    SocketIoSummary, UdpFlowRow,
+    CgroupRow, CommandRow, ConnectionRow, DeviceRow, DnsRow, EdgeRow, HttpRow, LATENCY_BUCKETS_NS,
+    Latency, ProcessRow, ProtocolConnectionRow, ProtocolsSummary, Snapshot, SocketIoSummary,
+    UdpFlowRow, counts_since,
 };
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// A counter's growth; a counter that went back (the agent restarted) grew by nothing.
@@ -143,6 +145,7 @@ pub fn interval_between(prev: &Snapshot, cur: &Snapshot) -> Snapshot {
 
     udp_between(prev, cur, &mut out);
     dns_between(prev, cur, &mut out);
+    requests_between(prev, cur, &mut out);
     let (ps, cs) = (&prev.socket_io, &cur.socket_io);
     out.socket_io = SocketIoSummary {
         calls: delta(ps.calls, cs.calls),
@@ -277,6 +280,128 @@ fn latency_delta(old: &[u64], new: &[u64], cumulative: &Latency) -> (Latency, Ve
         cumulative.clone()
     };
     (latency, buckets)
+}
+
+/// Each row of `cur` as the growth since its row of the same identity in `prev` (a new
+/// row: all of it); rows with nothing in the interval left out.
+fn rows_between<'a, T: Clone, K: Eq + Hash>(
+    prev: &'a [T],
+    cur: &'a [T],
+    key: impl Fn(&'a T) -> K,
+    delta: impl Fn(&T, &T) -> T,
+    active: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let before: HashMap<K, &T> = prev.iter().map(|r| (key(r), r)).collect();
+    cur.iter()
+        .map(|r| match before.get(&key(r)) {
+            Some(old) => delta(old, r),
+            None => r.clone(),
+        })
+        .filter(active)
+        .collect()
+}
+
+/// Request, command, protocol and edge rows, and the parsers' counters: differences, as
+/// DNS rows'. Edges are told apart as the engine tells them, by client cgroup and server
+/// address: their server cgroup and protocol may be learnt after their first bytes.
+fn requests_between(prev: &Snapshot, cur: &Snapshot, out: &mut Snapshot) {
+    out.http.requests = rows_between(
+        &prev.http.requests,
+        &cur.http.requests,
+        |r: &HttpRow| {
+            (
+                (&r.protocol, &r.role, &r.method, &r.route, r.status),
+                (&r.grpc_status, &r.peer, &r.host, r.cgroup_id),
+            )
+        },
+        http_delta,
+        |r| r.count > 0,
+    );
+    let commands = |p: &[CommandRow], c: &[CommandRow]| {
+        rows_between(
+            p,
+            c,
+            |r: &CommandRow| (&r.role, &r.command, &r.peer, r.cgroup_id),
+            command_delta,
+            |r| r.count > 0,
+        )
+    };
+    out.redis.commands = commands(&prev.redis.commands, &cur.redis.commands);
+    out.mysql.queries = commands(&prev.mysql.queries, &cur.mysql.queries);
+    out.postgres.queries = commands(&prev.postgres.queries, &cur.postgres.queries);
+    let (pp, cp) = (&prev.protocols, &cur.protocols);
+    out.protocols = ProtocolsSummary {
+        connections: rows_between(
+            &pp.connections,
+            &cp.connections,
+            |r: &ProtocolConnectionRow| (&r.protocol, &r.role, r.cgroup_id),
+            |old, r| ProtocolConnectionRow {
+                connections: delta(old.connections, r.connections),
+                bytes_sent: delta(old.bytes_sent, r.bytes_sent),
+                bytes_received: delta(old.bytes_received, r.bytes_received),
+                ..r.clone()
+            },
+            |r| r.connections + r.bytes_sent + r.bytes_received > 0,
+        ),
+        malformed: delta(pp.malformed, cp.malformed),
+        framing_gaps: delta(pp.framing_gaps, cp.framing_gaps),
+        mid_stream: delta(pp.mid_stream, cp.mid_stream),
+        unmatched_responses: delta(pp.unmatched_responses, cp.unmatched_responses),
+        unanswered: delta(pp.unanswered, cp.unanswered),
+        other_routes: delta(pp.other_routes, cp.other_routes),
+        unlisted_requests: delta(pp.unlisted_requests, cp.unlisted_requests),
+        untracked_connections: delta(pp.untracked_connections, cp.untracked_connections),
+    };
+    out.edges = rows_between(
+        &prev.edges,
+        &cur.edges,
+        |r: &EdgeRow| (r.client_cgroup_id, &r.server),
+        edge_delta,
+        |r| r.connections + r.requests + r.bytes_sent + r.bytes_received > 0,
+    );
+}
+
+fn http_delta(old: &HttpRow, r: &HttpRow) -> HttpRow {
+    let (latency_us, latency_buckets) =
+        latency_delta(&old.latency_buckets, &r.latency_buckets, &r.latency_us);
+    HttpRow {
+        count: delta(old.count, r.count),
+        errors: delta(old.errors, r.errors),
+        latency_us,
+        latency_sum_ns: delta(old.latency_sum_ns, r.latency_sum_ns),
+        latency_buckets,
+        ..r.clone()
+    }
+}
+
+fn command_delta(old: &CommandRow, r: &CommandRow) -> CommandRow {
+    let (latency_us, latency_buckets) =
+        latency_delta(&old.latency_buckets, &r.latency_buckets, &r.latency_us);
+    CommandRow {
+        count: delta(old.count, r.count),
+        errors: delta(old.errors, r.errors),
+        error_codes: counts_since(&r.error_codes, &old.error_codes),
+        latency_us,
+        latency_sum_ns: delta(old.latency_sum_ns, r.latency_sum_ns),
+        latency_buckets,
+        ..r.clone()
+    }
+}
+
+fn edge_delta(old: &EdgeRow, r: &EdgeRow) -> EdgeRow {
+    let (latency_us, latency_buckets) =
+        latency_delta(&old.latency_buckets, &r.latency_buckets, &r.latency_us);
+    EdgeRow {
+        connections: delta(old.connections, r.connections),
+        requests: delta(old.requests, r.requests),
+        errors: delta(old.errors, r.errors),
+        bytes_sent: delta(old.bytes_sent, r.bytes_sent),
+        bytes_received: delta(old.bytes_received, r.bytes_received),
+        latency_us,
+        latency_sum_ns: delta(old.latency_sum_ns, r.latency_sum_ns),
+        latency_buckets,
+        ..r.clone()
+    }
 }
 
 fn device_delta(old: &DeviceRow, d: &DeviceRow) -> DeviceRow {
@@ -628,5 +753,114 @@ mod tests {
         b.tcp.connections = vec![open(250)];
         let d = interval_between(&a, &b);
         assert_eq!(d.tcp.connections, [open(250)]);
+    }
+
+    #[test]
+    fn request_command_protocol_and_edge_rows_are_differences() {
+        use ksight_engine::snapshot::{CommandRow, EdgeRow, HttpRow, ProtocolConnectionRow};
+        let n = LATENCY_BUCKETS_NS.len() + 1;
+        let with_buckets = |fast: u64, slow: u64| {
+            let mut b = vec![0u64; n];
+            (b[0], b[6]) = (fast, slow);
+            b
+        };
+        let http = |route: &str, status, count, buckets: Vec<u64>| HttpRow {
+            protocol: "http".into(),
+            role: "server".into(),
+            method: "GET".into(),
+            route: route.into(),
+            status,
+            count,
+            errors: if status >= 500 { count } else { 0 },
+            cgroup_id: 5,
+            latency_sum_ns: 1000 * count,
+            latency_buckets: buckets,
+            ..Default::default()
+        };
+        let redis = |count, codes: &[(&str, u64)]| CommandRow {
+            role: "client".into(),
+            command: "GET".into(),
+            count,
+            errors: codes.iter().map(|c| c.1).sum(),
+            error_codes: codes.iter().map(|&(c, n)| (c.to_string(), n)).collect(),
+            cgroup_id: 5,
+            ..Default::default()
+        };
+        let edge = |server_cgroup_id, protocol: Option<&str>, requests, bytes| EdgeRow {
+            client_cgroup_id: 5,
+            server: "10.0.0.6:80".into(),
+            server_cgroup_id,
+            protocol: protocol.map(Into::into),
+            connections: 1,
+            requests,
+            bytes_sent: bytes,
+            ..Default::default()
+        };
+        let mut a = Snapshot::default();
+        a.http.requests = vec![
+            http("/a", 200, 3, with_buckets(3, 0)),
+            http("/a", 503, 1, with_buckets(1, 0)),
+        ];
+        a.redis.commands = vec![redis(4, &[("ERR", 1)])];
+        a.mysql.queries = vec![redis(2, &[])];
+        a.protocols.connections = vec![ProtocolConnectionRow {
+            protocol: "tls".into(),
+            role: "client".into(),
+            cgroup_id: 5,
+            connections: 1,
+            bytes_sent: 100,
+            bytes_received: 1000,
+        }];
+        a.protocols.malformed = 1;
+        a.protocols.framing_gaps = 5;
+        a.protocols.unanswered = 2;
+        a.edges = vec![edge(None, None, 0, 50)];
+        let mut b = a.clone();
+        b.http.requests[0] = http("/a", 200, 5, with_buckets(3, 2));
+        b.http.requests.push(http("/b", 200, 1, with_buckets(1, 0)));
+        b.redis.commands = vec![redis(7, &[("ERR", 2), ("WRONGTYPE", 1)])];
+        b.protocols.connections[0].bytes_received = 1500;
+        b.protocols.malformed = 4;
+        b.protocols.framing_gaps = 6;
+        // The edge's server cgroup and protocol became known: still the same edge.
+        b.edges = vec![edge(Some(6), Some("http"), 3, 80)];
+        let d = interval_between(&a, &b);
+        let rows: Vec<(&str, u16, u64)> = d
+            .http
+            .requests
+            .iter()
+            .map(|r| (r.route.as_str(), r.status, r.count))
+            .collect();
+        assert_eq!(rows, [("/a", 200, 2), ("/b", 200, 1)], "the 503s had none");
+        let r = &d.http.requests[0];
+        assert_eq!(r.latency_sum_ns, 2000);
+        assert_eq!((r.latency_us.count, r.latency_us.p50), (2, 1000.0));
+        let c = &d.redis.commands[0];
+        assert_eq!((c.count, c.errors), (3, 2));
+        assert_eq!(
+            c.error_codes,
+            [("ERR".into(), 1), ("WRONGTYPE".into(), 1)].into()
+        );
+        assert!(d.mysql.queries.is_empty() && d.postgres.queries.is_empty());
+        let p = &d.protocols;
+        assert_eq!(
+            (p.connections.len(), p.connections[0].bytes_received),
+            (1, 500)
+        );
+        assert_eq!((p.malformed, p.framing_gaps, p.unanswered), (3, 1, 0));
+        let e = &d.edges[..];
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].connections, e[0].requests, e[0].bytes_sent),
+            (0, 3, 30)
+        );
+        assert_eq!(
+            (e[0].server_cgroup_id, e[0].protocol.as_deref()),
+            (Some(6), Some("http"))
+        );
+        // The agent restarted: nothing negative, nothing huge.
+        let back = interval_between(&b, &a);
+        assert!(back.http.requests.is_empty() && back.edges.is_empty());
+        assert_eq!(back.protocols.malformed, 0);
     }
 }

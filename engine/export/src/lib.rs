@@ -2,7 +2,8 @@
 //!
 //! - [`view`]: from the engine's cumulative snapshots to what is exported — signals and
 //!   filters applied, cgroups that disappeared dropped after a grace period, the top-N
-//!   connections of a sliding window;
+//!   connections of a sliding window, request and service-map series with their servers
+//!   named (by local cgroup, or Kubernetes names from a resolver the caller hands in);
 //! - [`prometheus`]: that view in the Prometheus/OpenMetrics text exposition format;
 //! - [`protocol`]: the versioned, length-prefixed bincode frames the agent's unix socket
 //!   serves snapshots with (`ksight top --connect`), each version with its own wire types;
@@ -18,5 +19,6 @@ pub mod protocol;
 pub mod view;
 
 pub use view::{
-    AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter, MetadataStatus, Signals,
+    AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter, MetadataStatus, ServerName,
+    ServerResolver, Signals,
 };

@@ -7,8 +7,17 @@
 //! (`cgroup_id`, with its owner's `namespace`, `pod`, `container`, `workload`,
 //! `workload_kind` and systemd `unit` where known; `ksight_cgroup_info` adds path, runtime
 //! and container id), device, exit code, CPU — never by pid — and per-connection series are limited to the configured top N.
+//! Request, command and service-map (edge) series are bounded by the engine, which folds
+//! routes and hosts beyond a bound per service into "other" and lists at most a bounded
+//! number of rows and edges ([`ksight_engine::requests::MAX_ROUTES`],
+//! [`ksight_engine::requests::MAX_HOSTS`], [`ksight_engine::requests::MAX_ROWS`],
+//! [`ksight_engine::requests::MAX_EDGES`]; what is beyond them is counted by
+//! `ksight_requests_other_routes_total` and `ksight_requests_unlisted_total`).
 
-use super::view::{AgentMeta, CgroupSeries, DnsSeries, ExportView, MetadataStatus};
+use super::view::{
+    AgentMeta, CgroupSeries, CommandSeries, DnsSeries, EdgeSeries, EdgeServer, ExportView,
+    HttpSeries, MetadataStatus, RequestCounts,
+};
 use ksight_engine::snapshot::{
     CgroupLabels, CgroupRow, ConnectionRow, DeviceRow, LATENCY_BUCKETS_NS,
 };
@@ -187,17 +196,56 @@ fn owner(c: &CgroupSeries) -> Labels {
 }
 
 fn owner_of(cgroup_id: u64, attribution: Option<&CgroupLabels>) -> Labels {
+    owner_named(OWNER, cgroup_id, attribution)
+}
+
+/// The names of the owner labels: a series' own cgroup, and an edge's server cgroup.
+const OWNER: [&str; 7] = [
+    "cgroup_id",
+    "namespace",
+    "pod",
+    "container",
+    "workload",
+    "workload_kind",
+    "unit",
+];
+const SERVER_OWNER: [&str; 7] = [
+    "server_cgroup_id",
+    "server_namespace",
+    "server_pod",
+    "server_container",
+    "server_workload",
+    "server_workload_kind",
+    "server_unit",
+];
+
+fn owner_named(
+    names: [&'static str; 7],
+    cgroup_id: u64,
+    attribution: Option<&CgroupLabels>,
+) -> Labels {
     let a = attribution.cloned().unwrap_or_default();
-    let labels = vec![
-        ("cgroup_id", cgroup_id.to_string()),
-        ("namespace", a.namespace),
-        ("pod", a.pod),
-        ("container", a.container),
-        ("workload", a.workload),
-        ("workload_kind", a.workload_kind),
-        ("unit", a.unit),
+    let values = [
+        cgroup_id.to_string(),
+        a.namespace,
+        a.pod,
+        a.container,
+        a.workload,
+        a.workload_kind,
+        a.unit,
     ];
-    labels.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+    names
+        .into_iter()
+        .zip(values)
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
+/// Adds a label only when its value is known (absent reads as empty in Prometheus).
+fn push_known(labels: &mut Labels, name: &'static str, value: Option<&String>) {
+    if let Some(v) = value.filter(|v| !v.is_empty()) {
+        labels.push((name, v.clone()));
+    }
 }
 
 /// A family of one series without labels.
@@ -282,6 +330,10 @@ impl Collector for ViewCollector {
             socket_io(&mut f, v)?;
             udp_by_cgroup(&mut f, &v.cgroups)?;
             dns(&mut f, v)?;
+            http(&mut f, &v.http)?;
+            commands(&mut f, &v.commands)?;
+            protocols(&mut f, v)?;
+            edges(&mut f, &v.edges)?;
         }
         Ok(())
     }
@@ -761,6 +813,301 @@ impl Families<'_, '_> {
     }
 }
 
+impl Families<'_, '_> {
+    /// A latency histogram in seconds, one per series that has timed requests.
+    fn latency<'s>(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: impl IntoIterator<Item = (Labels, &'s RequestCounts)>,
+    ) -> fmt::Result {
+        let mut m =
+            self.enc
+                .encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+        for (labels, c) in series.into_iter().filter(|(_, c)| c.timed() > 0) {
+            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                c.latency_sum_ns as f64 / 1e9,
+                c.timed(),
+                &buckets(&c.latency_buckets),
+                None,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The labels of an HTTP or gRPC series: its cgroup's owner, then what the request was.
+/// gRPC series have `grpc_status` instead of `status`, and no `protocol` (their family
+/// says it).
+fn http_labels(s: &HttpSeries) -> Labels {
+    let k = &s.key;
+    let grpc = k.protocol == "grpc";
+    let mut labels = owner_of(k.cgroup_id, s.attribution.as_ref());
+    if !grpc {
+        labels.push(("protocol", k.protocol.clone()));
+    }
+    labels.extend([
+        ("role", k.role.clone()),
+        ("method", k.method.clone()),
+        ("route", k.route.clone()),
+    ]);
+    if grpc {
+        push_known(&mut labels, "grpc_status", k.grpc_status.as_ref());
+    } else {
+        labels.push(("status", k.status.to_string()));
+    }
+    push_known(&mut labels, "host", k.host.as_ref());
+    push_known(&mut labels, "peer", k.peer.as_ref());
+    labels
+}
+
+/// HTTP/1 and HTTP/2 requests, and gRPC calls, with their latency. The histograms carry
+/// the counters' labels, status included, so the latency of errors shows on its own.
+fn http(f: &mut Families, series: &[HttpSeries]) -> fmt::Result {
+    let (grpc, http): (Vec<&HttpSeries>, Vec<&HttpSeries>) =
+        series.iter().partition(|s| s.key.protocol == "grpc");
+    f.counter(
+        "ksight_http_requests",
+        "HTTP/1 and HTTP/2 requests answered, by cgroup of the socket, protocol, role, method, route (normalised; \"other\" past the bound per service), status (0: stream reset without one), host and, for clients, peer",
+        None,
+        http.iter().map(|s| (http_labels(s), s.counts.count)),
+    )?;
+    f.latency(
+        "ksight_http_request_duration",
+        "HTTP request-to-response latency, with the labels of ksight_http_requests_total (status included)",
+        http.iter().map(|s| (http_labels(s), &s.counts)),
+    )?;
+    f.counter(
+        "ksight_grpc_requests",
+        "gRPC calls answered, by cgroup of the socket, role, method, route (/package.Service/Method), grpc_status, host and, for clients, peer",
+        None,
+        grpc.iter().map(|s| (http_labels(s), s.counts.count)),
+    )?;
+    f.latency(
+        "ksight_grpc_request_duration",
+        "gRPC call latency, with the labels of ksight_grpc_requests_total (grpc_status included)",
+        grpc.iter().map(|s| (http_labels(s), &s.counts)),
+    )
+}
+
+fn command_labels(s: &CommandSeries) -> Labels {
+    let k = &s.key;
+    let mut labels = owner_of(k.cgroup_id, s.attribution.as_ref());
+    labels.extend([("role", k.role.clone()), ("command", k.command.clone())]);
+    push_known(&mut labels, "peer", k.peer.as_ref());
+    labels
+}
+
+/// Redis commands, MySQL and PostgreSQL statements: counts, errors by code, latency.
+fn commands(f: &mut Families, series: &[CommandSeries]) -> fmt::Result {
+    let families = [
+        (
+            "redis",
+            "ksight_redis_commands",
+            "Redis commands answered, by cgroup of the socket, role, command and, for clients, peer",
+            "ksight_redis_command_errors",
+            "Redis commands answered with an error, by the error's first word (code \"unknown\": none)",
+            "ksight_redis_command_duration",
+            "Redis command latency, with the labels of ksight_redis_commands_total",
+        ),
+        (
+            "mysql",
+            "ksight_mysql_queries",
+            "MySQL statements answered, by cgroup of the socket, role, command (the statement's verb) and, for clients, peer",
+            "ksight_mysql_query_errors",
+            "MySQL statements answered with an error, by error number (code \"unknown\": none)",
+            "ksight_mysql_query_duration",
+            "MySQL statement latency, with the labels of ksight_mysql_queries_total",
+        ),
+        (
+            "postgres",
+            "ksight_postgres_queries",
+            "PostgreSQL statements answered, by cgroup of the socket, role, command (the statement's verb) and, for clients, peer",
+            "ksight_postgres_query_errors",
+            "PostgreSQL statements answered with an error, by SQLSTATE (code \"unknown\": none)",
+            "ksight_postgres_query_duration",
+            "PostgreSQL statement latency, with the labels of ksight_postgres_queries_total",
+        ),
+    ];
+    for (protocol, total, total_help, errors, errors_help, duration, duration_help) in families {
+        let of = || series.iter().filter(move |s| s.key.protocol == protocol);
+        f.counter(
+            total,
+            total_help,
+            None,
+            of().map(|s| (command_labels(s), s.counts.count)),
+        )?;
+        f.counter(errors, errors_help, None, of().flat_map(error_series))?;
+        f.latency(
+            duration,
+            duration_help,
+            of().map(|s| (command_labels(s), &s.counts)),
+        )?;
+    }
+    Ok(())
+}
+
+/// A series' errors by code; those without a code under "unknown", so they sum to all
+/// its errors.
+fn error_series(s: &CommandSeries) -> Vec<(Labels, u64)> {
+    let c = &s.counts;
+    let coded = c
+        .error_codes
+        .values()
+        .fold(0u64, |a, &n| a.saturating_add(n));
+    c.error_codes
+        .iter()
+        .map(|(code, &n)| (code.as_str(), n))
+        .chain((c.errors > coded).then_some(("unknown", c.errors - coded)))
+        .map(|(code, n)| (with(command_labels(s), ("code", code.to_string())), n))
+        .collect()
+}
+
+/// Connections and bytes per detected protocol (TLS included), and the parsers' health.
+fn protocols(f: &mut Families, v: &ExportView) -> fmt::Result {
+    let labels = |s: &crate::view::ProtocolSeries| {
+        let mut labels = owner_of(s.key.cgroup_id, s.attribution.as_ref());
+        labels.extend([
+            ("protocol", s.key.protocol.clone()),
+            ("role", s.key.role.clone()),
+        ]);
+        labels
+    };
+    f.counter(
+        "ksight_protocol_connections",
+        "TCP connections on which a protocol (http, http2, grpc, redis, mysql, postgres, tls) was detected, by cgroup of the socket and role",
+        None,
+        v.protocols
+            .iter()
+            .map(|s| (labels(s), s.counts.connections)),
+    )?;
+    f.counter(
+        "ksight_protocol",
+        "Payload bytes of connections by detected protocol (tls included), cgroup of the socket, role and direction",
+        Some(Unit::Bytes),
+        v.protocols.iter().flat_map(|s| {
+            [
+                ("sent", s.counts.bytes_sent),
+                ("received", s.counts.bytes_received),
+            ]
+            .map(|(d, n)| (with(labels(s), ("direction", d.into())), n))
+        }),
+    )?;
+    let p = &v.totals.protocols;
+    let health = [
+        (
+            "ksight_protocol_malformed_streams",
+            "Connection streams found malformed by their protocol's parser and no longer parsed",
+            p.malformed,
+        ),
+        (
+            "ksight_protocol_framing_gaps",
+            "Streams whose framing was hidden in bytes past the snaplen, picked up again at a later call",
+            p.framing_gaps,
+        ),
+        (
+            "ksight_protocol_mid_stream_messages",
+            "Messages of connections met mid-stream that could not be parsed, counted instead",
+            p.mid_stream,
+        ),
+        (
+            "ksight_requests_unmatched_responses",
+            "Responses with no request waiting for them",
+            p.unmatched_responses,
+        ),
+        (
+            "ksight_requests_unanswered",
+            "Requests left without a response (at close, or past the bound on pipelining)",
+            p.unanswered,
+        ),
+        (
+            "ksight_requests_other_routes",
+            "Requests counted under route \"other\": beyond the bound on routes per service",
+            p.other_routes,
+        ),
+        (
+            "ksight_requests_unlisted",
+            "Requests past the engine's bound on request rows, counted only here",
+            p.unlisted_requests,
+        ),
+        (
+            "ksight_protocol_untracked_connections",
+            "Connections not parsed because the bound on tracked connections was reached",
+            p.untracked_connections,
+        ),
+    ];
+    for (name, help, n) in health {
+        f.counter(name, help, None, one(n))?;
+    }
+    Ok(())
+}
+
+/// An edge's labels: the client cgroup's owner, the server (its cgroup's owner prefixed
+/// `server_`, its Kubernetes names, or its address), the protocol when detected.
+fn edge_labels(e: &EdgeSeries) -> Labels {
+    let k = &e.key;
+    let mut labels = owner_of(k.client_cgroup_id, e.client.as_ref());
+    match &k.server {
+        EdgeServer::Local(id) => labels.extend(owner_named(SERVER_OWNER, *id, e.server.as_ref())),
+        EdgeServer::Named(n) => {
+            push_known(&mut labels, "server_namespace", Some(&n.namespace));
+            push_known(&mut labels, "server_service", n.service.as_ref());
+            push_known(&mut labels, "server_pod", n.pod.as_ref());
+        }
+        EdgeServer::Address(a) => labels.push(("server_address", a.clone())),
+    }
+    push_known(&mut labels, "protocol", Some(&k.protocol));
+    labels
+}
+
+/// The service map: client cgroup → server, with connections, requests, errors, bytes and
+/// latency.
+fn edges(f: &mut Families, edges: &[EdgeSeries]) -> fmt::Result {
+    type Count = fn(&RequestCounts) -> u64;
+    let counters: [(&str, &str, Count); 3] = [
+        (
+            "ksight_edge_connections",
+            "TCP connections established from a client cgroup to a server (a local cgroup, Kubernetes names, or an address)",
+            |c| c.connections,
+        ),
+        (
+            "ksight_edge_requests",
+            "Requests answered on the connections from a client cgroup to a server",
+            |c| c.count,
+        ),
+        (
+            "ksight_edge_request_errors",
+            "Requests answered with an error (HTTP status >= 500, non-zero grpc-status, error replies) from a client cgroup to a server",
+            |c| c.errors,
+        ),
+    ];
+    for (name, help, get) in counters {
+        f.counter(
+            name,
+            help,
+            None,
+            edges.iter().map(|e| (edge_labels(e), get(&e.counts))),
+        )?;
+    }
+    f.counter(
+        "ksight_edge",
+        "Payload bytes from a client cgroup to a server (sent) and back (received), seen from the client",
+        Some(Unit::Bytes),
+        edges.iter().flat_map(|e| {
+            [
+                ("sent", e.counts.bytes_sent),
+                ("received", e.counts.bytes_received),
+            ]
+            .map(|(d, n)| (with(edge_labels(e), ("direction", d.into())), n))
+        }),
+    )?;
+    f.latency(
+        "ksight_edge_request_duration",
+        "Request latency from a client cgroup to a server, seen from the client",
+        edges.iter().map(|e| (edge_labels(e), &e.counts)),
+    )
+}
+
 /// Upper bounds in seconds with the count of each bucket (not cumulative: the encoder sums).
 fn buckets(counts: &[u64]) -> Vec<(f64, u64)> {
     LATENCY_BUCKETS_NS
@@ -886,6 +1233,156 @@ mod tests {
             payload_faults: 1,
         };
         snapshot.tcp.byte_mismatches = 1;
+        with_requests(snapshot);
+    }
+
+    /// Latency buckets (per [`LATENCY_BUCKETS_NS`]) and their sum.
+    fn timed(latencies_ns: &[u64]) -> (Vec<u64>, u64) {
+        let mut buckets = vec![0u64; LATENCY_BUCKETS_NS.len() + 1];
+        for &ns in latencies_ns {
+            buckets[LATENCY_BUCKETS_NS.partition_point(|&b| b < ns)] += 1;
+        }
+        (buckets, latencies_ns.iter().sum())
+    }
+
+    /// Requests parsed from CG's socket payload: HTTP (one route with a quote and a
+    /// backslash), gRPC, Redis, MySQL and PostgreSQL rows with error codes, connections by
+    /// protocol, the parsers' counters, and edges to a local server (OTHER), to a Service's
+    /// ClusterIP (named by [`resolver`]) and to an unnamed address.
+    fn with_requests(snapshot: &mut ksight_engine::Snapshot) {
+        use ksight_engine::snapshot::{
+            CommandRow, EdgeRow, HttpRow, ProtocolConnectionRow, ProtocolsSummary,
+        };
+        let http = |protocol: &str, role: &str, method: &str, route: &str, status: u16| HttpRow {
+            protocol: protocol.into(),
+            role: role.into(),
+            method: method.into(),
+            route: route.into(),
+            status,
+            cgroup_id: CG,
+            ..Default::default()
+        };
+        let with_latency = |mut r: HttpRow, latencies: &[u64]| {
+            (r.latency_buckets, r.latency_sum_ns) = timed(latencies);
+            r.count = latencies.len() as u64;
+            r
+        };
+        snapshot.http.requests = vec![
+            with_latency(
+                HttpRow {
+                    host: Some("shop.test".into()),
+                    ..http("http", "server", "GET", "/api/items/*", 200)
+                },
+                &[20_000, 30_000, 2_000_000],
+            ),
+            with_latency(
+                HttpRow {
+                    errors: 1,
+                    peer: Some("10.0.0.3:8080".into()),
+                    ..http("http2", "client", "POST", r#"/say "hi"\back"#, 503)
+                },
+                &[300_000_000],
+            ),
+            with_latency(
+                HttpRow {
+                    grpc_status: Some("14".into()),
+                    errors: 2,
+                    peer: Some("10.0.0.4:50051".into()),
+                    host: Some("cart:50051".into()),
+                    ..http("grpc", "client", "POST", "/shop.Cart/Add", 200)
+                },
+                &[1_000_000, 4_000_000],
+            ),
+        ];
+        let command = |role: &str,
+                       command: &str,
+                       count: u64,
+                       codes: &[(&str, u64)],
+                       errors: u64,
+                       peer: Option<&str>| {
+            let (latency_buckets, latency_sum_ns) = timed(&vec![40_000; count as usize]);
+            CommandRow {
+                role: role.into(),
+                command: command.into(),
+                count,
+                errors,
+                error_codes: codes.iter().map(|&(c, n)| (c.to_string(), n)).collect(),
+                peer: peer.map(str::to_string),
+                cgroup_id: CG,
+                latency_sum_ns,
+                latency_buckets,
+                ..Default::default()
+            }
+        };
+        snapshot.redis.commands = vec![command(
+            "client",
+            "GET",
+            5,
+            &[("WRONGTYPE", 1)],
+            2,
+            Some("10.0.0.5:6379"),
+        )];
+        snapshot.mysql.queries = vec![command(
+            "client",
+            "SELECT",
+            4,
+            &[("1146", 1)],
+            1,
+            Some("10.0.0.6:3306"),
+        )];
+        snapshot.postgres.queries = vec![command("server", "INSERT", 2, &[("23505", 1)], 1, None)];
+        snapshot.protocols = ProtocolsSummary {
+            connections: vec![ProtocolConnectionRow {
+                protocol: "tls".into(),
+                role: "client".into(),
+                cgroup_id: CG,
+                connections: 2,
+                bytes_sent: 100,
+                bytes_received: 5000,
+            }],
+            malformed: 1,
+            framing_gaps: 8,
+            mid_stream: 2,
+            unmatched_responses: 3,
+            unanswered: 4,
+            other_routes: 5,
+            unlisted_requests: 6,
+            untracked_connections: 7,
+        };
+        let edge = |server: &str, server_cgroup_id, requests: u64, latencies: &[u64]| {
+            let (latency_buckets, latency_sum_ns) = timed(latencies);
+            EdgeRow {
+                client_cgroup_id: CG,
+                server: server.into(),
+                server_cgroup_id,
+                protocol: Some("http".into()),
+                connections: 1,
+                requests,
+                errors: requests / 2,
+                bytes_sent: 10 * requests,
+                bytes_received: 100 * requests,
+                latency_sum_ns,
+                latency_buckets,
+                ..Default::default()
+            }
+        };
+        snapshot.edges = vec![
+            edge("10.0.0.7:80", Some(OTHER), 2, &[50_000, 50_000]),
+            edge("10.96.0.10:80", None, 4, &[1_000_000; 4]),
+            EdgeRow {
+                protocol: None,
+                ..edge("[2001:db8::1]:443", None, 0, &[])
+            },
+        ];
+    }
+
+    /// Names the Service at 10.96.0.10:80, nothing else.
+    fn resolver(ip: std::net::IpAddr, port: u16) -> Option<crate::view::ServerName> {
+        (ip.to_string() == "10.96.0.10" && port == 80).then(|| crate::view::ServerName {
+            namespace: "shop".into(),
+            service: Some("api".into()),
+            pod: None,
+        })
     }
 
     fn exposition(settings: &ExportSettings) -> String {
@@ -914,7 +1411,8 @@ mod tests {
             events: engine.records,
             ..Default::default()
         };
-        let (view, _) = Exporter::new().update(&snapshot, &tree, 0, settings, meta);
+        let (view, _) =
+            Exporter::new().update_resolving(&snapshot, &tree, 0, settings, meta, Some(&resolver));
         encode(
             Arc::new(view),
             OwnUsage {
@@ -927,7 +1425,7 @@ mod tests {
     /// Every family, label and line of a full exposition (all signals, Kubernetes
     /// metadata, an attributed and an unattributed cgroup, top connections), pinned byte
     /// for byte: refactors of the encoder must not change a scrape. To re-pin after a
-    /// deliberate change: `KSIGHT_PIN_EXPOSITION=1 cargo test -p ksight-engine pinned`.
+    /// deliberate change: `KSIGHT_PIN_EXPOSITION=1 cargo test -p ksight-export pinned`.
     #[test]
     fn the_full_exposition_is_pinned() {
         let mut engine = Engine::new("ebpf", None);
@@ -989,7 +1487,8 @@ mod tests {
             dns_max_qnames: 2,
             ..Default::default()
         };
-        let (view, _) = Exporter::new().update(&snapshot, &tree, 0, &settings, meta);
+        let (view, _) =
+            Exporter::new().update_resolving(&snapshot, &tree, 0, &settings, meta, Some(&resolver));
         let text = encode(
             Arc::new(view),
             OwnUsage {
@@ -1304,7 +1803,19 @@ mod tests {
         let text = exposition(&settings);
         assert!(!text.contains("ksight_tcp_"), "{text}");
         assert!(!text.contains("ksight_block_"), "{text}");
-        for family in ["ksight_udp_", "ksight_dns_", "ksight_socket_io_"] {
+        for family in [
+            "ksight_udp_",
+            "ksight_dns_",
+            "ksight_socket_io_",
+            "ksight_http_",
+            "ksight_grpc_",
+            "ksight_redis_",
+            "ksight_mysql_",
+            "ksight_postgres_",
+            "ksight_protocol_",
+            "ksight_requests_",
+            "ksight_edge_",
+        ] {
             assert!(!text.contains(family), "{family} in {text}");
         }
         assert!(!text.contains(r#"cgroup_id="5""#), "{text}");
@@ -1434,5 +1945,280 @@ mod tests {
             "no latency series for queries never answered"
         );
         assert!(text.contains("# TYPE ksight_dns_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn http_and_grpc_requests_with_their_latency() {
+        let text = exposition(&ExportSettings::default());
+        let get = r#"cgroup_id="77",protocol="http",role="server",method="GET",route="/api/items/*",status="200",host="shop.test""#;
+        has(&text, &format!("ksight_http_requests_total{{{get}}} 3"));
+        has(
+            &text,
+            &format!("ksight_http_request_duration_seconds_count{{{get}}} 3"),
+        );
+        has(
+            &text,
+            &format!("ksight_http_request_duration_seconds_sum{{{get}}} 0.00205"),
+        );
+        has(
+            &text,
+            &format!("ksight_http_request_duration_seconds_bucket{{le=\"0.00005\",{get}}} 2"),
+        );
+        has(
+            &text,
+            &format!("ksight_http_request_duration_seconds_bucket{{le=\"+Inf\",{get}}} 3"),
+        );
+        // A route with a quote and a backslash, escaped; errors keep their status, and
+        // their latency its own series.
+        let post = r#"cgroup_id="77",protocol="http2",role="client",method="POST",route="/say \"hi\"\\back",status="503",peer="10.0.0.3:8080""#;
+        has(&text, &format!("ksight_http_requests_total{{{post}}} 1"));
+        has(
+            &text,
+            &format!("ksight_http_request_duration_seconds_bucket{{le=\"0.25\",{post}}} 0"),
+        );
+        has(
+            &text,
+            &format!("ksight_http_request_duration_seconds_bucket{{le=\"0.5\",{post}}} 1"),
+        );
+        let call = r#"cgroup_id="77",role="client",method="POST",route="/shop.Cart/Add",grpc_status="14",host="cart:50051",peer="10.0.0.4:50051""#;
+        has(&text, &format!("ksight_grpc_requests_total{{{call}}} 2"));
+        has(
+            &text,
+            &format!("ksight_grpc_request_duration_seconds_sum{{{call}}} 0.005"),
+        );
+        assert!(
+            !samples(&text)
+                .iter()
+                .any(|l| l.starts_with("ksight_http_") && l.contains("grpc")),
+            "gRPC calls only in the gRPC families"
+        );
+        assert!(text.contains("# TYPE ksight_grpc_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn redis_mysql_and_postgres_with_error_codes() {
+        let text = exposition(&ExportSettings::default());
+        let redis = r#"cgroup_id="77",role="client",command="GET",peer="10.0.0.5:6379""#;
+        has(&text, &format!("ksight_redis_commands_total{{{redis}}} 5"));
+        // Errors by code; the one without a code under "unknown".
+        has(
+            &text,
+            &format!(r#"ksight_redis_command_errors_total{{{redis},code="WRONGTYPE"}} 1"#),
+        );
+        has(
+            &text,
+            &format!(r#"ksight_redis_command_errors_total{{{redis},code="unknown"}} 1"#),
+        );
+        has(
+            &text,
+            &format!("ksight_redis_command_duration_seconds_count{{{redis}}} 5"),
+        );
+        has(
+            &text,
+            &format!("ksight_redis_command_duration_seconds_sum{{{redis}}} 0.0002"),
+        );
+        let mysql = r#"cgroup_id="77",role="client",command="SELECT",peer="10.0.0.6:3306""#;
+        has(&text, &format!("ksight_mysql_queries_total{{{mysql}}} 4"));
+        has(
+            &text,
+            &format!(r#"ksight_mysql_query_errors_total{{{mysql},code="1146"}} 1"#),
+        );
+        has(
+            &text,
+            &format!("ksight_mysql_query_duration_seconds_bucket{{le=\"0.00005\",{mysql}}} 4"),
+        );
+        let pg = r#"cgroup_id="77",role="server",command="INSERT""#;
+        has(&text, &format!("ksight_postgres_queries_total{{{pg}}} 2"));
+        has(
+            &text,
+            &format!(r#"ksight_postgres_query_errors_total{{{pg},code="23505"}} 1"#),
+        );
+        has(
+            &text,
+            &format!("ksight_postgres_query_duration_seconds_count{{{pg}}} 2"),
+        );
+        assert_eq!(
+            samples(&text)
+                .iter()
+                .filter(|l| l.contains("_errors_total{") && l.contains("unknown"))
+                .count(),
+            1,
+            "MySQL and PostgreSQL errors all had codes"
+        );
+    }
+
+    #[test]
+    fn protocol_connections_bytes_and_parser_health() {
+        let text = exposition(&ExportSettings::default());
+        let tls = r#"cgroup_id="77",protocol="tls",role="client""#;
+        has(
+            &text,
+            &format!("ksight_protocol_connections_total{{{tls}}} 2"),
+        );
+        has(
+            &text,
+            &format!(r#"ksight_protocol_bytes_total{{{tls},direction="sent"}} 100"#),
+        );
+        has(
+            &text,
+            &format!(r#"ksight_protocol_bytes_total{{{tls},direction="received"}} 5000"#),
+        );
+        assert!(
+            text.contains("# UNIT ksight_protocol_bytes bytes"),
+            "{text}"
+        );
+        for line in [
+            "ksight_protocol_malformed_streams_total 1",
+            "ksight_protocol_framing_gaps_total 8",
+            "ksight_protocol_mid_stream_messages_total 2",
+            "ksight_requests_unmatched_responses_total 3",
+            "ksight_requests_unanswered_total 4",
+            "ksight_requests_other_routes_total 5",
+            "ksight_requests_unlisted_total 6",
+            "ksight_protocol_untracked_connections_total 7",
+        ] {
+            has(&text, line);
+        }
+    }
+
+    #[test]
+    fn edges_by_server_cgroup_kubernetes_names_or_address() {
+        let text = exposition(&ExportSettings::default());
+        // A server cgroup of this host: its owner labels, prefixed.
+        let local = r#"cgroup_id="77",server_cgroup_id="5",protocol="http""#;
+        has(
+            &text,
+            &format!("ksight_edge_connections_total{{{local}}} 1"),
+        );
+        has(&text, &format!("ksight_edge_requests_total{{{local}}} 2"));
+        has(
+            &text,
+            &format!("ksight_edge_request_errors_total{{{local}}} 1"),
+        );
+        has(
+            &text,
+            &format!(r#"ksight_edge_bytes_total{{{local},direction="sent"}} 20"#),
+        );
+        has(
+            &text,
+            &format!(r#"ksight_edge_bytes_total{{{local},direction="received"}} 200"#),
+        );
+        has(
+            &text,
+            &format!("ksight_edge_request_duration_seconds_sum{{{local}}} 0.0001"),
+        );
+        // A Service's ClusterIP, named by the resolver.
+        let named =
+            r#"cgroup_id="77",server_namespace="shop",server_service="api",protocol="http""#;
+        has(&text, &format!("ksight_edge_requests_total{{{named}}} 4"));
+        has(
+            &text,
+            &format!("ksight_edge_request_duration_seconds_count{{{named}}} 4"),
+        );
+        // Unnamed, no protocol detected: the address; no latency without requests.
+        let unnamed = r#"cgroup_id="77",server_address="[2001:db8::1]:443""#;
+        has(
+            &text,
+            &format!("ksight_edge_connections_total{{{unnamed}}} 1"),
+        );
+        assert!(
+            !samples(&text)
+                .iter()
+                .any(|l| l.starts_with("ksight_edge_request_duration") && l.contains("2001")),
+            "{text}"
+        );
+    }
+
+    /// Server owner labels come from the server cgroup's attribution; edges that end up
+    /// with the same labels (two addresses of one Service) are one series; an ignored
+    /// server cgroup is not named.
+    #[test]
+    fn edges_with_the_same_labels_add_up() {
+        use crate::view::ServerName;
+        use ksight_engine::snapshot::EdgeRow;
+        let owner = |pod: &str, ignored| ksight_attribution::CgroupLabels {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            container: "main".into(),
+            workload: pod.trim_end_matches("-1").into(),
+            workload_kind: "Deployment".into(),
+            ignored,
+            ..Default::default()
+        };
+        let cgroup = |id, labels| CgroupRow {
+            cgroup_id: id,
+            attribution: Some(labels),
+            ..Default::default()
+        };
+        let edge = |server: &str, server_cgroup_id, requests| EdgeRow {
+            client_cgroup_id: 1,
+            server: server.into(),
+            server_cgroup_id,
+            protocol: Some("grpc".into()),
+            requests,
+            ..Default::default()
+        };
+        let snapshot = ksight_engine::Snapshot {
+            cgroups: vec![
+                cgroup(1, owner("web-1", false)),
+                cgroup(2, owner("cart-1", false)),
+                cgroup(3, owner("secret-1", true)),
+            ],
+            edges: vec![
+                edge("10.1.0.2:9000", Some(2), 1),
+                edge("10.96.0.20:9000", None, 2),
+                edge("10.1.0.30:9000", None, 3),
+                edge("10.1.0.31:9000", None, 4),
+                edge("10.1.0.3:9000", Some(3), 5),
+            ],
+            ..Default::default()
+        };
+        let names = |ip: std::net::IpAddr, _port: u16| {
+            let ip = ip.to_string();
+            let pod = match ip.as_str() {
+                "10.1.0.30" | "10.1.0.31" => None,
+                _ => return None,
+            };
+            Some(ServerName {
+                namespace: "shop".into(),
+                service: Some("payments".into()),
+                pod,
+            })
+        };
+        let (view, _) = Exporter::new().update_resolving(
+            &snapshot,
+            &CgroupTree::default(),
+            0,
+            &ExportSettings::default(),
+            AgentMeta::default(),
+            Some(&names),
+        );
+        let text = encode(Arc::new(view), OwnUsage::default());
+        let client = r#"cgroup_id="1",namespace="shop",pod="web-1",container="main",workload="web",workload_kind="Deployment""#;
+        has(
+            &text,
+            &format!(
+                r#"ksight_edge_requests_total{{{client},server_cgroup_id="2",server_namespace="shop",server_pod="cart-1",server_container="main",server_workload="cart",server_workload_kind="Deployment",protocol="grpc"}} 1"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_edge_requests_total{{{client},server_namespace="shop",server_service="payments",protocol="grpc"}} 7"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_edge_requests_total{{{client},server_address="10.96.0.20:9000",protocol="grpc"}} 2"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_edge_requests_total{{{client},server_address="10.1.0.3:9000",protocol="grpc"}} 5"#
+            ),
+        );
+        assert!(!text.contains("secret"), "{text}");
     }
 }

@@ -20,10 +20,14 @@
 //! build speaks that one too (so a newer `top` reads an older agent).
 //!
 //! Version 3 adds the socket I/O signal (live connection bytes, UDP flows, DNS rows, the
-//! signal's counters) and `late_events`; version 2 clients get neither.
+//! signal's counters) and `late_events`; version 2 clients get neither. Version 4 adds the
+//! requests parsed from socket payload (HTTP/gRPC, Redis, MySQL, PostgreSQL rows,
+//! connections per protocol and the parsers' health, the service map's edges); clients of
+//! versions 2 and 3 get none of it.
 
 pub mod v2;
 pub mod v3;
+pub mod v4;
 
 use bincode::Options;
 use ksight_engine::snapshot::Snapshot;
@@ -34,9 +38,9 @@ use std::time::Duration;
 
 pub const MAGIC: [u8; 4] = *b"KSGT";
 /// The version this build's clients ask for: the newest it speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The versions this build's agent answers in.
-pub const SUPPORTED: &[u16] = &[2, 3];
+pub const SUPPORTED: &[u16] = &[2, 3, 4];
 pub const HEADER_LEN: usize = 12;
 /// Requests are tiny; anything larger is garbage.
 pub const MAX_REQUEST_BYTES: u32 = 4096;
@@ -69,7 +73,7 @@ pub enum ProtocolError {
     Io(#[from] io::Error),
     #[error("not a ksight agent frame (bad magic {0:02x?})")]
     BadMagic([u8; 4]),
-    #[error("protocol version {got} is not supported (this ksight speaks version {VERSION})")]
+    #[error("protocol version {got} is not supported (this ksight speaks versions {SUPPORTED:?})")]
     Version { got: u16 },
     #[error("unexpected message kind {got} (expected {expected})")]
     Kind { got: u16, expected: u16 },
@@ -149,6 +153,7 @@ pub fn encode_snapshot(version: u16, snapshot: &AgentSnapshot) -> Result<Vec<u8>
     match version {
         2 => Ok(codec().serialize(&v2::AgentSnapshot::from(snapshot))?),
         3 => Ok(codec().serialize(&v3::AgentSnapshot::from(snapshot))?),
+        4 => Ok(codec().serialize(&v4::AgentSnapshot::from(snapshot))?),
         got => Err(ProtocolError::Version { got }),
     }
 }
@@ -158,6 +163,7 @@ pub fn decode_snapshot(version: u16, payload: &[u8]) -> Result<AgentSnapshot, Pr
     match version {
         2 => Ok(codec().deserialize::<v2::AgentSnapshot>(payload)?.into()),
         3 => Ok(codec().deserialize::<v3::AgentSnapshot>(payload)?.into()),
+        4 => Ok(codec().deserialize::<v4::AgentSnapshot>(payload)?.into()),
         got => Err(ProtocolError::Version { got }),
     }
 }
@@ -171,15 +177,7 @@ pub fn serve(
 ) -> Result<(), ProtocolError> {
     let h = read_header(stream, MAX_REQUEST_BYTES)?;
     if !SUPPORTED.contains(&h.version) {
-        let message = format!(
-            "protocol version {} is not supported (this agent speaks version {})",
-            h.version,
-            SUPPORTED
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let message = refusal(h.version);
         write_frame(stream, VERSION, kind::ERROR, message.as_bytes())?;
         return Err(ProtocolError::Version { got: h.version });
     }
@@ -195,6 +193,19 @@ pub fn serve(
     let payload = encode_snapshot(h.version, snapshot)?;
     write_frame(stream, h.version, kind::SNAPSHOT, &payload)?;
     Ok(())
+}
+
+/// The agent's answer to a request in a version it does not speak, naming those it does
+/// (the frame carries the newest, which a client that speaks it asks again in).
+fn refusal(version: u16) -> String {
+    let (last, earlier) = SUPPORTED.split_last().expect("at least one version");
+    let earlier: Vec<String> = earlier.iter().map(u16::to_string).collect();
+    let speaks = if earlier.is_empty() {
+        format!("version {last}")
+    } else {
+        format!("versions {} and {last}", earlier.join(", "))
+    };
+    format!("protocol version {version} is not supported (this agent speaks {speaks})")
 }
 
 /// Client side over any stream: asks in [`VERSION`], accepts a snapshot of that version
@@ -509,6 +520,83 @@ mod tests {
         a
     }
 
+    /// `full_sample_v3` with every field version 4 adds set too.
+    pub(super) fn full_sample_v4() -> AgentSnapshot {
+        use ksight_engine::snapshot::*;
+        let mut a = full_sample_v3();
+        let s = &mut a.snapshot;
+        let latency = |n: f64| Latency {
+            count: n as u64,
+            p50: n + 0.5,
+            p99: n + 1.5,
+            max: n + 2.5,
+        };
+        s.http.requests = vec![HttpRow {
+            protocol: "grpc".into(),
+            role: "client".into(),
+            method: "POST".into(),
+            route: "/shop.Cart/Add".into(),
+            status: 200,
+            grpc_status: Some("14".into()),
+            count: 60,
+            errors: 61,
+            latency_us: latency(62.0),
+            peer: Some("10.0.0.3:50051".into()),
+            host: Some("cart:50051".into()),
+            cgroup_id: 77,
+            latency_sum_ns: 63,
+            latency_buckets: vec![64, 65],
+        }];
+        let command = |command: &str, n: u64| CommandRow {
+            role: "server".into(),
+            command: command.into(),
+            count: n,
+            errors: n + 1,
+            error_codes: [(format!("E{n}"), n + 2)].into(),
+            latency_us: latency((n + 3) as f64),
+            peer: None,
+            cgroup_id: 77,
+            latency_sum_ns: n + 4,
+            latency_buckets: vec![n + 5],
+        };
+        s.redis.commands = vec![command("GET", 70)];
+        s.mysql.queries = vec![command("SELECT", 80)];
+        s.postgres.queries = vec![command("INSERT", 90)];
+        s.protocols = ProtocolsSummary {
+            connections: vec![ProtocolConnectionRow {
+                protocol: "tls".into(),
+                role: "client".into(),
+                cgroup_id: 77,
+                connections: 100,
+                bytes_sent: 101,
+                bytes_received: 102,
+            }],
+            malformed: 103,
+            framing_gaps: 120,
+            mid_stream: 104,
+            unmatched_responses: 105,
+            unanswered: 106,
+            other_routes: 107,
+            unlisted_requests: 108,
+            untracked_connections: 109,
+        };
+        s.edges = vec![EdgeRow {
+            client_cgroup_id: 77,
+            server: "[::1]:6379".into(),
+            server_cgroup_id: Some(110),
+            protocol: Some("redis".into()),
+            connections: 111,
+            requests: 112,
+            errors: 113,
+            bytes_sent: 114,
+            bytes_received: 115,
+            latency_us: latency(116.0),
+            latency_sum_ns: 117,
+            latency_buckets: vec![118, 119],
+        }];
+        a
+    }
+
     fn request_bytes(version: u16, kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
         write_frame(&mut v, version, kind, payload).unwrap();
@@ -623,6 +711,60 @@ mod tests {
         let v2 = encode_snapshot(2, &full_sample_v3()).unwrap();
         assert_eq!(v2, V2_FIXTURE);
         assert_eq!(decode_snapshot(2, &v2).unwrap(), full_sample());
+    }
+
+    const V4_FIXTURE: &[u8] = include_bytes!("testdata/agent-snapshot-v4.bin");
+
+    /// Version 4's bytes, written once from `full_sample_v4`: its layout may never change.
+    /// Versions 3 and 2 leave out everything version 4 added, byte for byte as before.
+    #[test]
+    fn version_4_is_pinned_and_carries_the_requests() {
+        let pinned = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/testdata/agent-snapshot-v4.bin"
+        );
+        if std::env::var_os("KSIGHT_PIN_PROTOCOL_V4").is_some() {
+            std::fs::write(pinned, encode_snapshot(4, &full_sample_v4()).unwrap()).unwrap();
+        }
+        assert_eq!(encode_snapshot(4, &full_sample_v4()).unwrap(), V4_FIXTURE);
+        assert_eq!(decode_snapshot(4, V4_FIXTURE).unwrap(), full_sample_v4());
+        let v3 = encode_snapshot(3, &full_sample_v4()).unwrap();
+        assert_eq!(v3, V3_FIXTURE);
+        assert_eq!(decode_snapshot(3, &v3).unwrap(), full_sample_v3());
+        assert_eq!(encode_snapshot(2, &full_sample_v4()).unwrap(), V2_FIXTURE);
+        // A version-3 client of this agent gets version 3.
+        let mut server = duplex(request_bytes(3, kind::SNAPSHOT_REQUEST, &[]));
+        serve(&mut server, &full_sample_v4()).unwrap();
+        assert_eq!(
+            request_in(&mut duplex(server.output), 3).unwrap(),
+            full_sample_v3()
+        );
+    }
+
+    /// A version-3 agent refuses this build's version-4 request in version 3: `fetch`
+    /// asks again in 3. Versions nobody speaks get a message naming those the agent does.
+    #[test]
+    fn an_agent_of_version_3_is_asked_again_and_old_versions_are_told_why() {
+        let mut reply = Vec::new();
+        write_frame(
+            &mut reply,
+            3,
+            kind::ERROR,
+            b"protocol version 4 is not supported (this agent speaks version 2, 3)",
+        )
+        .unwrap();
+        assert!(matches!(
+            request(&mut duplex(reply)).unwrap_err(),
+            ProtocolError::OtherVersion { speaks: 3, .. }
+        ));
+        let mut s = duplex(request_bytes(1, kind::SNAPSHOT_REQUEST, &[]));
+        assert!(serve(&mut s, &sample()).is_err());
+        let err = request_in(&mut duplex(s.output), 1).unwrap_err();
+        assert!(
+            matches!(&err, ProtocolError::OtherVersion { speaks: VERSION, message }
+                if message == "protocol version 1 is not supported (this agent speaks versions 2, 3 and 4)"),
+            "{err}"
+        );
     }
 
     /// An agent that speaks only version 2 answers a version-3 request with an error in

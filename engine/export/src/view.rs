@@ -12,6 +12,11 @@
 //! - keeps DNS series for the N qnames with the most queries and sums the rest under
 //!   qname "other", accumulating each series from the growth of the engine's rows so
 //!   every counter only grows as qnames enter and leave the top N;
+//! - accumulates the request, command, protocol and service-map (edge) series the same
+//!   way, from the growth of the engine's rows: an edge's server may get a name (its
+//!   cgroup, or Kubernetes names from a resolver) only after its first requests, and its
+//!   series then moves under that name. Their number is bounded by the engine's bounds on
+//!   rows, routes, hosts and edges (`ksight_engine::requests`);
 //! - applies the signals and filters of the configuration, which a reload may change at
 //!   any time without touching the aggregates.
 
@@ -19,9 +24,12 @@ use event_abi::kinds;
 pub use ksight_attribution::cgroups::CgroupTree;
 use ksight_engine::signals::{Family, Mode, Signal, SignalStatus};
 use ksight_engine::snapshot::{
-    CgroupLabels, CgroupRow, ConnectionRow, DeviceRow, DnsRow, LATENCY_BUCKETS_NS, Snapshot,
+    CgroupLabels, CgroupRow, CommandRow, ConnectionRow, DeviceRow, DnsRow, EdgeRow, HttpRow,
+    LATENCY_BUCKETS_NS, ProtocolConnectionRow, Snapshot, counts_since,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
 
 /// Which signals are captured and exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +252,329 @@ pub struct ExportView {
     pub dns: Vec<DnsSeries>,
     /// Queries counted under qname "other" since the agent started.
     pub dns_other_requests: u64,
+    /// HTTP/1, HTTP/2 and gRPC series of exported cgroups, in key order.
+    pub http: Vec<HttpSeries>,
+    /// Redis, MySQL and PostgreSQL series of exported cgroups, in key order.
+    pub commands: Vec<CommandSeries>,
+    /// Connections and bytes per detected protocol, of exported cgroups.
+    pub protocols: Vec<ProtocolSeries>,
+    /// The service map: edges of exported client cgroups, in key order.
+    pub edges: Vec<EdgeSeries>,
+}
+
+/// Kubernetes names of a server address (a Service's ClusterIP, or a pod's IP).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerName {
+    pub namespace: String,
+    pub service: Option<String>,
+    pub pod: Option<String>,
+}
+
+/// Names a server address and port, when it can (the agent passes a lookup of the
+/// Kubernetes metadata).
+pub type ServerResolver<'a> = dyn Fn(IpAddr, u16) -> Option<ServerName> + 'a;
+
+/// What one HTTP/1, HTTP/2 or gRPC series is told apart by: its engine row's identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HttpKey {
+    pub cgroup_id: u64,
+    pub protocol: String,
+    pub role: String,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    pub grpc_status: Option<String>,
+    pub host: Option<String>,
+    pub peer: Option<String>,
+}
+
+impl HttpKey {
+    fn of(r: &HttpRow) -> Self {
+        Self {
+            cgroup_id: r.cgroup_id,
+            protocol: r.protocol.clone(),
+            role: r.role.clone(),
+            method: r.method.clone(),
+            route: r.route.clone(),
+            status: r.status,
+            grpc_status: r.grpc_status.clone(),
+            host: r.host.clone(),
+            peer: r.peer.clone(),
+        }
+    }
+}
+
+/// What one Redis command or SQL statement series is told apart by.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommandKey {
+    pub cgroup_id: u64,
+    /// "redis", "mysql" or "postgres".
+    pub protocol: String,
+    pub role: String,
+    pub command: String,
+    pub peer: Option<String>,
+}
+
+impl CommandKey {
+    fn of(protocol: &str, r: &CommandRow) -> Self {
+        Self {
+            cgroup_id: r.cgroup_id,
+            protocol: protocol.to_string(),
+            role: r.role.clone(),
+            command: r.command.clone(),
+            peer: r.peer.clone(),
+        }
+    }
+}
+
+/// What one per-protocol connection series is told apart by.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProtocolKey {
+    pub cgroup_id: u64,
+    pub protocol: String,
+    pub role: String,
+}
+
+/// An edge's server as exported.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EdgeServer {
+    /// An exported cgroup of this host (its owner labels, prefixed `server_`).
+    Local(u64),
+    /// Named by the resolver.
+    Named(ServerName),
+    /// "addr:port" as the client connected to it.
+    Address(String),
+}
+
+/// What one edge series is told apart by: rows of the engine that end up with the same
+/// labels (a Service's ClusterIP and its pods' IPs, say) add up in one series.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EdgeKey {
+    pub client_cgroup_id: u64,
+    pub server: EdgeServer,
+    /// Empty until a protocol was detected on the edge.
+    pub protocol: String,
+}
+
+/// The counters of a request, command, protocol or edge series, accumulated by the
+/// exporter from the growth of the engine's rows (each kind uses the fields it has).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Requests (commands, queries).
+    pub count: u64,
+    pub errors: u64,
+    /// Errors by code (Redis error prefix, MySQL error number, SQLSTATE).
+    pub error_codes: BTreeMap<String, u64>,
+    pub connections: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Sum of the latencies, ns, and requests per [`LATENCY_BUCKETS_NS`] bucket (one more
+    /// for those above).
+    pub latency_sum_ns: u64,
+    pub latency_buckets: Vec<u64>,
+}
+
+impl RequestCounts {
+    fn of_http(r: &HttpRow) -> Self {
+        Self {
+            count: r.count,
+            errors: r.errors,
+            latency_sum_ns: r.latency_sum_ns,
+            latency_buckets: r.latency_buckets.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn of_command(r: &CommandRow) -> Self {
+        Self {
+            count: r.count,
+            errors: r.errors,
+            error_codes: r.error_codes.clone(),
+            latency_sum_ns: r.latency_sum_ns,
+            latency_buckets: r.latency_buckets.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn of_protocol(r: &ProtocolConnectionRow) -> Self {
+        Self {
+            connections: r.connections,
+            bytes_sent: r.bytes_sent,
+            bytes_received: r.bytes_received,
+            ..Default::default()
+        }
+    }
+
+    fn of_edge(r: &EdgeRow) -> Self {
+        Self {
+            count: r.requests,
+            errors: r.errors,
+            connections: r.connections,
+            bytes_sent: r.bytes_sent,
+            bytes_received: r.bytes_received,
+            latency_sum_ns: r.latency_sum_ns,
+            latency_buckets: r.latency_buckets.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// What `self` counted beyond `before` (a row that went back was started over).
+    fn since(&self, before: &RequestCounts) -> RequestCounts {
+        let went_back = self.count < before.count
+            || self.connections < before.connections
+            || self.bytes_sent < before.bytes_sent
+            || self.bytes_received < before.bytes_received
+            || self.latency_sum_ns < before.latency_sum_ns;
+        if went_back {
+            return self.clone();
+        }
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        RequestCounts {
+            count: d(self.count, before.count),
+            errors: d(self.errors, before.errors),
+            error_codes: counts_since(&self.error_codes, &before.error_codes),
+            connections: d(self.connections, before.connections),
+            bytes_sent: d(self.bytes_sent, before.bytes_sent),
+            bytes_received: d(self.bytes_received, before.bytes_received),
+            latency_sum_ns: d(self.latency_sum_ns, before.latency_sum_ns),
+            latency_buckets: self
+                .latency_buckets
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| d(n, before.latency_buckets.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    fn add(&mut self, o: &RequestCounts) {
+        self.count = self.count.saturating_add(o.count);
+        self.errors = self.errors.saturating_add(o.errors);
+        for (code, &n) in &o.error_codes {
+            let c = self.error_codes.entry(code.clone()).or_default();
+            *c = c.saturating_add(n);
+        }
+        self.connections = self.connections.saturating_add(o.connections);
+        self.bytes_sent = self.bytes_sent.saturating_add(o.bytes_sent);
+        self.bytes_received = self.bytes_received.saturating_add(o.bytes_received);
+        self.latency_sum_ns = self.latency_sum_ns.saturating_add(o.latency_sum_ns);
+        let n = LATENCY_BUCKETS_NS.len() + 1;
+        self.latency_buckets.resize(n, 0);
+        for (i, &b) in o.latency_buckets.iter().take(n).enumerate() {
+            self.latency_buckets[i] = self.latency_buckets[i].saturating_add(b);
+        }
+    }
+
+    /// Requests with a latency: the histogram's count.
+    pub fn timed(&self) -> u64 {
+        self.latency_buckets
+            .iter()
+            .fold(0u64, |a, &b| a.saturating_add(b))
+    }
+}
+
+/// One exported per-cgroup series of requests, commands or protocol connections, with its
+/// cgroup's owner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series<K> {
+    pub key: K,
+    pub attribution: Option<CgroupLabels>,
+    pub counts: RequestCounts,
+}
+
+pub type HttpSeries = Series<HttpKey>;
+pub type CommandSeries = Series<CommandKey>;
+pub type ProtocolSeries = Series<ProtocolKey>;
+
+/// One exported edge: its client cgroup's owner and, for a local server, the server
+/// cgroup's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EdgeSeries {
+    pub key: EdgeKey,
+    pub client: Option<CgroupLabels>,
+    pub server: Option<CgroupLabels>,
+    pub counts: RequestCounts,
+}
+
+/// Series accumulated from the growth of the engine's rows, each row (identity `S`) adding
+/// to the series (`K`) it maps to at this tick. A series no row maps to any more goes (as
+/// a DNS qname's that leaves the top N), so state is bounded by the engine's rows.
+#[derive(Debug)]
+struct Accumulated<S, K> {
+    seen: HashMap<S, RequestCounts>,
+    series: BTreeMap<K, RequestCounts>,
+}
+
+impl<S, K> Default for Accumulated<S, K> {
+    fn default() -> Self {
+        Self {
+            seen: HashMap::new(),
+            series: BTreeMap::new(),
+        }
+    }
+}
+
+impl<S: Eq + Hash, K: Ord + Clone> Accumulated<S, K> {
+    fn update(
+        &mut self,
+        rows: impl IntoIterator<Item = (S, K, RequestCounts)>,
+        expired: &[u64],
+        cgroup_of: impl Fn(&K) -> u64,
+    ) {
+        let mut seen = HashMap::new();
+        let mut mapped = BTreeSet::new();
+        for (source, target, now) in rows {
+            let grew = match self.seen.get(&source) {
+                Some(before) => now.since(before),
+                None => now.clone(),
+            };
+            self.series.entry(target.clone()).or_default().add(&grew);
+            mapped.insert(target);
+            seen.insert(source, now);
+        }
+        self.seen = seen;
+        self.series
+            .retain(|k, _| mapped.contains(k) && !expired.contains(&cgroup_of(k)));
+    }
+
+    /// The series of exported cgroups, with their owners.
+    fn exported(&self, exported: &HashMap<u64, &CgroupSeries>) -> Vec<Series<K>>
+    where
+        K: HasCgroup,
+    {
+        self.series
+            .iter()
+            .filter_map(|(key, counts)| {
+                let c = exported.get(&key.cgroup_id())?;
+                Some(Series {
+                    key: key.clone(),
+                    attribution: c.row.attribution.clone(),
+                    counts: counts.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+trait HasCgroup {
+    fn cgroup_id(&self) -> u64;
+}
+
+impl HasCgroup for HttpKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+impl HasCgroup for CommandKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+impl HasCgroup for ProtocolKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
 }
 
 /// The qname DNS queries beyond the bound are counted under.
@@ -355,6 +686,11 @@ pub struct Exporter {
     /// Exported DNS series: qnames of the top N, and "other".
     dns_series: BTreeMap<DnsKey, DnsCounts>,
     dns_other_requests: u64,
+    http: Accumulated<HttpKey, HttpKey>,
+    commands: Accumulated<CommandKey, CommandKey>,
+    protocols: Accumulated<ProtocolKey, ProtocolKey>,
+    /// Engine edges by (client cgroup, server address), to the labels they map to now.
+    edges: Accumulated<(u64, String), EdgeKey>,
 }
 
 fn connection_bytes(c: &ConnectionRow) -> u64 {
@@ -371,7 +707,8 @@ impl Exporter {
     /// Builds the view of `snapshot` (cumulative, from an engine that forgets finished
     /// processes and connections after each snapshot) at time `now_ms` (any monotonic
     /// clock). Returns the view and the cgroups gone for longer than the grace period,
-    /// which the engine should forget.
+    /// which the engine should forget. Edge servers that are not exported cgroups of this
+    /// host are labelled by address: [`Exporter::update_resolving`] names them.
     pub fn update(
         &mut self,
         snapshot: &Snapshot,
@@ -379,6 +716,20 @@ impl Exporter {
         now_ms: u64,
         settings: &ExportSettings,
         meta: AgentMeta,
+    ) -> (ExportView, Vec<u64>) {
+        self.update_resolving(snapshot, tree, now_ms, settings, meta, None)
+    }
+
+    /// [`Exporter::update`], naming edge servers that are not exported cgroups of this
+    /// host with `servers` (Kubernetes Services and pods by address and port).
+    pub fn update_resolving(
+        &mut self,
+        snapshot: &Snapshot,
+        tree: &CgroupTree,
+        now_ms: u64,
+        settings: &ExportSettings,
+        meta: AgentMeta,
+        servers: Option<&ServerResolver>,
     ) -> (ExportView, Vec<u64>) {
         // Cgroups that disappeared: hidden, and forgotten, once past the grace period.
         let mut expired = Vec::new();
@@ -442,6 +793,28 @@ impl Exporter {
                 })
             })
             .collect();
+        self.update_requests(snapshot, &expired, &exported, servers);
+        let edges = self
+            .edges
+            .series
+            .iter()
+            .filter_map(|(key, counts)| {
+                let client = exported.get(&key.client_cgroup_id)?;
+                let server = match key.server {
+                    EdgeServer::Local(id) => exported.get(&id)?.row.attribution.clone(),
+                    _ => None,
+                };
+                Some(EdgeSeries {
+                    key: key.clone(),
+                    client: client.row.attribution.clone(),
+                    server,
+                    counts: counts.clone(),
+                })
+            })
+            .collect();
+        let http = self.http.exported(&exported);
+        let commands = self.commands.exported(&exported);
+        let protocols = self.protocols.exported(&exported);
 
         let mut totals = snapshot.clone();
         totals.process.processes = Vec::new();
@@ -450,6 +823,12 @@ impl Exporter {
         totals.cgroups = Vec::new();
         totals.udp.flows = Vec::new();
         totals.dns.queries = Vec::new();
+        totals.http.requests = Vec::new();
+        totals.redis.commands = Vec::new();
+        totals.mysql.queries = Vec::new();
+        totals.postgres.queries = Vec::new();
+        totals.protocols.connections = Vec::new();
+        totals.edges = Vec::new();
 
         let view = ExportView {
             meta,
@@ -460,8 +839,73 @@ impl Exporter {
             connections,
             dns,
             dns_other_requests: self.dns_other_requests,
+            http,
+            commands,
+            protocols,
+            edges,
         };
         (view, expired)
+    }
+
+    /// Adds the growth of the engine's request, command, protocol and edge rows to the
+    /// exported series. An edge's server is the server cgroup when that is exported, else
+    /// what `servers` names its address, else the address.
+    fn update_requests(
+        &mut self,
+        snapshot: &Snapshot,
+        expired: &[u64],
+        exported: &HashMap<u64, &CgroupSeries>,
+        servers: Option<&ServerResolver>,
+    ) {
+        let http = snapshot.http.requests.iter().map(|r| {
+            let key = HttpKey::of(r);
+            (key.clone(), key, RequestCounts::of_http(r))
+        });
+        self.http.update(http, expired, |k| k.cgroup_id);
+        let commands = [
+            ("redis", &snapshot.redis.commands),
+            ("mysql", &snapshot.mysql.queries),
+            ("postgres", &snapshot.postgres.queries),
+        ]
+        .into_iter()
+        .flat_map(|(protocol, rows)| {
+            rows.iter().map(move |r| {
+                let key = CommandKey::of(protocol, r);
+                (key.clone(), key, RequestCounts::of_command(r))
+            })
+        });
+        self.commands.update(commands, expired, |k| k.cgroup_id);
+        let protocols = snapshot.protocols.connections.iter().map(|r| {
+            let key = ProtocolKey {
+                cgroup_id: r.cgroup_id,
+                protocol: r.protocol.clone(),
+                role: r.role.clone(),
+            };
+            (key.clone(), key, RequestCounts::of_protocol(r))
+        });
+        self.protocols.update(protocols, expired, |k| k.cgroup_id);
+        let edges = snapshot.edges.iter().map(|r| {
+            let server = match r.server_cgroup_id {
+                Some(id) if exported.contains_key(&id) => EdgeServer::Local(id),
+                _ => r
+                    .server
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .and_then(|a| servers.and_then(|f| f(a.ip(), a.port())))
+                    .map_or_else(|| EdgeServer::Address(r.server.clone()), EdgeServer::Named),
+            };
+            let key = EdgeKey {
+                client_cgroup_id: r.client_cgroup_id,
+                server,
+                protocol: r.protocol.clone().unwrap_or_default(),
+            };
+            (
+                (r.client_cgroup_id, r.server.clone()),
+                key,
+                RequestCounts::of_edge(r),
+            )
+        });
+        self.edges.update(edges, expired, |k| k.client_cgroup_id);
     }
 
     /// Adds the growth of the engine's DNS rows to the exported series: rows of the
@@ -875,5 +1319,163 @@ mod tests {
         );
         assert!(m.contains(&(Signal::Block, Mode::Degraded)));
         assert_eq!(m.last(), Some(&(Signal::SocketIo, Mode::Disabled)));
+    }
+
+    fn http_row(cgroup_id: u64, route: &str, count: u64) -> HttpRow {
+        let mut buckets = vec![0; LATENCY_BUCKETS_NS.len() + 1];
+        buckets[4] = count;
+        HttpRow {
+            protocol: "http".into(),
+            role: "server".into(),
+            method: "GET".into(),
+            route: route.into(),
+            status: 200,
+            count,
+            cgroup_id,
+            latency_sum_ns: count * 200_000,
+            latency_buckets: buckets,
+            ..Default::default()
+        }
+    }
+
+    fn redis_row(count: u64, codes: &[(&str, u64)]) -> CommandRow {
+        CommandRow {
+            role: "client".into(),
+            command: "GET".into(),
+            count,
+            errors: codes.iter().map(|c| c.1).sum(),
+            error_codes: codes.iter().map(|&(c, n)| (c.to_string(), n)).collect(),
+            peer: Some("10.0.0.5:6379".into()),
+            cgroup_id: 5,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn request_series_only_grow_and_leave_with_their_cgroup() {
+        let settings = ExportSettings {
+            cgroup_grace_ms: 0,
+            ..Default::default()
+        };
+        let t = tree(&[(5, "/a"), (6, "/b")]);
+        let m = AgentMeta::default;
+        let mut ex = Exporter::new();
+        let mut s = snapshot(&[5, 6]);
+        s.cgroups[1].attribution = Some(CgroupLabels {
+            ignored: true,
+            ..Default::default()
+        });
+        s.http.requests = vec![http_row(5, "/a", 3), http_row(6, "/b", 2)];
+        s.redis.commands = vec![redis_row(4, &[("ERR", 1)])];
+        s.protocols.connections = vec![ProtocolConnectionRow {
+            protocol: "redis".into(),
+            role: "client".into(),
+            cgroup_id: 5,
+            connections: 1,
+            bytes_sent: 10,
+            bytes_received: 20,
+        }];
+        let (v, _) = ex.update(&s, &t, 0, &settings, m());
+        // The ignored cgroup's requests are not exported.
+        let http: Vec<(&str, u64, u64)> = v
+            .http
+            .iter()
+            .map(|h| (h.key.route.as_str(), h.counts.count, h.counts.timed()))
+            .collect();
+        assert_eq!(http, [("/a", 3, 3)]);
+        assert_eq!(v.commands[0].key.protocol, "redis");
+        assert_eq!(v.commands[0].counts.error_codes, [("ERR".into(), 1)].into());
+        assert_eq!(v.protocols[0].counts.bytes_received, 20);
+        assert!(v.totals.http.requests.is_empty() && v.totals.redis.commands.is_empty());
+        // Growth adds up; a row that went back (the engine started it over) adds all of it.
+        s.http.requests[0] = http_row(5, "/a", 5);
+        s.redis.commands = vec![redis_row(6, &[("ERR", 2), ("WRONGTYPE", 1)])];
+        let (v, _) = ex.update(&s, &t, 1, &settings, m());
+        assert_eq!(
+            (v.http[0].counts.count, v.http[0].counts.latency_sum_ns),
+            (5, 1_000_000)
+        );
+        let codes = &v.commands[0].counts.error_codes;
+        assert_eq!(codes, &[("ERR".into(), 2), ("WRONGTYPE".into(), 1)].into());
+        s.http.requests[0] = http_row(5, "/a", 1);
+        let (v, _) = ex.update(&s, &t, 2, &settings, m());
+        assert_eq!(v.http[0].counts.count, 6);
+        // The cgroup is gone: its series go with it.
+        let (_, forget) = ex.update(&s, &tree(&[(6, "/b")]), 3, &settings, m());
+        assert_eq!(forget, [5]);
+        assert!(ex.http.series.keys().all(|k| k.cgroup_id != 5));
+        assert!(ex.commands.series.is_empty() && ex.protocols.series.is_empty());
+    }
+
+    #[test]
+    fn edges_are_named_by_server_cgroup_resolver_or_address() {
+        let t = tree(&[(5, "/a"), (6, "/b")]);
+        let m = AgentMeta::default;
+        let mut ex = Exporter::new();
+        let mut s = snapshot(&[5, 6]);
+        let edge = |server: &str, server_cgroup_id, requests| EdgeRow {
+            client_cgroup_id: 5,
+            server: server.into(),
+            server_cgroup_id,
+            protocol: Some("http".into()),
+            requests,
+            ..Default::default()
+        };
+        s.edges = vec![
+            edge("10.1.0.6:80", Some(6), 1),
+            edge("10.96.0.10:80", None, 2),
+            edge("10.1.0.9:80", None, 3),
+        ];
+        let edges = |v: &ExportView| -> Vec<(EdgeServer, u64)> {
+            v.edges
+                .iter()
+                .map(|e| (e.key.server.clone(), e.counts.count))
+                .collect()
+        };
+        let addr = |a: &str| EdgeServer::Address(a.into());
+        // No resolver: addresses, but the local server cgroup by its cgroup.
+        let (v, _) = ex.update(&s, &t, 0, &ExportSettings::default(), m());
+        assert_eq!(
+            edges(&v),
+            [
+                (EdgeServer::Local(6), 1),
+                (addr("10.1.0.9:80"), 3),
+                (addr("10.96.0.10:80"), 2)
+            ]
+        );
+        // The Service and one of its pods get names: both in one series, from their
+        // growth on (the address series go).
+        let api = ServerName {
+            namespace: "shop".into(),
+            service: Some("api".into()),
+            pod: None,
+        };
+        let names = |ip: IpAddr, port: u16| {
+            (port == 80 && ip.to_string() != "10.1.0.6").then(|| api.clone())
+        };
+        s.edges[1].requests = 4;
+        s.edges[2].requests = 7;
+        // The server cgroup filtered out: it is not named after it.
+        let hide_b = ExportSettings {
+            exclude_cgroups: vec!["/b".into()],
+            ..Default::default()
+        };
+        let (v, _) = ex.update_resolving(&s, &t, 1, &hide_b, m(), Some(&names));
+        assert_eq!(
+            edges(&v),
+            [
+                (EdgeServer::Named(api.clone()), 6),
+                (addr("10.1.0.6:80"), 0)
+            ]
+        );
+        assert!(v.edges.iter().all(|e| e.server.is_none()));
+        assert!(v.totals.edges.is_empty());
+        // Edges of a client cgroup that is not exported are left out.
+        let hide_a = ExportSettings {
+            exclude_cgroups: vec!["/a".into()],
+            ..Default::default()
+        };
+        let (v, _) = ex.update_resolving(&s, &t, 2, &hide_a, m(), Some(&names));
+        assert!(v.edges.is_empty());
     }
 }
