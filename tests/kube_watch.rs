@@ -1,12 +1,14 @@
 //! The Kubernetes metadata watcher (`ksight_attribution::kube`) against a fake API server
-//! on 127.0.0.1: list then watch, workload resolution, ignore annotations, relists after
-//! 410 Gone, and an API server that is down, slow or answers garbage. No root, no cluster.
+//! on 127.0.0.1: list then watch, workload resolution, ignore annotations, Services and
+//! EndpointSlices naming addresses, relists after 410 Gone, and an API server that is
+//! down, slow or answers garbage. No root, no cluster.
 
-use ksight_attribution::kube::{self, KubeMetadata, KubeSettings, Workload};
+use ksight_attribution::kube::{self, Endpoint, KubeMetadata, KubeSettings, Workload};
 use ksight_integration_tests::fake_apiserver::{
-    FakeApiServer, Fault, On, PodBuilder, container_id, namespace, owned_object, unused_port,
-    wait_for,
+    FakeApiServer, Fault, On, PodBuilder, container_id, endpoint_slice, namespace, owned_object,
+    service, unused_port, wait_for,
 };
+use std::net::IpAddr;
 use std::time::Duration;
 
 const NODE: &str = "node-a";
@@ -261,6 +263,8 @@ fn list_then_watch_resolves_workloads_and_applies_events() {
         "/apis/apps/v1/replicasets",
         "/api/v1/namespaces",
         "/apis/batch/v1/jobs",
+        "/api/v1/services",
+        "/apis/discovery.k8s.io/v1/endpointslices",
     ] {
         let w: Vec<_> = watches.iter().filter(|r| r.path == path).collect();
         assert!(!w.is_empty(), "no watch of {path}");
@@ -272,14 +276,17 @@ fn list_then_watch_resolves_workloads_and_applies_events() {
             );
         }
     }
-    for r in requests.iter().filter(|r| r.path != "/api/v1/pods") {
-        assert!(
+    let full = [
+        "/api/v1/pods",
+        "/api/v1/services",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+    ];
+    for r in &requests {
+        assert_eq!(
             r.accept.contains("as=PartialObjectMetadata"),
-            "not metadata-only: {r:?}"
+            !full.contains(&r.path.as_str()),
+            "metadata-only is for owners and namespaces: {r:?}"
         );
-    }
-    for r in requests.iter().filter(|r| r.path == "/api/v1/pods") {
-        assert!(!r.accept.contains("PartialObjectMetadata"), "{r:?}");
     }
     assert_field_selector_everywhere(&server);
 }
@@ -507,4 +514,341 @@ fn stalled_list_times_out_and_recovers() {
     let h = k.health();
     assert!(h.errors_total >= 1, "{h:?}");
     assert_field_selector_everywhere(&server);
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn endpoint(namespace: &str, service: Option<&str>, pod: Option<&str>, ignored: bool) -> Endpoint {
+    Endpoint {
+        namespace: namespace.into(),
+        service: service.map(Into::into),
+        pod: pod.map(Into::into),
+        ignored,
+    }
+}
+
+fn watch_open(server: &FakeApiServer, path: &str) {
+    wait_for(WAIT, &format!("watch of {path} open"), || {
+        server
+            .requests()
+            .iter()
+            .any(|r| r.path == path && r.is_watch())
+            .then_some(())
+    });
+}
+
+/// A ClusterIP names its Service; an endpoint address its pod (of this node or another)
+/// and Service; a pod of this node outside any slice itself; watch events and the ignore
+/// annotation change the answers.
+#[test]
+fn services_and_endpoint_slices_name_addresses() {
+    let server = FakeApiServer::start();
+    server.apply("namespaces", namespace("shop", &[]));
+    server.apply(
+        "services",
+        service("shop", "web", "10.96.0.10", &[("http", 80, 8080)], &[]),
+    );
+    server.apply(
+        "endpointslices",
+        endpoint_slice(
+            "shop",
+            "web-7xk2p",
+            "web",
+            &[("http", 8080)],
+            &[
+                ("10.244.0.5", "web-1", NODE),
+                ("10.244.1.7", "web-2", "node-b"),
+            ],
+        ),
+    );
+    server.apply(
+        "services",
+        service(
+            "shop",
+            "legacy",
+            "10.96.0.20",
+            &[("http", 80, 80)],
+            &[("ksight.io/ignore", "true")],
+        ),
+    );
+    server.apply(
+        "services",
+        service("shop", "db", "None", &[("pg", 5432, 5432)], &[]),
+    );
+    server.apply(
+        "endpointslices",
+        endpoint_slice(
+            "shop",
+            "db-q9w",
+            "db",
+            &[("pg", 5432)],
+            &[("10.244.2.3", "db-0", "node-c")],
+        ),
+    );
+    server.apply(
+        "pods",
+        PodBuilder::new("shop", "web-1", "uid-web-1", NODE)
+            .ip("10.244.0.5")
+            .container("app", Some(&container_id(1)))
+            .build(),
+    );
+    server.apply(
+        "pods",
+        PodBuilder::new("shop", "lonely", "uid-lonely", NODE)
+            .ip("10.244.0.9")
+            .container("app", Some(&container_id(2)))
+            .build(),
+    );
+
+    let k = kube::spawn(settings(server.url(), 30)).expect("spawn watcher");
+    wait_synced(&k);
+    let h = wait_for(WAIT, "services and slices listed", || {
+        let h = k.health();
+        h.services_synced.then_some(h)
+    });
+    assert_eq!((h.services, h.endpoint_slices), (3, 2), "{h:?}");
+
+    let web = Some(endpoint("shop", Some("web"), None, false));
+    assert_eq!(k.endpoint(ip("10.96.0.10"), 80), web);
+    assert_eq!(k.endpoint(ip("10.96.0.10"), 8443), web, "port not exposed");
+    assert_eq!(
+        k.endpoint(ip("10.244.0.5"), 8080),
+        Some(endpoint("shop", Some("web"), Some("web-1"), false))
+    );
+    assert_eq!(
+        k.endpoint(ip("10.244.1.7"), 8080),
+        Some(endpoint("shop", Some("web"), Some("web-2"), false)),
+        "pod of another node"
+    );
+    assert_eq!(
+        k.endpoint(ip("10.244.2.3"), 5432),
+        Some(endpoint("shop", Some("db"), Some("db-0"), false)),
+        "headless Service"
+    );
+    assert_eq!(
+        k.endpoint(ip("10.96.0.20"), 80),
+        Some(endpoint("shop", Some("legacy"), None, true)),
+        "ignored Service"
+    );
+    assert_eq!(
+        k.endpoint(ip("10.244.0.9"), 22),
+        Some(endpoint("shop", None, Some("lonely"), false)),
+        "pod of this node in no slice"
+    );
+    assert_eq!(k.endpoint(ip("192.0.2.1"), 80), None);
+    assert_eq!(k.services_of_pod("shop", "web-1"), ["web"]);
+    assert_eq!(k.services_of_pod("shop", "web-2"), ["web"]);
+    assert!(k.services_of_pod("shop", "lonely").is_empty());
+    let svc = k.service("shop", "web").unwrap();
+    assert_eq!(svc.cluster_ips, [ip("10.96.0.10")]);
+    assert_eq!(
+        (
+            svc.ports[0].name.as_str(),
+            svc.ports[0].port,
+            svc.ports[0].target_port
+        ),
+        ("http", 80, Some(8080))
+    );
+
+    // A second Service selecting web-1, on another port.
+    let g = k.generation();
+    server.apply(
+        "services",
+        service(
+            "shop",
+            "web-admin",
+            "10.96.0.30",
+            &[("admin", 9090, 9090)],
+            &[],
+        ),
+    );
+    server.apply(
+        "endpointslices",
+        endpoint_slice(
+            "shop",
+            "web-admin-p2k",
+            "web-admin",
+            &[("admin", 9090)],
+            &[("10.244.0.5", "web-1", NODE)],
+        ),
+    );
+    wait_for(WAIT, "second Service of web-1", || {
+        (k.services_of_pod("shop", "web-1") == ["web", "web-admin"]).then_some(())
+    });
+    assert!(k.generation() > g);
+    assert_eq!(
+        k.endpoint(ip("10.244.0.5"), 9090),
+        Some(endpoint("shop", Some("web-admin"), Some("web-1"), false))
+    );
+    assert_eq!(
+        k.endpoint(ip("10.244.0.5"), 8080),
+        Some(endpoint("shop", Some("web"), Some("web-1"), false))
+    );
+
+    // The ignore annotation set on a watched Service: its ClusterIP and its pods.
+    server.apply(
+        "services",
+        service(
+            "shop",
+            "web",
+            "10.96.0.10",
+            &[("http", 80, 8080)],
+            &[("ksight.io/ignore", "true")],
+        ),
+    );
+    wait_for(WAIT, "Service now ignored", || {
+        k.endpoint(ip("10.96.0.10"), 80)?.ignored.then_some(())
+    });
+    assert_eq!(
+        k.endpoint(ip("10.244.1.7"), 8080),
+        Some(endpoint("shop", Some("web"), Some("web-2"), true))
+    );
+    assert_eq!(
+        k.endpoint(ip("10.244.0.5"), 9090),
+        Some(endpoint("shop", Some("web-admin"), Some("web-1"), false)),
+        "the other Service is not ignored"
+    );
+
+    // A namespace's annotation covers its Services.
+    server.apply(
+        "namespaces",
+        namespace("shop", &[("ksight.io/ignore", "true")]),
+    );
+    wait_for(WAIT, "namespace now ignored", || {
+        k.endpoint(ip("10.96.0.30"), 9090)?.ignored.then_some(())
+    });
+
+    // web-2 leaves the slice; the db slice is deleted.
+    let g = k.generation();
+    server.apply(
+        "endpointslices",
+        endpoint_slice(
+            "shop",
+            "web-7xk2p",
+            "web",
+            &[("http", 8080)],
+            &[("10.244.0.5", "web-1", NODE)],
+        ),
+    );
+    server.delete("endpointslices", "shop", "db-q9w");
+    wait_for(WAIT, "slice events applied", || {
+        (k.endpoint(ip("10.244.1.7"), 8080).is_none()
+            && k.endpoint(ip("10.244.2.3"), 5432).is_none())
+        .then_some(())
+    });
+    assert!(k.generation() > g);
+    assert!(k.services_of_pod("shop", "web-2").is_empty());
+    assert!(k.services_of_pod("shop", "db-0").is_empty());
+
+    // A change of a Service's status changes no answer: no new generation. (Events of
+    // one watch are applied in order: the marker Service's arrival follows it.)
+    let g = k.generation();
+    let mut db = service("shop", "db", "None", &[("pg", 5432, 5432)], &[]);
+    db["status"]["conditions"] = serde_json::json!([]);
+    server.apply("services", db);
+    server.apply(
+        "services",
+        service("shop", "marker", "10.96.0.40", &[("x", 1, 1)], &[]),
+    );
+    wait_for(WAIT, "marker Service", || k.service("shop", "marker"));
+    assert_eq!(k.generation(), g + 1, "only the marker Service bumped it");
+
+    let h = k.health();
+    assert_eq!((h.errors_total, h.relists_total), (0, 0), "{h:?}");
+    assert_eq!((h.services, h.endpoint_slices), (5, 2), "{h:?}");
+    for path in [
+        "/api/v1/services",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+    ] {
+        for r in server.requests().iter().filter(|r| r.path == path) {
+            assert_eq!(r.param("fieldSelector"), None, "cluster-wide: {r:?}");
+            if r.is_watch() {
+                assert_eq!(r.param("allowWatchBookmarks"), Some("true"), "{r:?}");
+            }
+        }
+    }
+}
+
+/// A Service and an EndpointSlice deleted while the watches were away (no DELETED event,
+/// the history compacted) are gone after the relist; a slice added meanwhile is there.
+#[test]
+fn services_and_slices_relist_after_gone() {
+    let server = FakeApiServer::start();
+    server.apply(
+        "services",
+        service("shop", "web", "10.96.0.10", &[("http", 80, 8080)], &[]),
+    );
+    server.apply(
+        "endpointslices",
+        endpoint_slice(
+            "shop",
+            "web-7xk2p",
+            "web",
+            &[("http", 8080)],
+            &[("10.244.0.5", "web-1", NODE)],
+        ),
+    );
+    server.apply(
+        "pods",
+        PodBuilder::new("shop", "web-1", "uid-web-1", NODE)
+            .ip("10.244.0.5")
+            .container("app", Some(&container_id(1)))
+            .build(),
+    );
+    let k = kube::spawn(settings(server.url(), 30)).expect("spawn watcher");
+    wait_synced(&k);
+    wait_for(WAIT, "Service listed", || k.endpoint(ip("10.96.0.10"), 80));
+    wait_for(WAIT, "slice listed", || {
+        k.endpoint(ip("10.244.0.5"), 8080)?.service
+    });
+    watch_open(&server, "/api/v1/services");
+    watch_open(&server, "/apis/discovery.k8s.io/v1/endpointslices");
+    let relists = k.health().relists_total;
+    let service_lists = lists(&server, "/api/v1/services");
+
+    // Every watch ends; the Service goes meanwhile, so resuming it needs a relist.
+    server.delete_silently("services", "shop", "web");
+    server.end_watches();
+    wait_for(WAIT, "Service gone after relist", || {
+        k.endpoint(ip("10.96.0.10"), 80).is_none().then_some(())
+    });
+    assert!(lists(&server, "/api/v1/services") > service_lists);
+
+    // A 410 inside the slices' watch, after the slice was replaced silently.
+    let slice_lists = lists(&server, "/apis/discovery.k8s.io/v1/endpointslices");
+    server.delete_silently("endpointslices", "shop", "web-7xk2p");
+    server.apply_silently(
+        "endpointslices",
+        endpoint_slice(
+            "shop",
+            "api-m3n",
+            "api",
+            &[("grpc", 9000)],
+            &[("10.244.0.5", "web-1", NODE)],
+        ),
+    );
+    server.inject_gone("endpointslices");
+    wait_for(WAIT, "slice replaced after relist", || {
+        (k.services_of_pod("shop", "web-1") == ["api"]).then_some(())
+    });
+    assert_eq!(
+        k.endpoint(ip("10.244.0.5"), 9000),
+        Some(endpoint("shop", Some("api"), Some("web-1"), false))
+    );
+    assert!(lists(&server, "/apis/discovery.k8s.io/v1/endpointslices") > slice_lists);
+    let h = k.health();
+    assert!(h.relists_total >= relists + 2, "{h:?}");
+    assert_eq!((h.services, h.endpoint_slices), (0, 1), "{h:?}");
+    assert!(
+        h.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("endpointslices"),
+        "{h:?}"
+    );
+    wait_for(WAIT, "connected again", || {
+        k.health().connected.then_some(())
+    });
 }

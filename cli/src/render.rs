@@ -1,7 +1,12 @@
 //! Human-readable output. Scripts use `--json`; this text may change.
 
+use crate::tui::fmt::{latency_bound, latency_us};
+use crate::tui::rates::{Merged, merged_latency};
+use crate::tui::requests::{mix, parts, protocol_rank};
 use ksight_backend_ebpf::{DetectReport, Fidelity, SignalStatus};
 use ksight_engine::Snapshot;
+use ksight_engine::snapshot::Latency;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 fn bytes(n: u64) -> String {
@@ -71,6 +76,9 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
     connections(&mut o, s);
     udp_flows(&mut o, s);
     dns(&mut o, s);
+    requests(&mut o, s);
+    protocol_connections(&mut o, s);
+    edges(&mut o, s);
     if !s.block.devices.is_empty() {
         let _ = writeln!(
             o,
@@ -154,6 +162,7 @@ pub fn snapshot(s: &Snapshot, notes: &[String]) -> String {
             s.dns.malformed
         );
     }
+    parser_health(&mut o, s);
     for note in notes {
         let _ = writeln!(o, "  note: {note}");
     }
@@ -298,6 +307,189 @@ fn dns(o: &mut String, s: &Snapshot) {
     more(o, d.queries.len(), "DNS rows");
 }
 
+/// Requests of every protocol, one line per (protocol, role, method, route or command,
+/// status) summed over cgroups and peers: HTTP first, then gRPC, Redis, MySQL, PostgreSQL,
+/// each busiest first. A command's status is its error codes.
+fn requests(o: &mut String, s: &Snapshot) {
+    type Key<'a> = (u8, &'a str, &'a str, &'a str, &'a str, String);
+    #[derive(Default)]
+    struct Sum<'a> {
+        count: u64,
+        errors: u64,
+        codes: BTreeMap<String, u64>,
+        latencies: Vec<(&'a Latency, &'a [u64])>,
+    }
+    let mut lines: BTreeMap<Key, Sum> = BTreeMap::new();
+    for p in parts(s) {
+        let key = (
+            protocol_rank(p.protocol),
+            p.protocol,
+            p.role,
+            p.method,
+            p.name,
+            p.status,
+        );
+        let sum = lines.entry(key).or_default();
+        sum.count = sum.count.saturating_add(p.count);
+        sum.errors = sum.errors.saturating_add(p.errors);
+        for (code, n) in p.error_codes.into_iter().flatten() {
+            *sum.codes.entry(code.clone()).or_default() += n;
+        }
+        sum.latencies.push((p.latency, p.buckets));
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let mut lines: Vec<(Key, Sum)> = lines.into_iter().collect();
+    // Each protocol family together, busiest first (stable: ties stay in key order).
+    lines.sort_by_key(|(key, sum)| (key.0, std::cmp::Reverse(sum.count)));
+    let _ = writeln!(
+        o,
+        "\n  {:<8} {:<6} {:<7} {:<32} {:<12} {:>7} {:>6} {:>8} {:>8}",
+        "proto", "role", "method", "route/command", "status", "count", "err", "p50", "p99"
+    );
+    let mut bounded = false;
+    for ((_, protocol, role, method, name, status), sum) in lines.iter().take(ROWS) {
+        let latency = merged_latency(sum.latencies.iter().copied());
+        bounded |= latency.as_ref().is_some_and(|m| !m.exact);
+        let q = |f: fn(&Latency) -> f64| {
+            latency.as_ref().map_or("-".into(), |m: &Merged| {
+                latency_bound(f(&m.latency), m.exact)
+            })
+        };
+        let status = match (status.as_str(), mix(&sum.codes)) {
+            ("", codes) if codes.is_empty() => "-".to_string(),
+            ("", codes) => codes,
+            (status, _) => status.to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<6} {:<7} {:<32} {:<12} {:>7} {:>6} {:>8} {:>8}",
+            protocol,
+            role,
+            if method.is_empty() { "-" } else { method },
+            name,
+            status,
+            sum.count,
+            sum.errors,
+            q(|l| l.p50),
+            q(|l| l.p99)
+        );
+    }
+    more(o, lines.len(), "request lines");
+    if bounded {
+        let _ = writeln!(
+            o,
+            "  ≤ upper bound: the line sums rows whose quantiles do not add up"
+        );
+    }
+}
+
+/// Connections and bytes per detected protocol and role, summed over cgroups.
+fn protocol_connections(o: &mut String, s: &Snapshot) {
+    let mut sums: BTreeMap<(u8, &str, &str), (u64, u64, u64)> = BTreeMap::new();
+    for c in &s.protocols.connections {
+        let sum = sums
+            .entry((protocol_rank(&c.protocol), &c.protocol, &c.role))
+            .or_default();
+        sum.0 = sum.0.saturating_add(c.connections);
+        sum.1 = sum.1.saturating_add(c.bytes_sent);
+        sum.2 = sum.2.saturating_add(c.bytes_received);
+    }
+    if sums.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:<8} {:<6} {:>6} {:>12} {:>12}",
+        "protocol", "role", "conns", "sent", "received"
+    );
+    for ((_, protocol, role), (conns, sent, received)) in &sums {
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<6} {:>6} {:>12} {:>12}",
+            protocol,
+            role,
+            conns,
+            bytes(*sent),
+            bytes(*received)
+        );
+    }
+}
+
+/// The service map: who (client cgroup's owner) called what (the server's owner when it
+/// is on this host, else its address), busiest first.
+fn edges(o: &mut String, s: &Snapshot) {
+    if s.edges.is_empty() {
+        return;
+    }
+    let names: HashMap<u64, String> = s
+        .cgroups
+        .iter()
+        .chain(&s.containers)
+        .filter_map(|c| Some((c.cgroup_id, c.attribution.as_ref()?.display_name())))
+        .collect();
+    let name = |id: u64| {
+        names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("cgroup {id}"))
+    };
+    let mut edges: Vec<_> = s.edges.iter().collect();
+    edges.sort_by(|a, b| {
+        (b.requests, b.connections)
+            .cmp(&(a.requests, a.connections))
+            .then((a.client_cgroup_id, &a.server).cmp(&(b.client_cgroup_id, &b.server)))
+    });
+    let _ = writeln!(
+        o,
+        "\n  {:<32}   {:<32} {:<8} {:>6} {:>7} {:>6} {:>8}",
+        "client", "server", "proto", "conns", "reqs", "err", "p99"
+    );
+    for e in edges.iter().take(ROWS) {
+        let _ = writeln!(
+            o,
+            "  {:<32} → {:<32} {:<8} {:>6} {:>7} {:>6} {:>8}",
+            name(e.client_cgroup_id),
+            e.server_cgroup_id
+                .and_then(|id| names.get(&id).cloned())
+                .unwrap_or_else(|| e.server.clone()),
+            e.protocol.as_deref().unwrap_or("-"),
+            e.connections,
+            e.requests,
+            e.errors,
+            if e.latency_us.count > 0 {
+                latency_us(e.latency_us.p99)
+            } else {
+                "-".into()
+            }
+        );
+    }
+    more(o, edges.len(), "edges");
+}
+
+/// The protocol parsers' troubles, only those that happened.
+fn parser_health(o: &mut String, s: &Snapshot) {
+    let p = &s.protocols;
+    let counts: Vec<String> = [
+        ("malformed", p.malformed),
+        ("framing gaps", p.framing_gaps),
+        ("mid-stream", p.mid_stream),
+        ("unmatched responses", p.unmatched_responses),
+        ("unanswered", p.unanswered),
+        ("routes folded into other", p.other_routes),
+        ("unlisted requests", p.unlisted_requests),
+        ("untracked connections", p.untracked_connections),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{what} {n}"))
+    .collect();
+    if !counts.is_empty() {
+        let _ = writeln!(o, "  protocol parsers: {}", counts.join("  "));
+    }
+}
+
 /// Why the eBPF backend cannot run here, if it cannot.
 pub fn ebpf_blocker(r: &DetectReport) -> Option<String> {
     if !r.programs_built {
@@ -390,7 +582,10 @@ pub fn detect(r: &DetectReport, backend: &str, reason: &str, kmod: Option<&str>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ksight_engine::snapshot::{ConnectionRow, DnsRow, Latency, UdpFlowRow};
+    use ksight_engine::snapshot::{
+        CgroupLabels, CgroupRow, CommandRow, ConnectionRow, DnsRow, EdgeRow, HttpRow,
+        LATENCY_BUCKETS_NS, ProtocolConnectionRow, UdpFlowRow,
+    };
 
     fn socket_snapshot() -> Snapshot {
         let mut s = Snapshot {
@@ -519,13 +714,253 @@ ksight (ebpf backend, 1.500 s of events)
             },
             &["socket_io        unavailable: x".into()],
         );
-        for absent in ["udp", "dns", "socket calls", "byte mismatches"] {
+        for absent in [
+            "udp",
+            "dns",
+            "socket calls",
+            "byte mismatches",
+            "proto",
+            "client",
+            "parsers",
+        ] {
             assert!(!text.contains(absent), "{absent} in\n{text}");
         }
         assert!(
             text.ends_with("  note: socket_io        unavailable: x\n"),
             "{text}"
         );
+    }
+
+    fn lat(count: u64, p50: f64, p99: f64) -> Latency {
+        Latency {
+            count,
+            p50,
+            p99,
+            max: p99,
+        }
+    }
+
+    /// `n` latencies in the bucket whose upper bound is `ns`.
+    fn buckets(ns: u64, n: u64) -> Vec<u64> {
+        let mut b = vec![0; LATENCY_BUCKETS_NS.len() + 1];
+        b[LATENCY_BUCKETS_NS.iter().position(|&x| x == ns).unwrap()] = n;
+        b
+    }
+
+    fn http(protocol: &str, role: &str, method: &str, route: &str, status: u16) -> HttpRow {
+        HttpRow {
+            protocol: protocol.into(),
+            role: role.into(),
+            method: method.into(),
+            route: route.into(),
+            status,
+            cgroup_id: 10,
+            ..Default::default()
+        }
+    }
+
+    fn cmd(role: &str, command: &str, count: u64, p50: f64, p99: f64) -> CommandRow {
+        CommandRow {
+            role: role.into(),
+            command: command.into(),
+            count,
+            latency_us: lat(count, p50, p99),
+            peer: Some("10.96.0.10:6379".into()),
+            cgroup_id: 10,
+            ..Default::default()
+        }
+    }
+
+    fn named(id: u64, unit: &str) -> CgroupRow {
+        CgroupRow {
+            cgroup_id: id,
+            attribution: Some(CgroupLabels {
+                unit: unit.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A web service (cgroup 10, 11 its second replica) calling Redis, MySQL, PostgreSQL
+    /// and a gRPC cart service (cgroup 12) on this host.
+    fn request_snapshot() -> Snapshot {
+        let mut s = Snapshot {
+            backend: "ebpf".into(),
+            duration_s: 2.0,
+            ..Default::default()
+        };
+        s.http.requests = vec![
+            // One route in two cgroups: one line, its quantiles bounded.
+            HttpRow {
+                count: 5,
+                latency_us: lat(5, 800.0, 1900.0),
+                latency_buckets: buckets(1_000_000, 4)
+                    .iter()
+                    .zip(buckets(2_500_000, 1))
+                    .map(|(a, b)| a + b)
+                    .collect(),
+                peer: None,
+                ..http("http", "server", "GET", "/api/users/*", 200)
+            },
+            HttpRow {
+                count: 3,
+                latency_us: lat(3, 700.0, 900.0),
+                latency_buckets: buckets(1_000_000, 3),
+                cgroup_id: 11,
+                ..http("http", "server", "GET", "/api/users/*", 200)
+            },
+            HttpRow {
+                count: 2,
+                errors: 2,
+                latency_us: lat(2, 12_000.0, 15_000.0),
+                ..http("http", "server", "POST", "/api/orders", 503)
+            },
+            HttpRow {
+                count: 9,
+                latency_us: lat(9, 150.0, 300.0),
+                ..http("http2", "server", "GET", "/static/*", 200)
+            },
+            HttpRow {
+                count: 4,
+                grpc_status: Some("0".into()),
+                latency_us: lat(4, 2100.0, 2600.0),
+                peer: Some("10.0.0.7:50051".into()),
+                ..http("grpc", "client", "POST", "/shop.Cart/Add", 200)
+            },
+            HttpRow {
+                count: 1,
+                errors: 1,
+                grpc_status: Some("14".into()),
+                peer: Some("10.0.0.7:50051".into()),
+                ..http("grpc", "client", "POST", "/shop.Cart/Add", 200)
+            },
+        ];
+        s.redis.commands = vec![
+            cmd("client", "GET", 10, 90.0, 240.0),
+            CommandRow {
+                errors: 1,
+                error_codes: [("WRONGTYPE".to_string(), 1)].into(),
+                ..cmd("client", "SET", 2, 110.0, 130.0)
+            },
+        ];
+        s.mysql.queries = vec![cmd("client", "SELECT", 3, 1500.0, 4200.0)];
+        s.postgres.queries = vec![CommandRow {
+            errors: 1,
+            error_codes: [("23505".to_string(), 1)].into(),
+            ..cmd("client", "INSERT", 1, 2500.0, 2500.0)
+        }];
+        let conns = |protocol: &str, role: &str, cgroup_id, connections, sent, received| {
+            ProtocolConnectionRow {
+                protocol: protocol.into(),
+                role: role.into(),
+                cgroup_id,
+                connections,
+                bytes_sent: sent,
+                bytes_received: received,
+            }
+        };
+        s.protocols.connections = vec![
+            conns("http", "server", 10, 2, 40_000, 3000),
+            conns("http", "server", 11, 1, 20_000, 1000),
+            conns("redis", "client", 10, 1, 600, 900),
+            conns("grpc", "client", 10, 1, 500, 400),
+        ];
+        s.protocols.malformed = 1;
+        s.protocols.unanswered = 2;
+        s.edges = vec![
+            EdgeRow {
+                client_cgroup_id: 10,
+                server: "10.96.0.10:6379".into(),
+                protocol: Some("redis".into()),
+                connections: 1,
+                requests: 12,
+                errors: 1,
+                latency_us: lat(12, 95.0, 240.0),
+                ..Default::default()
+            },
+            EdgeRow {
+                client_cgroup_id: 10,
+                server: "10.0.0.7:50051".into(),
+                server_cgroup_id: Some(12),
+                protocol: Some("grpc".into()),
+                connections: 1,
+                requests: 5,
+                errors: 1,
+                latency_us: lat(4, 2100.0, 2600.0),
+                ..Default::default()
+            },
+            EdgeRow {
+                client_cgroup_id: 13,
+                server: "10.0.0.9:443".into(),
+                connections: 2,
+                ..Default::default()
+            },
+        ];
+        s.cgroups = vec![
+            named(10, "web.service"),
+            named(11, "web@2.service"),
+            named(12, "cart.service"),
+        ];
+        s
+    }
+
+    #[test]
+    fn stat_shows_requests_connections_edges_and_parser_troubles() {
+        let text = snapshot(&request_snapshot(), &[]);
+        let start = text.find("\n  proto ").expect(&text);
+        let end = text.find("\n  lost events").expect(&text);
+        let want = "
+  proto    role   method  route/command                    status         count    err      p50      p99
+  http2    server GET     /static/*                        200                9      0    150µs    300µs
+  http     server GET     /api/users/*                     200                8      0   ≤800µs   ≤1.9ms
+  http     server POST    /api/orders                      503                2      2     12ms     15ms
+  grpc     client POST    /shop.Cart/Add                   0                  4      0    2.1ms    2.6ms
+  grpc     client POST    /shop.Cart/Add                   14                 1      1        -        -
+  redis    client -       GET                              -                 10      0     90µs    240µs
+  redis    client -       SET                              WRONGTYPE×1        2      1    110µs    130µs
+  mysql    client -       SELECT                           -                  3      0    1.5ms    4.2ms
+  postgres client -       INSERT                           23505×1            1      1    2.5ms    2.5ms
+  ≤ upper bound: the line sums rows whose quantiles do not add up
+
+  protocol role    conns         sent     received
+  http     server      3     58.6 KiB      3.9 KiB
+  grpc     client      1        500 B        400 B
+  redis    client      1        600 B        900 B
+
+  client                             server                           proto     conns    reqs    err      p99
+  web.service                      → 10.96.0.10:6379                  redis         1      12      1    240µs
+  web.service                      → cart.service                     grpc          1       5      1    2.6ms
+  cgroup 13                        → 10.0.0.9:443                     -             2       0      0        -
+";
+        let got = &text[start..end];
+        for (i, (got, want)) in got.lines().zip(want.lines()).enumerate() {
+            assert_eq!(got, want, "line {}", i + 1);
+        }
+        assert_eq!(got, want);
+        assert!(
+            text.ends_with("  protocol parsers: malformed 1  unanswered 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn long_request_tables_are_bounded() {
+        let mut s = Snapshot::default();
+        s.http.requests = (0..ROWS as u16 + 3)
+            .map(|i| HttpRow {
+                count: 100 - u64::from(i),
+                ..http("http", "server", "GET", &format!("/r{i}"), 200)
+            })
+            .collect();
+        let text = snapshot(&s, &[]);
+        assert!(text.contains("  http     server GET     /r19 "), "{text}");
+        assert!(!text.contains("/r20"), "busiest first: {text}");
+        assert!(
+            text.contains("\n  … 3 more request lines (see --json)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("≤"), "{text}");
     }
 
     #[test]

@@ -866,6 +866,7 @@ impl Aggregator {
         for id in ids {
             self.cgroups.remove(id);
         }
+        self.requests.forget_cgroups(ids);
     }
 
     /// Starts a new interval: counters go back to zero; what is still live (open

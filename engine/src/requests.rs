@@ -383,6 +383,16 @@ impl Requests {
         self.untracked_connections = 0;
     }
 
+    /// Rows of cgroups that are gone (their series have expired).
+    pub fn forget_cgroups(&mut self, ids: &[u64]) {
+        let gone: FxHashSet<u64> = ids.iter().copied().collect();
+        self.http.retain(|k, _| !gone.contains(&k.cgroup_id));
+        self.commands.retain(|k, _| !gone.contains(&k.cgroup_id));
+        self.conn_rows.retain(|k, _| !gone.contains(&k.2));
+        self.edges.retain(|k, _| !gone.contains(&k.client_cgroup));
+        self.names.retain(|k, _| !gone.contains(&k.0));
+    }
+
     /// Forgets the connections of ignored cgroups.
     pub fn retain_cgroups(&mut self, keep: impl Fn(u64) -> bool) {
         self.conns.retain(|_, t| keep(t.cgroup_id));

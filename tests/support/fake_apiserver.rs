@@ -1,9 +1,11 @@
 //! A fake Kubernetes API server on 127.0.0.1 for the watcher's tests: HTTP/1.1 with
 //! keep-alive, std threads, no TLS. It speaks the part of the API a list+watch client
 //! uses, shaped as the real one:
-//! - `GET /api/v1/pods`, `/api/v1/namespaces`, `/apis/apps/v1/replicasets`,
-//!   `/apis/batch/v1/jobs`: a `<Kind>List` with `metadata.resourceVersion`, paged by
-//!   `limit`/`continue`; `fieldSelector=spec.nodeName=<node>` filters pods.
+//! - `GET /api/v1/pods`, `/api/v1/namespaces`, `/api/v1/services`,
+//!   `/apis/apps/v1/replicasets`, `/apis/batch/v1/jobs`,
+//!   `/apis/discovery.k8s.io/v1/endpointslices`: a `<Kind>List` with
+//!   `metadata.resourceVersion`, paged by `limit`/`continue`;
+//!   `fieldSelector=spec.nodeName=<node>` filters pods.
 //! - `?watch=true&resourceVersion=N`: a chunked stream of newline-delimited watch events
 //!   (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` when `allowWatchBookmarks=true`,
 //!   `ERROR`), ended after `timeoutSeconds`. A version older than the last compaction
@@ -28,11 +30,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The resources served: (name in the path, API prefix, kind, apiVersion).
-const RESOURCES: [(&str, &str, &str, &str); 4] = [
+const RESOURCES: [(&str, &str, &str, &str); 6] = [
     ("pods", "/api/v1", "Pod", "v1"),
     ("namespaces", "/api/v1", "Namespace", "v1"),
+    ("services", "/api/v1", "Service", "v1"),
     ("replicasets", "/apis/apps/v1", "ReplicaSet", "apps/v1"),
     ("jobs", "/apis/batch/v1", "Job", "batch/v1"),
+    (
+        "endpointslices",
+        "/apis/discovery.k8s.io/v1",
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+    ),
 ];
 
 fn resource_info(resource: &str) -> (&'static str, &'static str, &'static str, &'static str) {
@@ -857,6 +866,7 @@ impl PodBuilder {
                     "phase": "Running",
                     "hostIP": "10.0.0.1",
                     "podIP": "10.244.0.5",
+                    "podIPs": [{"ip": "10.244.0.5"}],
                     "qosClass": "BestEffort",
                     "startTime": "2025-01-01T00:00:01Z",
                     "containerStatuses": [],
@@ -880,6 +890,13 @@ impl PodBuilder {
 
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.pod["metadata"]["annotations"][key] = json!(value);
+        self
+    }
+
+    /// `status.podIP` and `status.podIPs` (the default is 10.244.0.5).
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.pod["status"]["podIP"] = json!(ip);
+        self.pod["status"]["podIPs"] = json!([{"ip": ip}]);
         self
     }
 
@@ -981,6 +998,86 @@ pub fn owned_object(namespace: &str, name: &str, owner: Option<(&str, &str, &str
         }]);
     }
     o
+}
+
+/// A ClusterIP Service (`cluster_ip` "None": headless) with (name, port, targetPort)
+/// ports, selecting `app=<name>`.
+pub fn service(
+    namespace: &str,
+    name: &str,
+    cluster_ip: &str,
+    ports: &[(&str, u16, u16)],
+    annotations: &[(&str, &str)],
+) -> Value {
+    let annotations: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(port_name, port, target)| {
+            json!({"name": port_name, "port": port, "targetPort": target, "protocol": "TCP"})
+        })
+        .collect();
+    json!({
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-svc-{name}"),
+                     "annotations": annotations},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip,
+            "clusterIPs": [cluster_ip],
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "selector": {"app": name},
+            "sessionAffinity": "None",
+            "internalTrafficPolicy": "Cluster",
+            "ports": ports,
+        },
+        "status": {"loadBalancer": {}},
+    })
+}
+
+/// An IPv4 EndpointSlice of Service `service` with (name, port) ports and (address, pod,
+/// node) endpoints, as the EndpointSlice controller writes one.
+pub fn endpoint_slice(
+    namespace: &str,
+    name: &str,
+    service: &str,
+    ports: &[(&str, u16)],
+    endpoints: &[(&str, &str, &str)],
+) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(port_name, port)| json!({"name": port_name, "port": port, "protocol": "TCP"}))
+        .collect();
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(address, pod, node)| {
+            json!({
+                "addresses": [address],
+                "conditions": {"ready": true, "serving": true, "terminating": false},
+                "nodeName": node,
+                "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod,
+                              "uid": format!("uid-{pod}")},
+            })
+        })
+        .collect();
+    json!({
+        "metadata": {
+            "name": name, "namespace": namespace, "uid": format!("uid-eps-{name}"),
+            "generateName": format!("{service}-"),
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service,
+                                 "uid": format!("uid-svc-{service}"), "controller": true,
+                                 "blockOwnerDeletion": true}],
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": endpoints,
+    })
 }
 
 pub fn namespace(name: &str, annotations: &[(&str, &str)]) -> Value {

@@ -56,8 +56,16 @@ fn rbac_is_read_only_on_what_the_watcher_reads() {
             }
         }
     }
-    let want: BTreeSet<String> = ["pods.", "namespaces.", "replicasets.apps", "jobs.batch"]
-        .into_iter()
+    let want: BTreeSet<String> = [
+        "pods.",
+        "namespaces.",
+        "replicasets.apps",
+        "jobs.batch",
+        // The service map names Services by ClusterIP and pods behind them.
+        "services.",
+        "endpointslices.discovery.k8s.io",
+    ]
+    .into_iter()
         .map(String::from)
         .collect();
     assert_eq!(granted, want);

@@ -31,7 +31,7 @@ use ksight_engine::names::HostNames;
 use ksight_engine::source::CgroupFilter;
 use ksight_engine::{Capture, Engine, Pumped};
 use ksight_export::protocol::AgentSnapshot;
-use ksight_export::{AgentMeta, ExportSettings, ExportView, Exporter, MetadataStatus};
+use ksight_export::{AgentMeta, ExportSettings, ExportView, Exporter, MetadataStatus, ServerName};
 use log::{debug, error, info, warning};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -461,12 +461,23 @@ impl Agent {
         };
         self.records_at_tick = records;
         let now_ms = self.started.elapsed().as_millis() as u64;
-        let (view, expired) = self.exporter.update(
+        // Remote ends of the service map named by the cluster's Services and pods.
+        let kube = self.attributor.kube();
+        let name_server = |ip, port| {
+            let e = kube?.endpoint(ip, port)?;
+            (!e.ignored).then_some(ServerName {
+                namespace: e.namespace,
+                service: e.service,
+                pod: e.pod,
+            })
+        };
+        let (view, expired) = self.exporter.update_resolving(
             &snapshot,
             self.attributor.tree(),
             now_ms,
             &self.settings,
             meta,
+            Some(&name_server),
         );
         if !expired.is_empty() {
             debug!(

@@ -88,6 +88,26 @@ pub fn latency_us(us: f64) -> String {
     }
 }
 
+/// A merged latency's quantile: `≤` marks an upper bound (see `rates::merged_latency`).
+pub fn latency_bound(us: f64, exact: bool) -> String {
+    let text = latency_us(us);
+    if exact || text == "-" {
+        text
+    } else {
+        format!("≤{text}")
+    }
+}
+
+/// A percentage: `-` when unknown, `0`, `0.5`, `12`, `100`.
+pub fn percent(p: Option<f64>) -> String {
+    match p {
+        None => "-".into(),
+        Some(p) if p <= 0.0 => "0".into(),
+        Some(p) if p < 9.95 => format!("{p:.1}"),
+        Some(p) => format!("{p:.0}"),
+    }
+}
+
 /// Interval as typed by a user: `0.25s`, `1s`, `2.5s`.
 pub fn interval(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -184,6 +204,12 @@ mod tests {
         assert_eq!(latency_us(87.0), "87µs");
         assert_eq!(latency_us(1234.0), "1.2ms");
         assert_eq!(latency_us(1.3e6), "1.3s");
+        assert_eq!(latency_bound(1234.0, false), "≤1.2ms");
+        assert_eq!(latency_bound(87.0, true), "87µs");
+        assert_eq!(percent(None), "-");
+        assert_eq!(percent(Some(0.0)), "0");
+        assert_eq!(percent(Some(2.54)), "2.5");
+        assert_eq!(percent(Some(100.0)), "100");
         assert_eq!(interval(Duration::from_millis(250)), "0.25s");
         assert_eq!(interval(Duration::from_secs(2)), "2s");
         assert_eq!(truncate("ksight-workload", 6), "ksigh…");

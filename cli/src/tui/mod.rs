@@ -7,14 +7,17 @@
 //!   agent) and the thread that forwards terminal input;
 //! - `event`: what those threads send on the one channel the main loop reads;
 //! - `rates`: the metric maths, pure and saturating;
+//! - `requests`: every protocol's request rows in one shape (`stat` shows them too);
 //! - `terminal`: taking the terminal over and always giving it back.
 
 mod app;
 mod canvas;
 mod collection;
 mod event;
-mod fmt;
-mod rates;
+// `stat`'s text formats and merges requests as the Requests view does.
+pub(crate) mod fmt;
+pub(crate) mod rates;
+pub(crate) mod requests;
 mod terminal;
 
 use crate::args::CaptureArgs;

@@ -212,6 +212,26 @@ columns!(DnsCol {
     Cgroup => ("CGROUP", 8, 10, num),
 });
 
+columns!(ReqCol {
+    /// Who the cgroup belongs to, as in the Containers view.
+    Owner => ("OWNER", 18, 1, owner),
+    Proto => ("PROTO", 8, 5, text),
+    Role => ("ROLE", 6, 6, text),
+    /// The HTTP route, or the Redis command or SQL verb.
+    Route => ("ROUTE/CMD", 16, 0, grow),
+    Rate => ("REQ/s", 6, 2, num),
+    ErrPct => ("ERR%", 5, 3, num),
+    P50 => ("P50", 7, 7, num),
+    P99 => ("P99", 7, 4, num),
+    Count => ("COUNT", 7, 8, num),
+    Errors => ("ERR", 5, 9, num),
+    /// Methods by count (HTTP).
+    Method => ("METHOD", 9, 11, text),
+    /// Statuses (HTTP, gRPC) or error codes (commands) by count.
+    Status => ("STATUS", 14, 10, text),
+    Cgroup => ("CGROUP", 8, 12, num),
+});
+
 columns!(DiskCol {
     Device => ("DEV", 7, 7, text),
     Name => ("NAME", 10, 0, text),

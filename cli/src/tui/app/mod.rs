@@ -6,7 +6,7 @@ pub mod model;
 pub mod rows;
 
 use crate::tui::event::{Event, SourceStatus};
-use columns::{CgroupCol, ConnCol, DiskCol, DnsCol, ProcCol, SortBy, UdpCol};
+use columns::{CgroupCol, ConnCol, DiskCol, DnsCol, ProcCol, ReqCol, SortBy, UdpCol};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ksight_engine::signals::SignalStatus;
 use model::Model;
@@ -22,11 +22,13 @@ pub enum View {
     Health,
     Udp,
     Dns,
+    Requests,
 }
 
 impl View {
-    /// In key order: `1` is the first. UDP and DNS came later and keep the others' keys.
-    pub const ALL: [View; 7] = [
+    /// In key order: `1` is the first. UDP, DNS and Requests came later and keep the
+    /// others' keys.
+    pub const ALL: [View; 8] = [
         View::Processes,
         View::Cgroups,
         View::Tcp,
@@ -34,6 +36,7 @@ impl View {
         View::Health,
         View::Udp,
         View::Dns,
+        View::Requests,
     ];
 
     pub fn title(self) -> &'static str {
@@ -45,6 +48,7 @@ impl View {
             View::Health => "Health",
             View::Udp => "UDP",
             View::Dns => "DNS",
+            View::Requests => "Requests",
         }
     }
 
@@ -79,6 +83,7 @@ pub struct Sorts {
     pub disks: SortBy<DiskCol>,
     pub udp: SortBy<UdpCol>,
     pub dns: SortBy<DnsCol>,
+    pub requests: SortBy<ReqCol>,
 }
 
 impl Default for Sorts {
@@ -92,6 +97,8 @@ impl Default for Sorts {
             disks: SortBy::new(DiskCol::Iops),
             udp: SortBy::new(UdpCol::TxRate),
             dns: SortBy::new(DnsCol::Count),
+            // Busiest now first.
+            requests: SortBy::new(ReqCol::Rate),
         }
     }
 }
@@ -243,7 +250,7 @@ impl App {
             KeyCode::BackTab => {
                 self.view = View::ALL[(self.view.index() + View::ALL.len() - 1) % View::ALL.len()]
             }
-            KeyCode::Char(c @ '1'..='7') => self.view = View::ALL[c as usize - '1' as usize],
+            KeyCode::Char(c @ '1'..='8') => self.view = View::ALL[c as usize - '1' as usize],
             KeyCode::Char('>') | KeyCode::Char('.') | KeyCode::Right => self.step_sort(true),
             KeyCode::Char('<') | KeyCode::Char(',') | KeyCode::Left => self.step_sort(false),
             KeyCode::Char('r') | KeyCode::Char('I') => self.reverse_sort(),
@@ -280,6 +287,7 @@ impl App {
             View::Disks => rows::filter_sort(rows::devices(m), f, s.disks).len(),
             View::Udp => rows::filter_sort(rows::udp_flows(m), f, s.udp).len(),
             View::Dns => rows::filter_sort(rows::dns_rows(m), f, s.dns).len(),
+            View::Requests => rows::filter_sort(rows::requests(m), f, s.requests).len(),
             View::Health => 0,
         }
     }
@@ -302,6 +310,7 @@ impl App {
             View::Disks => s.disks = s.disks.step(forward),
             View::Udp => s.udp = s.udp.step(forward),
             View::Dns => s.dns = s.dns.step(forward),
+            View::Requests => s.requests = s.requests.step(forward),
             View::Health => {}
         }
     }
@@ -315,6 +324,7 @@ impl App {
             View::Disks => s.disks = s.disks.reversed(),
             View::Udp => s.udp = s.udp.reversed(),
             View::Dns => s.dns = s.dns.reversed(),
+            View::Requests => s.requests = s.requests.reversed(),
             View::Health => {}
         }
     }
@@ -387,13 +397,24 @@ mod tests {
         assert_eq!(app.sorts.processes.column, ProcCol::Ppid);
         press(&mut app, KeyCode::BackTab);
         press(&mut app, KeyCode::BackTab);
-        assert_eq!(app.view, View::Dns, "wraps to the last view");
+        assert_eq!(app.view, View::Requests, "wraps to the last view");
         press(&mut app, KeyCode::Char('5'));
         assert_eq!(app.view, View::Health);
         press(&mut app, KeyCode::Char('6'));
         assert_eq!(app.view, View::Udp);
         press(&mut app, KeyCode::Char('>'));
         assert_eq!(app.sorts.udp.column, UdpCol::RxRate);
+        press(&mut app, KeyCode::Char('8'));
+        assert_eq!(app.view, View::Requests);
+        assert_eq!(app.sorts.requests.column, ReqCol::Rate);
+        press(&mut app, KeyCode::Char('>'));
+        press(&mut app, KeyCode::Char('r'));
+        assert_eq!(
+            (app.sorts.requests.column, app.sorts.requests.descending),
+            (ReqCol::ErrPct, false)
+        );
+        press(&mut app, KeyCode::Char('9'));
+        assert_eq!(app.view, View::Requests, "no ninth view");
     }
 
     #[test]

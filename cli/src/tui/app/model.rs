@@ -3,7 +3,10 @@
 //! counts over its wall time, and totals are sums since `ksight top` started.
 
 use crate::tui::event::Sample;
-use crate::tui::rates::{accumulate, accumulate_per_cpu, elapsed, per_second};
+use crate::tui::rates::{
+    Merged, accumulate, accumulate_per_cpu, elapsed, error_percent, merged_latency, per_second,
+};
+use crate::tui::requests::{Part, parts};
 use ksight_attribution::CgroupLabels;
 use ksight_engine::snapshot::{ConnectionRow, DnsRow, Latency, UdpFlowRow};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -17,9 +20,10 @@ pub const EXITED_KEEP: Duration = Duration::from_secs(60);
 pub const EXITED_MAX: usize = 5000;
 /// Closed connections kept for the TCP view (the oldest go first).
 pub const CLOSED_KEEP: usize = 2000;
-/// UDP flows and DNS rows stay listed this long after their last traffic.
+/// UDP flows, DNS and request rows stay listed this long after their last traffic.
 pub const QUIET_KEEP: Duration = Duration::from_secs(60);
-/// At most this many UDP flows and DNS rows are kept each (the longest quiet go first).
+/// At most this many UDP flows, DNS and request rows are kept each (the longest quiet go
+/// first).
 pub const ROWS_MAX: usize = 5000;
 
 #[derive(Clone, Debug, Default)]
@@ -41,6 +45,7 @@ pub struct Model {
     pub devices: BTreeMap<String, Device>,
     pub udp: BTreeMap<FlowKey, Flow>,
     pub dns: BTreeMap<DnsKey, Dns>,
+    pub requests: BTreeMap<ReqKey, Req>,
     /// Who owns each cgroup seen, by id; the latest labels collection sent.
     pub cgroup_owners: HashMap<u64, Owner>,
 }
@@ -104,6 +109,17 @@ pub struct HostRates {
     pub unreported_msgs_total: u64,
     pub payload_faults_total: u64,
     pub dns_malformed_total: u64,
+    /// Requests of every protocol: this interval's rate and error percentage.
+    pub requests: Option<f64>,
+    pub request_errors: Option<f64>,
+    pub requests_total: u64,
+    /// The protocol parsers' troubles (`ProtocolsSummary`), since start.
+    pub parser_malformed_total: u64,
+    pub parser_mid_stream_total: u64,
+    pub parser_unmatched_total: u64,
+    pub parser_unanswered_total: u64,
+    pub parser_unlisted_total: u64,
+    pub parser_untracked_total: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -226,6 +242,28 @@ pub struct Dns {
     pub last_seen: Duration,
 }
 
+/// A request row: cgroup, protocol, role, and route (HTTP) or command. An interval's rows
+/// of other methods, statuses, peers and hosts are summed into it.
+pub type ReqKey = (u64, String, String, String);
+
+#[derive(Clone, Debug, Default)]
+pub struct Req {
+    pub rate: Option<f64>,
+    /// Totals since `ksight top` started.
+    pub count: u64,
+    pub errors: u64,
+    /// Error percentage of the latest interval with requests (so a quiet interval does not
+    /// blank it, as latency is not blanked).
+    pub error_pct: Option<f64>,
+    /// Latency of the latest interval with responses.
+    pub latency: Option<Merged>,
+    /// HTTP methods, and statuses (HTTP, gRPC) or error codes (commands), by count since
+    /// start.
+    pub methods: BTreeMap<String, u64>,
+    pub statuses: BTreeMap<String, u64>,
+    pub last_seen: Duration,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Device {
     pub dev: String,
@@ -291,6 +329,23 @@ impl Model {
         h.unreported_msgs_total = accumulate(h.unreported_msgs_total, io.unreported_msgs);
         h.payload_faults_total = accumulate(h.payload_faults_total, io.payload_faults);
         h.dns_malformed_total = accumulate(h.dns_malformed_total, s.dns.malformed);
+        let (requests, errors) = parts(s).fold((0u64, 0u64), |(n, e), p| {
+            (n.saturating_add(p.count), e.saturating_add(p.errors))
+        });
+        h.requests = rate(requests);
+        h.request_errors = error_percent(errors, requests);
+        h.requests_total = accumulate(h.requests_total, requests);
+        let pr = &s.protocols;
+        for (total, n) in [
+            (&mut h.parser_malformed_total, pr.malformed),
+            (&mut h.parser_mid_stream_total, pr.mid_stream),
+            (&mut h.parser_unmatched_total, pr.unmatched_responses),
+            (&mut h.parser_unanswered_total, pr.unanswered),
+            (&mut h.parser_unlisted_total, pr.unlisted_requests),
+            (&mut h.parser_untracked_total, pr.untracked_connections),
+        ] {
+            *total = accumulate(*total, n);
+        }
         for (code, n) in &p.exit_codes {
             if let Ok(code) = code.parse() {
                 let total = self.exit_codes.entry(code).or_default();
@@ -304,6 +359,7 @@ impl Model {
         self.ingest_devices(sample);
         self.ingest_udp(sample);
         self.ingest_dns(sample);
+        self.ingest_requests(sample);
     }
 
     fn ingest_processes(&mut self, sample: &Sample) {
@@ -502,6 +558,53 @@ impl Model {
         forget_quiet(&mut self.dns, now, |d| d.last_seen);
     }
 
+    fn ingest_requests(&mut self, sample: &Sample) {
+        let (now, iv) = (sample.at, sample.interval);
+        for r in self.requests.values_mut() {
+            r.rate = Some(0.0);
+        }
+        let mut interval: BTreeMap<ReqKey, Vec<Part>> = BTreeMap::new();
+        for p in parts(&sample.snapshot) {
+            let key = (
+                p.cgroup_id,
+                p.protocol.to_string(),
+                p.role.to_string(),
+                p.name.to_string(),
+            );
+            interval.entry(key).or_default().push(p);
+        }
+        let add = |counts: &mut BTreeMap<String, u64>, key: &str, n: u64| {
+            let total = counts.entry(key.to_string()).or_default();
+            *total = accumulate(*total, n);
+        };
+        for (key, parts) in interval {
+            let r = self.requests.entry(key).or_default();
+            let (count, errors) = parts.iter().fold((0u64, 0u64), |(n, e), p| {
+                (n.saturating_add(p.count), e.saturating_add(p.errors))
+            });
+            r.rate = per_second(count, iv);
+            r.count = accumulate(r.count, count);
+            r.errors = accumulate(r.errors, errors);
+            if count > 0 {
+                r.error_pct = error_percent(errors, count);
+            }
+            if let Some(m) = merged_latency(parts.iter().map(|p| (p.latency, p.buckets))) {
+                r.latency = Some(m);
+            }
+            for p in &parts {
+                if !p.method.is_empty() {
+                    add(&mut r.methods, p.method, p.count);
+                }
+                match p.error_codes {
+                    Some(codes) => codes.iter().for_each(|(c, &n)| add(&mut r.statuses, c, n)),
+                    None => add(&mut r.statuses, &p.status, p.count),
+                }
+            }
+            r.last_seen = now;
+        }
+        forget_quiet(&mut self.requests, now, |r| r.last_seen);
+    }
+
     fn ingest_devices(&mut self, sample: &Sample) {
         let iv = sample.interval;
         for d in self.devices.values_mut() {
@@ -563,7 +666,7 @@ fn forget_quiet<K: Ord + Clone, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ksight_engine::snapshot::{CgroupRow, ProcessRow};
+    use ksight_engine::snapshot::{CgroupRow, CommandRow, HttpRow, ProcessRow};
 
     fn sample(at: u64, build: impl FnOnce(&mut ksight_engine::Snapshot)) -> Sample {
         let mut snapshot = ksight_engine::Snapshot::default();
@@ -765,5 +868,89 @@ mod tests {
         assert_eq!((m.host.udp_tx_total, m.host.payload_faults_total), (300, 2));
         m.ingest(&sample(2 + QUIET_KEEP.as_secs() + 1, |_| {}));
         assert!(m.udp.is_empty() && m.dns.is_empty());
+    }
+
+    fn get(count: u64, errors: u64, status: u16, p99: f64) -> HttpRow {
+        HttpRow {
+            protocol: "http".into(),
+            role: "server".into(),
+            method: "GET".into(),
+            route: "/api/*".into(),
+            status,
+            count,
+            errors,
+            latency_us: Latency {
+                count,
+                p50: p99 / 2.0,
+                p99,
+                max: p99,
+            },
+            cgroup_id: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requests_of_one_route_are_one_row_rated_per_interval() {
+        let mut m = Model::default();
+        m.ingest(&sample(1, |s| {
+            s.http.requests = vec![get(6, 0, 200, 800.0), get(2, 2, 503, 900.0)];
+            s.redis.commands = vec![CommandRow {
+                role: "client".into(),
+                command: "SET".into(),
+                count: 4,
+                errors: 1,
+                error_codes: [("WRONGTYPE".to_string(), 1)].into(),
+                cgroup_id: 7,
+                ..Default::default()
+            }];
+            s.protocols.unanswered = 3;
+        }));
+        assert_eq!(m.requests.len(), 2);
+        let key = |proto: &str, name: &str| {
+            (7, proto.to_string(), "server".to_string(), name.to_string())
+        };
+        let r = &m.requests[&key("http", "/api/*")];
+        assert_eq!((r.rate, r.count, r.errors), (Some(8.0), 8, 2));
+        assert_eq!(r.error_pct, Some(25.0));
+        let lat = r.latency.as_ref().unwrap();
+        assert_eq!(
+            (lat.latency.p99, lat.exact),
+            (900.0, false),
+            "two rows: a bound"
+        );
+        assert_eq!(r.methods, [("GET".to_string(), 8)].into());
+        assert_eq!(
+            r.statuses,
+            [("200".to_string(), 6), ("503".to_string(), 2)].into()
+        );
+        let set = &m.requests[&(7, "redis".into(), "client".into(), "SET".into())];
+        assert_eq!(set.statuses, [("WRONGTYPE".to_string(), 1)].into());
+        assert_eq!(
+            (
+                m.host.requests,
+                m.host.request_errors,
+                m.host.requests_total
+            ),
+            (Some(12.0), Some(25.0), 12)
+        );
+        assert_eq!(m.host.parser_unanswered_total, 3);
+        // A quiet interval: no rate, but the last error rate and latency stay.
+        m.ingest(&sample(2, |_| {}));
+        let r = &m.requests[&key("http", "/api/*")];
+        assert_eq!((r.rate, r.error_pct, r.count), (Some(0.0), Some(25.0), 8));
+        assert!(r.latency.is_some());
+        assert_eq!(m.host.request_errors, None, "no requests: no error rate");
+        // A zero interval has no rate; totals still add up.
+        let mut zero = sample(3, |s| s.http.requests = vec![get(1, 0, 200, 100.0)]);
+        zero.interval = Duration::ZERO;
+        m.ingest(&zero);
+        let r = &m.requests[&key("http", "/api/*")];
+        assert_eq!((r.rate, r.count, r.error_pct), (None, 9, Some(0.0)));
+        let lat = r.latency.as_ref().unwrap();
+        assert_eq!((lat.latency.p99, lat.exact), (100.0, true));
+        assert_eq!(m.host.requests, None);
+        m.ingest(&sample(3 + QUIET_KEEP.as_secs() + 1, |_| {}));
+        assert!(m.requests.is_empty());
     }
 }

@@ -1,8 +1,10 @@
 //! The rows of each table, derived from the model: built, filtered on their text, sorted
 //! on their typed values. Drawing only formats what these give it.
 
-use super::columns::{CgroupCol, Column, ConnCol, DiskCol, DnsCol, ProcCol, SortBy, UdpCol};
-use super::model::{Cgroup, Conn, Device, Dns, Flow, Lifetime, Model, Owner, Proc};
+use super::columns::{
+    CgroupCol, Column, ConnCol, DiskCol, DnsCol, ProcCol, ReqCol, SortBy, UdpCol,
+};
+use super::model::{Cgroup, Conn, Device, Dns, Flow, Lifetime, Model, Owner, Proc, Req, ReqKey};
 use crate::tui::fmt;
 use crate::tui::rates::{bytes_per_second_over, elapsed};
 use std::cmp::Ordering;
@@ -650,6 +652,94 @@ impl TableRow for DnsLine<'_> {
         };
         key(&self.d.row).cmp(&key(&o.d.row))
     }
+}
+
+pub struct ReqLine<'a> {
+    pub key: &'a ReqKey,
+    pub r: &'a Req,
+    /// Who its cgroup belongs to, when known.
+    pub owner: Option<&'a str>,
+}
+
+pub fn requests(model: &Model) -> Vec<ReqLine<'_>> {
+    model
+        .requests
+        .iter()
+        .map(|(key, r)| ReqLine {
+            key,
+            r,
+            owner: model.cgroup_name(key.0),
+        })
+        .collect()
+}
+
+impl ReqLine<'_> {
+    fn latency(&self, f: fn(&ksight_engine::snapshot::Latency) -> f64) -> Option<f64> {
+        self.r.latency.as_ref().map(|m| f(&m.latency))
+    }
+}
+
+impl TableRow for ReqLine<'_> {
+    type Col = ReqCol;
+
+    fn cell(&self, col: ReqCol) -> String {
+        let (r, (cgroup, protocol, role, name)) = (self.r, self.key);
+        let lat = |f: fn(&ksight_engine::snapshot::Latency) -> f64| {
+            r.latency
+                .as_ref()
+                .map_or("-".into(), |m| fmt::latency_bound(f(&m.latency), m.exact))
+        };
+        let dash = |text: String| if text.is_empty() { "-".into() } else { text };
+        match col {
+            ReqCol::Owner => self.owner.unwrap_or("-").to_string(),
+            ReqCol::Proto => protocol.clone(),
+            ReqCol::Role => role.clone(),
+            ReqCol::Route => dash(name.clone()),
+            ReqCol::Rate => fmt::rate(r.rate),
+            ReqCol::ErrPct => fmt::percent(r.error_pct),
+            ReqCol::P50 => lat(|l| l.p50),
+            ReqCol::P99 => lat(|l| l.p99),
+            ReqCol::Count => r.count.to_string(),
+            ReqCol::Errors => r.errors.to_string(),
+            // Most frequent first; the column cuts the rarest.
+            ReqCol::Method => dash(mix_keys(&r.methods)),
+            ReqCol::Status => dash(crate::tui::requests::mix(&r.statuses)),
+            ReqCol::Cgroup => cgroup.to_string(),
+        }
+    }
+
+    fn compare(&self, o: &Self, col: ReqCol) -> Ordering {
+        let (a, b) = (self.r, o.r);
+        match col {
+            ReqCol::Owner => self.owner.cmp(&o.owner),
+            ReqCol::Proto => self.key.1.cmp(&o.key.1),
+            ReqCol::Role => self.key.2.cmp(&o.key.2),
+            ReqCol::Route => self.key.3.cmp(&o.key.3),
+            ReqCol::Rate => cmp_f64(a.rate, b.rate),
+            ReqCol::ErrPct => cmp_f64(a.error_pct, b.error_pct),
+            ReqCol::P50 => cmp_f64(self.latency(|l| l.p50), o.latency(|l| l.p50)),
+            ReqCol::P99 => cmp_f64(self.latency(|l| l.p99), o.latency(|l| l.p99)),
+            ReqCol::Count => a.count.cmp(&b.count),
+            ReqCol::Errors => a.errors.cmp(&b.errors),
+            ReqCol::Method => self.cell(col).cmp(&o.cell(col)),
+            ReqCol::Status => self.cell(col).cmp(&o.cell(col)),
+            ReqCol::Cgroup => self.key.0.cmp(&o.key.0),
+        }
+    }
+
+    fn tiebreak(&self, o: &Self) -> Ordering {
+        self.key.cmp(o.key)
+    }
+}
+
+/// The keys of a count map, most frequent first: `GET/POST`.
+fn mix_keys(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut keys: Vec<(&String, &u64)> = counts.iter().collect();
+    keys.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    keys.iter()
+        .map(|(k, _)| k.as_str())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 pub struct DeviceLine<'a> {

@@ -61,6 +61,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Health => views::health(f, body, app),
         View::Udp => views::udp(f, body, app),
         View::Dns => views::dns(f, body, app),
+        View::Requests => views::requests(f, body, app),
     }
     draw_footer(f, footer, app);
     if app.help {
@@ -127,18 +128,25 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn draw_tabs(f: &mut Frame, area: Rect, app: &App) {
-    let titles = View::ALL
+    let titles: Vec<String> = View::ALL
         .iter()
         .enumerate()
-        .map(|(i, v)| format!("{} {}", i + 1, v.title()));
+        .map(|(i, v)| format!("{} {}", i + 1, v.title()))
+        .collect();
     let selected = View::ALL.iter().position(|&v| v == app.view);
-    f.render_widget(
-        Tabs::new(titles)
-            .select(selected)
-            .highlight_style(Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD))
-            .divider("│"),
-        area,
-    );
+    // Each title is padded by a cell either side; dividers go between them.
+    let text: usize = titles.iter().map(|t| t.chars().count() + 2).sum();
+    let tabs = Tabs::new(titles)
+        .select(selected)
+        .highlight_style(Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD));
+    // Where every view's name does not fit with dividers (80 columns), the numbers alone
+    // separate them: all eight names stay readable.
+    let tabs = if text + View::ALL.len() - 1 <= area.width as usize {
+        tabs.divider("│")
+    } else {
+        tabs.divider("")
+    };
+    f.render_widget(tabs, area);
 }
 
 /// A line under the tabs while the source is not delivering.
@@ -222,7 +230,7 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
 }
 
 const HELP: &[(&str, &str)] = &[
-    ("1-7, Tab, S-Tab", "switch view"),
+    ("1-8, Tab, S-Tab", "switch view"),
     ("← → or < >", "sort by the previous / next column"),
     ("r", "reverse the sort direction"),
     ("/", "filter rows by text (Enter keeps, Esc clears)"),
@@ -257,6 +265,14 @@ fn draw_help(f: &mut Frame, area: Rect) {
     ));
     lines.push(Line::styled(
         "its lowest cgroup id, +N the number of other cgroups it sums.",
+        DIM,
+    ));
+    lines.push(Line::styled(
+        "Requests: ERR% P50 P99 of the last interval with requests;",
+        DIM,
+    ));
+    lines.push(Line::styled(
+        "≤ marks an upper bound, where rows of several peers are summed.",
         DIM,
     ));
     let width = 76.min(area.width);

@@ -10,7 +10,8 @@ use ksight_attribution::CgroupLabels;
 use ksight_engine::Snapshot;
 use ksight_engine::signals::{Fidelity, Signal, SignalStatus};
 use ksight_engine::snapshot::{
-    CgroupRow, ConnectionRow, DeviceRow, DnsRow, Latency, ProcessRow, UdpFlowRow,
+    CgroupRow, CommandRow, ConnectionRow, DeviceRow, DnsRow, HttpRow, LATENCY_BUCKETS_NS, Latency,
+    ProcessRow, UdpFlowRow,
 };
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -146,6 +147,42 @@ fn dns_query(qname: &str, qtype: &str, rcode: &str, count: u64, p: Option<(f64, 
     }
 }
 
+/// Requests of one interval of cgroup 5120, answered with these p50/p99 (µs): all but one
+/// in the bucket of the p50, one in that of the p99.
+fn request(
+    (protocol, role): (&str, &str),
+    (method, route): (&str, &str),
+    status: u16,
+    (count, errors): (u64, u64),
+    (p50, p99): (f64, f64),
+) -> HttpRow {
+    HttpRow {
+        protocol: protocol.into(),
+        role: role.into(),
+        method: method.into(),
+        route: route.into(),
+        status,
+        grpc_status: (protocol == "grpc").then(|| if errors > 0 { "14" } else { "0" }.into()),
+        count,
+        errors,
+        latency_us: Latency {
+            count,
+            p50,
+            p99,
+            max: p99,
+        },
+        cgroup_id: 5120,
+        latency_buckets: {
+            let bucket = |us: f64| LATENCY_BUCKETS_NS.partition_point(|&b| (b as f64) < us * 1e3);
+            let mut b = vec![0; LATENCY_BUCKETS_NS.len() + 1];
+            b[bucket(p50)] += count - 1;
+            b[bucket(p99)] += 1;
+            b
+        },
+        ..Default::default()
+    }
+}
+
 /// Two intervals of a small, known host.
 fn fixture() -> App {
     let mut app = App::new(Mode::Live, Duration::from_secs(1));
@@ -277,6 +314,42 @@ fn fixture() -> App {
         dns_query("nope.test", "AAAA", "NXDOMAIN", 1, Some((400.0, 400.0))),
     ];
     s.socket_io.calls = 40;
+    s.http.requests = vec![
+        request(
+            ("http", "server"),
+            ("GET", "/api/items/*"),
+            200,
+            (40, 0),
+            (850.0, 1900.0),
+        ),
+        request(
+            ("http", "server"),
+            ("POST", "/api/orders"),
+            503,
+            (2, 2),
+            (12_000.0, 15_000.0),
+        ),
+        request(
+            ("grpc", "client"),
+            ("POST", "/shop.Cart/Add"),
+            200,
+            (5, 0),
+            (2100.0, 2600.0),
+        ),
+    ];
+    s.redis.commands = vec![CommandRow {
+        role: "client".into(),
+        command: "GET".into(),
+        count: 30,
+        latency_us: Latency {
+            count: 30,
+            p50: 90.0,
+            p99: 240.0,
+            max: 300.0,
+        },
+        cgroup_id: 5120,
+        ..Default::default()
+    }];
     s.block.devices = vec![
         DeviceRow {
             dev: "259:0".into(),
@@ -374,6 +447,24 @@ fn fixture() -> App {
     s2.dns.queries = vec![dns_query("slow.test", "A", "TIMEOUT", 1, None)];
     s2.dns.malformed = 1;
     s2.socket_io.calls = 12;
+    // Two statuses of one route: one row, its quantiles bounded.
+    s2.http.requests = vec![
+        request(
+            ("http", "server"),
+            ("GET", "/api/items/*"),
+            200,
+            (19, 0),
+            (800.0, 1500.0),
+        ),
+        request(
+            ("http", "server"),
+            ("GET", "/api/items/*"),
+            500,
+            (1, 1),
+            (30_000.0, 30_000.0),
+        ),
+    ];
+    s2.protocols.unanswered = 1;
     s2.socket_io.payload_faults = 1;
     s2.block.devices = vec![DeviceRow {
         dev: "259:0".into(),
@@ -471,6 +562,32 @@ fn udp_and_dns_80x24() {
         "{screen}"
     );
     check("dns_160x12", &render(&app, 160, 12));
+}
+
+#[test]
+fn requests_80x24_and_wide() {
+    let mut app = fixture();
+    view(&mut app, View::Requests);
+    let screen = render(&app, 80, 24);
+    check("requests_80x24", &screen);
+    // This interval: 20 requests, 1 failed; the quiet rows keep their last latency.
+    let items = rows_with(&screen, "/api/items/*");
+    assert_eq!(items.len(), 1, "{screen}");
+    assert!(
+        items[0].contains(" 20 ")
+            && items[0].contains("5.0")
+            && items[0].contains("≤1.0ms   ≤30ms"),
+        "{screen}"
+    );
+    let wide = render(&app, 160, 12);
+    check("requests_160x12", &wide);
+    let items = rows_with(&wide, "/api/items/*");
+    assert!(items[0].contains("200×59 500×1"), "{wide}");
+    let redis = rows_with(&wide, "redis");
+    assert!(
+        redis[0].contains("240µs") && redis[0].contains(" 30 "),
+        "{wide}"
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub fn sort_label(app: &App) -> Option<(&'static str, &'static str)> {
         View::Disks => Some((s.disks.column.title(), s.disks.arrow())),
         View::Udp => Some((s.udp.column.title(), s.udp.arrow())),
         View::Dns => Some((s.dns.column.title(), s.dns.arrow())),
+        View::Requests => Some((s.requests.column.title(), s.requests.arrow())),
         View::Health => None,
     }
 }
@@ -182,6 +183,24 @@ pub fn dns(f: &mut Frame, area: Rect, app: &App) {
     summary(f, top, parts);
     let selected = app.selected_row(View::Dns, rows.len());
     table(f, body, &rows, app.sorts.dns, selected, &waiting(app));
+}
+
+pub fn requests(f: &mut Frame, area: Rect, app: &App) {
+    let m = app.shown();
+    let (top, body) = split_summary(area);
+    let h = &m.host;
+    let rows = filter_sort(rows::requests(m), &app.filter, app.sorts.requests);
+    let mut parts = kv("req/s", fmt::rate(h.requests));
+    parts.extend(kv("err%", fmt::percent(h.request_errors)));
+    parts.extend(kv("total", h.requests_total.to_string()));
+    parts.extend(kv("rows", rows.len().to_string()));
+    parts.push(Span::styled(
+        "  (COUNT ERR: totals; ERR% latency: last interval with requests)",
+        DIM,
+    ));
+    summary(f, top, parts);
+    let selected = app.selected_row(View::Requests, rows.len());
+    table(f, body, &rows, app.sorts.requests, selected, &waiting(app));
 }
 
 pub fn disks(f: &mut Frame, area: Rect, app: &App) {
@@ -370,6 +389,32 @@ pub fn health(f: &mut Frame, area: Rect, app: &App) {
                 h.byte_mismatches_total
             ),
             io_style,
+        ),
+    ]));
+    // Messages of connections met mid-stream are expected after start: not a warning.
+    let troubled = [
+        h.parser_malformed_total,
+        h.parser_unmatched_total,
+        h.parser_unanswered_total,
+        h.parser_unlisted_total,
+        h.parser_untracked_total,
+    ]
+    .iter()
+    .any(|&n| n > 0);
+    lines.push(Line::from(vec![
+        label("protocols"),
+        Span::styled(
+            format!(
+                "{} requests/s; parsers: malformed {}, mid-stream {}, unmatched {}, unanswered {}, unlisted requests {}, untracked conns {}",
+                fmt::rate(h.requests),
+                h.parser_malformed_total,
+                h.parser_mid_stream_total,
+                h.parser_unmatched_total,
+                h.parser_unanswered_total,
+                h.parser_unlisted_total,
+                h.parser_untracked_total
+            ),
+            if troubled { WARN } else { Style::new() },
         ),
     ]));
     lines.push(Line::raw(""));

@@ -1,10 +1,13 @@
 //! Kubernetes metadata for attribution: the pods on this node, the owners of their
-//! ReplicaSets and Jobs, and the namespaces' annotations, kept current by list+watch
-//! against the API server on a thread of its own.
+//! ReplicaSets and Jobs, the namespaces' annotations, and cluster-wide the Services and
+//! EndpointSlices (to name the peers of connections), kept current by list+watch against
+//! the API server on a thread of its own.
 //!
-//! Readers ([`KubeMetadata::container`], [`KubeMetadata::pod`]) take a read lock for a
+//! Readers ([`KubeMetadata::container`], [`KubeMetadata::pod`],
+//! [`KubeMetadata::endpoint`], [`KubeMetadata::services_of_pod`]) take a read lock for a
 //! few hash lookups and clone the answer: they never wait on the network. The watcher
-//! thread holds the write lock only to swap in an already-converted entry.
+//! thread holds the write lock only to swap in an already-converted entry (or a complete
+//! list, indexed beforehand).
 //!
 //! Workload resolution follows the pod's controller ownerReference:
 //! - ReplicaSet → the ReplicaSet's own controller (a Deployment) once the ReplicaSet's
@@ -23,13 +26,33 @@
 //! with its default backoff, relisting when its resourceVersion has expired (410 Gone).
 //! A relist replaces the store, so a pod deleted while we were away disappears.
 //!
-//! Permissions needed (ClusterRole): `list`/`watch` on `pods`, `namespaces`,
-//! `replicasets.apps` and `jobs.batch`.
+//! Addresses ([`KubeMetadata::endpoint`]) resolve, first match wins:
+//! - a ClusterIP → its Service, whatever the port (a port the Service does not expose is
+//!   unusual — a misconfigured client or a port just removed — and the IP is still the
+//!   Service's);
+//! - an address of an EndpointSlice → the pod of its targetRef and the slice's Service
+//!   (`kubernetes.io/service-name`); slices listing the port first, then, of several
+//!   Services, the lexicographically first (namespace, name) — an address backing
+//!   several Services on one port cannot be told apart from the address alone;
+//! - an IP of a pod on this node (`status.podIPs`; not host-network pods, whose IP is the
+//!   node's, nor finished ones, whose IP may be reused) → that pod, and the first of its
+//!   Services.
+//!
+//! Permissions needed (ClusterRole): `list`/`watch` on `pods`, `namespaces`, `services`,
+//! `replicasets.apps`, `jobs.batch` and `endpointslices.discovery.k8s.io`.
 
+mod services;
 #[cfg(feature = "kubernetes")]
 mod watch;
 
+pub use services::{
+    Endpoint, EndpointPort, EndpointSliceMeta, Protocol, SERVICE_NAME_LABEL, ServiceMeta,
+    ServicePort, SliceEndpoint,
+};
+use services::{ServiceIndex, ServiceRecord, SliceIndex, SliceRecord};
+
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -126,11 +149,18 @@ pub struct KubeHealth {
     pub connected: bool,
     /// The first complete list of this node's pods is in.
     pub synced: bool,
+    /// The first complete lists of Services and EndpointSlices are in: until then an
+    /// unknown address may be one not listed yet.
+    pub services_synced: bool,
     /// Pods in the store.
     pub pods: usize,
+    /// Services in the store (cluster-wide).
+    pub services: usize,
+    /// EndpointSlices in the store (cluster-wide).
+    pub endpoint_slices: usize,
     /// Errors from the API server or the connection to it (each retried).
     pub errors_total: u64,
-    /// Complete lists after the first, per resource: after a 410 Gone, an expired
+    /// Complete lists after the first, of any resource: after a 410 Gone, an expired
     /// resourceVersion, or an error that made the watcher start over.
     pub relists_total: u64,
     /// The most recent error, prefixed with the resource it concerned.
@@ -179,13 +209,56 @@ impl KubeMetadata {
             shared: Arc::new(Shared::default()),
             _stop: Arc::new(StopOnDrop(Mutex::new(None))),
         };
-        this.shared
-            .health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .synced = true;
+        {
+            let mut h = this.shared.health.lock().unwrap_or_else(|e| e.into_inner());
+            h.synced = true;
+            h.services_synced = true;
+        }
         this.replace_fixed(pods);
         this
+    }
+
+    /// A [`Self::fixed`] store with these Services and EndpointSlices as well.
+    pub fn fixed_with_services(
+        pods: impl IntoIterator<Item = PodMeta>,
+        services: impl IntoIterator<Item = ServiceMeta>,
+        slices: impl IntoIterator<Item = EndpointSliceMeta>,
+    ) -> Self {
+        let this = Self::fixed(pods);
+        this.replace_fixed_services(services, slices);
+        this
+    }
+
+    /// Replaces the Services and EndpointSlices of a [`Self::fixed`] store (as relists
+    /// would), bumping the generation.
+    pub fn replace_fixed_services(
+        &self,
+        services: impl IntoIterator<Item = ServiceMeta>,
+        slices: impl IntoIterator<Item = EndpointSliceMeta>,
+    ) {
+        let services =
+            ServiceIndex::build(services.into_iter().map(ServiceRecord::from_meta).collect());
+        let slices = SliceIndex::build(slices.into_iter().map(SliceRecord::from_meta).collect());
+        {
+            let mut store = self.shared.store.write().unwrap_or_else(|e| e.into_inner());
+            store.services = services;
+            store.slices = slices;
+        }
+        self.shared.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Sets the IPs of a pod of a [`Self::fixed`] store (until the next
+    /// [`Self::replace_fixed`]); false when there is no such pod.
+    pub fn set_fixed_pod_ips(&self, pod_uid: &str, ips: impl IntoIterator<Item = IpAddr>) -> bool {
+        let mut store = self.shared.store.write().unwrap_or_else(|e| e.into_inner());
+        let Some(mut record) = store.pods.get(pod_uid).cloned() else {
+            return false;
+        };
+        record.ips = ips.into_iter().collect();
+        if store.upsert_pod(pod_uid.to_string(), record) {
+            self.shared.generation.fetch_add(1, Ordering::Release);
+        }
+        true
     }
 
     /// Replaces the pods of a [`Self::fixed`] store (as a relist would), bumping the
@@ -209,6 +282,7 @@ impl KubeMetadata {
                         .map(|(name, id, runtime)| ContainerRecord { name, id, runtime })
                         .collect(),
                     previous_ids: Vec::new(),
+                    ips: Vec::new(),
                 };
                 (p.uid, record)
             })
@@ -268,25 +342,104 @@ impl KubeMetadata {
         })
     }
 
+    /// What `ip` is, for a connection to (or from) `ip:port`: a Service's ClusterIP, a
+    /// pod behind a Service, or a pod of this node (see the module's documentation for
+    /// the order and the ties). `None` for an address unknown to the cluster.
+    pub fn endpoint(&self, ip: IpAddr, port: u16) -> Option<Endpoint> {
+        let store = self.shared.read();
+        if let Some((namespace, name, service)) = store.services.by_cluster_ip(ip, port) {
+            return Some(Endpoint {
+                namespace: namespace.to_string(),
+                service: Some(name.to_string()),
+                pod: None,
+                ignored: service.ignored || store.namespace_ignored(namespace),
+            });
+        }
+        let local = store.by_pod_ip.get(&ip).and_then(|uid| store.pods.get(uid));
+        if let Some(hit) = store.slices.by_address(ip, port) {
+            // A pod of this node adds its own annotation (and its name to a slice
+            // endpoint without targetRef).
+            let local = local.filter(|p| {
+                p.namespace == hit.namespace && hit.pod.is_none_or(|name| name == p.name)
+            });
+            let service_ignored = hit
+                .service
+                .and_then(|s| store.services.get(hit.namespace, s))
+                .is_some_and(|s| s.ignored);
+            return Some(Endpoint {
+                namespace: hit.namespace.to_string(),
+                service: hit.service.map(str::to_string),
+                pod: hit
+                    .pod
+                    .or(local.map(|p| p.name.as_str()))
+                    .map(str::to_string),
+                ignored: service_ignored
+                    || local.is_some_and(|p| p.ignore_annotation)
+                    || store.namespace_ignored(hit.namespace),
+            });
+        }
+        let pod = local?;
+        let service = store
+            .slices
+            .services_of_pod(&pod.namespace, &pod.name)
+            .into_iter()
+            .next();
+        let service_ignored = service
+            .as_deref()
+            .and_then(|s| store.services.get(&pod.namespace, s))
+            .is_some_and(|s| s.ignored);
+        Some(Endpoint {
+            namespace: pod.namespace.clone(),
+            service,
+            pod: Some(pod.name.clone()),
+            ignored: service_ignored || store.ignored(pod),
+        })
+    }
+
+    /// The Services whose EndpointSlices list this pod (any node's), sorted.
+    pub fn services_of_pod(&self, namespace: &str, pod: &str) -> Vec<String> {
+        self.shared.read().slices.services_of_pod(namespace, pod)
+    }
+
+    /// A Service by namespace and name.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<ServiceMeta> {
+        let store = self.shared.read();
+        let s = store.services.get(namespace, name)?;
+        Some(ServiceMeta {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            cluster_ips: s.cluster_ips.to_vec(),
+            ports: s.ports.to_vec(),
+            ignored: s.ignored,
+        })
+    }
+
     /// Every pod in the store, in no particular order.
     pub fn pods(&self) -> Vec<PodMeta> {
         let uids: Vec<String> = self.shared.read().pods.keys().cloned().collect();
         uids.iter().filter_map(|u| self.pod(u)).collect()
     }
 
-    /// Bumped on every change to the store: labels resolved at an older generation may be
-    /// stale.
+    /// Bumped on every change to the store that changes an answer, Services and
+    /// EndpointSlices anywhere in the cluster included: labels resolved at an older
+    /// generation may be stale.
     pub fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::Acquire)
     }
 
     pub fn health(&self) -> KubeHealth {
-        let pods = self.shared.read().pods.len();
+        let (pods, services, endpoint_slices) = {
+            let store = self.shared.read();
+            (store.pods.len(), store.services.len(), store.slices.len())
+        };
         let h = self.shared.health.lock().unwrap_or_else(|e| e.into_inner());
         KubeHealth {
             connected: h.connected.iter().all(|&c| c),
             synced: h.synced,
+            services_synced: h.services_synced,
             pods,
+            services,
+            endpoint_slices,
             errors_total: h.errors_total,
             relists_total: h.relists_total,
             last_error: h.last_error.clone(),
@@ -312,11 +465,13 @@ enum Resource {
     ReplicaSets = 1,
     Jobs = 2,
     Namespaces = 3,
+    Services = 4,
+    EndpointSlices = 5,
 }
 
 #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 impl Resource {
-    const COUNT: usize = 4;
+    const COUNT: usize = 6;
 
     fn name(self) -> &'static str {
         match self {
@@ -324,6 +479,8 @@ impl Resource {
             Resource::ReplicaSets => "replicasets",
             Resource::Jobs => "jobs",
             Resource::Namespaces => "namespaces",
+            Resource::Services => "services",
+            Resource::EndpointSlices => "endpointslices",
         }
     }
 }
@@ -346,6 +503,7 @@ impl Shared {
 struct HealthState {
     connected: [bool; Resource::COUNT],
     synced: bool,
+    services_synced: bool,
     /// Complete lists seen per resource.
     lists: [u64; Resource::COUNT],
     errors_total: u64,
@@ -380,6 +538,8 @@ struct PodRecord {
     /// (id, container name, runtime) of the previous instances of restarted containers
     /// (status `lastState.terminated.containerID`): their last events still find the pod.
     previous_ids: Vec<(String, String, String)>,
+    /// `status.podIPs`; empty for host-network and finished pods.
+    ips: Vec<IpAddr>,
 }
 
 impl PodRecord {
@@ -404,6 +564,11 @@ struct Store {
     jobs: HashMap<String, Option<Owner>>,
     /// Namespace → ignored.
     namespaces: HashMap<String, bool>,
+    /// Pod IP → uid, of this node's pods.
+    by_pod_ip: HashMap<IpAddr, String>,
+    /// Cluster-wide.
+    services: ServiceIndex,
+    slices: SliceIndex,
 }
 
 #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
@@ -443,23 +608,23 @@ impl Store {
         })
     }
 
-    fn has_local_pod_in(&self, namespace: &str) -> bool {
-        self.pods.values().any(|p| p.namespace == namespace)
+    fn namespace_ignored(&self, namespace: &str) -> bool {
+        self.namespaces.get(namespace).copied().unwrap_or(false)
     }
 
     fn ignored(&self, pod: &PodRecord) -> bool {
-        pod.ignore_annotation
-            || self
-                .namespaces
-                .get(&pod.namespace)
-                .copied()
-                .unwrap_or(false)
+        pod.ignore_annotation || self.namespace_ignored(&pod.namespace)
     }
 
     fn unindex(&mut self, record: &PodRecord) {
         for id in record.ids() {
             if self.by_container.get(id) == Some(&record.uid) {
                 self.by_container.remove(id);
+            }
+        }
+        for ip in &record.ips {
+            if self.by_pod_ip.get(ip) == Some(&record.uid) {
+                self.by_pod_ip.remove(ip);
             }
         }
     }
@@ -474,6 +639,9 @@ impl Store {
         }
         for id in record.ids() {
             self.by_container.insert(id.to_string(), uid.clone());
+        }
+        for ip in &record.ips {
+            self.by_pod_ip.insert(*ip, uid.clone());
         }
         self.pods.insert(uid, record);
         true
@@ -497,6 +665,10 @@ impl Store {
         self.by_container = pods
             .iter()
             .flat_map(|(uid, p)| p.ids().map(move |id| (id.to_string(), uid.clone())))
+            .collect();
+        self.by_pod_ip = pods
+            .iter()
+            .flat_map(|(uid, p)| p.ips.iter().map(move |ip| (*ip, uid.clone())))
             .collect();
         self.pods = pods;
         true
@@ -527,6 +699,7 @@ mod tests {
                 })
                 .collect(),
             previous_ids: vec![],
+            ips: vec![],
         }
     }
 
@@ -581,6 +754,161 @@ mod tests {
         assert!(!s.by_container.contains_key("a"));
         assert!(s.remove_pod("u2"));
         assert!(s.by_container.is_empty());
+    }
+
+    #[test]
+    fn pod_ip_index_follows_upserts_deletes_and_replaces() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let with_ips = |uid: &str, ips: &[&str]| PodRecord {
+            ips: ips.iter().map(|s| ip(s)).collect(),
+            ..record(uid, None, &[])
+        };
+        let mut s = Store::default();
+        assert!(s.upsert_pod("u1".into(), with_ips("u1", &["10.244.0.5", "fd00::5"])));
+        assert_eq!(
+            s.by_pod_ip.get(&ip("fd00::5")).map(String::as_str),
+            Some("u1")
+        );
+        assert!(s.upsert_pod("u1".into(), with_ips("u1", &["10.244.0.6"])));
+        assert!(!s.by_pod_ip.contains_key(&ip("10.244.0.5")));
+        // The IP reused by a new pod: deleting the old one leaves the new one's entry.
+        assert!(s.upsert_pod("u2".into(), with_ips("u2", &["10.244.0.6"])));
+        assert!(s.remove_pod("u1"));
+        assert_eq!(
+            s.by_pod_ip.get(&ip("10.244.0.6")).map(String::as_str),
+            Some("u2")
+        );
+        let fresh = HashMap::from([("u3".to_string(), with_ips("u3", &["10.244.0.7"]))]);
+        assert!(s.replace_pods(fresh));
+        assert_eq!(s.by_pod_ip.len(), 1);
+        assert!(s.remove_pod("u3"));
+        assert!(s.by_pod_ip.is_empty());
+    }
+
+    fn pod_meta(uid: &str, namespace: &str, name: &str, ignored: bool) -> PodMeta {
+        PodMeta {
+            uid: uid.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            workload: None,
+            ignored,
+            containers: vec![],
+        }
+    }
+
+    fn web_service(ignored: bool) -> ServiceMeta {
+        ServiceMeta {
+            namespace: "shop".into(),
+            name: "web".into(),
+            cluster_ips: vec!["10.96.0.10".parse().unwrap()],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 80,
+                target_port: Some(8080),
+                protocol: Protocol::Tcp,
+            }],
+            ignored,
+        }
+    }
+
+    fn web_slice(pods: &[(&str, &str)]) -> EndpointSliceMeta {
+        EndpointSliceMeta {
+            namespace: "shop".into(),
+            name: "web-x1".into(),
+            service: Some("web".into()),
+            ports: vec![EndpointPort {
+                name: "http".into(),
+                port: Some(8080),
+                protocol: Protocol::Tcp,
+            }],
+            endpoints: pods
+                .iter()
+                .map(|(ip, pod)| SliceEndpoint {
+                    addresses: vec![ip.parse().unwrap()],
+                    pod: Some(pod.to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    fn endpoint(service: Option<&str>, pod: Option<&str>, ignored: bool) -> Option<Endpoint> {
+        Some(Endpoint {
+            namespace: "shop".into(),
+            service: service.map(Into::into),
+            pod: pod.map(Into::into),
+            ignored,
+        })
+    }
+
+    #[test]
+    fn fixed_store_answers_endpoint_lookups() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let k = KubeMetadata::fixed_with_services(
+            [
+                pod_meta("u1", "shop", "web-1", false),
+                pod_meta("u3", "shop", "lonely", false),
+                pod_meta("u4", "shop", "quiet", true),
+            ],
+            [web_service(false)],
+            [web_slice(&[
+                ("10.244.0.5", "web-1"),
+                ("10.244.1.9", "web-2"),
+            ])],
+        );
+        assert!(k.set_fixed_pod_ips("u1", [ip("10.244.0.5")]));
+        assert!(k.set_fixed_pod_ips("u3", [ip("10.244.0.7")]));
+        assert!(k.set_fixed_pod_ips("u4", [ip("10.244.0.8")]));
+        assert!(!k.set_fixed_pod_ips("nope", [ip("10.244.0.9")]));
+        assert_eq!(
+            k.endpoint(ip("10.96.0.10"), 80),
+            endpoint(Some("web"), None, false)
+        );
+        assert_eq!(
+            k.endpoint(ip("10.96.0.10"), 81),
+            endpoint(Some("web"), None, false),
+            "port mismatch"
+        );
+        assert_eq!(
+            k.endpoint(ip("10.244.0.5"), 8080),
+            endpoint(Some("web"), Some("web-1"), false)
+        );
+        // A pod of another node: known from the slice alone.
+        assert_eq!(
+            k.endpoint(ip("10.244.1.9"), 8080),
+            endpoint(Some("web"), Some("web-2"), false)
+        );
+        assert_eq!(
+            k.endpoint(ip("10.244.0.7"), 22),
+            endpoint(None, Some("lonely"), false)
+        );
+        assert_eq!(
+            k.endpoint(ip("10.244.0.8"), 22),
+            endpoint(None, Some("quiet"), true)
+        );
+        assert_eq!(k.endpoint(ip("192.0.2.1"), 80), None);
+        assert_eq!(k.services_of_pod("shop", "web-2"), ["web"]);
+        assert!(k.services_of_pod("shop", "lonely").is_empty());
+        assert_eq!(k.service("shop", "web"), Some(web_service(false)));
+        let h = k.health();
+        assert_eq!(
+            (h.services, h.endpoint_slices, h.services_synced),
+            (1, 1, true)
+        );
+
+        // The Service ignored; web-2 gone from the slice.
+        let g = k.generation();
+        k.replace_fixed_services([web_service(true)], [web_slice(&[("10.244.0.5", "web-1")])]);
+        assert!(k.generation() > g);
+        assert_eq!(
+            k.endpoint(ip("10.96.0.10"), 80),
+            endpoint(Some("web"), None, true)
+        );
+        assert_eq!(
+            k.endpoint(ip("10.244.0.5"), 8080),
+            endpoint(Some("web"), Some("web-1"), true)
+        );
+        assert_eq!(k.endpoint(ip("10.244.1.9"), 8080), None);
+        assert!(k.services_of_pod("shop", "web-2").is_empty());
     }
 
     #[test]

@@ -1,24 +1,30 @@
 //! The watcher thread: kube-runtime watchers for pods (this node's, full objects),
-//! ReplicaSets and Jobs (metadata only, for their controllers) and namespaces (metadata
-//! only, for the ignore annotation), each feeding the shared store. Metadata-only watches
-//! go through `Api<PartialObjectMeta<K>>`, kube 5's replacement for `metadata_watcher`:
-//! it asks for `PartialObjectMetadata(List)` in the Accept header.
+//! ReplicaSets and Jobs (metadata only, for their controllers), namespaces (metadata
+//! only, for the ignore annotation), and Services and EndpointSlices (full objects, for
+//! their addresses; converted to compact records at once), each feeding the shared store.
+//! Metadata-only watches go through `Api<PartialObjectMeta<K>>`, kube 5's replacement for
+//! `metadata_watcher`: it asks for `PartialObjectMetadata(List)` in the Accept header.
 
 use super::{
-    ContainerRecord, IGNORE_ANNOTATION, KubeError, KubeMetadata, KubeSettings, Owner, PodRecord,
-    Resource, Shared, StopOnDrop, Store, is_true,
+    ContainerRecord, EndpointPort, EndpointSliceMeta, IGNORE_ANNOTATION, KubeError, KubeMetadata,
+    KubeSettings, Owner, PodRecord, Protocol, Resource, SERVICE_NAME_LABEL, ServiceIndex,
+    ServiceMeta, ServicePort, ServiceRecord, Shared, SliceEndpoint, SliceIndex, SliceRecord,
+    StopOnDrop, Store, is_true,
 };
 use futures_util::{StreamExt, stream::BoxStream};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -91,6 +97,7 @@ async fn run(client: kube::Client, settings: KubeSettings, shared: &Shared) {
         Ops {
             upsert: Store::upsert_pod,
             remove: Store::remove_pod,
+            index: |all| all,
             replace: Store::replace_pods,
         },
     );
@@ -111,6 +118,7 @@ async fn run(client: kube::Client, settings: KubeSettings, shared: &Shared) {
                 upsert(&mut s.replicasets, k.clone(), e) && s.owns_local_pod("ReplicaSet", &k)
             },
             remove: |s, k| s.replicasets.remove(k).is_some() && s.owns_local_pod("ReplicaSet", k),
+            index: |all| all,
             replace: |s, all| replace(&mut s.replicasets, all),
         },
     );
@@ -129,37 +137,85 @@ async fn run(client: kube::Client, settings: KubeSettings, shared: &Shared) {
         Ops {
             upsert: |s, k, e| upsert(&mut s.jobs, k.clone(), e) && s.owns_local_pod("Job", &k),
             remove: |s, k| s.jobs.remove(k).is_some() && s.owns_local_pod("Job", k),
+            index: |all| all,
             replace: |s, all| replace(&mut s.jobs, all),
         },
     );
 
-    let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+    let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let ns_config = config.clone();
     let namespaces = drive(
         shared,
         Resource::Namespaces,
         move || {
-            watcher(ns_api.clone(), config.clone())
+            watcher(ns_api.clone(), ns_config.clone())
                 .default_backoff()
                 .boxed()
         },
         namespace_entry,
         Ops {
-            upsert: |s, k, e| upsert(&mut s.namespaces, k.clone(), e) && s.has_local_pod_in(&k),
-            remove: |s, k| s.namespaces.remove(k).is_some() && s.has_local_pod_in(k),
+            // Services anywhere resolve through their namespace's flag: any flip counts.
+            // A namespace absent and one present but not ignored answer alike.
+            upsert: |s, k, e| s.namespaces.insert(k, e).unwrap_or(false) != e,
+            remove: |s, k| s.namespaces.remove(k).unwrap_or(false),
+            index: |all| all,
             replace: |s, all| replace(&mut s.namespaces, all),
         },
     );
 
-    futures_util::future::join4(pods, replicasets, jobs, namespaces).await;
+    let svc_api: Api<Service> = Api::all(client.clone());
+    let svc_config = config.clone();
+    let services = drive(
+        shared,
+        Resource::Services,
+        move || {
+            watcher(svc_api.clone(), svc_config.clone())
+                .default_backoff()
+                .boxed()
+        },
+        |s| service_meta(s).map(ServiceRecord::from_meta),
+        Ops {
+            upsert: |s, k, e| s.services.upsert(k, e),
+            remove: |s, k| s.services.remove(k),
+            index: ServiceIndex::build,
+            replace: |s, new| s.services.replace(new),
+        },
+    );
+
+    let slice_api: Api<EndpointSlice> = Api::all(client);
+    let slices = drive(
+        shared,
+        Resource::EndpointSlices,
+        move || {
+            watcher(slice_api.clone(), config.clone())
+                .default_backoff()
+                .boxed()
+        },
+        |s| slice_meta(s).map(SliceRecord::from_meta),
+        Ops {
+            upsert: |s, k, e| s.slices.upsert(k, e),
+            remove: |s, k| s.slices.remove(k),
+            index: SliceIndex::build,
+            replace: |s, new| s.slices.replace(new),
+        },
+    );
+
+    futures_util::future::join(
+        futures_util::future::join3(pods, replicasets, jobs),
+        futures_util::future::join3(namespaces, services, slices),
+    )
+    .await;
 }
 
 /// How one resource's entries go into the store; each returns whether anything changed
-/// that this node's pods resolve through (ReplicaSets, Jobs and namespaces are watched
-/// cluster-wide: a change elsewhere must not invalidate every label here).
-struct Ops<E> {
+/// that a lookup resolves through (ReplicaSets and Jobs are watched cluster-wide: a
+/// change elsewhere must not invalidate every label here). A complete list is `index`ed
+/// before the store is locked, then `replace`s the resource's part of the store.
+struct Ops<E, L> {
     upsert: fn(&mut Store, String, E) -> bool,
     remove: fn(&mut Store, &str) -> bool,
-    replace: fn(&mut Store, HashMap<String, E>) -> bool,
+    index: fn(HashMap<String, E>) -> L,
+    replace: fn(&mut Store, L) -> bool,
 }
 
 fn upsert<E: PartialEq>(map: &mut HashMap<String, E>, key: String, entry: E) -> bool {
@@ -184,12 +240,12 @@ type WatchStream<O> = BoxStream<'static, Result<Event<O>, watcher::Error>>;
 /// relists on its own (410 Gone inside a watch, expired continue tokens) and backs off
 /// after errors; a watcher is started afresh only when a watch request itself is answered
 /// 410 Gone, which kube-runtime would otherwise retry with the same expired version.
-async fn drive<O, E>(
+async fn drive<O, E, L>(
     shared: &Shared,
     resource: Resource,
     make_stream: impl Fn() -> WatchStream<O>,
     convert: fn(O) -> Option<(String, E)>,
-    ops: Ops<E>,
+    ops: Ops<E, L>,
 ) {
     const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
     let mut restart_delay = FIRST_RESTART_DELAY;
@@ -207,7 +263,7 @@ async fn drive<O, E>(
                     }
                 }
                 Ok(Event::InitDone) => {
-                    let all = listing.take().unwrap_or_default();
+                    let all = (ops.index)(listing.take().unwrap_or_default());
                     shared.change(|s| (ops.replace)(s, all));
                     shared.listed(resource);
                 }
@@ -283,6 +339,8 @@ impl Shared {
             // even when that list changed nothing in the store.
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
+        h.services_synced = h.lists[Resource::Services as usize] > 0
+            && h.lists[Resource::EndpointSlices as usize] > 0;
         h.last_event_unix_s = Some(now_unix_s());
     }
 
@@ -341,6 +399,11 @@ fn pod_record(pod: Pod) -> Option<(String, PodRecord)> {
     let uid = meta.uid.filter(|u| !u.is_empty())?;
     let spec = pod.spec.unwrap_or_default();
     let status = pod.status.unwrap_or_default();
+    let ips: Vec<String> = match status.pod_ips.as_deref().filter(|ips| !ips.is_empty()) {
+        Some(ips) => ips.iter().map(|i| i.ip.clone()).collect(),
+        None => status.pod_ip.iter().cloned().collect(),
+    };
+    let ips = pod_ips(spec.host_network, status.phase.as_deref(), &ips);
     let mut containers = Vec::new();
     let mut previous_ids = Vec::new();
     let groups: [(Vec<String>, Vec<ContainerStatus>); 3] = [
@@ -402,8 +465,116 @@ fn pod_record(pod: Pod) -> Option<(String, PodRecord)> {
         ),
         containers,
         previous_ids,
+        ips,
     };
     Some((uid, record))
+}
+
+/// The pod's IPs, unless they are the node's (host network) or may be another pod's by
+/// now (a finished pod keeps its status).
+fn pod_ips(host_network: Option<bool>, phase: Option<&str>, ips: &[String]) -> Vec<IpAddr> {
+    if host_network == Some(true) || matches!(phase, Some("Succeeded" | "Failed")) {
+        return Vec::new();
+    }
+    parse_ips(ips)
+}
+
+fn parse_ips<'a>(ips: impl IntoIterator<Item = &'a String>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = ips.into_iter().filter_map(|ip| ip.parse().ok()).collect();
+    out.dedup();
+    out
+}
+
+fn port_u16(port: i32) -> Option<u16> {
+    u16::try_from(port).ok().filter(|&p| p != 0)
+}
+
+/// A Service's addresses and ports. "None" (headless) does not parse as an IP.
+fn service_meta(service: Service) -> Option<ServiceMeta> {
+    let meta = service.metadata;
+    let spec = service.spec.unwrap_or_default();
+    let cluster_ips = match spec.cluster_ips.filter(|ips| !ips.is_empty()) {
+        Some(ips) => parse_ips(&ips),
+        None => parse_ips(spec.cluster_ip.as_ref()),
+    };
+    let ports = spec
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let port = port_u16(p.port)?;
+            Some(ServicePort {
+                port,
+                // Unset means the same port (the API server fills it in so); a name is
+                // resolved per pod, in the EndpointSlices.
+                target_port: match p.target_port {
+                    None => Some(port),
+                    Some(IntOrString::Int(t)) => port_u16(t),
+                    Some(IntOrString::String(_)) => None,
+                },
+                protocol: Protocol::parse(p.protocol.as_deref())?,
+                name: p.name.unwrap_or_default(),
+            })
+        })
+        .collect();
+    Some(ServiceMeta {
+        ignored: is_true(
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(IGNORE_ANNOTATION)),
+        ),
+        namespace: meta.namespace.unwrap_or_default(),
+        name: meta.name?,
+        cluster_ips,
+        ports,
+    })
+}
+
+/// An EndpointSlice's Service, ports, and endpoints with IP addresses (an FQDN slice has
+/// none). A targetRef names a pod only in the slice's own namespace, the only one a
+/// Service selects from.
+fn slice_meta(slice: EndpointSlice) -> Option<EndpointSliceMeta> {
+    let meta = slice.metadata;
+    let namespace = meta.namespace.unwrap_or_default();
+    let ports = slice
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            Some(EndpointPort {
+                port: match p.port {
+                    None => None,
+                    Some(port) => Some(port_u16(port)?),
+                },
+                protocol: Protocol::parse(p.protocol.as_deref())?,
+                name: p.name.unwrap_or_default(),
+            })
+        })
+        .collect();
+    let endpoints = slice
+        .endpoints
+        .into_iter()
+        .map(|e| SliceEndpoint {
+            addresses: parse_ips(&e.addresses),
+            pod: e.target_ref.and_then(|r| {
+                let same_namespace = r.namespace.as_deref().is_none_or(|ns| ns == namespace);
+                (r.kind.as_deref() == Some("Pod") && same_namespace)
+                    .then_some(r.name)
+                    .flatten()
+            }),
+        })
+        .filter(|e| !e.addresses.is_empty())
+        .collect();
+    Some(EndpointSliceMeta {
+        service: meta
+            .labels
+            .and_then(|mut l| l.remove(SERVICE_NAME_LABEL))
+            .filter(|s| !s.is_empty()),
+        name: meta.name?,
+        namespace,
+        ports,
+        endpoints,
+    })
 }
 
 /// A ReplicaSet or Job: `namespace/name` → its controller.
@@ -452,6 +623,8 @@ fn resource_of(path: &str) -> Option<Resource> {
         "replicasets" => Some(Resource::ReplicaSets),
         "jobs" => Some(Resource::Jobs),
         "namespaces" => Some(Resource::Namespaces),
+        "services" => Some(Resource::Services),
+        "endpointslices" => Some(Resource::EndpointSlices),
         _ => None,
     }
 }
@@ -518,7 +691,119 @@ mod tests {
             resource_of("/api/v1/namespaces"),
             Some(Resource::Namespaces)
         );
+        assert_eq!(resource_of("/api/v1/services"), Some(Resource::Services));
+        assert_eq!(
+            resource_of("/apis/discovery.k8s.io/v1/endpointslices"),
+            Some(Resource::EndpointSlices)
+        );
         assert_eq!(resource_of("/version"), None);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn services_convert_to_addresses_and_ports() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop",
+                         "annotations": {"ksight.io/ignore": "true"}},
+            "spec": {
+                "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00::10"],
+                "ports": [
+                    {"name": "http", "port": 80, "targetPort": 8080},
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
+                    {"port": 9000},
+                    {"port": 1, "protocol": "QUIC"}
+                ]
+            }
+        }))
+        .unwrap();
+        let s = service_meta(svc).unwrap();
+        assert_eq!((s.namespace.as_str(), s.name.as_str()), ("shop", "web"));
+        assert!(s.ignored);
+        assert_eq!(s.cluster_ips, [ip("10.96.0.10"), ip("fd00::10")]);
+        let ports: Vec<_> = s
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.port, p.target_port, p.protocol))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("http", 80, Some(8080), Protocol::Tcp),
+                ("dns", 53, None, Protocol::Udp),
+                ("", 9000, Some(9000), Protocol::Tcp),
+            ]
+        );
+        let headless: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "shop"},
+            "spec": {"clusterIP": "None", "clusterIPs": ["None"]}
+        }))
+        .unwrap();
+        let h = service_meta(headless).unwrap();
+        assert!(h.cluster_ips.is_empty() && !h.ignored);
+    }
+
+    #[test]
+    fn endpoint_slices_convert_to_pods_and_ports() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-x1", "namespace": "shop",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "any"}],
+            "endpoints": [
+                {"addresses": ["10.244.0.5"], "conditions": {"ready": false},
+                 "targetRef": {"kind": "Pod", "namespace": "shop", "name": "web-1"}},
+                {"addresses": ["10.244.0.6"],
+                 "targetRef": {"kind": "Pod", "namespace": "elsewhere", "name": "x"}},
+                {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Node", "name": "node-a"}},
+                {"addresses": ["db.example.com"]}
+            ]
+        }))
+        .unwrap();
+        let s = slice_meta(slice).unwrap();
+        assert_eq!(s.service.as_deref(), Some("web"));
+        assert_eq!(
+            s.ports,
+            [
+                EndpointPort {
+                    name: "http".into(),
+                    port: Some(8080),
+                    protocol: Protocol::Tcp
+                },
+                EndpointPort {
+                    name: "any".into(),
+                    port: None,
+                    protocol: Protocol::Tcp
+                }
+            ]
+        );
+        let endpoints: Vec<_> = s
+            .endpoints
+            .iter()
+            .map(|e| (e.addresses.clone(), e.pod.as_deref()))
+            .collect();
+        assert_eq!(
+            endpoints,
+            [
+                (vec![ip("10.244.0.5")], Some("web-1")),
+                (vec![ip("10.244.0.6")], None),
+                (vec![ip("10.0.0.1")], None),
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_ips_skip_host_network_and_finished_pods() {
+        let ips = ["10.244.0.5".to_string(), "fd00::5".to_string()];
+        assert_eq!(
+            pod_ips(None, Some("Running"), &ips),
+            [ip("10.244.0.5"), ip("fd00::5")]
+        );
+        assert!(pod_ips(Some(true), Some("Running"), &ips).is_empty());
+        assert!(pod_ips(Some(false), Some("Succeeded"), &ips).is_empty());
+        assert!(pod_ips(None, Some("Failed"), &ips).is_empty());
     }
 
     #[test]
