@@ -56,19 +56,27 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn local(t: &TcpTuple) -> Self {
-        Self {
-            family: t.family,
-            addr: t.saddr,
-            port: t.sport,
-        }
+        Self::new(t.family, t.saddr, t.sport)
     }
 
     pub fn peer(t: &TcpTuple) -> Self {
-        Self {
-            family: t.family,
-            addr: t.daddr,
-            port: t.dport,
+        Self::new(t.family, t.daddr, t.dport)
+    }
+
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, a dual-stack socket talking IPv4) is
+    /// the IPv4 address it is, so both ends of one connection name it alike.
+    fn new(family: u16, addr: [u8; 16], port: u16) -> Self {
+        let v4_mapped = addr[..10] == [0; 10] && addr[10..12] == [0xff, 0xff];
+        if family == event_abi::AF_INET6 && v4_mapped {
+            let mut v4 = [0; 16];
+            v4[..4].copy_from_slice(&addr[12..]);
+            return Self {
+                family: event_abi::AF_INET,
+                addr: v4,
+                port,
+            };
         }
+        Self { family, addr, port }
     }
 
     pub fn ip(&self) -> IpAddr {
