@@ -938,6 +938,7 @@ fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
     use crate::{Conn, Counters, Exchange, Protocol};
 
     const RECV: Dir = Dir::Recv;
@@ -1831,23 +1832,6 @@ mod tests {
             (done[0].role, done[0].status, done[0].latency_ns),
             (Role::Server, 404, 5)
         );
-    }
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     /// Random streams of HTTP pieces and random bytes, random splits and unseen counts:

@@ -1104,6 +1104,7 @@ impl Parser for Http2Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
     use crate::{Conn, Exchange, Kind, Protocol};
 
     fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -1484,7 +1485,7 @@ mod tests {
             assert_eq!(decode(&mut b, &raw), Some(fields));
         }
         // Corrupted blocks: whatever the crate decodes, the rewritten block decodes alike.
-        let mut rng = XorShift(0x5555_aaaa_1234_9876);
+        let mut rng = Rng(0x5555_aaaa_1234_9876);
         let blocks = rfc_blocks();
         for _ in 0..1000 {
             let mut block = blocks[rng.below(blocks.len())].clone();
@@ -2127,26 +2128,11 @@ mod tests {
             assert_eq!(detect(Dir::Recv, data), None, "case {i}");
         }
 
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
             let len = rng.below(200) + 1;
             let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             assert_eq!(detect(Dir::Send, &data), None, "{data:?}");
-        }
-    }
-
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
         }
     }
 
@@ -2181,7 +2167,7 @@ mod tests {
             (&send, &big),
             (&hsend, &hrecv),
         ];
-        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        let mut rng = Rng(0x1234_5678_9abc_def1);
         for _ in 0..20_000 {
             let (s, r) = templates[rng.below(templates.len())];
             let role = if rng.below(2) == 0 {

@@ -26,6 +26,8 @@ pub mod sql;
 pub mod tls;
 
 mod conn;
+#[cfg(test)]
+mod testing;
 pub use conn::{Conn, Counters, Exchange, MAX_PENDING};
 
 /// Bytes of a partial message a parser may hold per direction while waiting for the rest.

@@ -950,7 +950,8 @@ fn eof_status(p: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Conn, Counters, Exchange, Kind, Protocol};
+    use crate::testing::{self, D, Rng, Script, summary};
+    use crate::{Counters, Exchange, Kind, Protocol};
 
     const DEPRECATE: u32 = CLIENT_DEPRECATE_EOF;
     const BASE_CAPS: u32 = 0x0000_a685 | 0x0008_0000; // long password, protocol 41, secure conn, plugin auth…
@@ -1076,23 +1077,7 @@ mod tests {
     /// A response's calls as a receiver reading with a big buffer sees them: each call
     /// starts 100 bytes before a packet that follows a big one, 512 bytes of it copied.
     fn spread(rs: &[u8]) -> Vec<(Vec<u8>, u64)> {
-        let mut cuts = vec![0];
-        let mut at = 0;
-        while at < rs.len() {
-            let len = u24(&rs[at..]) as usize + 4;
-            at += len;
-            if len > 600 && at < rs.len() {
-                cuts.push(at - 100);
-            }
-        }
-        cuts.push(rs.len());
-        cuts.windows(2)
-            .map(|w| {
-                let call = &rs[w[0]..w[1]];
-                let seen = call.len().min(512);
-                (call[..seen].to_vec(), (call.len() - seen) as u64)
-            })
-            .collect()
+        testing::spread(rs, |b| u24(b) as usize + 4)
     }
 
     fn prepare_ok(seq: u8, id: u32, cols: u16, params: u16, deprecate: bool) -> Vec<u8> {
@@ -1128,50 +1113,12 @@ mod tests {
         pkt(0, &p)
     }
 
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum D {
-        C,
-        S,
-    }
-
-    /// A client's calls: (who sent, bytes, unseen).
-    type Script = Vec<(D, Vec<u8>, u64)>;
-
-    fn dir_of(d: D, role: Role) -> Dir {
-        match (d, role) {
-            (D::C, Role::Client) | (D::S, Role::Server) => Dir::Send,
-            _ => Dir::Recv,
-        }
-    }
-
     fn run_parser(role: Role, script: &Script) -> (Vec<Message>, u64) {
-        let mut p = MysqlParser::new(role);
-        let mut out = Output::default();
-        for (d, data, unseen) in script {
-            p.feed(dir_of(*d, role), data, *unseen, &mut out);
-            check_bounds(&p);
-        }
-        (out.messages, out.malformed)
+        testing::run_parser(MysqlParser::new(role), role, script, check_bounds)
     }
 
     fn run_conn(role: Role, script: &Script) -> (Vec<Exchange>, Counters) {
-        let mut conn = Conn::new();
-        let mut done = Vec::new();
-        let mut c = Counters::default();
-        for (k, (d, data, unseen)) in script.iter().enumerate() {
-            conn.feed(
-                1000 * (k as u64 + 1),
-                dir_of(*d, role),
-                data,
-                *unseen,
-                &mut done,
-                &mut c,
-            );
-        }
-        if !script.is_empty() {
-            assert_eq!(conn.protocol(), Some((Protocol::Mysql, role)));
-        }
-        (done, c)
+        testing::run_conn(Protocol::Mysql, role, script)
     }
 
     fn check_bounds(p: &MysqlParser) {
@@ -1180,19 +1127,6 @@ mod tests {
         assert!(p.st.queue.len() <= MAX_QUEUE);
         assert!(p.st.stmts.len() <= MAX_STATEMENTS);
         assert!(p.st.emitted <= MAX_PENDING);
-    }
-
-    fn summary(ms: &[Message]) -> Vec<String> {
-        ms.iter()
-            .map(|m| match m.kind {
-                Kind::Request => format!("> {}", m.method),
-                Kind::Response => format!(
-                    "< {}{}",
-                    if m.error { "ERR " } else { "ok" },
-                    m.code.as_deref().unwrap_or("")
-                ),
-            })
-            .collect()
     }
 
     fn handshake(caps: u32) -> Script {
@@ -1539,11 +1473,11 @@ mod tests {
             query_text(b"\x01\x01\x00\x01\xfe\x00\x00\x00DELETE", Some(true)),
             b"DELETE"
         );
-        let mut x = 7u64;
+        let mut rng = Rng(7);
         for _ in 0..20_000 {
             let mut b = [0u8; 24];
             for v in b.iter_mut() {
-                *v = [0, 1, 2, 0xfe, 0xfc, 0xff, 0x07][xorshift(&mut x) as usize % 7];
+                *v = [0, 1, 2, 0xfe, 0xfc, 0xff, 0x07][rng.below(7)];
             }
             let _ = query_text(&b, Some(true));
         }
@@ -1650,32 +1584,20 @@ mod tests {
             assert_eq!(detect(Dir::Send, n), None, "{n:?}");
             assert_eq!(detect(Dir::Recv, n), None, "{n:?}");
         }
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
             let mut buf = [0u8; 64];
-            for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            let n = (x >> 40) as usize % 65;
+            rng.fill(&mut buf);
+            let n = (rng.0 >> 40) as usize % 65;
             assert_eq!(detect(Dir::Send, &buf[..n]), None);
         }
-    }
-
-    fn xorshift(x: &mut u64) -> u64 {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
     }
 
     #[test]
     fn mysql_fuzz_no_panic_bounded() {
         let (base_a, _) = session(false);
         let (base_b, _) = session(true);
-        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rng = Rng(0x1234_5678_9abc_def1);
         for it in 0..20_000 {
             let base = if it % 2 == 0 { &base_a } else { &base_b };
             let skip_handshake = it % 5 == 0;
@@ -1685,97 +1607,28 @@ mod tests {
                 Role::Client
             });
             let role = p.st.role;
-            let mut out = Output::default();
-            let mut requests = 0usize;
-            let mut responses = 0usize;
-            for (k, (d, data, unseen)) in base.iter().enumerate() {
-                if skip_handshake && k < 5 {
-                    continue;
-                }
-                let mut data = data.clone();
-                let mut unseen = *unseen;
-                match xorshift(&mut x) % 8 {
-                    0 if !data.is_empty() => {
-                        let at = xorshift(&mut x) as usize % data.len();
-                        data[at] = xorshift(&mut x) as u8;
-                    }
-                    1 if !data.is_empty() => {
-                        let at = xorshift(&mut x) as usize % data.len();
-                        unseen += (data.len() - at) as u64;
-                        data.truncate(at);
-                    }
-                    2 => unseen += xorshift(&mut x) % 70_000,
-                    3 if !data.is_empty() => {
-                        let at = xorshift(&mut x) as usize % data.len();
-                        data.drain(..at);
-                    }
-                    4 => {
-                        for _ in 0..xorshift(&mut x) % 40 {
-                            data.push(xorshift(&mut x) as u8);
-                        }
-                    }
-                    _ => {}
-                }
-                // Random splits of the call.
-                let mut rest = &data[..];
-                while !rest.is_empty() && xorshift(&mut x).is_multiple_of(3) {
-                    let at = xorshift(&mut x) as usize % rest.len();
-                    p.feed(dir_of(*d, role), &rest[..at], 0, &mut out);
-                    rest = &rest[at..];
-                }
-                p.feed(dir_of(*d, role), rest, unseen, &mut out);
-                check_bounds(&p);
-                for m in out.messages.drain(..) {
-                    match m.kind {
-                        Kind::Request => requests += 1,
-                        Kind::Response => {
-                            responses += 1;
-                            assert!(responses <= requests, "a response before its request");
-                        }
-                    }
-                }
-            }
+            let script = if skip_handshake {
+                &base[5..]
+            } else {
+                &base[..]
+            };
+            let (requests, responses) =
+                testing::fuzz_script(&mut rng, &mut p, role, script, check_bounds);
             assert!(requests - responses <= MAX_QUEUE + 1);
         }
     }
 
     #[test]
     fn mysql_random_streams_never_panic() {
-        let mut x = 0xdead_beef_cafe_f00du64;
-        for _ in 0..5_000 {
-            let mut p = MysqlParser::new(Role::Client);
-            let mut out = Output::default();
-            // A valid start to get past detection, then noise shaped like packets.
-            p.feed(Dir::Send, &query("SELECT 1"), 0, &mut out);
-            for _ in 0..20 {
-                let mut buf = Vec::new();
-                for _ in 0..xorshift(&mut x) % 6 {
-                    let len = (xorshift(&mut x) % 40) as usize;
-                    buf.extend_from_slice(&[len as u8, 0, 0, (xorshift(&mut x) % 4) as u8]);
-                    for _ in 0..len {
-                        let b = [0x00, 0xfe, 0xff, 0xfb, 0x03, 0x16, 0x17, b'd']
-                            [xorshift(&mut x) as usize % 8];
-                        buf.push(if xorshift(&mut x).is_multiple_of(2) {
-                            b
-                        } else {
-                            xorshift(&mut x) as u8
-                        });
-                    }
-                }
-                let dir = if xorshift(&mut x).is_multiple_of(2) {
-                    Dir::Send
-                } else {
-                    Dir::Recv
-                };
-                p.feed(dir, &buf, xorshift(&mut x) % 3, &mut out);
-                check_bounds(&p);
-            }
-            let reqs = out
-                .messages
-                .iter()
-                .filter(|m| m.kind == Kind::Request)
-                .count();
-            assert!(out.messages.len() - reqs <= reqs);
-        }
+        // A valid start to get past detection, then noise shaped like packets.
+        testing::random_frames(
+            &mut Rng(0xdead_beef_cafe_f00d),
+            5_000,
+            || MysqlParser::new(Role::Client),
+            &query("SELECT 1"),
+            |rng, len, buf| buf.extend_from_slice(&[len as u8, 0, 0, (rng.next() % 4) as u8]),
+            &[0x00, 0xfe, 0xff, 0xfb, 0x03, 0x16, 0x17, b'd'],
+            check_bounds,
+        );
     }
 }

@@ -679,7 +679,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Conn, Counters, Exchange, Kind, Protocol};
+    use crate::testing::{self, D, Rng, Script, dir_of, summary};
+    use crate::{Counters, Exchange, Kind, Protocol};
 
     fn msg(t: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![t];
@@ -793,21 +794,6 @@ mod tests {
         msg(b'S', b"")
     }
 
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum D {
-        C,
-        S,
-    }
-
-    type Script = Vec<(D, Vec<u8>, u64)>;
-
-    fn dir_of(d: D, role: Role) -> Dir {
-        match (d, role) {
-            (D::C, Role::Client) | (D::S, Role::Server) => Dir::Send,
-            _ => Dir::Recv,
-        }
-    }
-
     fn check_bounds(p: &PostgresParser) {
         assert!(p.req.held() <= crate::MAX_HELD);
         assert!(p.resp.held() <= crate::MAX_HELD);
@@ -818,66 +804,17 @@ mod tests {
     }
 
     fn run_parser(role: Role, script: &Script) -> (Vec<Message>, u64) {
-        let mut p = PostgresParser::new(role);
-        let mut out = Output::default();
-        for (d, data, unseen) in script {
-            p.feed(dir_of(*d, role), data, *unseen, &mut out);
-            check_bounds(&p);
-        }
-        (out.messages, out.malformed)
+        testing::run_parser(PostgresParser::new(role), role, script, check_bounds)
     }
 
     fn run_conn(role: Role, script: &Script) -> (Vec<Exchange>, Counters) {
-        let mut conn = Conn::new();
-        let mut done = Vec::new();
-        let mut c = Counters::default();
-        for (k, (d, data, unseen)) in script.iter().enumerate() {
-            conn.feed(
-                1000 * (k as u64 + 1),
-                dir_of(*d, role),
-                data,
-                *unseen,
-                &mut done,
-                &mut c,
-            );
-        }
-        assert_eq!(conn.protocol(), Some((Protocol::Postgres, role)));
-        (done, c)
+        testing::run_conn(Protocol::Postgres, role, script)
     }
 
-    fn summary(ms: &[Message]) -> Vec<String> {
-        ms.iter()
-            .map(|m| match m.kind {
-                Kind::Request => format!("> {}", m.method),
-                Kind::Response => format!(
-                    "< {}{}",
-                    if m.error { "ERR " } else { "ok" },
-                    m.code.as_deref().unwrap_or("")
-                ),
-            })
-            .collect()
-    }
-
-    /// Calls as a receiver with a big buffer sees them: each starts 100 bytes before a
-    /// message that follows a big one, 512 bytes of it copied.
+    /// A response's calls as a receiver reading with a big buffer sees them: each call
+    /// starts 100 bytes before a message that follows a big one, 512 bytes of it copied.
     fn spread(rs: &[u8]) -> Vec<(Vec<u8>, u64)> {
-        let mut cuts = vec![0];
-        let mut at = 0;
-        while at < rs.len() {
-            let len = be32(&rs[at + 1..]) as usize + 1;
-            at += len;
-            if len > 600 && at < rs.len() {
-                cuts.push(at - 100);
-            }
-        }
-        cuts.push(rs.len());
-        cuts.windows(2)
-            .map(|w| {
-                let call = &rs[w[0]..w[1]];
-                let seen = call.len().min(512);
-                (call[..seen].to_vec(), (call.len() - seen) as u64)
-            })
-            .collect()
+        testing::spread(rs, |b| be32(&b[1..]) as usize + 1)
     }
 
     /// The session of the brief.
@@ -1409,13 +1346,11 @@ mod tests {
             assert_eq!(detect(Dir::Send, n), None, "{n:?}");
             assert_eq!(detect(Dir::Recv, n), None, "{n:?}");
         }
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
             let mut buf = [0u8; 64];
-            for b in buf.iter_mut() {
-                *b = xorshift(&mut x) as u8;
-            }
-            let n = (x >> 40) as usize % 65;
+            rng.fill(&mut buf);
+            let n = (rng.0 >> 40) as usize % 65;
             assert_eq!(detect(Dir::Send, &buf[..n]), None);
         }
         assert_eq!(
@@ -1426,17 +1361,10 @@ mod tests {
         assert_eq!(sqlstate(b"SERROR\0Mx\0\0"), None);
     }
 
-    fn xorshift(x: &mut u64) -> u64 {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
-    }
-
     #[test]
     fn postgres_fuzz_no_panic_bounded() {
         let (base, _) = session();
-        let mut x = 0x0123_4567_89ab_cdefu64;
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
         for it in 0..20_000 {
             let skip_startup = it % 5 == 0;
             let role = if it % 3 == 0 {
@@ -1445,95 +1373,27 @@ mod tests {
                 Role::Client
             };
             let mut p = PostgresParser::new(role);
-            let mut out = Output::default();
-            let (mut requests, mut responses) = (0usize, 0usize);
-            for (k, (d, data, unseen)) in base.iter().enumerate() {
-                if skip_startup && k < 6 {
-                    continue;
-                }
-                let mut data = data.clone();
-                let mut unseen = *unseen;
-                match xorshift(&mut x) % 8 {
-                    0 if !data.is_empty() => {
-                        let at = xorshift(&mut x) as usize % data.len();
-                        data[at] = xorshift(&mut x) as u8;
-                    }
-                    1 if !data.is_empty() => {
-                        let at = xorshift(&mut x) as usize % data.len();
-                        unseen += (data.len() - at) as u64;
-                        data.truncate(at);
-                    }
-                    2 => unseen += xorshift(&mut x) % 70_000,
-                    3 if !data.is_empty() => {
-                        let at = xorshift(&mut x) as usize % data.len();
-                        data.drain(..at);
-                    }
-                    4 => {
-                        for _ in 0..xorshift(&mut x) % 40 {
-                            data.push(xorshift(&mut x) as u8);
-                        }
-                    }
-                    _ => {}
-                }
-                let mut rest = &data[..];
-                while !rest.is_empty() && xorshift(&mut x).is_multiple_of(3) {
-                    let at = xorshift(&mut x) as usize % rest.len();
-                    p.feed(dir_of(*d, role), &rest[..at], 0, &mut out);
-                    rest = &rest[at..];
-                }
-                p.feed(dir_of(*d, role), rest, unseen, &mut out);
-                check_bounds(&p);
-                for m in out.messages.drain(..) {
-                    match m.kind {
-                        Kind::Request => requests += 1,
-                        Kind::Response => {
-                            responses += 1;
-                            assert!(responses <= requests, "a response before its request");
-                        }
-                    }
-                }
-            }
+            let script = if skip_startup { &base[6..] } else { &base[..] };
+            let (requests, responses) =
+                testing::fuzz_script(&mut rng, &mut p, role, script, check_bounds);
             assert!(requests - responses <= MAX_QUEUE);
         }
     }
 
     #[test]
     fn postgres_random_streams_never_panic() {
-        let mut x = 0xdead_beef_cafe_f00du64;
         let types = b"QPBESDCHXFdcfpRKSZTDCENI123nts";
-        for _ in 0..5_000 {
-            let mut p = PostgresParser::new(Role::Client);
-            let mut out = Output::default();
-            p.feed(Dir::Send, &q("SELECT 1"), 0, &mut out);
-            for _ in 0..20 {
-                let mut buf = Vec::new();
-                for _ in 0..xorshift(&mut x) % 6 {
-                    let len = (xorshift(&mut x) % 40) as usize;
-                    buf.push(types[xorshift(&mut x) as usize % types.len()]);
-                    buf.extend_from_slice(&(len as u32 + 4).to_be_bytes());
-                    for _ in 0..len {
-                        let b = [0, b'C', b'4', b'S', b'P'][xorshift(&mut x) as usize % 5];
-                        buf.push(if xorshift(&mut x).is_multiple_of(2) {
-                            b
-                        } else {
-                            xorshift(&mut x) as u8
-                        });
-                    }
-                }
-                let dir = if xorshift(&mut x).is_multiple_of(2) {
-                    Dir::Send
-                } else {
-                    Dir::Recv
-                };
-                p.feed(dir, &buf, xorshift(&mut x) % 3, &mut out);
-                check_bounds(&p);
-            }
-            let reqs = out
-                .messages
-                .iter()
-                .filter(|m| m.kind == Kind::Request)
-                .count();
-            assert!(out.messages.len() - reqs <= reqs);
-        }
+        testing::random_frames(
+            &mut Rng(0xdead_beef_cafe_f00d),
+            5_000,
+            || PostgresParser::new(Role::Client),
+            &q("SELECT 1"),
+            |rng, len, buf| {
+                buf.push(types[rng.below(types.len())]);
+                buf.extend_from_slice(&(len as u32 + 4).to_be_bytes());
+            },
+            &[0, b'C', b'4', b'S', b'P'],
+            check_bounds,
+        );
     }
 }

@@ -1257,6 +1257,7 @@ pub const COMMANDS: &[&str] = &[
 mod tests {
     use super::*;
     use crate::conn::Counters;
+    use crate::testing::Rng;
     use crate::{Conn, Exchange, Kind, Protocol};
 
     /// RESP array of bulk strings.
@@ -1415,15 +1416,10 @@ mod tests {
             assert_eq!(detect(Send, c), None, "{:?}", String::from_utf8_lossy(c));
             assert_eq!(detect(Recv, c), None);
         }
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         for i in 0..10_000 {
             let mut buf = [0u8; 48];
-            for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
+            rng.fill(&mut buf);
             if i % 2 == 0 {
                 buf[0] = b'*';
             }
@@ -2179,26 +2175,6 @@ mod tests {
         );
     }
 
-    /// xorshift64.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
-
     /// A random RESP value (any type) into `v`.
     fn gen_value(r: &mut Rng, v: &mut Vec<u8>, depth: u32) {
         let kinds = if depth >= 4 { 11 } else { 17 };
@@ -2207,7 +2183,7 @@ mod tests {
             1 => v.extend_from_slice(b"-ERR something\r\n"),
             2 => v.extend(format!(":{}\r\n", r.next() as i64).bytes()),
             3 | 4 => {
-                let n = r.below(40) as usize;
+                let n = r.below(40);
                 v.extend(format!("${n}\r\n").bytes());
                 v.extend(r.bytes(n));
                 v.extend_from_slice(b"\r\n");
@@ -2220,7 +2196,7 @@ mod tests {
             10 => v.extend_from_slice(b"=7\r\ntxt:abc\r\n"),
             11 | 12 => {
                 let n = r.below(4);
-                let t = [b'*', b'~', b'>'][r.below(3) as usize];
+                let t = [b'*', b'~', b'>'][r.below(3)];
                 v.extend(format!("{}{n}\r\n", t as char).bytes());
                 for _ in 0..n {
                     gen_value(r, v, depth + 1);
@@ -2241,7 +2217,7 @@ mod tests {
             15 => {
                 v.extend_from_slice(b"$?\r\n");
                 for _ in 0..r.below(3) {
-                    let n = 1 + r.below(10) as usize;
+                    let n = 1 + r.below(10);
                     v.extend(format!(";{n}\r\n").bytes());
                     v.extend(r.bytes(n));
                     v.extend_from_slice(b"\r\n");
@@ -2296,14 +2272,14 @@ mod tests {
     ];
 
     fn gen_command(r: &mut Rng, v: &mut Vec<u8>) -> &'static str {
-        let name = NAMES[r.below(NAMES.len() as u64) as usize];
+        let name = NAMES[r.below(NAMES.len())];
         if r.below(8) == 0 {
             v.extend_from_slice(name);
             v.extend_from_slice(b" key 1\r\n");
         } else {
             let mut args: Vec<Vec<u8>> = vec![name.to_vec()];
             for _ in 0..r.below(4) {
-                let n = r.below(60) as usize;
+                let n = r.below(60);
                 args.push(r.bytes(n));
             }
             let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
@@ -2317,7 +2293,7 @@ mod tests {
         let mut c = vec![0];
         let mut at = 0;
         while at < len {
-            at = (at + 1 + r.below(80) as usize).min(len);
+            at = (at + 1 + r.below(80)).min(len);
             c.push(at);
         }
         c
@@ -2376,10 +2352,10 @@ mod tests {
                     if stream.is_empty() {
                         break;
                     }
-                    let at = r.below(stream.len() as u64) as usize;
+                    let at = r.below(stream.len());
                     match r.below(4) {
                         0 => stream[at] = r.next() as u8,
-                        1 => stream[at] = b"*$:+-\r\n%|>?;.0123456789"[r.below(23) as usize],
+                        1 => stream[at] = b"*$:+-\r\n%|>?;.0123456789"[r.below(23)],
                         2 => {
                             stream.remove(at);
                         }
@@ -2411,7 +2387,7 @@ mod tests {
                 let piece = &s[w[0]..w[1]];
                 // Some calls copied only in part.
                 let copied = if r.below(5) == 0 {
-                    r.below(piece.len() as u64 + 1) as usize
+                    r.below(piece.len() + 1)
                 } else {
                     piece.len()
                 };

@@ -457,6 +457,7 @@ pub(crate) fn bounded_insert<K: std::hash::Hash + Eq, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
 
     #[test]
     fn sql_verbs() {
@@ -602,15 +603,13 @@ mod tests {
             let v = verb(&sql[..end]);
             assert!(known(v.as_bytes()).is_some() || v == OTHER);
         }
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let alphabet = b"/*!-#\n '\"`$()selectwithSELECTWITHupdate1";
         for _ in 0..20_000 {
             let mut buf = [0u8; 48];
-            let n = (x % 48) as usize;
+            let n = (rng.0 % 48) as usize;
             for b in buf.iter_mut().take(n) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rng.next();
                 *b = if x & 1 == 0 {
                     alphabet[(x >> 8) as usize % alphabet.len()]
                 } else {

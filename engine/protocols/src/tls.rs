@@ -88,6 +88,7 @@ pub fn looks_like_record(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
 
     /// A handshake message in a record: `record_version` minor, type, body.
     fn record(minor: u8, kind: u8, body: &[u8]) -> Vec<u8> {
@@ -235,15 +236,10 @@ mod tests {
             assert_eq!(detect(Dir::Recv, other), None);
         }
         // Random bytes: a few xorshift streams, even with the first byte forced to 0x16.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for i in 0..20_000 {
             let mut buf = [0u8; 64];
-            for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
+            rng.fill(&mut buf);
             if i % 2 == 0 {
                 buf[0] = 0x16;
             }
