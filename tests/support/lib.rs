@@ -4,6 +4,7 @@
 //! the test kit, re-exported here.
 
 pub mod fake_apiserver;
+pub mod servers;
 
 pub use ksight_testkit::*;
 

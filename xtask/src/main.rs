@@ -38,7 +38,7 @@ fn main() -> Result<()> {
         Some("vm") => vm::vm(&rest),
         _ => {
             bail!(
-                "usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|flood|slowdown|filter] | package | package-vm"
+                "usage: cargo xtask setup | run -- ARGS | test | bench [engine|kernel|flood|slowdown|sockio|requests|filter] | package | package-vm"
             )
         }
     }
@@ -201,7 +201,22 @@ fn setup(extra_packages: &[(&str, &str)]) -> Result<()> {
 
 fn test() -> Result<()> {
     // The DNS tests' resolver and client.
-    setup(&[("dnsmasq", "dnsmasq-base"), ("dig", "bind9-dnsutils")])?;
+    setup(&[
+        ("dnsmasq", "dnsmasq-base"),
+        ("dig", "bind9-dnsutils"),
+        // The request tests' servers and clients (tests/support/servers.rs). `have` runs
+        // `command -v`, which takes a path (a glob too) for what is not on PATH.
+        ("nginx", "nginx"),
+        ("curl", "curl"),
+        ("nghttp", "nghttp2-client"),
+        ("redis-server", "redis-server"),
+        ("redis-cli", "redis-tools"),
+        ("mariadbd", "mariadb-server"),
+        ("mariadb", "mariadb-client"),
+        ("/usr/lib/postgresql/*/bin/postgres", "postgresql"),
+        ("/usr/bin/python3", "python3"),
+        ("/usr/lib/python3/dist-packages/grpc/__init__.py", "python3-grpcio"),
+    ])?;
     // SAFETY: getuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
         bail!("the test suite loads eBPF programs and makes loop devices: run it as root");
@@ -270,13 +285,17 @@ unsafe extern "C" {
 }
 
 fn bench(which: &[String]) -> Result<()> {
-    setup(&[
+    let all = which.is_empty();
+    let wants = |name: &str| all || which.iter().any(|w| w == name);
+    let mut packages = vec![
         ("bpftrace", "bpftrace"),
         ("redis-server", "redis-server"),
         ("redis-benchmark", "redis-tools"),
-    ])?;
-    let all = which.is_empty();
-    let wants = |name: &str| all || which.iter().any(|w| w == name);
+    ];
+    if wants("requests") {
+        packages.extend([("nginx", "nginx"), ("wrk", "wrk")]);
+    }
+    setup(&packages)?;
     if wants("engine") {
         cargo(&["bench", "-p", "ksight-engine", "--bench", "aggregate"])?;
     }
@@ -285,7 +304,10 @@ fn bench(which: &[String]) -> Result<()> {
         let mut cmd = Command::new("bash");
         cmd.arg(workspace().join("tests/bench/kernel.sh"))
             .current_dir(workspace());
-        for w in which.iter().filter(|w| *w != "filter" && *w != "sockio") {
+        for w in which
+            .iter()
+            .filter(|w| !matches!(w.as_str(), "filter" | "sockio" | "requests"))
+        {
             cmd.arg(w);
         }
         run(&mut cmd)?;
@@ -295,6 +317,15 @@ fn bench(which: &[String]) -> Result<()> {
         build_release_binaries()?;
         run(Command::new("bash")
             .arg(workspace().join("tests/bench/sockio.sh"))
+            .current_dir(workspace()))?;
+    }
+    if wants("requests") {
+        // Parser throughput on one core, then requests parsed live (nginx + wrk, redis)
+        // next to bpftrace reading the same calls' first bytes.
+        cargo(&["bench", "-p", "ksight-protocols", "--bench", "parsers"])?;
+        build_release_binaries()?;
+        run(Command::new("bash")
+            .arg(workspace().join("tests/bench/requests.sh"))
             .current_dir(workspace()))?;
     }
     if wants("filter") {
