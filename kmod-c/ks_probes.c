@@ -635,30 +635,44 @@ static void ks_peer_from_call(struct ksight_tcp_tuple *t, u8 protocol, const voi
 struct ks_sock_rec {
 	struct ksight_tcp_tuple tuple;
 	u64 bytes;
-	/* The buffers payload is gathered from, in order (unused ones have length 0). */
-	const void __user *bufs[KSIGHT_MAX_IOV];
-	u64 lens[KSIGHT_MAX_IOV];
+	/* A single buffer, or an iovec array walked as payload is gathered (up to
+	 * KSIGHT_MAX_IOV buffers, until the snaplen is filled). */
+	const void __user *buf;
+	u64 len;
+	const struct iovec __user *iov;
+	unsigned long iovcnt;
 	u16 flags;
 	u16 msg_index;
 	u32 unreported_msgs;
 };
 
-/* The first KSIGHT_MAX_IOV buffers of an iovec array; PAYLOAD_FAULT when unreadable. */
-static void ks_iovs(const struct iovec __user *iov, unsigned long iovcnt, struct ks_sock_rec *rec)
+/* Gathers up to `want` payload bytes into `dst`; -EFAULT when a buffer or an iovec that
+ * was needed could not be read. A null buffer gives nothing and is no fault. */
+static int ks_gather(void *dst, const struct ks_sock_rec *rec, u64 want, u64 *got)
 {
-	struct iovec v[KSIGHT_MAX_IOV];
-	unsigned long n = min_t(unsigned long, iovcnt, KSIGHT_MAX_IOV), i;
+	unsigned long n = rec->iov ? min_t(unsigned long, rec->iovcnt, KSIGHT_MAX_IOV) : 1, i;
+	u64 payload = 0;
 
-	if (!n)
-		return;
-	if (copy_from_user_nofault(v, iov, n * sizeof(v[0]))) {
-		rec->flags |= KSIGHT_SOCK_FLAG_PAYLOAD_FAULT;
-		return;
+	for (i = 0; i < n && payload < want; i++) {
+		const void __user *base = rec->buf;
+		u64 len = rec->len, take;
+		struct iovec v;
+
+		if (rec->iov) {
+			if (copy_from_user_nofault(&v, rec->iov + i, sizeof(v)))
+				return -EFAULT;
+			base = v.iov_base;
+			len = v.iov_len;
+		}
+		take = min(len, want - payload);
+		if (!take || !base)
+			continue;
+		if (copy_from_user_nofault(dst + payload, base, take))
+			return -EFAULT;
+		payload += take;
 	}
-	for (i = 0; i < n; i++) {
-		rec->bufs[i] = v[i].iov_base;
-		rec->lens[i] = v[i].iov_len;
-	}
+	*got = payload;
+	return 0;
 }
 
 static void ks_sock_emit(const struct ks_sock_info *si, const struct ks_sock_rec *rec,
@@ -669,22 +683,13 @@ static void ks_sock_emit(const struct ks_sock_info *si, const struct ks_sock_rec
 	u64 want = min(rec->bytes, (u64)snaplen), payload = 0;
 	u16 flags = rec->flags;
 	void *scratch;
-	int i;
 
 	/* The scratch page is this CPU's until the record is committed. */
 	preempt_disable();
 	scratch = ks_scratch[smp_processor_id()];
-	for (i = 0; i < KSIGHT_MAX_IOV && payload < want; i++) {
-		u64 take = min(rec->lens[i], want - payload);
-
-		if (!take || !rec->bufs[i])
-			continue;
-		if (copy_from_user_nofault(scratch + payload, rec->bufs[i], take)) {
-			payload = 0;
-			flags |= KSIGHT_SOCK_FLAG_PAYLOAD_FAULT;
-			break;
-		}
-		payload += take;
+	if (!(flags & KSIGHT_SOCK_FLAG_PAYLOAD_FAULT) && ks_gather(scratch, rec, want, &payload)) {
+		payload = 0;
+		flags |= KSIGHT_SOCK_FLAG_PAYLOAD_FAULT;
 	}
 	ev = ks_reserve(&slot, KSIGHT_KIND_SOCK_IO, KSIGHT_SOCK_IO_SIZE(payload), 0);
 	if (!ev)
@@ -731,7 +736,8 @@ static void ks_sock_mmsg(const struct ks_sock_info *si, const struct mmsghdr __u
 			ks_peer_from_call(&rec.tuple, si->protocol, m.msg_hdr.msg_name,
 					  m.msg_hdr.msg_namelen,
 					  &rec.flags);
-			ks_iovs(m.msg_hdr.msg_iov, m.msg_hdr.msg_iovlen, &rec);
+			rec.iov = m.msg_hdr.msg_iov;
+			rec.iovcnt = m.msg_hdr.msg_iovlen;
 		}
 		ks_sock_emit(si, &rec, duration, call, dir, snaplen);
 	}
@@ -802,20 +808,20 @@ static void ks_sys_exit(struct pt_regs *regs, long ret)
 	switch (call) {
 	case KSIGHT_SOCK_CALL_READ:
 	case KSIGHT_SOCK_CALL_WRITE:
-		rec.bufs[0] = (const void __user *)args[1];
-		rec.lens[0] = args[2];
+		rec.buf = (const void __user *)args[1];
+		rec.len = args[2];
 		break;
 	case KSIGHT_SOCK_CALL_SENDTO:
-		rec.bufs[0] = (const void __user *)args[1];
-		rec.lens[0] = args[2];
+		rec.buf = (const void __user *)args[1];
+		rec.len = args[2];
 		ks_peer_from_call(&rec.tuple, si.protocol, (const void __user *)args[4], (int)args[5],
 				  &rec.flags);
 		break;
 	case KSIGHT_SOCK_CALL_RECVFROM: {
 		int addrlen;
 
-		rec.bufs[0] = (const void __user *)args[1];
-		rec.lens[0] = args[2];
+		rec.buf = (const void __user *)args[1];
+		rec.len = args[2];
 		/* The length the call wrote back. */
 		if (args[4] && args[5] &&
 		    !copy_from_user_nofault(&addrlen, (const void __user *)args[5], sizeof(addrlen)))
@@ -825,7 +831,8 @@ static void ks_sys_exit(struct pt_regs *regs, long ret)
 	}
 	case KSIGHT_SOCK_CALL_READV:
 	case KSIGHT_SOCK_CALL_WRITEV:
-		ks_iovs((const struct iovec __user *)args[1], args[2], &rec);
+		rec.iov = (const struct iovec __user *)args[1];
+		rec.iovcnt = args[2];
 		break;
 	case KSIGHT_SOCK_CALL_SENDMSG:
 	case KSIGHT_SOCK_CALL_RECVMSG:
@@ -835,7 +842,8 @@ static void ks_sys_exit(struct pt_regs *regs, long ret)
 		}
 		/* recvmsg wrote the peer's length back into msg_namelen. */
 		ks_peer_from_call(&rec.tuple, si.protocol, msg.msg_name, msg.msg_namelen, &rec.flags);
-		ks_iovs(msg.msg_iov, msg.msg_iovlen, &rec);
+		rec.iov = msg.msg_iov;
+		rec.iovcnt = msg.msg_iovlen;
 		break;
 	default:
 		/* sendfile and splice: the bytes come from a file or a pipe, not a buffer. */

@@ -253,8 +253,9 @@ struct ksight_block_event {
 #define KSIGHT_DEFAULT_SNAPLEN 512
 /* Messages of one sendmmsg/recvmmsg reported as records of their own. */
 #define KSIGHT_MAX_MMSG 16
-/* Buffers of a vectored call that payload is gathered from, in order. */
-#define KSIGHT_MAX_IOV 4
+/* Buffers of a vectored call that payload is gathered from, in order, until the snaplen is
+ * filled (HTTP/2 senders gather a frame's header fields from dozens of small buffers). */
+#define KSIGHT_MAX_IOV 32
 
 /*
  * raw_syscalls:sys_exit of read, write, readv, writev, sendto, recvfrom,

@@ -304,29 +304,31 @@ fn socket_calls_become_exact_records() {
     let many: Vec<Vec<u8>> = (0..20).map(|i| pattern(5 + i, i as u8)).collect();
     // SAFETY: plain system calls on descriptors and buffers this test owns.
     unsafe {
-        let (p1, p2) = (pattern(100, 1), pattern(50, 2));
-        let iov = [
-            libc::iovec {
-                iov_base: p1.as_ptr() as *mut _,
-                iov_len: p1.len(),
-            },
-            libc::iovec {
-                iov_base: p2.as_ptr() as *mut _,
-                iov_len: p2.len(),
-            },
-        ];
-        assert_eq!(libc::writev(cfd, iov.as_ptr(), 2), 150);
-        let mut r = [0u8; 150];
+        // More buffers than are gathered (MAX_IOV): two large ones, then small ones.
+        let parts = writev_parts();
+        let iov: Vec<libc::iovec> = parts
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut _,
+                iov_len: p.len(),
+            })
+            .collect();
+        let total: usize = parts.iter().map(Vec::len).sum();
+        assert_eq!(
+            libc::writev(cfd, iov.as_ptr(), iov.len() as i32),
+            total as isize
+        );
+        let mut r = vec![0u8; total];
         let riov = [libc::iovec {
             iov_base: r.as_mut_ptr().cast(),
-            iov_len: 150,
+            iov_len: total,
         }];
         let mut got = 0;
-        while got < 150 {
+        while got < total {
             let n = libc::readv(sfd, riov.as_ptr(), 1);
             assert!(n > 0);
-            got += n;
-            if got < 150 {
+            got += n as usize;
+            if got < total {
                 panic!("readv returned a short read ({n}); the test expects one call");
             }
         }
@@ -401,16 +403,17 @@ fn socket_calls_become_exact_records() {
         v[0].clone()
     };
     let wv = one(cfd, sock_call::WRITEV);
-    let both: Vec<u8> = pattern(100, 1).into_iter().chain(pattern(50, 2)).collect();
+    let parts = writev_parts();
+    let total: usize = parts.iter().map(Vec::len).sum();
     assert_eq!(
-        (wv.ev.bytes, wv.payload.clone()),
-        (150, both),
-        "writev: gathered from both buffers"
+        (wv.ev.bytes as usize, wv.payload.clone()),
+        (total, parts[..event_abi::MAX_IOV].concat()),
+        "writev: gathered from the first MAX_IOV buffers"
     );
     let rv = one(sfd, sock_call::READV);
     assert_eq!(
-        (rv.ev.bytes, rv.ev.direction, rv.payload.len()),
-        (150, sock_dir::RECV, 150)
+        (rv.ev.bytes as usize, rv.ev.direction, rv.payload.len()),
+        (total, sock_dir::RECV, total)
     );
     let sm = one(cfd, sock_call::SENDMSG);
     assert_eq!((sm.ev.bytes, sm.payload.clone()), (64, pattern(64, 9)));
@@ -451,4 +454,11 @@ fn socket_calls_become_exact_records() {
         let unreported = if i + 1 == event_abi::MAX_MMSG { 4 } else { 0 };
         assert_eq!(r.ev.unreported_msgs, unreported);
     }
+}
+
+/// The writev of the call test: 100 and 50 bytes, then small buffers past MAX_IOV.
+fn writev_parts() -> Vec<Vec<u8>> {
+    let mut parts = vec![pattern(100, 1), pattern(50, 2)];
+    parts.extend((0..event_abi::MAX_IOV as u8 + 6).map(|i| pattern(3, 20 + i)));
+    parts
 }

@@ -261,8 +261,9 @@ pub const MAX_SNAPLEN: usize = 4096;
 /// over UDP (RFC 1035's 512 bytes) and the request line and usual headers of HTTP.
 pub const DEFAULT_SNAPLEN: usize = 512;
 /// Buffers of a vectored call (`readv`, `writev`, `sendmsg`, `recvmsg`, each message of
-/// `sendmmsg`/`recvmmsg`) that payload is gathered from, in order.
-pub const MAX_IOV: usize = 4;
+/// `sendmmsg`/`recvmmsg`) that payload is gathered from, in order, until the snaplen is
+/// filled: HTTP/2 senders gather one frame's header fields from dozens of small buffers.
+pub const MAX_IOV: usize = 32;
 /// Most messages of one `sendmmsg`/`recvmmsg` reported as records of their own; the rest
 /// are counted in the last record's `unreported_msgs`.
 pub const MAX_MMSG: usize = 16;

@@ -1055,64 +1055,45 @@ fn message(h: Option<[u64; 4]>, bytes: u64) -> Message {
 /// number copied, or `None` when user memory could not be read.
 #[inline(always)]
 fn gather(payload: *mut u8, msg: &Message, want: u64) -> Option<u64> {
-    let mut bases = [0u64; MAX_IOV];
-    let mut lens = [0u64; MAX_IOV];
-    if msg.iov == 0 {
-        bases[0] = msg.buf;
-        lens[0] = msg.buf_len;
-    } else {
-        let mut i = 0;
-        while i < MAX_IOV {
-            if (i as u64) < msg.iovcnt {
-                let v = uread::<[u64; 2]>(msg.iov.wrapping_add(i as u64 * 16))?;
-                bases[i] = v[0];
-                lens[i] = v[1];
-            }
-            i += 1;
-        }
-    }
-    // How much there is to copy, so that the word holding its end can be zeroed first:
-    // the record's padding after the payload must be zero, not a previous record's bytes.
-    let mut total = 0u64;
-    let mut i = 0;
-    while i < MAX_IOV {
-        let left = want - total;
-        total += if lens[i] < left { lens[i] } else { left };
-        i += 1;
-    }
-    if total == 0 {
-        return Some(0);
-    }
-    // SAFETY: `payload` has MAX_SNAPLEN bytes plus MAX_SNAPLEN of slack, and
-    // `total <= want <= MAX_SNAPLEN`.
-    // The mask keeps the bound visible to the verifier (it does not follow the loop's
-    // arithmetic): a multiple of 8 below 2 * MAX_SNAPLEN.
-    let last_word = (total - 1) & (2 * MAX_SNAPLEN as u64 - 8);
-    unsafe { ptr::write_volatile(payload.add(last_word as usize).cast::<u64>(), 0) };
     let mut off = 0u64;
     let mut i = 0;
+    // Buffers are read one at a time as they are needed (no arrays: the stack is small),
+    // until `want` bytes are in.
     while i < MAX_IOV {
-        let left = total - off;
-        let mut take = if lens[i] < left { lens[i] } else { left };
+        if off >= want || off > MAX_SNAPLEN as u64 {
+            break;
+        }
+        let (base, len) = if msg.iov == 0 {
+            if i > 0 {
+                break;
+            }
+            (msg.buf, msg.buf_len)
+        } else {
+            if i as u64 >= msg.iovcnt {
+                break;
+            }
+            let v = uread::<[u64; 2]>(msg.iov.wrapping_add(i as u64 * 16))?;
+            (v[0], v[1])
+        };
+        let left = want - off;
+        let mut take = if len < left { len } else { left };
         if take > MAX_SNAPLEN as u64 {
             take = MAX_SNAPLEN as u64;
         }
-        if off > MAX_SNAPLEN as u64 {
-            break;
-        }
         // A null buffer gives nothing and is no fault (as in the module).
-        if take > 0 && bases[i] != 0 {
+        if take > 0 && base != 0 {
             // The compiler knows `take <= MAX_SNAPLEN` and would drop a mask; read back
             // through a volatile load, the mask stays and gives older verifiers (6.1) a
-            // bound they otherwise lose in `total - off`.
+            // bound they otherwise lose in `want - off`.
             // SAFETY: a local.
             let take = unsafe { ptr::read_volatile(&take) } & (2 * MAX_SNAPLEN as u64 - 1);
-            // SAFETY: `off <= MAX_SNAPLEN` and `take < 2 * MAX_SNAPLEN`: inside the slot.
+            // SAFETY: `payload` has MAX_SNAPLEN bytes plus MAX_SNAPLEN of slack,
+            // `off <= MAX_SNAPLEN` and `take < 2 * MAX_SNAPLEN`: inside the slot.
             let ret = unsafe {
                 gen_helpers::bpf_probe_read_user(
                     payload.add(off as usize).cast(),
                     take as u32,
-                    bases[i] as *const _,
+                    base as *const _,
                 )
             };
             if ret != 0 {
@@ -1121,6 +1102,19 @@ fn gather(payload: *mut u8, msg: &Message, want: u64) -> Option<u64> {
             off += take;
         }
         i += 1;
+    }
+    // The record's padding after the payload must be zero, not a previous record's bytes:
+    // clear the rest of the word holding the payload's end.
+    let keep = off & 7;
+    if keep != 0 {
+        // Masked like `take` above: a multiple of 8 below 2 * MAX_SNAPLEN.
+        let word = off & (2 * MAX_SNAPLEN as u64 - 8);
+        // SAFETY: inside the slot (see above); the word is 8-byte aligned.
+        unsafe {
+            let p = payload.add(word as usize).cast::<u64>();
+            let mask = (1u64 << (keep * 8)) - 1;
+            ptr::write_volatile(p, ptr::read_volatile(p) & mask);
+        }
     }
     Some(off)
 }

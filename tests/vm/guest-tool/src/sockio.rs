@@ -359,6 +359,31 @@ fn tcp_calls(w: &mut Workload, family: i32, seed: u8) -> Result<()> {
     let n = check(unsafe { libc::readv(sf, v.as_ptr(), 2) }, "readv")?;
     w.expect(sock_call::READV, RECV, (sf, TCP, family), n, &ab);
 
+    // writev of more buffers than are gathered: the payload stops after MAX_IOV of them.
+    let parts: Vec<Vec<u8>> = (0..event_abi::MAX_IOV as u8 + 8)
+        .map(|i| pattern(seed.wrapping_add(10).wrapping_add(i), 3))
+        .collect();
+    let v: Vec<libc::iovec> = parts.iter().map(|p| iov(p)).collect();
+    // SAFETY: valid iovecs.
+    let n = check(
+        unsafe { libc::writev(cf, v.as_ptr(), v.len() as i32) },
+        "writev",
+    )?;
+    w.expect(
+        sock_call::WRITEV,
+        SEND,
+        (cf, TCP, family),
+        n,
+        &parts[..event_abi::MAX_IOV].concat(),
+    );
+    wait_bytes(sf, n)?;
+    // SAFETY: a valid buffer.
+    let m = check(
+        unsafe { libc::read(sf, buf.as_mut_ptr().cast(), n) },
+        "read",
+    )?;
+    w.expect(sock_call::READ, RECV, (sf, TCP, family), m, &parts.concat());
+
     // sendto / recvfrom without addresses, beyond the snaplen.
     let p = pattern(seed + 3, 1000);
     // SAFETY: a valid buffer, no address.
