@@ -31,7 +31,9 @@ use ksight_engine::names::HostNames;
 use ksight_engine::source::CgroupFilter;
 use ksight_engine::{Capture, Engine, Pumped};
 use ksight_export::protocol::AgentSnapshot;
-use ksight_export::{AgentMeta, ExportSettings, ExportView, Exporter, MetadataStatus, ServerName};
+use ksight_export::{
+    AgentMeta, ClusterNames, ExportSettings, ExportView, Exporter, MetadataStatus, ServerName,
+};
 use log::{debug, error, info, warning};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,6 +156,27 @@ struct Agent {
     records_at_tick: u64,
     reloads_succeeded: u64,
     reloads_failed: u64,
+}
+
+/// The exporter's view of the Kubernetes metadata, when the agent watches it (without it,
+/// nothing is named).
+struct Cluster<'a>(Option<&'a KubeMetadata>);
+
+impl ClusterNames for Cluster<'_> {
+    fn server(&self, ip: std::net::IpAddr, port: u16) -> Option<ServerName> {
+        let e = self.0?.endpoint(ip, port)?;
+        (!e.ignored).then_some(ServerName {
+            namespace: e.namespace,
+            service: e.service,
+            pod: e.pod,
+        })
+    }
+
+    fn services_of_pod(&self, namespace: &str, pod: &str) -> Vec<String> {
+        self.0
+            .map(|k| k.services_of_pod(namespace, pod))
+            .unwrap_or_default()
+    }
 }
 
 /// Starts watching this node's pods. Trouble reaching the API server later is no error:
@@ -461,23 +484,16 @@ impl Agent {
         };
         self.records_at_tick = records;
         let now_ms = self.started.elapsed().as_millis() as u64;
-        // Remote ends of the service map named by the cluster's Services and pods.
-        let kube = self.attributor.kube();
-        let name_server = |ip, port| {
-            let e = kube?.endpoint(ip, port)?;
-            (!e.ignored).then_some(ServerName {
-                namespace: e.namespace,
-                service: e.service,
-                pod: e.pod,
-            })
-        };
+        // Remote ends of the service map named by the cluster's Services and pods, and
+        // pods' server-side request series by the Services they back.
+        let cluster = Cluster(self.attributor.kube());
         let (view, expired) = self.exporter.update_resolving(
             &snapshot,
             self.attributor.tree(),
             now_ms,
             &self.settings,
             meta,
-            Some(&name_server),
+            Some(&cluster),
         );
         if !expired.is_empty() {
             debug!(

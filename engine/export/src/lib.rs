@@ -3,7 +3,8 @@
 //! - [`view`]: from the engine's cumulative snapshots to what is exported — signals and
 //!   filters applied, cgroups that disappeared dropped after a grace period, the top-N
 //!   connections of a sliding window, request and service-map series with their servers
-//!   named (by local cgroup, or Kubernetes names from a resolver the caller hands in);
+//!   named (by local cgroup, or Kubernetes names from the [`ClusterNames`] the caller hands
+//!   in, which also names the Services behind a pod's server-side request series);
 //! - [`prometheus`]: that view in the Prometheus/OpenMetrics text exposition format;
 //! - [`protocol`]: the versioned, length-prefixed bincode frames the agent's unix socket
 //!   serves snapshots with (`ksight top --connect`), each version with its own wire types;
@@ -19,6 +20,6 @@ pub mod protocol;
 pub mod view;
 
 pub use view::{
-    AgentMeta, CgroupTree, ExportSettings, ExportView, Exporter, MetadataStatus, ServerName,
-    ServerResolver, Signals,
+    AgentMeta, CgroupTree, ClusterNames, ExportSettings, ExportView, Exporter, MetadataStatus,
+    ServerName, Signals,
 };

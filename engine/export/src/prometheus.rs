@@ -836,13 +836,14 @@ impl Families<'_, '_> {
     }
 }
 
-/// The labels of an HTTP or gRPC series: its cgroup's owner, then what the request was.
-/// gRPC series have `grpc_status` instead of `status`, and no `protocol` (their family
-/// says it).
+/// The labels of an HTTP or gRPC series: its cgroup's owner (and, serving in a pod, the
+/// pod's Services), then what the request was. gRPC series have `grpc_status` instead of
+/// `status`, and no `protocol` (their family says it).
 fn http_labels(s: &HttpSeries) -> Labels {
     let k = &s.key;
     let grpc = k.protocol == "grpc";
     let mut labels = owner_of(k.cgroup_id, s.attribution.as_ref());
+    push_known(&mut labels, "service", k.service.as_ref());
     if !grpc {
         labels.push(("protocol", k.protocol.clone()));
     }
@@ -868,7 +869,7 @@ fn http(f: &mut Families, series: &[HttpSeries]) -> fmt::Result {
         series.iter().partition(|s| s.key.protocol == "grpc");
     f.counter(
         "ksight_http_requests",
-        "HTTP/1 and HTTP/2 requests answered, by cgroup of the socket, protocol, role, method, route (normalised; \"other\" past the bound per service), status (0: stream reset without one), host and, for clients, peer",
+        "HTTP/1 and HTTP/2 requests answered, by cgroup of the socket, protocol, role, method, route (normalised; \"other\" past the bound per service), status (0: stream reset without one), host, for clients peer and, for servers in a pod, service (the pod's Services, comma-separated)",
         None,
         http.iter().map(|s| (http_labels(s), s.counts.count)),
     )?;
@@ -879,7 +880,7 @@ fn http(f: &mut Families, series: &[HttpSeries]) -> fmt::Result {
     )?;
     f.counter(
         "ksight_grpc_requests",
-        "gRPC calls answered, by cgroup of the socket, role, method, route (/package.Service/Method), grpc_status, host and, for clients, peer",
+        "gRPC calls answered, by cgroup of the socket, role, method, route (/package.Service/Method), grpc_status, host, for clients peer and, for servers in a pod, service (the pod's Services, comma-separated)",
         None,
         grpc.iter().map(|s| (http_labels(s), s.counts.count)),
     )?;
@@ -890,9 +891,12 @@ fn http(f: &mut Families, series: &[HttpSeries]) -> fmt::Result {
     )
 }
 
+/// The labels of a command or statement series: as [`http_labels`], its cgroup's owner
+/// (and, serving in a pod, the pod's Services), then what the command was.
 fn command_labels(s: &CommandSeries) -> Labels {
     let k = &s.key;
     let mut labels = owner_of(k.cgroup_id, s.attribution.as_ref());
+    push_known(&mut labels, "service", k.service.as_ref());
     labels.extend([("role", k.role.clone()), ("command", k.command.clone())]);
     push_known(&mut labels, "peer", k.peer.as_ref());
     labels
@@ -904,7 +908,7 @@ fn commands(f: &mut Families, series: &[CommandSeries]) -> fmt::Result {
         (
             "redis",
             "ksight_redis_commands",
-            "Redis commands answered, by cgroup of the socket, role, command and, for clients, peer",
+            "Redis commands answered, by cgroup of the socket, role, command, for clients peer and, for servers in a pod, service (the pod's Services, comma-separated)",
             "ksight_redis_command_errors",
             "Redis commands answered with an error, by the error's first word (code \"unknown\": none)",
             "ksight_redis_command_duration",
@@ -913,7 +917,7 @@ fn commands(f: &mut Families, series: &[CommandSeries]) -> fmt::Result {
         (
             "mysql",
             "ksight_mysql_queries",
-            "MySQL statements answered, by cgroup of the socket, role, command (the statement's verb) and, for clients, peer",
+            "MySQL statements answered, by cgroup of the socket, role, command (the statement's verb), for clients peer and, for servers in a pod, service (the pod's Services, comma-separated)",
             "ksight_mysql_query_errors",
             "MySQL statements answered with an error, by error number (code \"unknown\": none)",
             "ksight_mysql_query_duration",
@@ -922,7 +926,7 @@ fn commands(f: &mut Families, series: &[CommandSeries]) -> fmt::Result {
         (
             "postgres",
             "ksight_postgres_queries",
-            "PostgreSQL statements answered, by cgroup of the socket, role, command (the statement's verb) and, for clients, peer",
+            "PostgreSQL statements answered, by cgroup of the socket, role, command (the statement's verb), for clients peer and, for servers in a pod, service (the pod's Services, comma-separated)",
             "ksight_postgres_query_errors",
             "PostgreSQL statements answered with an error, by SQLSTATE (code \"unknown\": none)",
             "ksight_postgres_query_duration",
@@ -1377,12 +1381,15 @@ mod tests {
     }
 
     /// Names the Service at 10.96.0.10:80, nothing else.
-    fn resolver(ip: std::net::IpAddr, port: u16) -> Option<crate::view::ServerName> {
-        (ip.to_string() == "10.96.0.10" && port == 80).then(|| crate::view::ServerName {
-            namespace: "shop".into(),
-            service: Some("api".into()),
-            pod: None,
-        })
+    fn resolver() -> crate::view::TestCluster {
+        crate::view::TestCluster::serving(&[(
+            "10.96.0.10:80",
+            &crate::view::ServerName {
+                namespace: "shop".into(),
+                service: Some("api".into()),
+                pod: None,
+            },
+        )])
     }
 
     fn exposition(settings: &ExportSettings) -> String {
@@ -1411,8 +1418,9 @@ mod tests {
             events: engine.records,
             ..Default::default()
         };
+        let names = resolver();
         let (view, _) =
-            Exporter::new().update_resolving(&snapshot, &tree, 0, settings, meta, Some(&resolver));
+            Exporter::new().update_resolving(&snapshot, &tree, 0, settings, meta, Some(&names));
         encode(
             Arc::new(view),
             OwnUsage {
@@ -1487,8 +1495,9 @@ mod tests {
             dns_max_qnames: 2,
             ..Default::default()
         };
+        let names = resolver();
         let (view, _) =
-            Exporter::new().update_resolving(&snapshot, &tree, 0, &settings, meta, Some(&resolver));
+            Exporter::new().update_resolving(&snapshot, &tree, 0, &settings, meta, Some(&names));
         let text = encode(
             Arc::new(view),
             OwnUsage {
@@ -2173,18 +2182,15 @@ mod tests {
             ],
             ..Default::default()
         };
-        let names = |ip: std::net::IpAddr, _port: u16| {
-            let ip = ip.to_string();
-            let pod = match ip.as_str() {
-                "10.1.0.30" | "10.1.0.31" => None,
-                _ => return None,
-            };
-            Some(ServerName {
-                namespace: "shop".into(),
-                service: Some("payments".into()),
-                pod,
-            })
+        let payments = ServerName {
+            namespace: "shop".into(),
+            service: Some("payments".into()),
+            pod: None,
         };
+        let names = crate::view::TestCluster::serving(&[
+            ("10.1.0.30:9000", &payments),
+            ("10.1.0.31:9000", &payments),
+        ]);
         let (view, _) = Exporter::new().update_resolving(
             &snapshot,
             &CgroupTree::default(),
@@ -2220,5 +2226,136 @@ mod tests {
             ),
         );
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    /// Server-role request and command series of a pod carry the Services it backs
+    /// (sorted, comma-separated), with their errors and latency; client-role series and
+    /// cgroups without a pod do not.
+    #[test]
+    fn server_series_of_a_pod_carry_its_services() {
+        use ksight_engine::snapshot::{CommandRow, HttpRow};
+        let pod = |pod: &str| ksight_attribution::CgroupLabels {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            ..Default::default()
+        };
+        let cgroup = |id, labels| CgroupRow {
+            cgroup_id: id,
+            attribution: Some(labels),
+            ..Default::default()
+        };
+        let request = |cgroup_id, role: &str| HttpRow {
+            protocol: "http".into(),
+            role: role.into(),
+            method: "GET".into(),
+            route: "/".into(),
+            status: 200,
+            count: 1,
+            cgroup_id,
+            latency_sum_ns: 1_000,
+            latency_buckets: vec![1],
+            ..Default::default()
+        };
+        let snapshot = ksight_engine::Snapshot {
+            cgroups: vec![
+                cgroup(1, pod("web-1")),
+                cgroup(2, pod("both-1")),
+                cgroup(
+                    3,
+                    ksight_attribution::CgroupLabels {
+                        unit: "nginx.service".into(),
+                        ..Default::default()
+                    },
+                ),
+            ],
+            http: ksight_engine::snapshot::HttpSummary {
+                requests: vec![
+                    request(1, "server"),
+                    request(1, "client"),
+                    request(2, "server"),
+                    request(3, "server"),
+                ],
+            },
+            redis: ksight_engine::snapshot::RedisSummary {
+                commands: vec![CommandRow {
+                    role: "server".into(),
+                    command: "GET".into(),
+                    count: 2,
+                    errors: 1,
+                    error_codes: [("ERR".to_string(), 1)].into(),
+                    cgroup_id: 2,
+                    latency_buckets: vec![2],
+                    ..Default::default()
+                }],
+            },
+            ..Default::default()
+        };
+        let names = crate::view::TestCluster::backing(&[
+            ("shop/web-1", &["web"]),
+            ("shop/both-1", &["web", "api"]),
+        ]);
+        let (view, _) = Exporter::new().update_resolving(
+            &snapshot,
+            &CgroupTree::default(),
+            0,
+            &ExportSettings::default(),
+            AgentMeta::default(),
+            Some(&names),
+        );
+        let text = encode(Arc::new(view), OwnUsage::default());
+        let get = r#"method="GET",route="/",status="200""#;
+        let web = r#"cgroup_id="1",namespace="shop",pod="web-1",service="web""#;
+        has(
+            &text,
+            &format!(
+                r#"ksight_http_requests_total{{{web},protocol="http",role="server",{get}}} 1"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_http_request_duration_seconds_count{{{web},protocol="http",role="server",{get}}} 1"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_http_requests_total{{cgroup_id="1",namespace="shop",pod="web-1",protocol="http",role="client",{get}}} 1"#
+            ),
+        );
+        let both = r#"cgroup_id="2",namespace="shop",pod="both-1",service="api,web""#;
+        has(
+            &text,
+            &format!(
+                r#"ksight_http_requests_total{{{both},protocol="http",role="server",{get}}} 1"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_http_requests_total{{cgroup_id="3",unit="nginx.service",protocol="http",role="server",{get}}} 1"#
+            ),
+        );
+        has(
+            &text,
+            &format!(r#"ksight_redis_commands_total{{{both},role="server",command="GET"}} 2"#),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_redis_command_errors_total{{{both},role="server",command="GET",code="ERR"}} 1"#
+            ),
+        );
+        has(
+            &text,
+            &format!(
+                r#"ksight_redis_command_duration_seconds_count{{{both},role="server",command="GET"}} 2"#
+            ),
+        );
+        for line in samples(&text) {
+            let client_or_no_pod =
+                line.contains(r#"role="client""#) || line.contains(r#"cgroup_id="3""#);
+            assert!(!(client_or_no_pod && line.contains("service=")), "{line}");
+        }
     }
 }

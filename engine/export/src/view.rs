@@ -14,9 +14,11 @@
 //!   every counter only grows as qnames enter and leave the top N;
 //! - accumulates the request, command, protocol and service-map (edge) series the same
 //!   way, from the growth of the engine's rows: an edge's server may get a name (its
-//!   cgroup, or Kubernetes names from a resolver) only after its first requests, and its
-//!   series then moves under that name. Their number is bounded by the engine's bounds on
-//!   rows, routes, hosts and edges (`ksight_engine::requests`);
+//!   cgroup, or Kubernetes names from [`ClusterNames`]) only after its first requests, and
+//!   its series then moves under that name; a pod's server-role request and command series
+//!   carry the names of the Services it backs (`service`), and move the same way when they
+//!   change. Their number is bounded by the engine's bounds on rows, routes, hosts and
+//!   edges (`ksight_engine::requests`);
 //! - applies the signals and filters of the configuration, which a reload may change at
 //!   any time without touching the aggregates.
 
@@ -27,6 +29,7 @@ use ksight_engine::snapshot::{
     CgroupLabels, CgroupRow, CommandRow, ConnectionRow, DeviceRow, DnsRow, EdgeRow, HttpRow,
     LATENCY_BUCKETS_NS, ProtocolConnectionRow, Snapshot, counts_since,
 };
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
@@ -270,9 +273,14 @@ pub struct ServerName {
     pub pod: Option<String>,
 }
 
-/// Names a server address and port, when it can (the agent passes a lookup of the
-/// Kubernetes metadata).
-pub type ServerResolver<'a> = dyn Fn(IpAddr, u16) -> Option<ServerName> + 'a;
+/// What the cluster's metadata tells the exporter (the agent implements it over its
+/// Kubernetes watch; without one, nothing is named).
+pub trait ClusterNames {
+    /// Names a server address and port (a Service's ClusterIP, a pod's IP), when it can.
+    fn server(&self, ip: IpAddr, port: u16) -> Option<ServerName>;
+    /// The names of the Services the pod backs (listed in their EndpointSlices), sorted.
+    fn services_of_pod(&self, namespace: &str, pod: &str) -> Vec<String>;
+}
 
 /// What one HTTP/1, HTTP/2 or gRPC series is told apart by: its engine row's identity.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -286,6 +294,8 @@ pub struct HttpKey {
     pub grpc_status: Option<String>,
     pub host: Option<String>,
     pub peer: Option<String>,
+    /// Server rows of a pod's cgroup: the Services the pod backs, joined with ",".
+    pub service: Option<String>,
 }
 
 impl HttpKey {
@@ -300,6 +310,7 @@ impl HttpKey {
             grpc_status: r.grpc_status.clone(),
             host: r.host.clone(),
             peer: r.peer.clone(),
+            service: None,
         }
     }
 }
@@ -313,6 +324,8 @@ pub struct CommandKey {
     pub role: String,
     pub command: String,
     pub peer: Option<String>,
+    /// Server rows of a pod's cgroup: the Services the pod backs, joined with ",".
+    pub service: Option<String>,
 }
 
 impl CommandKey {
@@ -323,6 +336,7 @@ impl CommandKey {
             role: r.role.clone(),
             command: r.command.clone(),
             peer: r.peer.clone(),
+            service: None,
         }
     }
 }
@@ -720,8 +734,10 @@ impl Exporter {
         self.update_resolving(snapshot, tree, now_ms, settings, meta, None)
     }
 
-    /// [`Exporter::update`], naming edge servers that are not exported cgroups of this
-    /// host with `servers` (Kubernetes Services and pods by address and port).
+    /// [`Exporter::update`], naming with `cluster`: edge servers that are not exported
+    /// cgroups of this host (Kubernetes Services and pods by address and port), and the
+    /// Services whose pods serve the server-role request and command series
+    /// ([`Exporter::update_requests`]).
     pub fn update_resolving(
         &mut self,
         snapshot: &Snapshot,
@@ -729,7 +745,7 @@ impl Exporter {
         now_ms: u64,
         settings: &ExportSettings,
         meta: AgentMeta,
-        servers: Option<&ServerResolver>,
+        cluster: Option<&dyn ClusterNames>,
     ) -> (ExportView, Vec<u64>) {
         // Cgroups that disappeared: hidden, and forgotten, once past the grace period.
         let mut expired = Vec::new();
@@ -793,7 +809,7 @@ impl Exporter {
                 })
             })
             .collect();
-        self.update_requests(snapshot, &expired, &exported, servers);
+        self.update_requests(snapshot, &expired, &exported, cluster);
         let edges = self
             .edges
             .series
@@ -849,17 +865,54 @@ impl Exporter {
 
     /// Adds the growth of the engine's request, command, protocol and edge rows to the
     /// exported series. An edge's server is the server cgroup when that is exported, else
-    /// what `servers` names its address, else the address.
+    /// what `cluster` names its address, else the address.
+    ///
+    /// A server-role request or command row of a pod's cgroup goes to the series of the
+    /// Services the pod backs (`service`, resolved once per cgroup and tick from the
+    /// cgroup's owner labels). When they change (the pod joins or leaves a Service), the
+    /// row's growth goes to the new series from then on and the old one goes, as an edge's
+    /// does when its server's name changes; every series still only grows.
     fn update_requests(
         &mut self,
         snapshot: &Snapshot,
         expired: &[u64],
         exported: &HashMap<u64, &CgroupSeries>,
-        servers: Option<&ServerResolver>,
+        cluster: Option<&dyn ClusterNames>,
     ) {
+        let services = RefCell::new(HashMap::<u64, Option<String>>::new());
+        // Owner labels of every cgroup the engine reports (exported or not yet), so that a
+        // series' key does not depend on the filters.
+        let owners: HashMap<u64, &CgroupLabels> = snapshot
+            .cgroups
+            .iter()
+            .filter_map(|c| Some((c.cgroup_id, c.attribution.as_ref()?)))
+            .collect();
+        let service_of = |cgroup_id: u64, role: &str| -> Option<String> {
+            if role != "server" {
+                return None;
+            }
+            let cluster = cluster?;
+            services
+                .borrow_mut()
+                .entry(cgroup_id)
+                .or_insert_with(|| {
+                    let a = owners.get(&cgroup_id)?;
+                    if a.namespace.is_empty() || a.pod.is_empty() {
+                        return None;
+                    }
+                    let names = cluster.services_of_pod(&a.namespace, &a.pod);
+                    (!names.is_empty()).then(|| names.join(","))
+                })
+                .clone()
+        };
+        let service_of = &service_of;
         let http = snapshot.http.requests.iter().map(|r| {
             let key = HttpKey::of(r);
-            (key.clone(), key, RequestCounts::of_http(r))
+            let target = HttpKey {
+                service: service_of(r.cgroup_id, &r.role),
+                ..key.clone()
+            };
+            (key, target, RequestCounts::of_http(r))
         });
         self.http.update(http, expired, |k| k.cgroup_id);
         let commands = [
@@ -871,7 +924,11 @@ impl Exporter {
         .flat_map(|(protocol, rows)| {
             rows.iter().map(move |r| {
                 let key = CommandKey::of(protocol, r);
-                (key.clone(), key, RequestCounts::of_command(r))
+                let target = CommandKey {
+                    service: service_of(r.cgroup_id, &r.role),
+                    ..key.clone()
+                };
+                (key, target, RequestCounts::of_command(r))
             })
         });
         self.commands.update(commands, expired, |k| k.cgroup_id);
@@ -891,7 +948,7 @@ impl Exporter {
                     .server
                     .parse::<SocketAddr>()
                     .ok()
-                    .and_then(|a| servers.and_then(|f| f(a.ip(), a.port())))
+                    .and_then(|a| cluster.and_then(|c| c.server(a.ip(), a.port())))
                     .map_or_else(|| EdgeServer::Address(r.server.clone()), EdgeServer::Named),
             };
             let key = EdgeKey {
@@ -991,6 +1048,56 @@ impl Exporter {
             .take(n)
             .cloned()
             .collect()
+    }
+}
+
+/// A [`ClusterNames`] for tests: servers by "ip:port", Services by "namespace/pod".
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct TestCluster {
+    pub servers: HashMap<String, ServerName>,
+    pub services: HashMap<String, Vec<String>>,
+}
+
+#[cfg(test)]
+impl TestCluster {
+    pub fn serving(servers: &[(&str, &ServerName)]) -> Self {
+        Self {
+            servers: servers
+                .iter()
+                .map(|(a, n)| (a.to_string(), (*n).clone()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn backing(services: &[(&str, &[&str])]) -> Self {
+        Self {
+            services: services
+                .iter()
+                .map(|(p, s)| (p.to_string(), s.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+impl ClusterNames for TestCluster {
+    fn server(&self, ip: IpAddr, port: u16) -> Option<ServerName> {
+        self.servers
+            .get(&SocketAddr::new(ip, port).to_string())
+            .cloned()
+    }
+
+    fn services_of_pod(&self, namespace: &str, pod: &str) -> Vec<String> {
+        let mut names = self
+            .services
+            .get(&format!("{namespace}/{pod}"))
+            .cloned()
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 }
 
@@ -1450,9 +1557,7 @@ mod tests {
             service: Some("api".into()),
             pod: None,
         };
-        let names = |ip: IpAddr, port: u16| {
-            (port == 80 && ip.to_string() != "10.1.0.6").then(|| api.clone())
-        };
+        let names = TestCluster::serving(&[("10.96.0.10:80", &api), ("10.1.0.9:80", &api)]);
         s.edges[1].requests = 4;
         s.edges[2].requests = 7;
         // The server cgroup filtered out: it is not named after it.
@@ -1477,5 +1582,52 @@ mod tests {
         };
         let (v, _) = ex.update_resolving(&s, &t, 2, &hide_a, m(), Some(&names));
         assert!(v.edges.is_empty());
+    }
+
+    #[test]
+    fn server_series_of_a_pod_carry_its_services_and_move_when_they_change() {
+        let t = tree(&[(5, "/a")]);
+        let m = AgentMeta::default;
+        let settings = ExportSettings::default();
+        let mut ex = Exporter::new();
+        let mut s = snapshot(&[5]);
+        s.cgroups[0].attribution = Some(CgroupLabels {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            ..Default::default()
+        });
+        let mut client = http_row(5, "/c", 1);
+        client.role = "client".into();
+        s.http.requests = vec![http_row(5, "/a", 3), client];
+        let mut server_cmd = redis_row(2, &[]);
+        server_cmd.role = "server".into();
+        s.redis.commands = vec![server_cmd];
+        let http = |v: &ExportView| -> Vec<(String, Option<String>, u64)> {
+            v.http
+                .iter()
+                .map(|h| (h.key.route.clone(), h.key.service.clone(), h.counts.count))
+                .collect()
+        };
+        let web = TestCluster::backing(&[("shop/web-1", &["web"])]);
+        let (v, _) = ex.update_resolving(&s, &t, 0, &settings, m(), Some(&web));
+        assert_eq!(
+            http(&v),
+            [("/c".into(), None, 1), ("/a".into(), Some("web".into()), 3)]
+        );
+        assert_eq!(v.commands[0].key.service.as_deref(), Some("web"));
+        // The pod joins a second Service: its series move, from their growth on.
+        s.http.requests[0] = http_row(5, "/a", 5);
+        let both = TestCluster::backing(&[("shop/web-1", &["web", "api"])]);
+        let (v, _) = ex.update_resolving(&s, &t, 1, &settings, m(), Some(&both));
+        assert_eq!(
+            http(&v),
+            [
+                ("/c".into(), None, 1),
+                ("/a".into(), Some("api,web".into()), 2)
+            ]
+        );
+        // Without cluster names, no Service.
+        let (v, _) = ex.update(&s, &t, 2, &settings, m());
+        assert!(v.http.iter().all(|h| h.key.service.is_none()));
     }
 }

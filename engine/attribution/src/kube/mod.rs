@@ -398,7 +398,16 @@ impl KubeMetadata {
 
     /// The Services whose EndpointSlices list this pod (any node's), sorted.
     pub fn services_of_pod(&self, namespace: &str, pod: &str) -> Vec<String> {
-        self.shared.read().slices.services_of_pod(namespace, pod)
+        let store = self.shared.read();
+        let mut names = store.slices.services_of_pod(namespace, pod);
+        // A Service marked `ksight.io/ignore` is never named.
+        names.retain(|name| {
+            store
+                .services
+                .get(namespace, name)
+                .is_none_or(|s| !s.ignored)
+        });
+        names
     }
 
     /// A Service by namespace and name.
@@ -909,6 +918,8 @@ mod tests {
         );
         assert_eq!(k.endpoint(ip("10.244.1.9"), 8080), None);
         assert!(k.services_of_pod("shop", "web-2").is_empty());
+        // web-1 is still listed, but an ignored Service is never named.
+        assert!(k.services_of_pod("shop", "web-1").is_empty());
     }
 
     #[test]
