@@ -66,8 +66,8 @@ fn rbac_is_read_only_on_what_the_watcher_reads() {
         "endpointslices.discovery.k8s.io",
     ]
     .into_iter()
-        .map(String::from)
-        .collect();
+    .map(String::from)
+    .collect();
     assert_eq!(granted, want);
 }
 
