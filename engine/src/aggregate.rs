@@ -1087,8 +1087,12 @@ impl Aggregator {
             dns: self.dns.summary(),
             http: self.requests.http_summary(),
             redis: self.requests.redis_summary(),
-            mysql: self.requests.query_summary(ksight_protocols::Protocol::Mysql),
-            postgres: self.requests.query_summary(ksight_protocols::Protocol::Postgres),
+            mysql: self
+                .requests
+                .query_summary(ksight_protocols::Protocol::Mysql),
+            postgres: self
+                .requests
+                .query_summary(ksight_protocols::Protocol::Postgres),
             protocols: self.requests.protocols_summary(),
             edges: self.requests.edges(),
             socket_io: SocketIoSummary {

@@ -309,7 +309,10 @@ impl Requests {
     fn exchange(&mut self, x: Exchange, cgroup_id: u64, peer: Option<Endpoint>) {
         let row = match x.protocol {
             Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => {
-                let names = self.names.entry((cgroup_id, x.role, x.protocol)).or_default();
+                let names = self
+                    .names
+                    .entry((cgroup_id, x.role, x.protocol))
+                    .or_default();
                 let route = match &x.path {
                     Some(p) => route::normalize(p),
                     None => String::new(),
@@ -542,9 +545,7 @@ impl Requests {
                 latency_buckets: e.latency.buckets.to_vec(),
             })
             .collect();
-        rows.sort_by(|a, b| {
-            (a.client_cgroup_id, &a.server).cmp(&(b.client_cgroup_id, &b.server))
-        });
+        rows.sort_by(|a, b| (a.client_cgroup_id, &a.server).cmp(&(b.client_cgroup_id, &b.server)));
         rows
     }
 }

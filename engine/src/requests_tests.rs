@@ -52,7 +52,11 @@ fn http_exchanges_are_rows_for_both_ends_and_an_edge() {
         assert_eq!((busy.count, busy.errors), (1, 1));
         assert_eq!(ok.host.as_deref(), Some("svc.test"));
         assert_eq!(ok.latency_us.count, 1);
-        let peer = if role == "client" { Some("127.0.0.1:8080") } else { None };
+        let peer = if role == "client" {
+            Some("127.0.0.1:8080")
+        } else {
+            None
+        };
         assert_eq!(ok.peer.as_deref(), peer);
         assert_eq!(ok.protocol, "http");
     }
@@ -63,11 +67,18 @@ fn http_exchanges_are_rows_for_both_ends_and_an_edge() {
     let received = (resp.len() + fail.len()) as u64;
     for r in conns {
         assert_eq!((r.protocol.as_str(), r.connections), ("http", 1));
-        let (s, rcv) = if r.role == "client" { (sent, received) } else { (received, sent) };
+        let (s, rcv) = if r.role == "client" {
+            (sent, received)
+        } else {
+            (received, sent)
+        };
         assert_eq!((r.bytes_sent, r.bytes_received), (s, rcv), "{r:?}");
     }
     let p = &snap.protocols;
-    assert_eq!((p.malformed, p.unmatched_responses, p.unanswered), (0, 0, 0));
+    assert_eq!(
+        (p.malformed, p.unmatched_responses, p.unanswered),
+        (0, 0, 0)
+    );
     let [edge] = &snap.edges[..] else {
         panic!("{:#?}", snap.edges)
     };
@@ -83,6 +94,16 @@ fn http_exchanges_are_rows_for_both_ends_and_an_edge() {
             edge.bytes_sent,
             edge.bytes_received,
         ),
-        (CG, "127.0.0.1:8080", Some(CG), Some("http"), 1, 2, 1, sent, received)
+        (
+            CG,
+            "127.0.0.1:8080",
+            Some(CG),
+            Some("http"),
+            1,
+            2,
+            1,
+            sent,
+            received
+        )
     );
 }

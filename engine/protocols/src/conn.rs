@@ -189,10 +189,18 @@ fn detect(dir: Dir, data: &[u8]) -> Option<State> {
         return Some(parsing(Protocol::Http2, role, Box::new(parser)));
     }
     if let Some(role) = crate::http1::detect(dir, data) {
-        return Some(parsing(Protocol::Http1, role, Box::new(crate::http1::Http1Parser::new(role))));
+        return Some(parsing(
+            Protocol::Http1,
+            role,
+            Box::new(crate::http1::Http1Parser::new(role)),
+        ));
     }
     if let Some(role) = crate::redis::detect(dir, data) {
-        return Some(parsing(Protocol::Redis, role, Box::new(crate::redis::RedisParser::new(role))));
+        return Some(parsing(
+            Protocol::Redis,
+            role,
+            Box::new(crate::redis::RedisParser::new(role)),
+        ));
     }
     if let Some(role) = crate::postgres::detect(dir, data) {
         return Some(parsing(
@@ -202,7 +210,11 @@ fn detect(dir: Dir, data: &[u8]) -> Option<State> {
         ));
     }
     if let Some(role) = crate::mysql::detect(dir, data) {
-        return Some(parsing(Protocol::Mysql, role, Box::new(crate::mysql::MysqlParser::new(role))));
+        return Some(parsing(
+            Protocol::Mysql,
+            role,
+            Box::new(crate::mysql::MysqlParser::new(role)),
+        ));
     }
     None
 }
