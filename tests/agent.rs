@@ -1634,3 +1634,342 @@ fn top_batch_connect_prints_each_interval_once() {
     );
     assert_eq!(intervals[0]["backend"], "ebpf");
 }
+
+// ---- Request parsing and the service map, end to end ----
+
+const SHOP_WEB_UID: &str = "1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
+const SHOP_CLIENT_UID: &str = "2a1b3c4d-5e6f-4a0b-9c8d-7e6f5a4b3c2d";
+const WEB_CLUSTER_IP: &str = "127.0.0.9";
+
+/// A tiny HTTP/1.1 keep-alive server: 200 for `/items/…`, 404 otherwise.
+const PY_SERVER: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        code = 200 if self.path.startswith("/items/") else 404
+        body = b"ok\n" if code == 200 else b"missing\n"
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H)
+print("ready", flush=True)
+s.serve_forever()
+"#;
+
+/// Five keep-alive GETs `/items/1..5` and one `/missing` on one connection, then close.
+const PY_CLIENT: &str = r#"
+import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=10)
+got = []
+for p in ["/items/1", "/items/2", "/items/3", "/items/4", "/items/5", "/missing"]:
+    c.request("GET", p)
+    r = c.getresponse()
+    r.read()
+    got.append(r.status)
+c.close()
+assert got == [200] * 5 + [404], got
+"#;
+
+/// `python3 -c CODE ARGS…` started inside the cgroup `dir` (it joins before exec, so
+/// every socket it makes is the cgroup's).
+fn python_in_cgroup(dir: &Path, code: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("echo $$ > \"$0/cgroup.procs\" && exec python3 -c \"$@\"")
+        .arg(dir)
+        .arg(code)
+        .args(args);
+    cmd
+}
+
+/// The one sample of `name` whose labels include every pair of `want` (others may be
+/// there too): its line and value. Panics if none or several match.
+fn the_sample(text: &str, name: &str, want: &[(&str, &str)]) -> Option<(String, f64)> {
+    let hits: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (s, value) = l.rsplit_once(' ')?;
+            let (n, have) = parse_series(s);
+            (n == name && want.iter().all(|w| have.contains(w)))
+                .then(|| Some((l.to_string(), value.parse().ok()?)))
+                .flatten()
+        })
+        .collect();
+    assert!(
+        hits.len() <= 1,
+        "several series match {name} {want:?}: {hits:#?}"
+    );
+    hits.into_iter().next()
+}
+
+/// `who`'s labels and an HTTP request series' own.
+fn request_labels<'a>(
+    who: &[(&'a str, &'a str)],
+    cgroup_id: &'a str,
+    role: &'a str,
+    route: &'a str,
+    status: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut w = who.to_vec();
+    w.extend([
+        ("cgroup_id", cgroup_id),
+        ("protocol", "http"),
+        ("role", role),
+        ("method", "GET"),
+        ("route", route),
+        ("status", status),
+    ]);
+    w
+}
+
+/// Namespace `shop`; pod `web-1` (container `nginx`, pod IP 10.244.0.7) backing Service
+/// `web` (ClusterIP 127.0.0.9, port `port`; its EndpointSlice lists web-1 at its pod IP);
+/// pod `client-1` (container `curl`). A python HTTP server listens on 127.0.0.9:`port` in
+/// web-1's container cgroup; a python client in client-1's makes 5 keep-alive GETs
+/// `/items/N` and one `/missing` (404) on one connection. The client connects to the
+/// ClusterIP, so when the server's cgroup is not exported the edge is named by the
+/// ClusterIP lookup (the one the agent makes first): `server_service="web"`, no pod.
+fn service_map_run(exclude_server: bool) {
+    require_root();
+    let _serial = serial();
+    let (web_id, client_id) = (container_id(0x5e7b), container_id(0xc11e));
+    let port = free_port();
+    let api = FakeApiServer::start();
+    api.apply("namespaces", namespace("shop", &[]));
+    api.apply(
+        "pods",
+        PodBuilder::new("shop", "web-1", SHOP_WEB_UID, NODE)
+            .ip("10.244.0.7")
+            .container("nginx", Some(&web_id))
+            .build(),
+    );
+    api.apply(
+        "pods",
+        PodBuilder::new("shop", "client-1", SHOP_CLIENT_UID, NODE)
+            .ip("10.244.0.8")
+            .container("curl", Some(&client_id))
+            .build(),
+    );
+    api.apply(
+        "services",
+        ksight_integration_tests::fake_apiserver::service(
+            "shop",
+            "web",
+            WEB_CLUSTER_IP,
+            &[("http", port, port)],
+            &[],
+        ),
+    );
+    api.apply(
+        "endpointslices",
+        ksight_integration_tests::fake_apiserver::endpoint_slice(
+            "shop",
+            "web-abcde",
+            "web",
+            &[("http", port)],
+            &[("10.244.0.7", "web-1", NODE)],
+        ),
+    );
+    let mut tree = NodeTree::new();
+    let (web_dir, web_cg) = tree.cgroup(&pod_container_cgroup(SHOP_WEB_UID, &web_id));
+    let (client_dir, client_cg) = tree.cgroup(&pod_container_cgroup(SHOP_CLIENT_UID, &client_id));
+
+    let mut config = kube_config(&api.url());
+    if exclude_server {
+        config.push_str("[filters]\nexclude_containers = [\"shop/web-1/.*\"]\n");
+    }
+    let agent = Agent::start(&config);
+    wait_for("the metadata to sync", Duration::from_secs(20), || {
+        let m = agent.metrics();
+        (sample(&m, "ksight_kubernetes_metadata_synced") == Some(1.0)
+            && (!exclude_server || sample(&m, "ksight_ignored_cgroups") == Some(2.0)))
+        .then_some(())
+    });
+
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Kill(
+        python_in_cgroup(&web_dir, PY_SERVER, &[WEB_CLUSTER_IP, &port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the python server"),
+    );
+    let mut ready = String::new();
+    {
+        use std::io::{BufRead, BufReader};
+        BufReader::new(server.0.stdout.as_mut().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+    }
+    assert_eq!(ready.trim(), "ready", "the server did not start");
+    let status = python_in_cgroup(&client_dir, PY_CLIENT, &[WEB_CLUSTER_IP, &port.to_string()])
+        .status()
+        .expect("run the python client");
+    assert!(status.success(), "the client: {status}");
+
+    let web = [
+        ("namespace", "shop"),
+        ("pod", "web-1"),
+        ("container", "nginx"),
+    ];
+    let client = [
+        ("namespace", "shop"),
+        ("pod", "client-1"),
+        ("container", "curl"),
+    ];
+    let (web_cg_s, client_cg_s) = (web_cg.to_string(), client_cg.to_string());
+    let (web_cg_s, client_cg_s) = (web_cg_s.as_str(), client_cg_s.as_str());
+    let req = request_labels;
+    let mut edge: Vec<(&str, &str)> = client.to_vec();
+    edge.push(("cgroup_id", client_cg_s));
+    if exclude_server {
+        edge.extend([("server_namespace", "shop"), ("server_service", "web")]);
+    } else {
+        edge.extend([
+            ("server_cgroup_id", web_cg_s),
+            ("server_namespace", "shop"),
+            ("server_pod", "web-1"),
+            ("server_container", "nginx"),
+        ]);
+    }
+    let client_ok = req(&client, client_cg_s, "client", "/items/*", "200");
+    let client_404 = req(&client, client_cg_s, "client", "/missing", "404");
+    let mut server_ok = req(&web, web_cg_s, "server", "/items/*", "200");
+    server_ok.push(("service", "web"));
+    let mut server_404 = req(&web, web_cg_s, "server", "/missing", "404");
+    server_404.push(("service", "web"));
+
+    // What http.client sends: request line, Host, Accept-Encoding; `/items/N` and
+    // `/missing` are the same length.
+    let sent_bytes = 6 * format!(
+        "GET /missing HTTP/1.1\r\nHost: {WEB_CLUSTER_IP}:{port}\r\nAccept-Encoding: identity\r\n\r\n"
+    )
+    .len();
+    let value = |m: &str, name: &str, want: &[(&str, &str)]| the_sample(m, name, want).map(|s| s.1);
+    let m = wait_for("the requests and the edge", Duration::from_secs(30), || {
+        let m = agent.metrics();
+        let done = value(&m, "ksight_http_requests_total", &client_ok) == Some(5.0)
+            && value(&m, "ksight_http_requests_total", &client_404) == Some(1.0)
+            && value(&m, "ksight_edge_requests_total", &edge) == Some(6.0)
+            && value(&m, "ksight_edge_connections_total", &edge) == Some(1.0)
+            && (exclude_server
+                || (value(&m, "ksight_http_requests_total", &server_ok) == Some(5.0)
+                    && value(&m, "ksight_http_requests_total", &server_404) == Some(1.0)));
+        done.then_some(m)
+    });
+    // Settle one more tick: nothing is counted twice.
+    std::thread::sleep(Duration::from_secs(2));
+    let m2 = agent.metrics();
+    let relevant: Vec<&str> = m2
+        .lines()
+        .filter(|l| {
+            (l.starts_with("ksight_http_requests_total") || l.starts_with("ksight_edge_"))
+                && !l.contains("_bucket")
+                && (l.contains("web-1") || l.contains("client-1"))
+        })
+        .collect();
+    eprintln!("relevant series:\n{}", relevant.join("\n"));
+    for m in [&m, &m2] {
+        assert_eq!(
+            value(m, "ksight_http_requests_total", &client_ok),
+            Some(5.0),
+            "{relevant:#?}"
+        );
+        assert_eq!(
+            value(m, "ksight_http_requests_total", &client_404),
+            Some(1.0),
+            "{relevant:#?}"
+        );
+        assert_eq!(
+            value(m, "ksight_edge_requests_total", &edge),
+            Some(6.0),
+            "{relevant:#?}"
+        );
+        assert_eq!(
+            value(m, "ksight_edge_connections_total", &edge),
+            Some(1.0),
+            "{relevant:#?}"
+        );
+        // A 404 is no error (5xx are); every request's latency is recorded; the client
+        // sent the six requests http.client writes, byte for byte.
+        assert_eq!(
+            value(m, "ksight_edge_request_errors_total", &edge),
+            Some(0.0),
+            "{relevant:#?}"
+        );
+        assert_eq!(
+            value(m, "ksight_edge_request_duration_seconds_count", &edge),
+            Some(6.0),
+            "{relevant:#?}"
+        );
+        let mut sent_edge = edge.clone();
+        sent_edge.push(("direction", "sent"));
+        assert_eq!(
+            value(m, "ksight_edge_bytes_total", &sent_edge),
+            Some(sent_bytes as f64),
+            "{relevant:#?}"
+        );
+        if exclude_server {
+            // The server's cgroup is not exported: no series of its own, and the edge has
+            // no server pod or cgroup.
+            assert!(
+                !m.lines()
+                    .any(|l| !l.starts_with('#') && l.contains("pod=\"web-1\"")),
+                "{relevant:#?}"
+            );
+            let (line, _) = the_sample(m, "ksight_edge_requests_total", &edge).unwrap();
+            assert!(
+                !line.contains("server_pod") && !line.contains("server_cgroup_id"),
+                "{line}"
+            );
+        } else {
+            assert_eq!(
+                value(m, "ksight_http_requests_total", &server_ok),
+                Some(5.0),
+                "{relevant:#?}"
+            );
+            assert_eq!(
+                value(m, "ksight_http_requests_total", &server_404),
+                Some(1.0),
+                "{relevant:#?}"
+            );
+            // Client series carry no service label.
+            assert!(
+                !the_sample(m, "ksight_http_requests_total", &client_ok)
+                    .unwrap()
+                    .0
+                    .contains("service=")
+            );
+        }
+        // No series of the client's requests goes elsewhere (e.g. server_address).
+        let client_requests: f64 = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("ksight_edge_requests_total{") && l.contains("pod=\"client-1\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        assert_eq!(client_requests, 6.0, "{relevant:#?}");
+    }
+    drop(server);
+}
+
+#[test]
+fn http_requests_and_the_service_map_name_a_local_server_pod() {
+    service_map_run(false);
+}
+
+#[test]
+fn the_service_map_names_an_unexported_server_by_its_cluster_ip() {
+    service_map_run(true);
+}
