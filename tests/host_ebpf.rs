@@ -319,3 +319,30 @@ fn top_batch_prints_one_snapshot_per_interval() {
         assert_eq!(l["lost_events"], 0);
     }
 }
+
+/// `ksight-workload requests` (HTTP/1.1, Redis and PostgreSQL exchanges, both ends in the
+/// workload): every request reported once per end, exactly, with its connection's every
+/// byte and nothing malformed — the test kit's `truth::check_requests`, which the VM guest
+/// tool runs on the module's capture too.
+#[test]
+fn stat_reports_the_requests_of_the_requests_workload() {
+    require_root();
+    let workload = workload_bin();
+    let (metrics, code) = stat_json(
+        &["--backend", "ebpf"],
+        &[workload.to_str().unwrap(), "requests"],
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(metrics["backend"], "ebpf");
+    let failures = truth::check_requests(&metrics);
+    assert!(
+        failures.is_empty(),
+        "not the requests' truth:\n  {}\nhttp: {:#}\nredis: {:#}\npostgres: {:#}\nprotocols: {:#}\nedges: {:#}",
+        failures.join("\n  "),
+        metrics["http"],
+        metrics["redis"],
+        metrics["postgres"],
+        metrics["protocols"],
+        metrics["edges"]
+    );
+}

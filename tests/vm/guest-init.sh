@@ -123,6 +123,19 @@ parity() {
 }
 run parity parity
 
+# Requests parsed from socket payload (HTTP/1.1, Redis, PostgreSQL, both ends in
+# `ksight-workload requests`): both backends at once agree on every aggregate, and each
+# backend's snapshot reports exactly the workload's requests, bytes and edges.
+requests_parity() {
+	insmod $MODULE || return 1
+	kmod-vm stat --backend both -o /tmp/requests.json -- ksight-workload requests
+	rc=$?
+	rmmod ksight
+	kmod-vm requests-truth /tmp/requests.json || rc=1
+	return $rc
+}
+run requests_parity requests_parity
+
 # (b, as users run it) `ksight verify`: the built-in workload under both backends.
 verify() {
 	insmod $MODULE || return 1

@@ -2,9 +2,14 @@
 //! report, value by value, checked on the JSON snapshot (`ksight stat --json`, the VM
 //! guest tool's `stat -o`). One function for every backend and every place it runs: the
 //! host tests panic with its failures, the VM guest tool prints them.
+//!
+//! [`check_requests`]: the same for `ksight-workload requests` (requests parsed from
+//! socket payload).
 
 use crate::workload::{
-    BLOCK_READS, BLOCK_WRITES, PROC_RUNS, UDP_MMSG_TO_B, UDP_TO_A, UDP_TO_B, UDP_V6,
+    BLOCK_READS, BLOCK_WRITES, HTTP_EXCHANGES, HTTP_HOST, POSTGRES_QUERIES, PROC_RUNS,
+    REDIS_COMMANDS, REDIS_PIPELINED_INCRS, UDP_MMSG_TO_B, UDP_TO_A, UDP_TO_B, UDP_V6,
+    requests_bytes,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -243,6 +248,312 @@ pub fn check(m: &Value, t: &Truth) -> Vec<String> {
     f.0
 }
 
+/// Values summed per key, each key's values by name: what a capture reports summed over
+/// the rows (and cgroups) that share the key, or what it must report.
+type Tally = BTreeMap<String, BTreeMap<String, u64>>;
+
+fn tally(t: &mut Tally, key: String, values: &[(&str, u64)]) {
+    let e = t.entry(key).or_default();
+    for (name, v) in values {
+        let sum = e.entry(name.to_string()).or_default();
+        *sum = sum.saturating_add(*v);
+    }
+}
+
+/// A count in a row; a missing one (`u64::MAX`) cannot equal any truth.
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(u64::MAX)
+}
+
+/// A value of a row as part of a key: strings as they are, others as JSON.
+fn key_part(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Each key whose values differ, or that only one side has.
+fn compare_tallies(what: &str, got: &Tally, want: &Tally, f: &mut Failures) {
+    let keys: std::collections::BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+    for k in keys {
+        let (g, w) = (got.get(k), want.get(k));
+        if g != w {
+            f.push(format!("{what} [{k}]: got {}, want {}", json!(g), json!(w)));
+        }
+    }
+}
+
+/// A command or query row's values: count, errors, errors by code, latency count.
+fn command_values(r: &Value) -> Vec<(String, u64)> {
+    let mut v = vec![
+        ("count".to_string(), count(&r["count"])),
+        ("errors".to_string(), count(&r["errors"])),
+        (
+            "latency count".to_string(),
+            count(&r["latency_us"]["count"]),
+        ),
+    ];
+    if let Some(codes) = r["error_codes"].as_object() {
+        for (code, n) in codes {
+            v.push((format!("error {code}"), count(n)));
+        }
+    } else {
+        v.push(("error_codes".to_string(), u64::MAX));
+    }
+    v
+}
+
+fn tally_owned(t: &mut Tally, key: String, values: &[(String, u64)]) {
+    let values: Vec<(&str, u64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    tally(t, key, &values);
+}
+
+/// Every way `m`, a JSON snapshot of `ksight-workload requests` (and nothing else), differs
+/// from what that workload did; empty when it reports exactly that. Both ends of every
+/// exchange are in the capture: each request is reported once as a client row and once as
+/// a server row. Rows are summed over cgroups (and peers); keys:
+///
+/// - `http.requests`: (role, protocol "http", method, route, status, host "svc.test") →
+///   count, errors (status ≥ 500), latency count (= count); client rows name the server
+///   as peer, server rows none; no `grpc_status`;
+/// - `redis.commands`: (role, command) → count, errors, errors by code (`WRONGTYPE`),
+///   latency count; `postgres.queries` likewise (SQLSTATE `42P01`); no MySQL query;
+/// - `protocols`: one connection per (protocol, role) for http, redis and postgres, with
+///   every byte of it ([`requests_bytes`]); nothing malformed, met mid-stream, unmatched
+///   or unanswered;
+/// - `edges`: one per protocol from the clients' cgroup to the server the client rows
+///   name, the server's cgroup that same one: one connection, the client's requests,
+///   errors and bytes.
+pub fn check_requests(m: &Value) -> Vec<String> {
+    let mut f = Failures::default();
+    let empty = Vec::new();
+    let rows = |section: &str, name: &str| m[section][name].as_array().unwrap_or(&empty);
+    let roles = ["client", "server"];
+
+    // The servers the client rows name, per protocol.
+    let mut peers: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut check_peer = |protocol: &'static str, r: &Value, f: &mut Failures| match (
+        r["role"].as_str(),
+        &r["peer"],
+    ) {
+        (Some("client"), Value::String(p)) => {
+            peers.entry(protocol).or_default().insert(p.clone());
+        }
+        (Some("server"), Value::Null) => {}
+        _ => f.push(format!(
+            "{protocol} row with role {} and peer {}",
+            r["role"], r["peer"]
+        )),
+    };
+
+    // HTTP.
+    let key = |role: &str, method: &str, route: &str, status: &str, host: &str| {
+        format!("{role} http {method} {route} {status} host={host}")
+    };
+    let mut want = Tally::new();
+    for role in roles {
+        for x in &HTTP_EXCHANGES {
+            tally(
+                &mut want,
+                key(role, x.method, x.route, &x.status.to_string(), HTTP_HOST),
+                &[
+                    ("count", 1),
+                    ("errors", u64::from(x.status >= 500)),
+                    ("latency count", 1),
+                ],
+            );
+        }
+    }
+    let mut got = Tally::new();
+    for r in rows("http", "requests") {
+        let role = key_part(&r["role"]);
+        tally(
+            &mut got,
+            format!(
+                "{role} {} {} {} {} host={}",
+                key_part(&r["protocol"]),
+                key_part(&r["method"]),
+                key_part(&r["route"]),
+                key_part(&r["status"]),
+                key_part(&r["host"])
+            ),
+            &[
+                ("count", count(&r["count"])),
+                ("errors", count(&r["errors"])),
+                ("latency count", count(&r["latency_us"]["count"])),
+            ],
+        );
+        check_peer("http", r, &mut f);
+        if !r["grpc_status"].is_null() {
+            f.push(format!("http row with a grpc_status: {r}"));
+        }
+    }
+    compare_tallies("http.requests", &got, &want, &mut f);
+
+    // Redis: the commands one at a time, then the pipelined INCRs.
+    let mut want = Tally::new();
+    for role in roles {
+        for (args, reply) in REDIS_COMMANDS {
+            let mut values = vec![("count".to_string(), 1), ("latency count".to_string(), 1)];
+            match reply.strip_prefix('-') {
+                Some(error) => {
+                    let code = error.split_whitespace().next().unwrap_or("");
+                    values.push(("errors".to_string(), 1));
+                    values.push((format!("error {code}"), 1));
+                }
+                None => values.push(("errors".to_string(), 0)),
+            }
+            tally_owned(
+                &mut want,
+                format!("{role} {}", args[0].to_ascii_uppercase()),
+                &values,
+            );
+        }
+        tally(
+            &mut want,
+            format!("{role} INCR"),
+            &[
+                ("count", REDIS_PIPELINED_INCRS),
+                ("errors", 0),
+                ("latency count", REDIS_PIPELINED_INCRS),
+            ],
+        );
+    }
+    let mut got = Tally::new();
+    for r in rows("redis", "commands") {
+        let k = format!("{} {}", key_part(&r["role"]), key_part(&r["command"]));
+        tally_owned(&mut got, k, &command_values(r));
+        check_peer("redis", r, &mut f);
+    }
+    compare_tallies("redis.commands", &got, &want, &mut f);
+
+    // PostgreSQL: by statement verb.
+    let mut want = Tally::new();
+    for role in roles {
+        for (sql, outcome) in POSTGRES_QUERIES {
+            let verb = sql
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            let mut values = vec![
+                ("count".to_string(), 1),
+                ("latency count".to_string(), 1),
+                ("errors".to_string(), u64::from(outcome.is_err())),
+            ];
+            if let Err(code) = outcome {
+                values.push((format!("error {code}"), 1));
+            }
+            tally_owned(&mut want, format!("{role} {verb}"), &values);
+        }
+    }
+    let mut got = Tally::new();
+    for r in rows("postgres", "queries") {
+        let k = format!("{} {}", key_part(&r["role"]), key_part(&r["command"]));
+        tally_owned(&mut got, k, &command_values(r));
+        check_peer("postgres", r, &mut f);
+    }
+    compare_tallies("postgres.queries", &got, &want, &mut f);
+    f.eq("mysql.queries", &json!(rows("mysql", "queries")), json!([]));
+
+    // Connections per protocol, every byte of each; the parsers' health.
+    let bytes = requests_bytes();
+    let mut want = Tally::new();
+    for (protocol, sent, received) in bytes {
+        for (role, s, r) in [("client", sent, received), ("server", received, sent)] {
+            tally(
+                &mut want,
+                format!("{protocol} {role}"),
+                &[("connections", 1), ("bytes_sent", s), ("bytes_received", r)],
+            );
+        }
+    }
+    let mut got = Tally::new();
+    for c in rows("protocols", "connections") {
+        tally(
+            &mut got,
+            format!("{} {}", key_part(&c["protocol"]), key_part(&c["role"])),
+            &[
+                ("connections", count(&c["connections"])),
+                ("bytes_sent", count(&c["bytes_sent"])),
+                ("bytes_received", count(&c["bytes_received"])),
+            ],
+        );
+    }
+    compare_tallies("protocols.connections", &got, &want, &mut f);
+    let p = &m["protocols"];
+    for counter in [
+        "malformed",
+        "mid_stream",
+        "unmatched_responses",
+        "unanswered",
+    ] {
+        f.eq(&format!("protocols.{counter}"), &p[counter], json!(0));
+    }
+
+    // The service map: per protocol, the client's requests to the one server its rows name.
+    let mut client_totals: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (section, name, protocol) in [
+        ("http", "requests", "http"),
+        ("redis", "commands", "redis"),
+        ("postgres", "queries", "postgres"),
+    ] {
+        let t = client_totals.entry(protocol).or_default();
+        for r in rows(section, name).iter().filter(|r| r["role"] == "client") {
+            t.0 = t.0.saturating_add(count(&r["count"]));
+            t.1 = t.1.saturating_add(count(&r["errors"]));
+        }
+    }
+    let mut want = Tally::new();
+    for (protocol, sent, received) in bytes {
+        let server = match peers.get(protocol).map(|s| s.iter().collect::<Vec<_>>()) {
+            Some(servers) if servers.len() == 1 => servers[0].clone(),
+            other => {
+                f.push(format!(
+                    "{protocol} client rows name servers {other:?}, want one"
+                ));
+                continue;
+            }
+        };
+        let (requests, errors) = client_totals[protocol];
+        tally(
+            &mut want,
+            format!("{protocol} -> {server}"),
+            &[
+                ("connections", 1),
+                ("requests", requests),
+                ("errors", errors),
+                ("latency count", requests),
+                ("bytes_sent", sent),
+                ("bytes_received", received),
+            ],
+        );
+    }
+    let mut got = Tally::new();
+    for e in m["edges"].as_array().unwrap_or(&empty) {
+        tally(
+            &mut got,
+            format!("{} -> {}", key_part(&e["protocol"]), key_part(&e["server"])),
+            &[
+                ("connections", count(&e["connections"])),
+                ("requests", count(&e["requests"])),
+                ("errors", count(&e["errors"])),
+                ("latency count", count(&e["latency_us"]["count"])),
+                ("bytes_sent", count(&e["bytes_sent"])),
+                ("bytes_received", count(&e["bytes_received"])),
+            ],
+        );
+        if e["server_cgroup_id"] != e["client_cgroup_id"] {
+            f.push(format!(
+                "edge whose server is not in the client's cgroup (both ends are one process): {e}"
+            ));
+        }
+    }
+    compare_tallies("edges", &got, &want, &mut f);
+    f.0
+}
+
 #[derive(Default)]
 struct Failures(Vec<String>);
 
@@ -423,6 +734,174 @@ mod tests {
             "{failures:#?}"
         );
         assert_eq!(failures.len(), 7, "{failures:#?}");
+    }
+
+    /// The bytes of each `requests` connection, counted by hand from the workload's
+    /// messages (see tests below).
+    #[test]
+    fn the_requests_workload_moves_these_bytes() {
+        assert_eq!(
+            requests_bytes(),
+            [
+                // 89 + 83 + 843 + 80 + 83 + 154 (two pipelined in one write);
+                // 3092 + 105 + 115 + 113 + (168 + 134 + 43, chunked) + 210 (pipelined).
+                ("http", 1332, 3980),
+                // 38 + 27 + 36 + 10 × 24; 5 + 11 + 68 + 41.
+                ("redis", 341, 125),
+                // startup 37, queries 14 + 30 + 27, Terminate 5; startup reply 53, answers
+                // 66 + 22 + 68.
+                ("postgres", 113, 209),
+            ]
+        );
+    }
+
+    /// A snapshot of exactly `ksight-workload requests`, by hand: some rows split over two
+    /// cgroups (summed), the server 10.0.0.1 for clients in cgroup 7.
+    fn exact_requests() -> Value {
+        let lat = |n: u64| json!({"count": n, "p50": 40.0, "p99": 90.0, "max": 95.0});
+        let mut http = Vec::new();
+        for role in ["client", "server"] {
+            let peer = if role == "client" {
+                json!("127.0.0.1:8080")
+            } else {
+                Value::Null
+            };
+            for (method, route, status, count, errors) in [
+                ("GET", "/items/*", 200, 1, 0),
+                ("GET", "/missing", 404, 1, 0),
+                ("POST", "/api/v1/orders", 201, 1, 0),
+                ("GET", "/fail", 500, 1, 1),
+                ("GET", "/chunked", 200, 1, 0),
+                ("GET", "/a", 200, 1, 0),
+                ("GET", "/b", 200, 1, 0),
+            ] {
+                http.push(json!({
+                    "protocol": "http", "role": role, "method": method, "route": route,
+                    "status": status, "grpc_status": null, "count": count, "errors": errors,
+                    "latency_us": lat(count), "peer": peer, "host": "svc.test",
+                    "cgroup_id": 7, "latency_sum_ns": 1000, "latency_buckets": [],
+                }));
+            }
+        }
+        let command = |role: &str, command: &str, count: u64, codes: Value, cg: u64, peer: &str| {
+            let errors: u64 = codes
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|n| n.as_u64().unwrap())
+                .sum();
+            json!({
+                "role": role, "command": command, "count": count, "errors": errors,
+                "error_codes": codes, "latency_us": lat(count),
+                "peer": if role == "client" { json!(peer) } else { Value::Null },
+                "cgroup_id": cg, "latency_sum_ns": 1000, "latency_buckets": [],
+            })
+        };
+        let mut redis = Vec::new();
+        let mut postgres = Vec::new();
+        for role in ["client", "server"] {
+            let r = "127.0.0.1:6379";
+            redis.push(command(role, "SET", 1, json!({}), 7, r));
+            redis.push(command(role, "GET", 1, json!({}), 7, r));
+            redis.push(command(role, "LPUSH", 1, json!({"WRONGTYPE": 1}), 7, r));
+            redis.push(command(role, "INCR", 6, json!({}), 7, r));
+            redis.push(command(role, "INCR", 4, json!({}), 8, r));
+            let p = "127.0.0.1:5432";
+            postgres.push(command(role, "SELECT", 1, json!({}), 7, p));
+            postgres.push(command(role, "SELECT", 1, json!({"42P01": 1}), 8, p));
+            postgres.push(command(role, "INSERT", 1, json!({}), 7, p));
+        }
+        let mut connections = Vec::new();
+        for (protocol, sent, received) in [
+            ("http", 1332, 3980),
+            ("redis", 341, 125),
+            ("postgres", 113, 209),
+        ] {
+            connections.push(
+                json!({"protocol": protocol, "role": "client", "cgroup_id": 7,
+                "connections": 1, "bytes_sent": sent, "bytes_received": received}),
+            );
+            connections.push(
+                json!({"protocol": protocol, "role": "server", "cgroup_id": 7,
+                "connections": 1, "bytes_sent": received, "bytes_received": sent}),
+            );
+        }
+        let edge = |protocol: &str, server: &str, requests: u64, errors: u64, bytes: (u64, u64)| {
+            json!({
+                "client_cgroup_id": 7, "server": server, "server_cgroup_id": 7,
+                "protocol": protocol, "connections": 1, "requests": requests,
+                "errors": errors, "bytes_sent": bytes.0, "bytes_received": bytes.1,
+                "latency_us": lat(requests), "latency_sum_ns": 1, "latency_buckets": [],
+            })
+        };
+        json!({
+            "http": {"requests": http},
+            "redis": {"commands": redis},
+            "mysql": {"queries": []},
+            "postgres": {"queries": postgres},
+            "protocols": {
+                "connections": connections, "malformed": 0, "mid_stream": 0,
+                "unmatched_responses": 0, "unanswered": 0, "other_routes": 0,
+                "unlisted_requests": 0, "untracked_connections": 0,
+            },
+            "edges": [
+                edge("http", "127.0.0.1:8080", 7, 1, (1332, 3980)),
+                edge("redis", "127.0.0.1:6379", 13, 1, (341, 125)),
+                edge("postgres", "127.0.0.1:5432", 3, 1, (113, 209)),
+            ],
+        })
+    }
+
+    #[test]
+    fn the_exact_requests_pass() {
+        let failures = check_requests(&exact_requests());
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn each_request_difference_is_named() {
+        let mut m = exact_requests();
+        // A client INCR lost (one row of the two), a server route not normalised, the
+        // error code of the failed SELECT missing on the server side, a malformed stream,
+        // an edge to a server in another cgroup.
+        m["redis"]["commands"][4]["count"] = json!(3);
+        m["redis"]["commands"][4]["latency_us"]["count"] = json!(3);
+        m["http"]["requests"][7]["route"] = json!("/items/123");
+        m["postgres"]["queries"][4]["error_codes"] = json!({});
+        m["postgres"]["queries"][4]["errors"] = json!(0);
+        m["protocols"]["malformed"] = json!(1);
+        m["edges"][1]["server_cgroup_id"] = json!(9);
+        let failures = check_requests(&m);
+        for want in [
+            r#"redis.commands [client INCR]: got {"count":9,"errors":0,"latency count":9}, want {"count":10,"errors":0,"latency count":10}"#,
+            r#"http.requests [server http GET /items/* 200 host=svc.test]: got null, want {"count":1,"errors":0,"latency count":1}"#,
+            r#"http.requests [server http GET /items/123 200 host=svc.test]: got {"count":1,"errors":0,"latency count":1}, want null"#,
+            r#"postgres.queries [server SELECT]: got {"count":2,"errors":0,"latency count":2}, want {"count":2,"error 42P01":1,"errors":1,"latency count":2}"#,
+            "protocols.malformed: got 1, want 0",
+        ] {
+            assert!(
+                failures.iter().any(|f| f == want),
+                "{want} in {failures:#?}"
+            );
+        }
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.starts_with("edge whose server is not in the client's cgroup")),
+            "{failures:#?}"
+        );
+        // The edge's requests no longer match the clients' (INCR lost).
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.starts_with("edges [redis -> 127.0.0.1:6379]")),
+            "{failures:#?}"
+        );
+        assert_eq!(failures.len(), 7, "{failures:#?}");
+
+        // Nothing at all: every row, connection and edge is missing.
+        let failures = check_requests(&json!({}));
+        assert!(failures.len() > 20, "{failures:#?}");
     }
 
     #[test]

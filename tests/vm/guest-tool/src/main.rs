@@ -14,6 +14,12 @@
 //!     kit's `truth::check`, which tests/host_ebpf.rs runs too (here no block device
 //!     but DEVICE may appear). The kernel's retransmitted segments come from FILE
 //!     (`kernel_tcp_retrans_segs`, written by `stat`) or the last argument.
+//! kmod-vm requests-truth FILE
+//!     Checks the snapshot(s) in FILE (one backend's, or `stat --backend both`'s pair,
+//!     each checked) against `ksight-workload requests`: the test kit's
+//!     `truth::check_requests`, which tests/host_ebpf.rs runs too (every HTTP, Redis and
+//!     PostgreSQL request once per end, exactly; every byte of each connection; nothing
+//!     malformed, unmatched or unanswered; the edges).
 //! kmod-vm flood [SECONDS]
 //!     With the module loaded with tiny rings: floods it without reading, then drains;
 //!     checks lost > 0, delivered == emitted per ring, no malformed record, timestamps
@@ -93,6 +99,10 @@ fn run(args: &[String]) -> Result<i32> {
                 args.get(5).map(|n| n.parse()).transpose()?,
             )
         }
+        Some("requests-truth") => {
+            ensure!(args.len() == 2, "usage: kmod-vm requests-truth FILE");
+            requests_truth(Path::new(&args[1]))
+        }
         Some("flood") => flood(args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(2.0)),
         Some("hold") => hold(args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1.0)),
         Some("busy") => busy(),
@@ -103,7 +113,7 @@ fn run(args: &[String]) -> Result<i32> {
         Some("sockio") => sockio::sockio(&args[1..]),
         Some("sockio-workload") => sockio::workload(&args[1..]),
         _ => bail!(
-            "usage: kmod-vm stat|truth|flood|hold|busy|filter|sockio|sockio-workload \
+            "usage: kmod-vm stat|truth|requests-truth|flood|hold|busy|filter|sockio|sockio-workload \
              (see the source)"
         ),
     }
@@ -467,6 +477,30 @@ fn truth(
         }
         Ok(1)
     }
+}
+
+/// `requests-truth FILE`: each snapshot in FILE (`stat`'s one, or the `kmod` and `ebpf`
+/// of `stat --backend both`) against the requests workload's truth.
+fn requests_truth(file: &Path) -> Result<i32> {
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+    let snapshots: Vec<(String, &Value)> = if m.get("kmod").is_some() && m.get("ebpf").is_some() {
+        vec![("kmod".into(), &m["kmod"]), ("ebpf".into(), &m["ebpf"])]
+    } else {
+        vec![(m["backend"].as_str().unwrap_or("?").to_string(), &m)]
+    };
+    let mut code = 0;
+    for (backend, snapshot) in snapshots {
+        let failures = truth::check_requests(snapshot);
+        if failures.is_empty() {
+            println!("requests truth: every request, byte and edge exact ({backend})");
+        } else {
+            for f in &failures {
+                println!("requests truth: MISMATCH ({backend}) {f}");
+            }
+            code = 1;
+        }
+    }
+    Ok(code)
 }
 
 // ---------------------------------------------------------------------------------------
