@@ -158,7 +158,14 @@ fn tolerance(path: &str, a: f64, b: f64, skew_ns: u64, count: u64) -> Option<f64
     let skew_us = skew_ns as f64 / 1000.0;
     // hdrhistogram with 3 significant figures: a bucket is 1/1000 of the value; the rows
     // of exchanges (DNS, requests, edges: `latency::LatencyStats`) keep 2 to stay small.
-    let two_digits = [".dns.", ".http.", ".redis.", ".mysql.", ".postgres.", ".edges["];
+    let two_digits = [
+        ".dns.",
+        ".http.",
+        ".redis.",
+        ".mysql.",
+        ".postgres.",
+        ".edges[",
+    ];
     let digits = if two_digits.iter().any(|p| path.starts_with(p)) {
         100.0
     } else {

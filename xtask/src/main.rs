@@ -215,7 +215,10 @@ fn test() -> Result<()> {
         ("mariadb", "mariadb-client"),
         ("/usr/lib/postgresql/*/bin/postgres", "postgresql"),
         ("/usr/bin/python3", "python3"),
-        ("/usr/lib/python3/dist-packages/grpc/__init__.py", "python3-grpcio"),
+        (
+            "/usr/lib/python3/dist-packages/grpc/__init__.py",
+            "python3-grpcio",
+        ),
     ])?;
     // SAFETY: getuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {

@@ -37,8 +37,9 @@
 //!     BackendKeyData, ReadyForQuery), the [`POSTGRES_QUERIES`] (a `SELECT` with a row,
 //!     an `INSERT`, a `SELECT` answered by an `ErrorResponse` with SQLSTATE 42P01), each
 //!     ended by ReadyForQuery, then Terminate;
-//!   - every server reads each request whole (by its framing) and every client each
-//!     response; [`requests_bytes`] is what each client sent and received.
+//!
+//!   Every server reads each request whole (by its framing) and every client each
+//!   response; [`requests_bytes`] is what each client sent and received.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
