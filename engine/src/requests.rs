@@ -16,7 +16,7 @@ use crate::snapshot::{
 };
 use crate::sockio::Endpoint;
 use event_abi::{SockIoEvent, TcpTuple, sock_dir, sock_flags};
-use ksight_protocols::{Conn, Counters, Dir, Exchange, Protocol, Role, route};
+use ksight_protocols::{Conn, Counters, Dir, Exchange, Protocol, Role};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
@@ -306,18 +306,16 @@ impl Requests {
         Some(edge)
     }
 
-    fn exchange(&mut self, x: Exchange, cgroup_id: u64, peer: Option<Endpoint>) {
+    fn exchange(&mut self, mut x: Exchange, cgroup_id: u64, peer: Option<Endpoint>) {
         let row = match x.protocol {
             Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => {
                 let names = self
                     .names
                     .entry((cgroup_id, x.role, x.protocol))
                     .or_default();
-                let route = match &x.path {
-                    Some(p) => route::normalize(p),
-                    None => String::new(),
-                };
-                let route: Box<str> = bounded(&mut names.routes, route.into(), MAX_ROUTES)
+                // Parsers hand over the route already normalised.
+                let route = x.path.take().unwrap_or_default();
+                let route: Box<str> = bounded(&mut names.routes, route, MAX_ROUTES)
                     .unwrap_or_else(|| {
                         self.other_routes += 1;
                         OTHER_NAME.into()

@@ -107,8 +107,8 @@ pub struct Message {
     /// Request: HTTP method, Redis command, SQL statement verb (`SELECT`, …), or a MySQL or
     /// PostgreSQL command with no statement (`PING`, `QUIT`, …); from a fixed set.
     pub method: &'static str,
-    /// Request: HTTP's request target as sent (the engine normalises it with
-    /// [`route::normalize`]; a parser may pass it already normalised).
+    /// Request: HTTP's request target as a route, normalised by the parser with
+    /// [`route::normalize`].
     pub path: Option<Box<str>>,
     /// Request: HTTP/1 `Host`, HTTP/2 `:authority`.
     pub host: Option<Box<str>>,
