@@ -29,7 +29,11 @@ const PER_CONN: usize = 500;
 fn http_mix() -> (ksight_engine::RawBatch, u64) {
     let mut s = Synth::new();
     let cg = 42;
-    let paths = ["/api/v1/users/{}/profile", "/api/v1/items/{}", "/static/js/{}/app.js"];
+    let paths = [
+        "/api/v1/users/{}/profile",
+        "/api/v1/items/{}",
+        "/static/js/{}/app.js",
+    ];
     let snap = |b: &[u8]| b[..b.len().min(512)].to_vec();
     for c in 0..CONNS {
         let (client, server) = (2000 + c, 1000);
