@@ -970,6 +970,67 @@ fn grpc_against_grpcio() {
     check_edge_totals(&m, &[&authority], 5);
 }
 
+/// What a Redis, MySQL or PostgreSQL test expects, the same at both ends.
+struct Commands<'a> {
+    protocol: &'a str,
+    /// Where the rows are: (section, list).
+    list: (&'a str, &'a str),
+    /// (command, count, errors).
+    want: &'a [(&'a str, u64, u64)],
+    /// Error codes per command.
+    codes: &'a [(&'a str, &'a [(&'a str, u64)])],
+    /// The server's port on 127.0.0.1.
+    port: u16,
+    /// Connections, one row per role.
+    connections: u64,
+}
+
+/// The command rows of both roles, their error codes, health, connections per protocol and
+/// the edges to the server, exactly.
+fn check_commands(m: &Value, c: Commands) {
+    let rows = list(m, c.list.0, c.list.1);
+    let mut want = Tally::new();
+    for role in ["client", "server"] {
+        for &(command, count, errors) in c.want {
+            want.insert(vec![role.to_string(), command.to_string()], (count, errors));
+        }
+    }
+    assert_tally(
+        m,
+        &format!("{} commands", c.protocol),
+        &tally(rows, |r| Some(vec![s(&r["role"]), s(&r["command"])])),
+        &want,
+        rows,
+    );
+    check_error_codes(rows, c.codes);
+    let cgroup = the_cgroup(m, &[rows]);
+    let server = format!("127.0.0.1:{}", c.port);
+    check_rows(rows, cgroup, |_| server.clone());
+    check_health(m);
+    assert_eq!(
+        connections(m),
+        BTreeMap::from([
+            ((c.protocol.into(), "client".into()), c.connections),
+            ((c.protocol.into(), "server".into()), c.connections),
+        ]),
+        "{:#}",
+        m["protocols"]
+    );
+    let requests: u64 = c.want.iter().map(|w| w.1).sum();
+    let errors: u64 = c.want.iter().map(|w| w.2).sum();
+    let edges = edges_to(m, &server, cgroup);
+    assert_eq!(
+        [
+            edge_sum(&edges, "connections"),
+            edge_sum(&edges, "requests"),
+            edge_sum(&edges, "errors")
+        ],
+        [c.connections, requests, errors],
+        "{edges:#?}"
+    );
+    check_edge_totals(m, &[&server], requests);
+}
+
 // ---------------------------------------------------------------------------------------
 // Redis
 
@@ -1099,53 +1160,25 @@ fn redis_against_redis_server() {
         ["errorstat_ERR:count=1", "errorstat_WRONGTYPE:count=2"]
     );
 
-    let rows = list(&m, "redis", "commands");
-    let mut want = Tally::new();
-    for role in ["client", "server"] {
-        want.extend(keyed(&[
-            ([role, "SET"], 101, 0),
-            ([role, "GET"], 2, 0),
-            ([role, "INCR"], 4, 1),
-            ([role, "LPUSH"], 2, 2),
-            ([role, "INFO"], 2, 0),
-        ]));
-    }
-    assert_tally(
-        &m,
-        "redis commands",
-        &tally(rows, |r| Some(vec![s(&r["role"]), s(&r["command"])])),
-        &want,
-        rows,
-    );
-    check_error_codes(
-        rows,
-        &[("INCR", &[("ERR", 1)]), ("LPUSH", &[("WRONGTYPE", 2)])],
-    );
-    let cgroup = the_cgroup(&m, &[rows]);
-    let server = format!("127.0.0.1:{}", redis.port);
-    check_rows(rows, cgroup, |_| server.clone());
-    check_health(&m);
     // redis-cli: SET, GET, GET, INCR ×3, LPUSH, INCR, INFO, INFO (8); the pipeline (1).
-    assert_eq!(
-        connections(&m),
-        BTreeMap::from([
-            (("redis".into(), "client".into()), 9),
-            (("redis".into(), "server".into()), 9),
-        ]),
-        "{:#}",
-        m["protocols"]
+    check_commands(
+        &m,
+        Commands {
+            protocol: "redis",
+            list: ("redis", "commands"),
+            // SET 101, GET 2, INCR 4 (ERR 1), LPUSH 2 (WRONGTYPE 2), INFO 2.
+            want: &[
+                ("SET", 101, 0),
+                ("GET", 2, 0),
+                ("INCR", 4, 1),
+                ("LPUSH", 2, 2),
+                ("INFO", 2, 0),
+            ],
+            codes: &[("INCR", &[("ERR", 1)]), ("LPUSH", &[("WRONGTYPE", 2)])],
+            port: redis.port,
+            connections: 9,
+        },
     );
-    let edges = edges_to(&m, &server, cgroup);
-    assert_eq!(
-        [
-            edge_sum(&edges, "connections"),
-            edge_sum(&edges, "requests"),
-            edge_sum(&edges, "errors")
-        ],
-        [9, 111, 3],
-        "{edges:#?}"
-    );
-    check_edge_totals(&m, &[&server], 111);
 }
 
 /// `error_codes` summed per command, both roles alike; commands not listed have none.
@@ -1350,55 +1383,26 @@ fn mysql_against_mariadb() {
         "{log:#?}"
     );
 
-    let rows = list(&m, "mysql", "queries");
-    let mut want = Tally::new();
-    for role in ["client", "server"] {
-        want.extend(keyed(&[
-            ([role, "CREATE"], 2, 0),
-            ([role, "INSERT"], 3, 0),
-            // Text 1 + missing 1 + binary executes 2 + COUNT 1.
-            ([role, "SELECT"], 5, 1),
-            // SQL PREPARE 1 + COM_STMT_PREPARE 2 (one failing).
-            ([role, "PREPARE"], 3, 1),
-            ([role, "EXECUTE"], 2, 0),
-            ([role, "PING"], 1, 0),
-        ]));
-    }
-    assert_tally(
+    check_commands(
         &m,
-        "mysql queries",
-        &tally(rows, |r| Some(vec![s(&r["role"]), s(&r["command"])])),
-        &want,
-        rows,
+        Commands {
+            protocol: "mysql",
+            list: ("mysql", "queries"),
+            want: &[
+                ("CREATE", 2, 0),
+                ("INSERT", 3, 0),
+                // Text 1 + missing 1 + binary executes 2 + COUNT 1.
+                ("SELECT", 5, 1),
+                // SQL PREPARE 1 + COM_STMT_PREPARE 2 (one failing).
+                ("PREPARE", 3, 1),
+                ("EXECUTE", 2, 0),
+                ("PING", 1, 0),
+            ],
+            codes: &[("SELECT", &[("1146", 1)]), ("PREPARE", &[("1146", 1)])],
+            port: db.port,
+            connections: 4,
+        },
     );
-    check_error_codes(
-        rows,
-        &[("SELECT", &[("1146", 1)]), ("PREPARE", &[("1146", 1)])],
-    );
-    let cgroup = the_cgroup(&m, &[rows]);
-    let server = format!("127.0.0.1:{}", db.port);
-    check_rows(rows, cgroup, |_| server.clone());
-    check_health(&m);
-    assert_eq!(
-        connections(&m),
-        BTreeMap::from([
-            (("mysql".into(), "client".into()), 4),
-            (("mysql".into(), "server".into()), 4),
-        ]),
-        "{:#}",
-        m["protocols"]
-    );
-    let edges = edges_to(&m, &server, cgroup);
-    assert_eq!(
-        [
-            edge_sum(&edges, "connections"),
-            edge_sum(&edges, "requests"),
-            edge_sum(&edges, "errors")
-        ],
-        [4, 16, 2],
-        "{edges:#?}"
-    );
-    check_edge_totals(&m, &[&server], 16);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1544,47 +1548,22 @@ fn postgres_against_postgresql() {
         .count();
     assert_eq!(errors, 2, "server log:\n{log}");
 
-    let rows = list(&m, "postgres", "queries");
-    let mut want = Tally::new();
-    for role in ["client", "server"] {
-        want.extend(keyed(&[
-            ([role, "CREATE"], 1, 0),
-            // psql 3 + extended 1.
-            ([role, "INSERT"], 4, 0),
-            // psql 1 + missing 1 + s1 twice + the failing Parse 1.
-            ([role, "SELECT"], 5, 2),
-        ]));
-    }
-    assert_tally(
+    // 3 connections: the SSLRequest and its `N` are no TLS.
+    check_commands(
         &m,
-        "postgres queries",
-        &tally(rows, |r| Some(vec![s(&r["role"]), s(&r["command"])])),
-        &want,
-        rows,
+        Commands {
+            protocol: "postgres",
+            list: ("postgres", "queries"),
+            want: &[
+                ("CREATE", 1, 0),
+                // psql 3 + extended 1.
+                ("INSERT", 4, 0),
+                // psql 1 + missing 1 + s1 twice + the failing Parse 1.
+                ("SELECT", 5, 2),
+            ],
+            codes: &[("SELECT", &[("42P01", 2)])],
+            port: pg.port,
+            connections: 3,
+        },
     );
-    check_error_codes(rows, &[("SELECT", &[("42P01", 2)])]);
-    let cgroup = the_cgroup(&m, &[rows]);
-    let server = format!("127.0.0.1:{}", pg.port);
-    check_rows(rows, cgroup, |_| server.clone());
-    check_health(&m);
-    assert_eq!(
-        connections(&m),
-        BTreeMap::from([
-            (("postgres".into(), "client".into()), 3),
-            (("postgres".into(), "server".into()), 3),
-        ]),
-        "the SSLRequest and its `N` are no TLS: {:#}",
-        m["protocols"]
-    );
-    let edges = edges_to(&m, &server, cgroup);
-    assert_eq!(
-        [
-            edge_sum(&edges, "connections"),
-            edge_sum(&edges, "requests"),
-            edge_sum(&edges, "errors")
-        ],
-        [3, 10, 2],
-        "{edges:#?}"
-    );
-    check_edge_totals(&m, &[&server], 10);
 }
