@@ -315,8 +315,8 @@ impl Requests {
                     .or_default();
                 // Parsers hand over the route already normalised.
                 let route = x.path.take().unwrap_or_default();
-                let route: Box<str> = bounded(&mut names.routes, route, MAX_ROUTES)
-                    .unwrap_or_else(|| {
+                let route: Box<str> =
+                    bounded(&mut names.routes, route, MAX_ROUTES).unwrap_or_else(|| {
                         self.other_routes += 1;
                         OTHER_NAME.into()
                     });

@@ -20,7 +20,7 @@
 //! response at once. The requests resynchronise at the start of a later call that starts
 //! with a plausible command, and the responses at the start of the first call after it.
 
-use crate::sql::{self, Fed, Frames, Framing, PREFIX_MAX, Step};
+use crate::sql::{self, Fed, Frames, Framing, Link, PREFIX_MAX, Session, Step};
 use crate::{Dir, MAX_PENDING, Message, OTHER, Output, Parser, Role};
 use std::collections::{HashMap, VecDeque};
 
@@ -327,8 +327,7 @@ enum Hs {
 #[derive(Debug)]
 struct State {
     role: Role,
-    started: bool,
-    opaque: bool,
+    link: Link,
     hs: Hs,
     server_caps: u32,
     /// `CLIENT_DEPRECATE_EOF`, when known (the handshake was seen, or a result set told).
@@ -355,12 +354,6 @@ struct State {
     resp_cont: bool,
     /// The client is sending a LOCAL INFILE's content.
     infile: bool,
-    /// The requests were resynchronised: the next command realigns the responses.
-    resync: bool,
-    /// The response framing is lost (copy of [`Frames::lost`] for the request side).
-    resp_lost: bool,
-    req_outage: bool,
-    resp_outage: bool,
 }
 
 /// MySQL parser for one connection.
@@ -377,8 +370,7 @@ impl MysqlParser {
             resp: Frames::new(false),
             st: State {
                 role,
-                started: false,
-                opaque: false,
+                link: Link::default(),
                 hs: Hs::Done,
                 server_caps: 0,
                 deprecate_eof: None,
@@ -395,91 +387,98 @@ impl MysqlParser {
                 req_cont_item: false,
                 resp_cont: false,
                 infile: false,
-                resync: false,
-                resp_lost: false,
-                req_outage: false,
-                resp_outage: false,
             },
-        }
-    }
-
-    /// The first call: a greeting starts at the handshake; commands start mid-stream, the
-    /// responses realigned at the first call after them.
-    fn start(&mut self, dir: Dir, data: &[u8], unseen: u64) {
-        self.st.started = true;
-        let req_dir = self.st.role.request_dir();
-        if dir != req_dir && greeting(data) {
-            self.st.hs = Hs::Greeting;
-        } else if dir == req_dir && commands(data, Some(unseen)) {
-            self.resp.lose();
-            self.st.resync = true;
-            self.st.resp_outage = true;
-        } else {
-            self.req.lose();
-            self.resp.lose();
-            self.st.req_outage = true;
-            self.st.resp_outage = true;
         }
     }
 }
 
 impl Parser for MysqlParser {
     fn feed(&mut self, dir: Dir, data: &[u8], unseen: u64, out: &mut Output) {
-        if self.st.opaque || (data.is_empty() && unseen == 0) {
-            return;
+        sql::drive(
+            &mut self.req,
+            &mut self.resp,
+            &mut self.st,
+            dir,
+            data,
+            unseen,
+            out,
+        );
+    }
+}
+
+impl sql::Pending for Pending {
+    fn emit(&self) -> bool {
+        self.emit
+    }
+    fn realign(&self) -> bool {
+        self.realign
+    }
+    fn unmark(&mut self) {
+        self.realign = false;
+    }
+}
+
+impl Session for State {
+    type Pending = Pending;
+    const MAX_QUEUE: usize = MAX_QUEUE;
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    fn queue(&mut self) -> &mut VecDeque<Pending> {
+        &mut self.queue
+    }
+
+    /// A greeting starts at the handshake.
+    fn opens(&mut self, req: bool, data: &[u8]) -> bool {
+        let opens = !req && greeting(data);
+        if opens {
+            self.hs = Hs::Greeting;
         }
-        if !self.st.started {
-            self.start(dir, data, unseen);
-        }
-        let st = &mut self.st;
-        if dir == st.role.request_dir() {
-            if self.req.lost() {
-                if !commands(data, Some(unseen)) {
-                    return;
-                }
-                self.req.realign();
-                st.req_cont = false;
-                st.infile = false;
-                st.resync = true;
-                st.req_outage = false;
-            }
-            st.resp_lost = self.resp.lost();
-            let fed = self.req.feed(data, unseen, &mut Req { s: st, out });
-            match fed {
-                Fed::Ok => {}
-                Fed::Lost => {
-                    if !st.req_outage {
-                        st.req_outage = true;
-                        out.malformed += 1;
-                    }
-                }
-                Fed::Stop => st.opaque = true,
-            }
-            if st.queue.len() > MAX_QUEUE {
-                self.resp.lose();
-                st.resp_gone(out);
-            }
+        opens
+    }
+
+    fn requests_start(data: &[u8], unseen: u64) -> bool {
+        commands(data, Some(unseen))
+    }
+
+    fn realigned(&mut self, req: bool) {
+        if req {
+            self.req_cont = false;
+            self.infile = false;
         } else {
-            if let Some(at) = st.queue.iter().position(|p| p.realign) {
-                for _ in 0..at {
-                    st.complete(false, None, out);
-                }
-                st.queue[0].realign = false;
-                self.resp.realign();
-                st.rs = Rs::Start;
-                st.fresh = true;
-                st.exp = None;
-                st.stray_eof = None;
-                st.resp_cont = false;
-            } else if self.resp.lost() {
-                return;
-            }
-            match self.resp.feed(data, unseen, &mut Resp { s: st, out }) {
-                Fed::Ok => {}
-                Fed::Lost => st.resp_gone(out),
-                Fed::Stop => st.opaque = true,
-            }
+            self.rs = Rs::Start;
+            self.fresh = true;
+            self.exp = None;
+            self.stray_eof = None;
+            self.resp_cont = false;
         }
+    }
+
+    /// The front command's response is complete.
+    fn complete(&mut self, error: bool, code: Option<Box<str>>, out: &mut Output) {
+        sql::answer(&mut self.queue, &mut self.emitted, error, code, out);
+        self.rs = Rs::Start;
+        self.fresh = true;
+        self.exp = None;
+    }
+
+    fn responses_gone(&mut self) {
+        self.resp_cont = false;
+        self.stray_eof = None;
+    }
+
+    fn requests(&mut self, f: &mut Frames, data: &[u8], unseen: u64, out: &mut Output) -> Fed {
+        f.feed(data, unseen, &mut Req { s: self, out })
+    }
+
+    fn responses(&mut self, f: &mut Frames, data: &[u8], unseen: u64, out: &mut Output) -> Fed {
+        f.feed(data, unseen, &mut Resp { s: self, out })
     }
 }
 
@@ -639,8 +638,7 @@ impl State {
             out.messages.push(Message::request(method));
             self.emitted += 1;
         }
-        let realign = (self.resync || self.resp_lost) && !self.queue.iter().any(|p| p.realign);
-        self.resync = false;
+        let realign = self.link.mark(&self.queue);
         self.queue.push_back(Pending {
             expect,
             emit,
@@ -649,34 +647,6 @@ impl State {
         });
         self.req_cont_item = true;
         Step::Go
-    }
-
-    /// The front command's response is complete.
-    fn complete(&mut self, error: bool, code: Option<Box<str>>, out: &mut Output) {
-        if let Some(p) = self.queue.pop_front()
-            && p.emit
-        {
-            let mut m = Message::response(0, error);
-            m.code = code;
-            out.messages.push(m);
-            self.emitted -= 1;
-        }
-        self.rs = Rs::Start;
-        self.fresh = true;
-        self.exp = None;
-    }
-
-    /// The responses can no longer be followed: the waiting commands get theirs now.
-    fn resp_gone(&mut self, out: &mut Output) {
-        if !self.resp_outage {
-            self.resp_outage = true;
-            out.malformed += 1;
-        }
-        while !self.queue.is_empty() {
-            self.complete(false, None, out);
-        }
-        self.resp_cont = false;
-        self.stray_eof = None;
     }
 
     fn response(&mut self, len: u32, seq: u8, p: &[u8], cut: bool, out: &mut Output) -> Step {
@@ -723,7 +693,7 @@ impl State {
         self.stray_eof = None;
         self.fresh = false;
         // In step again: a later loss counts anew.
-        self.resp_outage = false;
+        self.link.resp_outage = false;
         if expected.is_some() {
             self.exp = Some(seq.wrapping_add(1));
         }

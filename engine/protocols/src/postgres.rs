@@ -27,7 +27,7 @@
 //! start of a later call that starts with a plausible `Query`, `Parse` or `Bind`, the
 //! responses at the start of the first call after it.
 
-use crate::sql::{self, Fed, Frames, Framing, PREFIX_MAX, Step};
+use crate::sql::{self, Fed, Frames, Framing, Link, PREFIX_MAX, Session, Step};
 use crate::{Dir, MAX_PENDING, Message, OTHER, Output, Parser, Role};
 use std::collections::{HashMap, VecDeque};
 
@@ -274,8 +274,7 @@ struct Pending {
 #[derive(Debug)]
 struct State {
     role: Role,
-    started: bool,
-    opaque: bool,
+    link: Link,
     /// Frontend messages without a type byte (startup packets).
     untyped: bool,
     /// The frontend switched to TLS without waiting (an answer not seen).
@@ -288,10 +287,6 @@ struct State {
     emitted: usize,
     /// An error in an extended batch: its `Execute`s fail up to its `Sync`.
     skip_to_sync: bool,
-    resync: bool,
-    resp_lost: bool,
-    req_outage: bool,
-    resp_outage: bool,
 }
 
 /// PostgreSQL parser for one connection.
@@ -308,8 +303,7 @@ impl PostgresParser {
             resp: Frames::new(false),
             st: State {
                 role,
-                started: false,
-                opaque: false,
+                link: Link::default(),
                 untyped: false,
                 tls: false,
                 stmts: HashMap::new(),
@@ -319,85 +313,86 @@ impl PostgresParser {
                 queue: VecDeque::new(),
                 emitted: 0,
                 skip_to_sync: false,
-                resync: false,
-                resp_lost: false,
-                req_outage: false,
-                resp_outage: false,
             },
-        }
-    }
-
-    /// The first call: a startup packet starts at the beginning; frontend messages start
-    /// mid-stream, the responses realigned at the first call after them.
-    fn start(&mut self, dir: Dir, data: &[u8], unseen: u64) {
-        self.st.started = true;
-        let req_dir = self.st.role.request_dir();
-        if dir == req_dir && startup_packet(data) {
-            self.st.untyped = true;
-        } else if dir == req_dir && frontend(data, Some(unseen)) {
-            self.resp.lose();
-            self.st.resync = true;
-            self.st.resp_outage = true;
-        } else {
-            self.req.lose();
-            self.resp.lose();
-            self.st.req_outage = true;
-            self.st.resp_outage = true;
         }
     }
 }
 
 impl Parser for PostgresParser {
     fn feed(&mut self, dir: Dir, data: &[u8], unseen: u64, out: &mut Output) {
-        if self.st.opaque || (data.is_empty() && unseen == 0) {
-            return;
-        }
-        if !self.st.started {
-            self.start(dir, data, unseen);
-        }
-        let st = &mut self.st;
-        if dir == st.role.request_dir() {
-            if self.req.lost() {
-                if !frontend(data, Some(unseen)) {
-                    return;
-                }
-                self.req.realign();
-                st.untyped = false;
-                st.resync = true;
-                st.req_outage = false;
-            }
-            st.resp_lost = self.resp.lost();
-            match self.req.feed(data, unseen, &mut Front { s: st, out }) {
-                Fed::Ok => {}
-                Fed::Lost => {
-                    if !st.req_outage {
-                        st.req_outage = true;
-                        out.malformed += 1;
-                    }
-                }
-                Fed::Stop => st.opaque = true,
-            }
-            if st.queue.len() > MAX_QUEUE {
-                self.resp.lose();
-                st.resp_gone(out);
-            }
+        sql::drive(
+            &mut self.req,
+            &mut self.resp,
+            &mut self.st,
+            dir,
+            data,
+            unseen,
+            out,
+        );
+    }
+}
+
+impl sql::Pending for Pending {
+    fn emit(&self) -> bool {
+        self.emit
+    }
+    fn realign(&self) -> bool {
+        self.realign
+    }
+    fn unmark(&mut self) {
+        self.realign = false;
+    }
+}
+
+impl Session for State {
+    type Pending = Pending;
+    const MAX_QUEUE: usize = MAX_QUEUE;
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    fn queue(&mut self) -> &mut VecDeque<Pending> {
+        &mut self.queue
+    }
+
+    /// A startup packet starts at the beginning.
+    fn opens(&mut self, req: bool, data: &[u8]) -> bool {
+        self.untyped = req && startup_packet(data);
+        self.untyped
+    }
+
+    fn requests_start(data: &[u8], unseen: u64) -> bool {
+        frontend(data, Some(unseen))
+    }
+
+    fn realigned(&mut self, req: bool) {
+        if req {
+            self.untyped = false;
         } else {
-            if let Some(at) = st.queue.iter().position(|p| p.realign) {
-                for _ in 0..at {
-                    st.complete(false, None, out);
-                }
-                st.queue[0].realign = false;
-                st.skip_to_sync = false;
-                self.resp.realign();
-            } else if self.resp.lost() {
-                return;
-            }
-            match self.resp.feed(data, unseen, &mut Back { s: st, out }) {
-                Fed::Ok => {}
-                Fed::Lost => st.resp_gone(out),
-                Fed::Stop => st.opaque = true,
-            }
+            self.skip_to_sync = false;
         }
+    }
+
+    /// The front entry's response is complete.
+    fn complete(&mut self, error: bool, code: Option<Box<str>>, out: &mut Output) {
+        sql::answer(&mut self.queue, &mut self.emitted, error, code, out);
+    }
+
+    fn responses_gone(&mut self) {
+        self.skip_to_sync = false;
+    }
+
+    fn requests(&mut self, f: &mut Frames, data: &[u8], unseen: u64, out: &mut Output) -> Fed {
+        f.feed(data, unseen, &mut Front { s: self, out })
+    }
+
+    fn responses(&mut self, f: &mut Frames, data: &[u8], unseen: u64, out: &mut Output) -> Fed {
+        f.feed(data, unseen, &mut Back { s: self, out })
     }
 }
 
@@ -599,11 +594,11 @@ impl Framing for Back<'_> {
                     }
                 }
                 s.skip_to_sync = false;
-                s.resp_outage = false;
+                s.link.resp_outage = false;
             }
             b'C' | b'I' | b's' if front == Some(Item::Execute) => {
                 s.complete(false, None, out);
-                s.resp_outage = false;
+                s.link.resp_outage = false;
             }
             b'W' => {
                 // Copy both ways (replication): a stream with no end.
@@ -625,8 +620,7 @@ impl State {
             out.messages.push(Message::request(method));
             self.emitted += 1;
         }
-        let realign = (self.resync || self.resp_lost) && !self.queue.iter().any(|p| p.realign);
-        self.resync = false;
+        let realign = self.link.mark(&self.queue);
         self.queue.push_back(Pending {
             item,
             emit,
@@ -636,18 +630,6 @@ impl State {
         });
         if item == Item::Execute {
             self.drain(out);
-        }
-    }
-
-    /// The front entry's response is complete.
-    fn complete(&mut self, error: bool, code: Option<Box<str>>, out: &mut Output) {
-        if let Some(p) = self.queue.pop_front()
-            && p.emit
-        {
-            let mut m = Message::response(0, error);
-            m.code = code;
-            out.messages.push(m);
-            self.emitted -= 1;
         }
     }
 
@@ -661,18 +643,6 @@ impl State {
         {
             self.complete(true, None, out);
         }
-    }
-
-    /// The responses can no longer be followed: the waiting requests get theirs now.
-    fn resp_gone(&mut self, out: &mut Output) {
-        if !self.resp_outage {
-            self.resp_outage = true;
-            out.malformed += 1;
-        }
-        while !self.queue.is_empty() {
-            self.complete(false, None, out);
-        }
-        self.skip_to_sync = false;
     }
 }
 

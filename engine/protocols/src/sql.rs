@@ -1,7 +1,8 @@
 //! What the SQL protocols share: a statement's verb from its (possibly truncated) text, and
 //! the framing of a byte stream cut into length-prefixed messages, parts of it unseen.
 
-use crate::{MAX_HELD, OTHER};
+use crate::{Dir, MAX_HELD, OTHER, Output, Role};
+use std::collections::VecDeque;
 
 /// The verb of an SQL statement (`SELECT`, `INSERT`, …), from a fixed set; [`OTHER`] when
 /// the first word is none of them.
@@ -439,6 +440,174 @@ impl Frames {
             Step::Go | Step::Lost => self.lose(),
         }
     }
+}
+
+/// What a connection's two directions share, kept by [`drive`] and read by the protocol.
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    started: bool,
+    opaque: bool,
+    /// The requests were resynchronised: the next request realigns the responses.
+    resync: bool,
+    /// The response framing is lost (copy of [`Frames::lost`] for the request side).
+    resp_lost: bool,
+    req_outage: bool,
+    /// A loss of the response framing was counted; cleared when in step again.
+    pub(crate) resp_outage: bool,
+}
+
+impl Link {
+    /// Whether a request queued now is where the responses realign (the requests were
+    /// resynchronised or the responses are lost, and no request waiting is marked yet).
+    pub(crate) fn mark<P: Pending>(&mut self, queue: &VecDeque<P>) -> bool {
+        let realign = (self.resync || self.resp_lost) && !queue.iter().any(P::realign);
+        self.resync = false;
+        realign
+    }
+}
+
+/// A request waiting for its response.
+pub(crate) trait Pending {
+    /// A request was emitted: its response must be.
+    fn emit(&self) -> bool;
+    /// Responses resume at the start of the first call after this request.
+    fn realign(&self) -> bool;
+    fn unmark(&mut self);
+}
+
+/// An SQL protocol's connection state, as [`drive`] runs it.
+pub(crate) trait Session {
+    type Pending: Pending;
+    /// Requests waiting past this many: the responses are given up.
+    const MAX_QUEUE: usize;
+    fn role(&self) -> Role;
+    fn link(&mut self) -> &mut Link;
+    fn queue(&mut self) -> &mut VecDeque<Self::Pending>;
+    /// The first call (`req`: in the request direction) opens the connection: its state
+    /// is set for it.
+    fn opens(&mut self, req: bool, data: &[u8]) -> bool;
+    /// A call in the request direction starting with plausible requests.
+    fn requests_start(data: &[u8], unseen: u64) -> bool;
+    /// The requests' (`req`) or the responses' framing starts over: forget what was
+    /// partly read.
+    fn realigned(&mut self, req: bool);
+    /// The front request's response is complete.
+    fn complete(&mut self, error: bool, code: Option<Box<str>>, out: &mut Output);
+    /// The responses can no longer be followed: forget what was partly read of them.
+    fn responses_gone(&mut self);
+    /// One call of requests through their framing.
+    fn requests(&mut self, f: &mut Frames, data: &[u8], unseen: u64, out: &mut Output) -> Fed;
+    /// One call of responses through their framing.
+    fn responses(&mut self, f: &mut Frames, data: &[u8], unseen: u64, out: &mut Output) -> Fed;
+}
+
+/// One call of a connection in either direction: the first call starts at the opening or
+/// mid-stream (at requests, the responses realigned at the first call after them) or lost.
+/// Lost requests realign at a call that starts with plausible requests (one malformed per
+/// outage); responses at the first call after the request marked for it, the requests
+/// before it answered at once. Lost responses answer all waiting requests at once.
+pub(crate) fn drive<S: Session>(
+    req: &mut Frames,
+    resp: &mut Frames,
+    st: &mut S,
+    dir: Dir,
+    data: &[u8],
+    unseen: u64,
+    out: &mut Output,
+) {
+    if st.link().opaque || (data.is_empty() && unseen == 0) {
+        return;
+    }
+    let is_req = dir == st.role().request_dir();
+    if !st.link().started {
+        st.link().started = true;
+        if st.opens(is_req, data) {
+            // At the opening: both directions in step.
+        } else if is_req && S::requests_start(data, unseen) {
+            resp.lose();
+            st.link().resync = true;
+            st.link().resp_outage = true;
+        } else {
+            req.lose();
+            resp.lose();
+            st.link().req_outage = true;
+            st.link().resp_outage = true;
+        }
+    }
+    if is_req {
+        if req.lost() {
+            if !S::requests_start(data, unseen) {
+                return;
+            }
+            req.realign();
+            st.realigned(true);
+            st.link().resync = true;
+            st.link().req_outage = false;
+        }
+        st.link().resp_lost = resp.lost();
+        match st.requests(req, data, unseen, out) {
+            Fed::Ok => {}
+            Fed::Lost => {
+                let link = st.link();
+                if !link.req_outage {
+                    link.req_outage = true;
+                    out.malformed += 1;
+                }
+            }
+            Fed::Stop => st.link().opaque = true,
+        }
+        if st.queue().len() > S::MAX_QUEUE {
+            resp.lose();
+            resp_gone(st, out);
+        }
+    } else {
+        if let Some(at) = st.queue().iter().position(S::Pending::realign) {
+            for _ in 0..at {
+                st.complete(false, None, out);
+            }
+            st.queue()[0].unmark();
+            resp.realign();
+            st.realigned(false);
+        } else if resp.lost() {
+            return;
+        }
+        match st.responses(resp, data, unseen, out) {
+            Fed::Ok => {}
+            Fed::Lost => resp_gone(st, out),
+            Fed::Stop => st.link().opaque = true,
+        }
+    }
+}
+
+/// The front request's response is complete: emitted when the request was.
+pub(crate) fn answer<P: Pending>(
+    queue: &mut VecDeque<P>,
+    emitted: &mut usize,
+    error: bool,
+    code: Option<Box<str>>,
+    out: &mut Output,
+) {
+    if let Some(p) = queue.pop_front()
+        && p.emit()
+    {
+        let mut m = crate::Message::response(0, error);
+        m.code = code;
+        out.messages.push(m);
+        *emitted -= 1;
+    }
+}
+
+/// The responses can no longer be followed: the waiting requests get theirs now.
+fn resp_gone<S: Session>(st: &mut S, out: &mut Output) {
+    let link = st.link();
+    if !link.resp_outage {
+        link.resp_outage = true;
+        out.malformed += 1;
+    }
+    while !st.queue().is_empty() {
+        st.complete(false, None, out);
+    }
+    st.responses_gone();
 }
 
 /// Insert into a map bounded to `cap` entries: a new key past it starts the map over.
