@@ -21,8 +21,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 
-/// Connections whose payload is parsed at once; calls of further connections are not
-/// parsed (counted in `untracked_connections`).
+/// Connections whose payload is parsed at once; past it the idler half is forgotten
+/// (counted in `untracked_connections`).
 pub const MAX_CONNS: usize = 65_536;
 /// Request rows (each holds a latency histogram of about 10 KiB).
 pub const MAX_ROWS: usize = 4096;
@@ -51,6 +51,8 @@ struct Tracked {
     /// Bytes seen before the protocol was known, added to its row at detection.
     early_sent: u64,
     early_received: u64,
+    /// Event time of its last call.
+    last_ts: u64,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -190,6 +192,9 @@ impl Requests {
         cgroup_id: u64,
         tcp_role: Option<Role>,
     ) {
+        if self.conns.len() >= MAX_CONNS && !self.conns.contains_key(&e.sock_id) {
+            self.evict_idle();
+        }
         let room = self.conns.len() < MAX_CONNS;
         let t = match self.conns.entry(e.sock_id) {
             Entry::Occupied(slot) => slot.into_mut(),
@@ -205,9 +210,11 @@ impl Requests {
                 tcp_role,
                 early_sent: 0,
                 early_received: 0,
+                last_ts: 0,
             }),
         };
         t.cgroup_id = cgroup_id;
+        t.last_ts = e.header.ts_ns;
         if t.tcp_role.is_none() {
             t.tcp_role = tcp_role;
         }
@@ -285,6 +292,25 @@ impl Requests {
             self.exchange(x, cg, (role == Role::Client).then_some(peer));
         }
         self.done = done;
+    }
+
+    /// The table is full: connections whose close never came (lost records, the TCP
+    /// signal off) would keep new ones out for good. The idler half goes, counted as
+    /// untracked.
+    fn evict_idle(&mut self) {
+        let mut times: Vec<u64> = self.conns.values().map(|t| t.last_ts).collect();
+        let half = times.len() / 2;
+        let (_, &mut median, _) = times.select_nth_unstable(half);
+        let before = self.conns.len();
+        let counters = &mut self.counters;
+        self.conns.retain(|_, t| {
+            let keep = t.last_ts > median;
+            if !keep {
+                t.conn.close(counters);
+            }
+            keep
+        });
+        self.untracked_connections += (before - self.conns.len()) as u64;
     }
 
     /// The edge from a client cgroup to a server, with the server's cgroup once a local

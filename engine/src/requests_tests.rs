@@ -107,3 +107,35 @@ fn http_exchanges_are_rows_for_both_ends_and_an_edge() {
         )
     );
 }
+
+#[test]
+fn a_full_table_forgets_its_idlest_connections_not_the_new_ones() {
+    use crate::requests::{MAX_CONNS, Requests};
+    let mut r = Requests::default();
+    let mut e = event_abi::SockIoEvent::default();
+    e.direction = SEND;
+    e.bytes = 1;
+    // Connections whose close never comes, one call each, then one more.
+    for i in 0..=MAX_CONNS as u64 {
+        e.sock_id = i + 1;
+        e.header.ts_ns = i;
+        r.record(&e, b"x", CG, None);
+    }
+    let p = r.protocols_summary();
+    assert_eq!(p.untracked_connections, MAX_CONNS as u64 / 2 + 1);
+    // The newest connection is parsed: its request shows once it is answered.
+    let last = MAX_CONNS as u64 + 2;
+    e.sock_id = last;
+    let req = b"GET / HTTP/1.1\r\n\r\n";
+    e.bytes = req.len() as u64;
+    r.record(&e, req, CG, Some(ksight_protocols::Role::Client));
+    e.direction = RECV;
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    e.bytes = resp.len() as u64;
+    r.record(&e, resp, CG, Some(ksight_protocols::Role::Client));
+    assert_eq!(r.http_summary().requests.len(), 1);
+    assert_eq!(
+        r.protocols_summary().untracked_connections,
+        p.untracked_connections
+    );
+}
