@@ -112,9 +112,11 @@ fn http_exchanges_are_rows_for_both_ends_and_an_edge() {
 fn a_full_table_forgets_its_idlest_connections_not_the_new_ones() {
     use crate::requests::{MAX_CONNS, Requests};
     let mut r = Requests::default();
-    let mut e = event_abi::SockIoEvent::default();
-    e.direction = SEND;
-    e.bytes = 1;
+    let mut e = event_abi::SockIoEvent {
+        direction: SEND,
+        bytes: 1,
+        ..Default::default()
+    };
     // Connections whose close never comes, one call each, then one more.
     for i in 0..=MAX_CONNS as u64 {
         e.sock_id = i + 1;
