@@ -1109,7 +1109,7 @@ mod tests {
         ]
     }
 
-    /// The session of the brief: handshake, a big SELECT over many calls with unseen bytes,
+    /// A whole session: handshake, a big SELECT over many calls with unseen bytes,
     /// an INSERT, a failing query, prepare + execute twice.
     fn session(deprecate: bool) -> (Script, Vec<&'static str>) {
         let mut s = handshake(BASE_CAPS | if deprecate { DEPRECATE } else { 0 });

@@ -787,7 +787,7 @@ mod tests {
         testing::spread(rs, |b| be32(&b[1..]) as usize + 1)
     }
 
-    /// The session of the brief.
+    /// A whole session: startup, simple and extended queries, a failing statement.
     fn session() -> (Script, Vec<&'static str>) {
         let mut s: Script = vec![
             (D::C, startup(), 0),
