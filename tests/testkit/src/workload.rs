@@ -217,6 +217,7 @@ fn procs() {
 fn tcp(sent: usize, received: usize) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().unwrap();
+    let threads = thread_count();
     let server = std::thread::spawn(move || {
         // Orderly connection: read everything, answer, close.
         let (mut conn, _) = listener.accept().expect("accept");
@@ -259,6 +260,7 @@ fn tcp(sent: usize, received: usize) {
     std::thread::sleep(std::time::Duration::from_millis(50));
     drop(abort);
     server.join().expect("server thread");
+    wait_threads(threads);
 }
 
 /// A page-aligned buffer, as O_DIRECT needs.
@@ -309,6 +311,7 @@ fn block(device: &str) {
 fn connect_loop(n: usize) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().unwrap();
+    let threads = thread_count();
     let server = std::thread::spawn(move || {
         for _ in 0..n {
             let (mut conn, _) = listener.accept().expect("accept");
@@ -326,6 +329,7 @@ fn connect_loop(n: usize) {
         conn.read_exact(&mut buf).expect("read");
     }
     server.join().expect("server thread");
+    wait_threads(threads);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -944,9 +948,11 @@ fn requests() {
     for (server, client) in protocols {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().unwrap();
+        let threads = thread_count();
         let server = std::thread::spawn(move || server(listener));
         client(addr);
         server.join().expect("server thread");
+        wait_threads(threads);
     }
 }
 
@@ -994,4 +1000,28 @@ pub fn run(args: &[String]) -> Result<(), &'static str> {
         _ => return Err(USAGE),
     }
     Ok(())
+}
+
+/// Threads of this process.
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .count()
+}
+
+/// Waits until this process is down to `threads` threads again. `join` returns as soon as
+/// a thread has let go of its memory, before it reaches `sched_process_exit`; a sibling
+/// exiting in that window would race it, and whether each was the last thread out (read
+/// from the thread group's live count where the tracepoint does not pass it) would depend
+/// on timing. A thread's `/proc/self/task` entry goes once it is released, after its exit
+/// record.
+fn wait_threads(threads: usize) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while thread_count() > threads {
+        assert!(
+            std::time::Instant::now() < end,
+            "a joined thread was not released in 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
