@@ -77,11 +77,36 @@ fn http_get(port: u16, path: &str, accept: &str) -> std::io::Result<Http> {
                 .then(|| v.trim().to_string())
         })
         .unwrap_or_default();
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
     Ok(Http {
         status,
         content_type,
-        body: body.to_string(),
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
     })
+}
+
+/// A chunked body put back together (a large scrape comes in chunks whose boundaries fall
+/// anywhere, inside a line too).
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").expect("chunk end");
+    }
+    body
 }
 
 /// Labels every per-cgroup series may carry besides the ones a test names.
