@@ -2423,37 +2423,4 @@ mod tests {
             "{messages} {malformed} {exchanges}"
         );
     }
-
-    /// Throughput, release build: `cargo test --release -p ksight-protocols -- --ignored redis_speed --nocapture`.
-    #[test]
-    #[ignore]
-    fn redis_speed() {
-        let mut reqs = Vec::new();
-        let mut replies = Vec::new();
-        for i in 0..1000 {
-            reqs.extend(cmd(&[
-                b"SET",
-                format!("key:{i}").as_bytes(),
-                b"value value value",
-            ]));
-            reqs.extend(cmd(&[b"GET", format!("key:{i}").as_bytes()]));
-            replies.extend_from_slice(b"+OK\r\n$17\r\nvalue value value\r\n");
-        }
-        let mut p = RedisParser::new(Role::Client);
-        let mut out = Output::default();
-        let start = std::time::Instant::now();
-        let rounds = 1000;
-        for _ in 0..rounds {
-            for c in reqs.chunks(512) {
-                p.feed(Send, c, 0, &mut out);
-            }
-            for c in replies.chunks(512) {
-                p.feed(Recv, c, 0, &mut out);
-            }
-            out.messages.clear();
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let commands = 2000.0 * rounds as f64;
-        println!("{:.2} M commands/s (with replies)", commands / secs / 1e6);
-    }
 }
